@@ -1,0 +1,23 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod consume;
+pub mod produce;
+pub mod topics;
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A spinner counting records on stderr, shown only when stderr is a terminal.
+pub fn progress(message: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {human_pos} records ({per_sec})") {
+        bar.set_style(style);
+    }
+    bar.set_message(message);
+    bar
+}

@@ -1,0 +1,75 @@
+//! `kappa`: manage topics, produce and consume records, and benchmark the log.
+//!
+//! ```text
+//! kappa topics create orders --partitions 3
+//! printf 'a\nb\n' | kappa produce orders
+//! kappa consume orders --from-beginning --format json
+//! ```
+
+mod commands;
+mod location;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::location::LogLocation;
+
+/// Kappa's command-line tool.
+#[derive(Debug, Parser)]
+#[command(name = "kappa", version, about = "Topics, records and benchmarks on a Kappa log")]
+struct Cli {
+    /// Where the log is: a directory (embedded log) or kafka://host:port,...
+    #[arg(long = "log", global = true, env = "KAPPA_LOG", default_value = "./kappa-data")]
+    log: String,
+
+    /// Embedded log durability: always (fsync each commit), interval:<ms>, never.
+    #[arg(long, global = true, env = "KAPPA_DURABILITY", default_value = "always")]
+    durability: kappa_log::Durability,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topics(commands::topics::TopicsCommand),
+    /// Append one record per line of standard input.
+    Produce(commands::produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(commands::consume::ConsumeArgs),
+    /// Measure the log.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG_LEVEL")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let location: LogLocation = cli.log.parse()?;
+    match cli.command {
+        // The benchmark makes its own logs in scratch directories.
+        Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Topics(cmd) => commands::topics::run(&*location.open(cli.durability)?, cmd),
+        Command::Produce(args) => commands::produce::run(&*location.open(cli.durability)?, args),
+        Command::Consume(args) => commands::consume::run(&*location.open(cli.durability)?, args),
+    }
+}

@@ -1,0 +1,222 @@
+//! The read path: fetch (with tailing), timestamp lookup, group positions.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::batch::{BatchSummary, BatchView};
+use super::{Inner, TopicState, bounded_wait, keys, lock_ignoring_poison};
+use crate::commit::valid_group_name;
+use crate::error::{LogError, describe_fjall};
+use crate::log::{FetchLimits, FetchOutcome};
+use crate::record::{Record, TopicPartition};
+
+fn corrupt(t: &TopicState, partition: u32, offset: u64, detail: String) -> LogError {
+    LogError::Corrupt {
+        topic: t.name.to_string(),
+        partition,
+        offset,
+        detail,
+    }
+}
+
+impl Inner {
+    pub(crate) fn fetch(
+        &self,
+        from: &[(TopicPartition, u64)],
+        limits: FetchLimits,
+        out: &mut Vec<Record>,
+    ) -> Result<FetchOutcome, LogError> {
+        let deadline = Instant::now() + bounded_wait(limits.wait_max);
+        let (lock, cvar) = &self.commits;
+        loop {
+            // Read the commit counter before looking, so a commit that lands
+            // after the look is seen as a change and nothing is missed.
+            let seen = *lock_ignoring_poison(lock);
+            let outcome = self.fetch_once(from, limits, out)?;
+            if outcome.records > 0 || limits.records_max == 0 {
+                return Ok(outcome);
+            }
+            let mut guard = lock_ignoring_poison(lock);
+            loop {
+                if *guard != seen {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(outcome);
+                }
+                guard = cvar
+                    .wait_timeout(guard, deadline - now)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+        }
+    }
+
+    fn fetch_once(
+        &self,
+        from: &[(TopicPartition, u64)],
+        limits: FetchLimits,
+        out: &mut Vec<Record>,
+    ) -> Result<FetchOutcome, LogError> {
+        let mut outcome = FetchOutcome {
+            next_offsets: Vec::with_capacity(from.len()),
+            records: 0,
+        };
+        let mut bytes = 0usize;
+        for (tp, offset) in from {
+            let t = self.topic(&tp.topic)?;
+            let next = if outcome.records < limits.records_max && bytes < limits.bytes_max {
+                self.read_partition(&t, tp.partition, *offset, limits, &mut outcome.records, &mut bytes, out)?
+            } else {
+                self.partition(&t, tp.partition)?;
+                *offset
+            };
+            outcome.next_offsets.push(next);
+        }
+        Ok(outcome)
+    }
+
+    /// Reads one partition from `offset`; returns the next offset to read.
+    #[allow(clippy::too_many_arguments)]
+    fn read_partition(
+        &self,
+        t: &Arc<TopicState>,
+        partition: u32,
+        offset: u64,
+        limits: FetchLimits,
+        count: &mut usize,
+        bytes: &mut usize,
+        out: &mut Vec<Record>,
+    ) -> Result<u64, LogError> {
+        let p = self.partition(t, partition)?;
+        let end = p.end.load(Ordering::Acquire);
+        let start = p.start.load(Ordering::Acquire);
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                topic: t.name.to_string(),
+                partition,
+                offset,
+                start,
+                end,
+            });
+        }
+        if offset == end {
+            return Ok(end);
+        }
+        // The batch holding `offset` is the last one starting at or before it.
+        let first_base = self
+            .ks
+            .batches
+            .range(keys::batch_key(t.id, partition, 0)..=keys::batch_key(t.id, partition, offset))
+            .next_back()
+            .map(|g| g.key())
+            .transpose()
+            .map_err(|e| corrupt(t, partition, offset, describe_fjall(&e)))?
+            .and_then(|k| keys::base_offset_of(&k))
+            .unwrap_or(offset);
+
+        let mut next = end;
+        let range = keys::batch_key(t.id, partition, first_base)..keys::batch_key(t.id, partition, end);
+        'batches: for item in self.ks.batches.range(range) {
+            let (k, v) = item
+                .into_inner()
+                .map_err(|e| corrupt(t, partition, offset, describe_fjall(&e)))?;
+            let base = keys::base_offset_of(&k)
+                .ok_or_else(|| corrupt(t, partition, offset, "malformed batch key".to_owned()))?;
+            let view = BatchView::parse(Bytes::from(v), base).map_err(|e| corrupt(t, partition, base, e.0))?;
+            let mut stopped = false;
+            view.for_each_record(&t.name, partition, offset, |r| {
+                if r.offset >= end {
+                    stopped = true;
+                    return false;
+                }
+                *bytes += r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
+                next = r.offset + 1;
+                out.push(r);
+                *count += 1;
+                if *count >= limits.records_max || *bytes >= limits.bytes_max {
+                    stopped = true;
+                    return false;
+                }
+                true
+            })
+            .map_err(|e| corrupt(t, partition, base, e.0))?;
+            if stopped {
+                break 'batches;
+            }
+            next = end;
+        }
+        Ok(next)
+    }
+
+    pub(crate) fn offset_for_timestamp(
+        &self,
+        tp: &TopicPartition,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, LogError> {
+        let t = self.topic(&tp.topic)?;
+        let p = self.partition(&t, tp.partition)?;
+        let start = p.start.load(Ordering::Acquire);
+        let end = p.end.load(Ordering::Acquire);
+        let range = keys::batch_key(t.id, tp.partition, 0)..keys::batch_key(t.id, tp.partition, end);
+        for item in self.ks.index.range(range) {
+            let (k, v) = item
+                .into_inner()
+                .map_err(|e| corrupt(&t, tp.partition, 0, describe_fjall(&e)))?;
+            let base = keys::base_offset_of(&k).unwrap_or(0);
+            let summary = BatchSummary::decode(&v)
+                .ok_or_else(|| corrupt(&t, tp.partition, base, "batch index entry is damaged".to_owned()))?;
+            if summary.max_timestamp < timestamp_ms {
+                continue;
+            }
+            let Some(value) = self
+                .ks
+                .batches
+                .get(k)
+                .map_err(|e| corrupt(&t, tp.partition, base, describe_fjall(&e)))?
+            else {
+                // Removed by retention between the index scan and now.
+                continue;
+            };
+            let view = BatchView::parse(Bytes::from(value), base).map_err(|e| corrupt(&t, tp.partition, base, e.0))?;
+            let mut found = None;
+            view.for_each_record(&t.name, tp.partition, start, |r| {
+                if r.timestamp >= timestamp_ms {
+                    found = Some(r.offset);
+                    false
+                } else {
+                    true
+                }
+            })
+            .map_err(|e| corrupt(&t, tp.partition, base, e.0))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError> {
+        if !valid_group_name(group) {
+            return Err(LogError::InvalidGroupName(group.to_owned()));
+        }
+        let mut out = Vec::new();
+        for item in self.ks.groups.prefix(keys::group_prefix(group)) {
+            let (k, v) = item.into_inner()?;
+            let parsed = keys::parse_group_key(&k);
+            let offset = <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_le_bytes);
+            let (Some((g, topic, partition)), Some(offset)) = (parsed, offset) else {
+                return Err(LogError::CorruptMetadata(format!("a position of group {group:?} is damaged")));
+            };
+            if g == group {
+                out.push((TopicPartition::new(topic, partition), offset));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

@@ -1,0 +1,33 @@
+//! Kappa's log: the record model, the [`Log`] trait every backend
+//! implements, and the embedded backend ([`EmbeddedLog`]).
+//!
+//! The log is the only source of truth in Kappa. Writers append records to
+//! partitioned topics in atomic [`Commit`]s; readers fetch from positions and
+//! tail without polling; every store and view is a cache of the log.
+
+mod commit;
+mod embedded;
+mod error;
+mod log;
+mod partitioner;
+mod record;
+mod topic;
+
+pub use commit::{
+    Commit, CommitReceipt, GROUP_NAME_BYTES_MAX, GroupPosition, METADATA_KEY_BYTES_MAX, TopicAppend,
+};
+pub use embedded::{
+    Durability, EmbeddedLog, EmbeddedOptions, FORMAT_VERSION, MaintenanceReport, ParseDurabilityError,
+};
+pub use error::LogError;
+pub use log::{FetchLimits, FetchOutcome, Log};
+pub use partitioner::{murmur2, partition_for_key};
+pub use record::{
+    HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX, Header, OffsetRange, ParsePositionError, Position,
+    ProducerRecord, Record, TopicPartition, now_ms,
+};
+pub use topic::{
+    CleanupPolicy, DEFAULT_DELETE_RETENTION_MS, DEFAULT_MAX_RECORD_BYTES, PARTITIONS_MAX,
+    PartitionDescription, TOPIC_NAME_BYTES_MAX, TopicConfig, TopicDescription, TopicSpec,
+    validate_topic_name,
+};

@@ -1,0 +1,164 @@
+//! The `Log` trait: what every backend (embedded, Kafka) provides.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::commit::{Commit, CommitReceipt};
+use crate::error::LogError;
+use crate::record::{OffsetRange, Position, ProducerRecord, Record, TopicPartition};
+use crate::topic::{TopicDescription, TopicSpec};
+
+/// Bounds on one fetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Most records returned.
+    pub records_max: usize,
+    /// Stop adding records once this many key+value bytes were returned
+    /// (at least one record is always returned when one is available).
+    pub bytes_max: usize,
+    /// How long to wait for new records when none are available.
+    pub wait_max: Duration,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        Self {
+            records_max: 10_000,
+            bytes_max: 16 * 1024 * 1024,
+            wait_max: Duration::ZERO,
+        }
+    }
+}
+
+/// What a fetch saw besides its records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchOutcome {
+    /// For each partition asked for, the next offset to ask for after this fetch.
+    pub next_offsets: Vec<u64>,
+    /// Records appended to the output vector.
+    pub records: usize,
+}
+
+/// A durable, partitioned, append-only log with atomic multi-partition commits.
+///
+/// Both backends implement it; application code only sees this trait.
+/// Methods block (there is no async on the hot path); call them from
+/// `spawn_blocking` in async code.
+///
+/// ```
+/// use kappa_log::{EmbeddedLog, Log, TopicSpec, ProducerRecord, TopicPartition, FetchLimits};
+/// let dir = tempfile::tempdir()?;
+/// let log = EmbeddedLog::open(dir.path())?;
+/// log.create_topic(&TopicSpec::new("greetings", 1))?;
+/// let positions = log.append("greetings", vec![ProducerRecord::value("hello")])?;
+/// assert_eq!(positions[0].to_string(), "greetings/0/0");
+/// let mut out = Vec::new();
+/// log.fetch(&[(TopicPartition::new("greetings", 0), 0)], FetchLimits::default(), &mut out)?;
+/// assert_eq!(out[0].value.as_deref(), Some(&b"hello"[..]));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub trait Log: Send + Sync {
+    /// Creates a topic.
+    ///
+    /// # Errors
+    ///
+    /// Invalid name or config, or [`LogError::TopicExists`].
+    fn create_topic(&self, spec: &TopicSpec) -> Result<(), LogError>;
+
+    /// Deletes a topic, its records and the group positions that name it.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`].
+    fn delete_topic(&self, name: &str) -> Result<(), LogError>;
+
+    /// All topics, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    fn list_topics(&self) -> Result<Vec<TopicSpec>, LogError>;
+
+    /// A topic's spec and per-partition offsets.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`].
+    fn describe_topic(&self, name: &str) -> Result<TopicDescription, LogError>;
+
+    /// Applies a commit atomically: all of it is durable (per the durability
+    /// mode) and visible when this returns `Ok`, none of it otherwise.
+    ///
+    /// # Errors
+    ///
+    /// Any invalid part (unknown topic, partition out of range, oversized
+    /// record, bad group name) rejects the whole commit and writes nothing.
+    fn commit(&self, commit: Commit) -> Result<CommitReceipt, LogError>;
+
+    /// Appends records to a topic in one commit, returning their positions.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::commit`].
+    fn append(&self, topic: &str, records: Vec<ProducerRecord>) -> Result<Vec<Position>, LogError> {
+        let mut commit = Commit::new();
+        commit.append_all(topic, None, records);
+        Ok(self.commit(commit)?.positions)
+    }
+
+    /// Reads records from several partitions, starting at the given offsets,
+    /// appending them to `out`. When none is available it waits up to
+    /// `limits.wait_max` for a commit to bring some (no polling).
+    ///
+    /// # Errors
+    ///
+    /// Unknown topic, partition out of range, an offset outside
+    /// `start..=end` ([`LogError::OffsetOutOfRange`]), or corrupt data.
+    fn fetch(
+        &self,
+        from: &[(TopicPartition, u64)],
+        limits: FetchLimits,
+        out: &mut Vec<Record>,
+    ) -> Result<FetchOutcome, LogError>;
+
+    /// The offsets a partition holds.
+    ///
+    /// # Errors
+    ///
+    /// Unknown topic or partition.
+    fn offsets(&self, partition: &TopicPartition) -> Result<OffsetRange, LogError>;
+
+    /// The first offset whose record has a timestamp at or after `timestamp_ms`,
+    /// or `None` if there is none (as Kafka's `ListOffsets` by time).
+    ///
+    /// # Errors
+    ///
+    /// Unknown topic or partition, or corrupt data.
+    fn offset_for_timestamp(
+        &self,
+        partition: &TopicPartition,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, LogError>;
+
+    /// The committed positions of a consumer group, sorted.
+    ///
+    /// # Errors
+    ///
+    /// Invalid group name or storage failure.
+    fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError>;
+
+    /// Reads one metadata key.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    fn metadata(&self, key: &[u8]) -> Result<Option<Bytes>, LogError>;
+
+    /// All metadata keys with a prefix, in key order.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    fn metadata_scan(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, LogError>;
+}
