@@ -132,6 +132,9 @@ pub(crate) fn describe_fjall(e: &fjall::Error) -> String {
             "the write-ahead journal is damaged ({r:?}) beyond its last batch; refusing to open rather than lose data"
         ),
         fjall::Error::Locked => "the storage engine is locked by another process".to_owned(),
+        fjall::Error::Storage(fjall::LsmError::ChecksumMismatch { .. }) => {
+            "a stored block failed its checksum (the data file is damaged)".to_owned()
+        }
         other => format!("{other:?}"),
     }
 }

@@ -120,12 +120,15 @@ impl Inner {
 
     /// Keeps only the latest record per key; tombstones older than
     /// `delete_retention_ms` go too. Offsets never change. Runs when at least
-    /// half the partition is new since the last compaction, or when forced.
+    /// half the partition is new since the last compaction (Kafka's
+    /// `min.cleanable.dirty.ratio` of 0.5), when a kept tombstone expires, or
+    /// when forced.
     fn compact(&self, t: &TopicState, partition: u32, now: i64, force: bool) -> Result<u64, LogError> {
         let p = self.partition(t, partition)?;
         let dirty = p.dirty_bytes.load(Ordering::Relaxed);
         let size = p.size_bytes.load(Ordering::Relaxed);
-        if dirty == 0 || (!force && dirty * 2 < size) {
+        let tombstone_due = now >= p.tombstone_expiry_ms.load(Ordering::Relaxed);
+        if !force && !tombstone_due && (dirty == 0 || dirty * 2 < size) {
             return Ok(0);
         }
         let end = p.end.load(Ordering::Acquire);
@@ -158,6 +161,8 @@ impl Inner {
         let mut b = self.db.batch();
         let mut pending_bytes = 0usize;
         let mut freed = 0i64;
+        let mut tombstone_expiry = i64::MAX;
+        let delete_retention = t.spec.config.delete_retention_ms;
         for item in self.ks.batches.range(range) {
             let (k, v) = item.into_inner().map_err(|e| corrupt(0, describe_fjall(&e)))?;
             let base = keys::base_offset_of(&k).unwrap_or(0);
@@ -169,6 +174,9 @@ impl Inner {
                 let is_latest = r.key.as_ref().and_then(|k| latest.get(k)) == Some(&r.offset);
                 let expired_tombstone = r.value.is_none() && r.timestamp < tombstone_cutoff;
                 if is_latest && !expired_tombstone {
+                    if r.value.is_none() {
+                        tombstone_expiry = tombstone_expiry.min(r.timestamp.saturating_add(delete_retention));
+                    }
                     kept.push(r);
                 } else {
                     removed += 1;
@@ -202,6 +210,7 @@ impl Inner {
         }
         self.commit_compaction(t, partition, end, b)?;
         p.dirty_bytes.fetch_sub(dirty, Ordering::Relaxed);
+        p.tombstone_expiry_ms.store(tombstone_expiry, Ordering::Relaxed);
         if freed >= 0 {
             p.size_bytes.fetch_sub(freed as u64, Ordering::Relaxed);
         } else {

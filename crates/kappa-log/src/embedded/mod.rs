@@ -16,7 +16,7 @@ mod write;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -92,7 +92,6 @@ pub(crate) struct TopicState {
     pub(crate) round_robin: AtomicU32,
 }
 
-#[derive(Default)]
 pub(crate) struct PartitionState {
     pub(crate) start: AtomicU64,
     /// One past the last visible offset; only the writer advances it.
@@ -100,6 +99,21 @@ pub(crate) struct PartitionState {
     pub(crate) size_bytes: AtomicU64,
     /// Bytes appended since the last compaction.
     pub(crate) dirty_bytes: AtomicU64,
+    /// When the oldest tombstone kept by the last compaction may go (ms);
+    /// compaction runs then even if nothing new arrived.
+    pub(crate) tombstone_expiry_ms: AtomicI64,
+}
+
+impl Default for PartitionState {
+    fn default() -> Self {
+        Self {
+            start: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            size_bytes: AtomicU64::new(0),
+            dirty_bytes: AtomicU64::new(0),
+            tombstone_expiry_ms: AtomicI64::new(i64::MAX),
+        }
+    }
 }
 
 impl EmbeddedLog {
@@ -408,7 +422,10 @@ impl Inner {
                 start: AtomicU64::new(stored.log_start.min(end)),
                 end: AtomicU64::new(end),
                 size_bytes: AtomicU64::new(size),
+                // Unknown until compacted once; treating everything as dirty
+                // makes the first maintenance run compact it.
                 dirty_bytes: AtomicU64::new(size),
+                tombstone_expiry_ms: AtomicI64::new(i64::MAX),
             });
         }
         Ok(TopicState {
