@@ -45,8 +45,9 @@ impl LogLocation {
     pub fn open(&self, durability: Durability) -> anyhow::Result<Box<dyn Log>> {
         match self {
             Self::Embedded(dir) => {
-                let log = EmbeddedLog::open_with(dir, EmbeddedOptions::default().durability(durability))
-                    .with_context(|| format!("opening the log in {}", dir.display()))?;
+                let log =
+                    EmbeddedLog::open_with(dir, EmbeddedOptions::default().durability(durability))
+                        .with_context(|| format!("opening the log in {}", dir.display()))?;
                 Ok(Box::new(log))
             }
             Self::Kafka(brokers) => bail!(

@@ -17,14 +17,28 @@ use crate::location::LogLocation;
 
 /// Kappa's command-line tool.
 #[derive(Debug, Parser)]
-#[command(name = "kappa", version, about = "Topics, records and benchmarks on a Kappa log")]
+#[command(
+    name = "kappa",
+    version,
+    about = "Topics, records and benchmarks on a Kappa log"
+)]
 struct Cli {
     /// Where the log is: a directory (embedded log) or kafka://host:port,...
-    #[arg(long = "log", global = true, env = "KAPPA_LOG", default_value = "./kappa-data")]
+    #[arg(
+        long = "log",
+        global = true,
+        env = "KAPPA_LOG",
+        default_value = "./kappa-data"
+    )]
     log: String,
 
     /// Embedded log durability: always (fsync each commit), interval:<ms>, never.
-    #[arg(long, global = true, env = "KAPPA_DURABILITY", default_value = "always")]
+    #[arg(
+        long,
+        global = true,
+        env = "KAPPA_DURABILITY",
+        default_value = "always"
+    )]
     durability: kappa_log::Durability,
 
     #[command(subcommand)]

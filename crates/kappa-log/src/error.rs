@@ -24,7 +24,9 @@ pub enum LogError {
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     /// A partition number is not below the topic's partition count.
-    #[error("partition {partition} is out of range for topic {topic:?}, which has {partitions} partition(s)")]
+    #[error(
+        "partition {partition} is out of range for topic {topic:?}, which has {partitions} partition(s)"
+    )]
     PartitionOutOfRange {
         /// Topic name.
         topic: String,
@@ -98,7 +100,9 @@ pub enum LogError {
     },
     /// An earlier write or fsync failed; the log refuses writes until reopened,
     /// because what reached the disk is unknown.
-    #[error("the log is poisoned by an earlier storage failure and refuses writes; reopen it to recover")]
+    #[error(
+        "the log is poisoned by an earlier storage failure and refuses writes; reopen it to recover"
+    )]
     Poisoned,
     /// The log has been closed.
     #[error("the log is closed")]

@@ -17,14 +17,15 @@ pub use commit::{
     Commit, CommitReceipt, GROUP_NAME_BYTES_MAX, GroupPosition, METADATA_KEY_BYTES_MAX, TopicAppend,
 };
 pub use embedded::{
-    Durability, EmbeddedLog, EmbeddedOptions, FORMAT_VERSION, MaintenanceReport, ParseDurabilityError,
+    Durability, EmbeddedLog, EmbeddedOptions, FORMAT_VERSION, MaintenanceReport,
+    ParseDurabilityError,
 };
 pub use error::LogError;
 pub use log::{FetchLimits, FetchOutcome, Log};
 pub use partitioner::{murmur2, partition_for_key};
 pub use record::{
-    HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX, Header, OffsetRange, ParsePositionError, Position,
-    ProducerRecord, Record, TopicPartition, now_ms,
+    HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX, Header, OffsetRange, ParsePositionError,
+    Position, ProducerRecord, Record, TopicPartition, now_ms,
 };
 pub use topic::{
     CleanupPolicy, DEFAULT_DELETE_RETENTION_MS, DEFAULT_MAX_RECORD_BYTES, PARTITIONS_MAX,

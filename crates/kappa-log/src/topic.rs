@@ -194,7 +194,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Err(invalid("only ASCII letters, digits, '.', '_' and '-' are allowed"));
+        return Err(invalid(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }
@@ -232,7 +234,10 @@ mod tests {
         }
         for bad in ["", ".", "..", "a b", "a/b", "ümlaut", &"x".repeat(250)] {
             assert!(
-                matches!(validate_topic_name(bad), Err(LogError::InvalidTopicName { .. })),
+                matches!(
+                    validate_topic_name(bad),
+                    Err(LogError::InvalidTopicName { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -242,8 +247,23 @@ mod tests {
     fn config_bounds_are_checked() {
         assert!(TopicSpec::new("t", 0).validate().is_err());
         assert!(TopicSpec::new("t", PARTITIONS_MAX + 1).validate().is_err());
-        assert!(TopicSpec::new("t", 1).with_retention_ms(0).validate().is_err());
-        assert!(TopicSpec::new("t", 1).with_retention_bytes(0).validate().is_err());
-        assert!(TopicSpec::new("t", 1).with_retention_ms(1).validate().is_ok());
+        assert!(
+            TopicSpec::new("t", 1)
+                .with_retention_ms(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            TopicSpec::new("t", 1)
+                .with_retention_bytes(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            TopicSpec::new("t", 1)
+                .with_retention_ms(1)
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -1,14 +1,22 @@
 //! Damaged data files are detected and reported naming the topic and
 //! partition; the log never hands back wrong data silently.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 
-use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, LogError, ProducerRecord, TopicPartition, TopicSpec};
+use kappa_log::{
+    Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, LogError, ProducerRecord,
+    TopicPartition, TopicSpec,
+};
 
 const MARKER: &[u8] = b"MARKER-7f3a9c";
 
 fn open(dir: &Path) -> Result<EmbeddedLog, LogError> {
-    EmbeddedLog::open_with(dir, EmbeddedOptions::default().durability(Durability::Always))
+    EmbeddedLog::open_with(
+        dir,
+        EmbeddedOptions::default().durability(Durability::Always),
+    )
 }
 
 /// Writes two topics; the values of `victim/1` carry the marker.
@@ -17,7 +25,11 @@ fn write_fixture(dir: &Path, flush: bool) -> Vec<(String, u32, Vec<Vec<u8>>)> {
     log.create_topic(&TopicSpec::new("victim", 2)).unwrap();
     log.create_topic(&TopicSpec::new("bystander", 1)).unwrap();
     let mut expected = Vec::new();
-    for (topic, partition, marked) in [("victim", 0, false), ("victim", 1, true), ("bystander", 0, false)] {
+    for (topic, partition, marked) in [
+        ("victim", 0, false),
+        ("victim", 1, true),
+        ("bystander", 0, false),
+    ] {
         let mut values = Vec::new();
         for batch in 0..4 {
             let records: Vec<ProducerRecord> = (0..50)
@@ -63,7 +75,10 @@ fn read_back(log: &EmbeddedLog, expected: &[(String, u32, Vec<Vec<u8>>)]) -> Vec
         };
         match result {
             Ok(()) => {
-                let got: Vec<Vec<u8>> = out.iter().map(|r| r.value.as_ref().unwrap().to_vec()).collect();
+                let got: Vec<Vec<u8>> = out
+                    .iter()
+                    .map(|r| r.value.as_ref().unwrap().to_vec())
+                    .collect();
                 assert_eq!(&got, values, "{tp} returned wrong data without an error");
             }
             Err(e) => errors.push(e),
@@ -125,7 +140,10 @@ fn a_flipped_byte_in_stored_records_names_the_partition() {
             eprintln!("detected: {errors:?}");
             assert_eq!(errors.len(), 1, "exactly victim/1 is damaged: {errors:?}");
             let msg = errors[0].to_string();
-            assert!(matches!(errors[0], LogError::Corrupt { ref topic, partition: 1, .. } if topic == "victim"), "{msg}");
+            assert!(
+                matches!(errors[0], LogError::Corrupt { ref topic, partition: 1, .. } if topic == "victim"),
+                "{msg}"
+            );
             assert!(msg.contains("victim/1"), "{msg}");
         }
     }

@@ -1,6 +1,8 @@
 //! What a Kafka user expects of a log: tailing, partitioning, timestamps,
 //! groups, metadata, retention, compaction, topic lifecycle.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +12,11 @@ use kappa_log::{
 };
 
 fn open(dir: &std::path::Path) -> EmbeddedLog {
-    EmbeddedLog::open_with(dir, EmbeddedOptions::default().durability(Durability::Never)).unwrap()
+    EmbeddedLog::open_with(
+        dir,
+        EmbeddedOptions::default().durability(Durability::Never),
+    )
+    .unwrap()
 }
 
 fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
@@ -19,7 +25,9 @@ fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
     let mut out = Vec::new();
     let mut at = range.start;
     while at < range.end {
-        let outcome = log.fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut out).unwrap();
+        let outcome = log
+            .fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut out)
+            .unwrap();
         at = outcome.next_offsets[0];
     }
     out
@@ -28,7 +36,11 @@ fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
 fn values(records: &[Record]) -> Vec<String> {
     records
         .iter()
-        .map(|r| r.value.as_deref().map_or("<tombstone>".to_owned(), |v| String::from_utf8_lossy(v).into_owned()))
+        .map(|r| {
+            r.value.as_deref().map_or("<tombstone>".to_owned(), |v| {
+                String::from_utf8_lossy(v).into_owned()
+            })
+        })
         .collect()
 }
 
@@ -40,10 +52,16 @@ fn a_waiting_reader_wakes_on_commit() {
     let reader = {
         let log = log.clone();
         std::thread::spawn(move || {
-            let from = [(TopicPartition::new("t", 0), 0), (TopicPartition::new("t", 1), 0)];
+            let from = [
+                (TopicPartition::new("t", 0), 0),
+                (TopicPartition::new("t", 1), 0),
+            ];
             // Far longer than the test takes: if the commit did not wake the
             // reader, it would return empty and the assertion below fails.
-            let limits = FetchLimits { wait_max: Duration::from_secs(600), ..FetchLimits::default() };
+            let limits = FetchLimits {
+                wait_max: Duration::from_secs(600),
+                ..FetchLimits::default()
+            };
             let mut out = Vec::new();
             log.fetch(&from, limits, &mut out).unwrap();
             out
@@ -70,12 +88,23 @@ fn keyed_records_follow_murmur2_and_keyless_ones_rotate() {
         let key = format!("card-{}", i % 5);
         assert_eq!(p.partition, partition_for_key(key.as_bytes(), 3), "{key}");
     }
-    let before: Vec<u64> = (0..3).map(|p| log.offsets(&TopicPartition::new("t", p)).unwrap().end).collect();
-    log.append("t", (0..9).map(|i| ProducerRecord::value(format!("k{i}"))).collect())
-        .unwrap();
+    let before: Vec<u64> = (0..3)
+        .map(|p| log.offsets(&TopicPartition::new("t", p)).unwrap().end)
+        .collect();
+    log.append(
+        "t",
+        (0..9)
+            .map(|i| ProducerRecord::value(format!("k{i}")))
+            .collect(),
+    )
+    .unwrap();
     for p in 0..3u32 {
         let end = log.offsets(&TopicPartition::new("t", p)).unwrap().end;
-        assert_eq!(end - before[p as usize], 3, "partition {p} got an uneven share");
+        assert_eq!(
+            end - before[p as usize],
+            3,
+            "partition {p} got an uneven share"
+        );
     }
 }
 
@@ -85,8 +114,14 @@ fn offsets_by_timestamp_find_the_first_record_at_or_after() {
     let log = open(dir.path());
     log.create_topic(&TopicSpec::new("t", 1)).unwrap();
     for batch in [[10, 20], [15, 30]] {
-        log.append("t", batch.iter().map(|&ts| ProducerRecord::value("x").with_timestamp(ts)).collect())
-            .unwrap();
+        log.append(
+            "t",
+            batch
+                .iter()
+                .map(|&ts| ProducerRecord::value("x").with_timestamp(ts))
+                .collect(),
+        )
+        .unwrap();
     }
     let tp = TopicPartition::new("t", 0);
     assert_eq!(log.offset_for_timestamp(&tp, 0).unwrap(), Some(0));
@@ -103,10 +138,15 @@ fn group_positions_and_metadata_commit_with_records_and_survive_reopen() {
         let log = open(dir.path());
         log.create_topic(&TopicSpec::new("in", 2)).unwrap();
         log.create_topic(&TopicSpec::new("out", 1)).unwrap();
-        log.append("in", vec![ProducerRecord::value("a").with_key("k")]).unwrap();
+        log.append("in", vec![ProducerRecord::value("a").with_key("k")])
+            .unwrap();
         let mut c = Commit::new();
         c.append("out", ProducerRecord::value("derived"));
-        c.set_group_position("app", TopicPartition::new("in", partition_for_key(b"k", 2)), 1);
+        c.set_group_position(
+            "app",
+            TopicPartition::new("in", partition_for_key(b"k", 2)),
+            1,
+        );
         c.put_metadata("store/x/k", "1");
         c.put_metadata("store/x/j", "2");
         c.put_metadata("other", "3");
@@ -123,7 +163,10 @@ fn group_positions_and_metadata_commit_with_records_and_survive_reopen() {
     assert!(log.group_positions("app2").unwrap().is_empty());
     let scanned = log.metadata_scan(b"store/").unwrap();
     assert_eq!(scanned.len(), 1);
-    assert_eq!((&scanned[0].0[..], &scanned[0].1[..]), (&b"store/x/k"[..], &b"1"[..]));
+    assert_eq!(
+        (&scanned[0].0[..], &scanned[0].1[..]),
+        (&b"store/x/k"[..], &b"1"[..])
+    );
     assert_eq!(log.metadata(b"other").unwrap().as_deref(), Some(&b"3"[..]));
     assert_eq!(values(&read_all(&log, "out", 0)), ["derived"]);
 }
@@ -133,13 +176,21 @@ fn retention_by_time_and_size_removes_whole_old_batches() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = open(dir.path());
-        log.create_topic(&TopicSpec::new("timed", 1).with_retention_ms(1000)).unwrap();
-        log.create_topic(&TopicSpec::new("sized", 1).with_retention_bytes(1)).unwrap();
+        log.create_topic(&TopicSpec::new("timed", 1).with_retention_ms(1000))
+            .unwrap();
+        log.create_topic(&TopicSpec::new("sized", 1).with_retention_bytes(1))
+            .unwrap();
         for ts in [100, 200, 5000] {
-            log.append("timed", vec![ProducerRecord::value(format!("at{ts}")).with_timestamp(ts); 2])
-                .unwrap();
-            log.append("sized", vec![ProducerRecord::value(format!("at{ts}")).with_timestamp(ts)])
-                .unwrap();
+            log.append(
+                "timed",
+                vec![ProducerRecord::value(format!("at{ts}")).with_timestamp(ts); 2],
+            )
+            .unwrap();
+            log.append(
+                "sized",
+                vec![ProducerRecord::value(format!("at{ts}")).with_timestamp(ts)],
+            )
+            .unwrap();
         }
         let report = log.run_maintenance(1500, false).unwrap();
         // timed: batches with newest record before 1500-1000 go; sized: all but the newest.
@@ -149,8 +200,20 @@ fn retention_by_time_and_size_removes_whole_old_batches() {
         let tp = TopicPartition::new("timed", 0);
         assert_eq!(log.offsets(&tp).unwrap().start, 4);
         let mut out = Vec::new();
-        let err = log.fetch(&[(tp, 0)], FetchLimits::default(), &mut out).unwrap_err();
-        assert!(matches!(err, LogError::OffsetOutOfRange { start: 4, end: 6, .. }), "{err}");
+        let err = log
+            .fetch(&[(tp, 0)], FetchLimits::default(), &mut out)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::OffsetOutOfRange {
+                    start: 4,
+                    end: 6,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // Everything expires: the partition is empty but keeps its offsets.
         log.run_maintenance(1_000_000, false).unwrap();
         assert_eq!(read_all(&log, "timed", 0).len(), 0);
@@ -158,7 +221,12 @@ fn retention_by_time_and_size_removes_whole_old_batches() {
     let log = open(dir.path());
     let range = log.offsets(&TopicPartition::new("timed", 0)).unwrap();
     assert_eq!((range.start, range.end), (6, 6));
-    assert_eq!(log.append("timed", vec![ProducerRecord::value("next")]).unwrap()[0].offset, 6);
+    assert_eq!(
+        log.append("timed", vec![ProducerRecord::value("next")])
+            .unwrap()[0]
+            .offset,
+        6
+    );
 }
 
 #[test]
@@ -166,15 +234,18 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = open(dir.path());
-        log.create_topic(&TopicSpec::new("kv", 1).compacted()).unwrap();
+        log.create_topic(&TopicSpec::new("kv", 1).compacted())
+            .unwrap();
         let rec = |k: &str, v: Option<&str>| ProducerRecord {
             key: Some(k.to_owned().into()),
             value: v.map(|v| v.to_owned().into()),
             timestamp: Some(1000),
             ..Default::default()
         };
-        log.append("kv", vec![rec("a", Some("a1")), rec("b", Some("b1"))]).unwrap();
-        log.append("kv", vec![rec("a", Some("a2")), rec("c", Some("c1"))]).unwrap();
+        log.append("kv", vec![rec("a", Some("a1")), rec("b", Some("b1"))])
+            .unwrap();
+        log.append("kv", vec![rec("a", Some("a2")), rec("c", Some("c1"))])
+            .unwrap();
         log.append("kv", vec![rec("b", None)]).unwrap();
         // Tombstones stay until delete_retention_ms has passed.
         log.run_maintenance(2000, true).unwrap();
@@ -182,8 +253,17 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
             .iter()
             .map(|r| (r.offset, values(std::slice::from_ref(r))[0].clone()))
             .collect();
-        assert_eq!(kept, [(2, "a2".to_owned()), (3, "c1".to_owned()), (4, "<tombstone>".to_owned())]);
-        let report = log.run_maintenance(1000 + 2 * 24 * 3600 * 1000, true).unwrap();
+        assert_eq!(
+            kept,
+            [
+                (2, "a2".to_owned()),
+                (3, "c1".to_owned()),
+                (4, "<tombstone>".to_owned())
+            ]
+        );
+        let report = log
+            .run_maintenance(1000 + 2 * 24 * 3600 * 1000, true)
+            .unwrap();
         assert_eq!(report.records_compacted, 1);
         assert_eq!(values(&read_all(&log, "kv", 0)), ["a2", "c1"]);
     }
@@ -198,7 +278,8 @@ fn a_deleted_topic_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
     log.create_topic(&TopicSpec::new("t", 2)).unwrap();
-    log.append("t", vec![ProducerRecord::value("old"); 10]).unwrap();
+    log.append("t", vec![ProducerRecord::value("old"); 10])
+        .unwrap();
     let mut c = Commit::new();
     c.set_group_position("g", TopicPartition::new("t", 0), 2);
     log.commit(c).unwrap();
@@ -207,7 +288,10 @@ fn a_deleted_topic_leaves_nothing_behind() {
     assert!(log.group_positions("g").unwrap().is_empty());
     log.create_topic(&TopicSpec::new("t", 1)).unwrap();
     assert!(read_all(&log, "t", 0).is_empty());
-    assert_eq!(log.append("t", vec![ProducerRecord::value("new")]).unwrap()[0].offset, 0);
+    assert_eq!(
+        log.append("t", vec![ProducerRecord::value("new")]).unwrap()[0].offset,
+        0
+    );
     assert_eq!(values(&read_all(&log, "t", 0)), ["new"]);
 }
 
@@ -216,16 +300,27 @@ fn fetch_limits_bound_the_answer_and_report_where_to_continue() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
     log.create_topic(&TopicSpec::new("t", 1)).unwrap();
-    log.append("t", (0..10).map(|i| ProducerRecord::value(format!("{i}"))).collect())
-        .unwrap();
+    log.append(
+        "t",
+        (0..10)
+            .map(|i| ProducerRecord::value(format!("{i}")))
+            .collect(),
+    )
+    .unwrap();
     let tp = TopicPartition::new("t", 0);
     let mut out = Vec::new();
-    let limits = FetchLimits { records_max: 4, ..FetchLimits::default() };
+    let limits = FetchLimits {
+        records_max: 4,
+        ..FetchLimits::default()
+    };
     let o = log.fetch(&[(tp.clone(), 3)], limits, &mut out).unwrap();
     assert_eq!(values(&out), ["3", "4", "5", "6"]);
     assert_eq!(o.next_offsets, [7]);
     out.clear();
-    let limits = FetchLimits { bytes_max: 1, ..FetchLimits::default() };
+    let limits = FetchLimits {
+        bytes_max: 1,
+        ..FetchLimits::default()
+    };
     let o = log.fetch(&[(tp, 7)], limits, &mut out).unwrap();
     assert_eq!(values(&out), ["7"]);
     assert_eq!(o.next_offsets, [8]);
@@ -241,7 +336,8 @@ fn headers_keys_and_timestamps_round_trip() {
         .with_timestamp(-5)
         .with_header("kappa-source", "commands/0/1")
         .with_header("kappa-source", "dup");
-    log.append("t", vec![sent.clone(), ProducerRecord::default()]).unwrap();
+    log.append("t", vec![sent.clone(), ProducerRecord::default()])
+        .unwrap();
     let got = read_all(&log, "t", 0);
     assert_eq!(got[0].key, sent.key);
     assert_eq!(got[0].value, sent.value);

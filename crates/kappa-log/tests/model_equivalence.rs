@@ -4,11 +4,13 @@
 //! The model knows only the documented behaviour and the documented batch
 //! format sizes (docs/log-format.md), never the implementation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 
 use kappa_log::{
-    Commit, Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord, TopicPartition,
-    TopicSpec, partition_for_key,
+    Commit, Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord,
+    TopicPartition, TopicSpec, partition_for_key,
 };
 use proptest::prelude::*;
 
@@ -58,17 +60,38 @@ fn batch_bytes(batch: &[MRecord]) -> u64 {
             .sum::<u64>()
 }
 
+/// (topic index, fixed partition, key index, value byte, timestamp)
+type AppendOp = (usize, Option<u32>, Option<usize>, Option<u8>, i64);
+
 #[derive(Clone, Debug)]
 enum Op {
-    Create { topic: usize, partitions: u32, policy: u8 },
-    Commit { appends: Vec<(usize, Option<u32>, Option<usize>, Option<u8>, i64)>, group: Option<(usize, u32, u64)>, meta: Option<(u8, Option<u8>)> },
-    Maintenance { now: i64 },
+    Create {
+        topic: usize,
+        partitions: u32,
+        policy: u8,
+    },
+    Commit {
+        appends: Vec<AppendOp>,
+        group: Option<(usize, u32, u64)>,
+        meta: Option<(u8, Option<u8>)>,
+    },
+    Maintenance {
+        now: i64,
+    },
     Reopen,
-    Delete { topic: usize },
+    Delete {
+        topic: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let append = (0..3usize, prop::option::of(0..3u32), prop::option::of(0..4usize), prop::option::weighted(0.85, any::<u8>()), 0..10_000i64);
+    let append = (
+        0..3usize,
+        prop::option::of(0..3u32),
+        prop::option::of(0..4usize),
+        prop::option::weighted(0.85, any::<u8>()),
+        0..10_000i64,
+    );
     prop_oneof![
         2 => (0..3usize, 1..4u32, 0..4u8).prop_map(|(topic, partitions, policy)| Op::Create { topic, partitions, policy }),
         6 => (
@@ -98,18 +121,28 @@ impl Model {
             return false;
         }
         let partitions = vec![MPartition::default(); spec.partitions as usize];
-        self.topics.insert(spec.name.clone(), MTopic { spec, partitions });
+        self.topics
+            .insert(spec.name.clone(), MTopic { spec, partitions });
         true
     }
 
     /// Applies a commit if every part is valid; returns whether it was accepted.
     fn commit(&mut self, op: &Op) -> bool {
-        let Op::Commit { appends, group, meta } = op else { return false };
+        let Op::Commit {
+            appends,
+            group,
+            meta,
+        } = op
+        else {
+            return false;
+        };
         let mut next = self.clone_ends();
         let mut new_batches: BTreeMap<(String, u32), Vec<MRecord>> = BTreeMap::new();
         for &(t, partition, key, value, ts) in appends {
             let name = TOPICS[t];
-            let Some(topic) = self.topics.get(name) else { return false };
+            let Some(topic) = self.topics.get(name) else {
+                return false;
+            };
             let key = key.map(|k| KEYS[k].as_bytes().to_vec());
             let p = match (partition, &key) {
                 (Some(p), _) => p,
@@ -119,16 +152,23 @@ impl Model {
             if p >= topic.spec.partitions {
                 return false;
             }
-            if topic.spec.config.cleanup_policy == kappa_log::CleanupPolicy::Compact && key.is_none() {
+            if topic.spec.config.cleanup_policy == kappa_log::CleanupPolicy::Compact
+                && key.is_none()
+            {
                 return false;
             }
-            let end = next.get_mut(&(name.to_owned(), p)).expect("model partition");
-            new_batches.entry((name.to_owned(), p)).or_default().push(MRecord {
-                offset: *end,
-                timestamp: ts,
-                key,
-                value: value.map(|v| vec![v; 3]),
-            });
+            let end = next
+                .get_mut(&(name.to_owned(), p))
+                .expect("model partition");
+            new_batches
+                .entry((name.to_owned(), p))
+                .or_default()
+                .push(MRecord {
+                    offset: *end,
+                    timestamp: ts,
+                    key,
+                    value: value.map(|v| vec![v; 3]),
+                });
             *end += 1;
         }
         if let Some((t, p, offset)) = group {
@@ -188,7 +228,9 @@ impl Model {
                     drop = p
                         .batches
                         .iter()
-                        .take_while(|b| b.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN) < now - ms)
+                        .take_while(|b| {
+                            b.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN) < now - ms
+                        })
                         .count();
                 }
                 if let Some(limit) = c.retention_bytes {
@@ -208,11 +250,20 @@ impl Model {
 }
 
 fn open(dir: &std::path::Path) -> EmbeddedLog {
-    EmbeddedLog::open_with(dir, EmbeddedOptions::default().durability(Durability::Never)).expect("open")
+    EmbeddedLog::open_with(
+        dir,
+        EmbeddedOptions::default().durability(Durability::Never),
+    )
+    .expect("open")
 }
 
 fn check(log: &EmbeddedLog, model: &Model) -> Result<(), TestCaseError> {
-    let names: Vec<String> = log.list_topics().expect("list").into_iter().map(|s| s.name).collect();
+    let names: Vec<String> = log
+        .list_topics()
+        .expect("list")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     prop_assert_eq!(names, model.topics.keys().cloned().collect::<Vec<_>>());
     for (name, t) in &model.topics {
         let d = log.describe_topic(name).expect("describe");
@@ -220,14 +271,31 @@ fn check(log: &EmbeddedLog, model: &Model) -> Result<(), TestCaseError> {
         for (i, p) in t.partitions.iter().enumerate() {
             let tp = TopicPartition::new(name.as_str(), i as u32);
             let range = log.offsets(&tp).expect("offsets");
-            prop_assert_eq!((range.start, range.end), (p.start, p.end), "offsets of {}", tp);
+            prop_assert_eq!(
+                (range.start, range.end),
+                (p.start, p.end),
+                "offsets of {}",
+                tp
+            );
             let expected_bytes: u64 = p.batches.iter().map(|b| batch_bytes(b)).sum();
-            prop_assert_eq!(d.partitions[i].size_bytes, expected_bytes, "bytes of {}", tp);
+            prop_assert_eq!(
+                d.partitions[i].size_bytes,
+                expected_bytes,
+                "bytes of {}",
+                tp
+            );
             let mut out = Vec::new();
             let mut at = p.start;
             while at < p.end {
                 let o = log
-                    .fetch(&[(tp.clone(), at)], FetchLimits { records_max: 7, ..FetchLimits::default() }, &mut out)
+                    .fetch(
+                        &[(tp.clone(), at)],
+                        FetchLimits {
+                            records_max: 7,
+                            ..FetchLimits::default()
+                        },
+                        &mut out,
+                    )
                     .expect("fetch");
                 prop_assert!(o.next_offsets[0] > at, "fetch made no progress at {}", at);
                 at = o.next_offsets[0];
@@ -249,10 +317,17 @@ fn check(log: &EmbeddedLog, model: &Model) -> Result<(), TestCaseError> {
         let positions = log.group_positions("g").expect("groups");
         prop_assert!(
             positions.contains(&(TopicPartition::new(topic.as_str(), *p), *offset)),
-            "group position {}/{} = {} missing from {:?}", topic, p, offset, positions
+            "group position {}/{} = {} missing from {:?}",
+            topic,
+            p,
+            offset,
+            positions
         );
     }
-    prop_assert_eq!(log.group_positions("g").expect("groups").len(), model.groups.len());
+    prop_assert_eq!(
+        log.group_positions("g").expect("groups").len(),
+        model.groups.len()
+    );
     let meta: Vec<(Vec<u8>, Vec<u8>)> = log
         .metadata_scan(b"m")
         .expect("scan")

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use kappa_log::{Commit, Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord, TopicPartition, TopicSpec};
+use kappa_log::{
+    Commit, Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord,
+    TopicPartition, TopicSpec,
+};
 use serde::Serialize;
 
 /// Benchmarks.
@@ -77,8 +80,12 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
         bail!("--records, --batch and every --value-sizes entry must be positive");
     }
     let scratch = match &args.dir {
-        Some(d) => tempfile::Builder::new().prefix("kappa-bench-").tempdir_in(d),
-        None => tempfile::Builder::new().prefix("kappa-bench-").tempdir_in("."),
+        Some(d) => tempfile::Builder::new()
+            .prefix("kappa-bench-")
+            .tempdir_in(d),
+        None => tempfile::Builder::new()
+            .prefix("kappa-bench-")
+            .tempdir_in("."),
     }
     .context("making the scratch directory")?;
     let mut report = Report {
@@ -89,7 +96,12 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     for &size in &args.value_sizes {
         let records = args.records.min((args.bytes_max / size as u64).max(1));
         let payload = payload(size, args.batch);
-        let raw = raw_baseline(&scratch.path().join(format!("raw-{size}")), &payload, records, args.batch)?;
+        let raw = raw_baseline(
+            &scratch.path().join(format!("raw-{size}")),
+            &payload,
+            records,
+            args.batch,
+        )?;
         let dir = scratch.path().join(format!("log-{size}"));
         let (append, read) = log_run(&dir, args, &payload, size, records)?;
         let mb = (records * size as u64) as f64 / 1e6;
@@ -112,7 +124,14 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
         println!("durability: {}", report.durability);
         println!(
             "{:>6} {:>9} {:>14} {:>11} {:>11} {:>7} {:>14} {:>10}",
-            "value", "records", "append rec/s", "append MB/s", "raw MB/s", "ratio", "read rec/s", "read MB/s"
+            "value",
+            "records",
+            "append rec/s",
+            "append MB/s",
+            "raw MB/s",
+            "ratio",
+            "read rec/s",
+            "read MB/s"
         );
         for r in &report.results {
             println!(
@@ -147,8 +166,17 @@ fn payload(size: usize, batch: usize) -> Bytes {
 }
 
 /// The floor: the same value bytes, one `write` + `fsync` per batch.
-fn raw_baseline(path: &Path, payload: &Bytes, records: u64, batch: usize) -> anyhow::Result<Duration> {
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
+fn raw_baseline(
+    path: &Path,
+    payload: &Bytes,
+    records: u64,
+    batch: usize,
+) -> anyhow::Result<Duration> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)?;
     let size = payload.len() / batch;
     let started = Instant::now();
     let mut left = records;
@@ -183,7 +211,10 @@ fn log_run(
         commit.append_all(
             "bench",
             Some(0),
-            (0..n).map(|i| ProducerRecord::value(payload.slice(i * size..(i + 1) * size)).with_timestamp(timestamp)),
+            (0..n).map(|i| {
+                ProducerRecord::value(payload.slice(i * size..(i + 1) * size))
+                    .with_timestamp(timestamp)
+            }),
         );
         log.commit(commit)?;
         left -= n as u64;

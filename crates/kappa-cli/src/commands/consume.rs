@@ -57,7 +57,8 @@ pub struct ConsumeArgs {
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?;
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?;
     let ms = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| format!("{s:?} is before 1970"))?
@@ -106,7 +107,10 @@ pub fn run(log: &dyn Log, args: ConsumeArgs) -> anyhow::Result<()> {
         };
         let start = wanted.clamp(range.start, range.end);
         if start != wanted {
-            eprintln!("note: {tp} holds offsets {}..{}; starting at {start} instead of {wanted}", range.start, range.end);
+            eprintln!(
+                "note: {tp} holds offsets {}..{}; starting at {start} instead of {wanted}",
+                range.start, range.end
+            );
         }
         cursors.push((tp, start));
         stop_at.push(range.end);
@@ -125,7 +129,11 @@ pub fn run(log: &dyn Log, args: ConsumeArgs) -> anyhow::Result<()> {
         let remaining = usize::try_from(limit - printed).unwrap_or(usize::MAX);
         let limits = FetchLimits {
             records_max: FETCH_RECORDS_MAX.min(remaining),
-            wait_max: if args.follow { FOLLOW_WAIT } else { Duration::ZERO },
+            wait_max: if args.follow {
+                FOLLOW_WAIT
+            } else {
+                Duration::ZERO
+            },
             ..FetchLimits::default()
         };
         let outcome = log.fetch(&cursors, limits, &mut records)?;
@@ -155,7 +163,8 @@ pub fn run(log: &dyn Log, args: ConsumeArgs) -> anyhow::Result<()> {
             for (tp, at) in &cursors {
                 commit.set_group_position(group, tp.clone(), *at);
             }
-            log.commit(commit).context("committing the group's positions")?;
+            log.commit(commit)
+                .context("committing the group's positions")?;
         }
     }
     bar.finish_and_clear();
@@ -173,7 +182,9 @@ fn write_value(out: &mut impl Write, r: &Record) -> std::io::Result<()> {
 fn bytes_json(b: &Bytes) -> serde_json::Value {
     match std::str::from_utf8(b) {
         Ok(s) => serde_json::Value::String(s.to_owned()),
-        Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+        Err(_) => {
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
     }
 }
 
@@ -207,7 +218,10 @@ fn write_json(out: &mut impl Write, r: &Record) -> std::io::Result<()> {
         headers: r
             .headers
             .iter()
-            .map(|h| JsonHeader { name: &h.name, value: bytes_json(&h.value) })
+            .map(|h| JsonHeader {
+                name: &h.name,
+                value: bytes_json(&h.value),
+            })
             .collect(),
     };
     serde_json::to_writer(&mut *out, &line)?;

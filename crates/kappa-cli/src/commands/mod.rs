@@ -15,7 +15,9 @@ pub fn progress(message: &'static str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new_spinner();
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {human_pos} records ({per_sec})") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {msg} {human_pos} records ({per_sec})")
+    {
         bar.set_style(style);
     }
     bar.set_message(message);

@@ -50,8 +50,15 @@ pub fn run(log: &dyn Log, args: ProduceArgs) -> anyhow::Result<()> {
     }
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
-    let batch_size = if interactive { 1 } else { args.batch_size as usize };
-    let fixed_key = args.key.as_ref().map(|k| Bytes::copy_from_slice(k.as_bytes()));
+    let batch_size = if interactive {
+        1
+    } else {
+        args.batch_size as usize
+    };
+    let fixed_key = args
+        .key
+        .as_ref()
+        .map(|k| Bytes::copy_from_slice(k.as_bytes()));
     let started = Instant::now();
     let mut out = Batcher {
         log,
@@ -67,7 +74,9 @@ pub fn run(log: &dyn Log, args: ProduceArgs) -> anyhow::Result<()> {
     let mut line_no = 0u64;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).context("reading standard input")?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .context("reading standard input")?;
         if n == 0 {
             break;
         }
@@ -90,7 +99,9 @@ pub fn run(log: &dyn Log, args: ProduceArgs) -> anyhow::Result<()> {
                 ProducerRecord::value(Bytes::copy_from_slice(&line[at + sep.len()..]))
                     .with_key(Bytes::copy_from_slice(&line[..at]))
             }
-            (None, Some(key)) => ProducerRecord::value(Bytes::copy_from_slice(&line)).with_key(key.clone()),
+            (None, Some(key)) => {
+                ProducerRecord::value(Bytes::copy_from_slice(&line)).with_key(key.clone())
+            }
             (None, None) => ProducerRecord::value(Bytes::copy_from_slice(&line)),
         };
         out.pending.push(record);
@@ -130,7 +141,11 @@ impl Batcher<'_> {
         }
         let count = self.pending.len() as u64;
         let mut commit = Commit::new();
-        commit.append_all(&self.args.topic, self.args.partition, self.pending.drain(..));
+        commit.append_all(
+            &self.args.topic,
+            self.args.partition,
+            self.pending.drain(..),
+        );
         let receipt = self.log.commit(commit).with_context(|| {
             format!(
                 "committing lines {}..={last_line}; the {} records before them were committed",

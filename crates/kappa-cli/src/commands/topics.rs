@@ -82,8 +82,14 @@ pub fn run(log: &dyn Log, cmd: TopicsCommand) -> anyhow::Result<()> {
             println!("topic: {}", d.spec.name);
             println!("partitions: {}", d.spec.partitions);
             println!("cleanup.policy: {}", c.cleanup_policy);
-            println!("retention.ms: {}", opt(c.retention_ms.map(|v| v.to_string())));
-            println!("retention.bytes: {}", opt(c.retention_bytes.map(|v| v.to_string())));
+            println!(
+                "retention.ms: {}",
+                opt(c.retention_ms.map(|v| v.to_string()))
+            );
+            println!(
+                "retention.bytes: {}",
+                opt(c.retention_bytes.map(|v| v.to_string()))
+            );
             println!("max.record.bytes: {}", c.max_record_bytes);
             if c.cleanup_policy == CleanupPolicy::Compact {
                 println!("delete.retention.ms: {}", c.delete_retention_ms);

@@ -32,7 +32,11 @@ const RECORD_FIXED_LEN: usize = 4 + 8 + 4 + 4 + 2;
 pub(crate) const BATCH_BYTES_TARGET: usize = 1024 * 1024;
 
 /// Encoded size of one record inside a batch.
-pub(crate) fn record_encoded_len(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
+pub(crate) fn record_encoded_len(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> usize {
     RECORD_FIXED_LEN
         + key.map_or(0, <[u8]>::len)
         + value.map_or(0, <[u8]>::len)
@@ -137,7 +141,13 @@ impl BatchBuilder {
     }
 
     pub(crate) fn push_producer_record(&mut self, offset: u64, timestamp: i64, r: &ProducerRecord) {
-        self.push(offset, timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers);
+        self.push(
+            offset,
+            timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+        );
     }
 
     /// Seals the batch: fills in the header and checksum.
@@ -228,7 +238,9 @@ impl BatchView {
         for _ in 0..self.count {
             let need = |at: usize, n: usize| -> Result<(), DecodeError> {
                 if at + n > d.len() {
-                    Err(DecodeError(format!("record runs past the batch end at byte {at}")))
+                    Err(DecodeError(format!(
+                        "record runs past the batch end at byte {at}"
+                    )))
                 } else {
                     Ok(())
                 }
@@ -288,7 +300,9 @@ impl BatchView {
 
 fn read_optional(d: &Bytes, at: &mut usize) -> Result<Option<Bytes>, DecodeError> {
     if *at + 4 > d.len() {
-        return Err(DecodeError("length field runs past the batch end".to_owned()));
+        return Err(DecodeError(
+            "length field runs past the batch end".to_owned(),
+        ));
     }
     let len = i32::from_le_bytes([d[*at], d[*at + 1], d[*at + 2], d[*at + 3]]);
     *at += 4;
@@ -297,7 +311,9 @@ fn read_optional(d: &Bytes, at: &mut usize) -> Result<Option<Bytes>, DecodeError
     }
     let len = usize::try_from(len).map_err(|_| DecodeError(format!("negative length {len}")))?;
     if *at + len > d.len() {
-        return Err(DecodeError(format!("field of {len} bytes runs past the batch end")));
+        return Err(DecodeError(format!(
+            "field of {len} bytes runs past the batch end"
+        )));
     }
     let out = d.slice(*at..*at + len);
     *at += len;
@@ -354,10 +370,7 @@ mod tests {
         assert_eq!(records[1].offset, 12);
         assert_eq!(records[1].value, None);
         assert_eq!(records[1].header("h").map(|v| &v[..]), Some(&b"x"[..]));
-        assert_eq!(
-            BatchSummary::decode(&summary.encode()),
-            Some(summary)
-        );
+        assert_eq!(BatchSummary::decode(&summary.encode()), Some(summary));
     }
 
     #[test]
@@ -366,7 +379,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x40;
-            assert!(decode_all(damaged, 10).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                decode_all(damaged, 10).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
         }
     }
 

@@ -22,7 +22,9 @@ impl TopicMeta {
         b.extend_from_slice(&self.id.to_le_bytes());
         b.extend_from_slice(&self.spec.partitions.to_le_bytes());
         b.extend_from_slice(&c.retention_ms.unwrap_or(-1).to_le_bytes());
-        let retention_bytes = c.retention_bytes.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let retention_bytes = c
+            .retention_bytes
+            .map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
         b.extend_from_slice(&retention_bytes.to_le_bytes());
         b.push(match c.cleanup_policy {
             CleanupPolicy::Delete => 0,
@@ -36,7 +38,10 @@ impl TopicMeta {
     pub(crate) fn decode(name: &str, b: &[u8]) -> Result<Self, LogError> {
         let bad = |why: &str| LogError::CorruptMetadata(format!("topic {name:?}: {why}"));
         if b.len() != TOPIC_META_LEN {
-            return Err(bad(&format!("record is {} bytes, expected {TOPIC_META_LEN}", b.len())));
+            return Err(bad(&format!(
+                "record is {} bytes, expected {TOPIC_META_LEN}",
+                b.len()
+            )));
         }
         if b[0] != TOPIC_META_FORMAT {
             return Err(bad(&format!("unknown topic record format {}", b[0])));
@@ -63,7 +68,10 @@ impl TopicMeta {
             },
         };
         spec.validate().map_err(|e| bad(&e.to_string()))?;
-        Ok(Self { id: u64_at(1), spec })
+        Ok(Self {
+            id: u64_at(1),
+            spec,
+        })
     }
 }
 
@@ -103,19 +111,31 @@ mod tests {
     fn topic_meta_round_trips() {
         let meta = TopicMeta {
             id: 42,
-            spec: TopicSpec::new("t", 3).compacted().with_retention_bytes(9).with_retention_ms(5),
+            spec: TopicSpec::new("t", 3)
+                .compacted()
+                .with_retention_bytes(9)
+                .with_retention_ms(5),
         };
         assert_eq!(TopicMeta::decode("t", &meta.encode()).unwrap(), meta);
-        let plain = TopicMeta { id: 1, spec: TopicSpec::new("p", 1) };
+        let plain = TopicMeta {
+            id: 1,
+            spec: TopicSpec::new("p", 1),
+        };
         assert_eq!(TopicMeta::decode("p", &plain.encode()).unwrap(), plain);
     }
 
     #[test]
     fn damaged_topic_meta_is_an_error() {
-        let meta = TopicMeta { id: 1, spec: TopicSpec::new("t", 1) };
+        let meta = TopicMeta {
+            id: 1,
+            spec: TopicSpec::new("t", 1),
+        };
         let mut b = meta.encode();
         b[29] = 9;
-        assert!(matches!(TopicMeta::decode("t", &b), Err(LogError::CorruptMetadata(_))));
+        assert!(matches!(
+            TopicMeta::decode("t", &b),
+            Err(LogError::CorruptMetadata(_))
+        ));
         assert!(TopicMeta::decode("t", &b[..10]).is_err());
     }
 }

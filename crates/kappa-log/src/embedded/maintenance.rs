@@ -32,7 +32,11 @@ pub struct MaintenanceReport {
 }
 
 impl Inner {
-    pub(crate) fn run_maintenance(&self, now: i64, force: bool) -> Result<MaintenanceReport, LogError> {
+    pub(crate) fn run_maintenance(
+        &self,
+        now: i64,
+        force: bool,
+    ) -> Result<MaintenanceReport, LogError> {
         let _maintenance = lock_ignoring_poison(&self.maintenance);
         let topics: Vec<Arc<TopicState>> = self
             .topics
@@ -45,8 +49,12 @@ impl Inner {
         for t in topics {
             for p in 0..t.spec.partitions {
                 match t.spec.config.cleanup_policy {
-                    CleanupPolicy::Delete => report.batches_expired += self.apply_retention(&t, p, now)?,
-                    CleanupPolicy::Compact => report.records_compacted += self.compact(&t, p, now, force)?,
+                    CleanupPolicy::Delete => {
+                        report.batches_expired += self.apply_retention(&t, p, now)?
+                    }
+                    CleanupPolicy::Compact => {
+                        report.records_compacted += self.compact(&t, p, now, force)?
+                    }
                 }
             }
         }
@@ -80,10 +88,16 @@ impl Inner {
         let mut expired = 0usize;
         if let Some(ms) = c.retention_ms {
             let cutoff = now.saturating_sub(ms);
-            expired = batches.iter().take_while(|(_, s)| s.max_timestamp < cutoff).count();
+            expired = batches
+                .iter()
+                .take_while(|(_, s)| s.max_timestamp < cutoff)
+                .count();
         }
         if let Some(limit) = c.retention_bytes {
-            let mut total: u64 = batches[expired..].iter().map(|(_, s)| u64::from(s.size_bytes)).sum();
+            let mut total: u64 = batches[expired..]
+                .iter()
+                .map(|(_, s)| u64::from(s.size_bytes))
+                .sum();
             while let Some((_, s)) = batches.get(expired) {
                 let rest = total - u64::from(s.size_bytes);
                 if rest < limit {
@@ -109,8 +123,15 @@ impl Inner {
             b.remove(&self.ks.index, k.as_slice());
             freed += u64::from(s.size_bytes);
         }
-        let meta = PartitionMeta { log_start: new_start, end_floor: end };
-        b.insert(&self.ks.partitions, keys::partition_key(t.id, partition), meta.encode());
+        let meta = PartitionMeta {
+            log_start: new_start,
+            end_floor: end,
+        };
+        b.insert(
+            &self.ks.partitions,
+            keys::partition_key(t.id, partition),
+            meta.encode(),
+        );
         self.commit_batch(b, true)?;
         p.start.store(new_start, Ordering::Release);
         p.size_bytes.fetch_sub(freed, Ordering::Relaxed);
@@ -123,7 +144,13 @@ impl Inner {
     /// half the partition is new since the last compaction (Kafka's
     /// `min.cleanable.dirty.ratio` of 0.5), when a kept tombstone expires, or
     /// when forced.
-    fn compact(&self, t: &TopicState, partition: u32, now: i64, force: bool) -> Result<u64, LogError> {
+    fn compact(
+        &self,
+        t: &TopicState,
+        partition: u32,
+        now: i64,
+        force: bool,
+    ) -> Result<u64, LogError> {
         let p = self.partition(t, partition)?;
         let dirty = p.dirty_bytes.load(Ordering::Relaxed);
         let size = p.size_bytes.load(Ordering::Relaxed);
@@ -143,7 +170,9 @@ impl Inner {
         // Pass 1: the latest offset of every key (keys copied, so batch buffers are not kept alive).
         let mut latest: HashMap<Bytes, u64> = HashMap::new();
         for item in self.ks.batches.range(range.clone()) {
-            let (k, v) = item.into_inner().map_err(|e| corrupt(0, describe_fjall(&e)))?;
+            let (k, v) = item
+                .into_inner()
+                .map_err(|e| corrupt(0, describe_fjall(&e)))?;
             let base = keys::base_offset_of(&k).unwrap_or(0);
             let view = BatchView::parse(Bytes::from(v), base).map_err(|e| corrupt(base, e.0))?;
             view.for_each_record(&t.name, partition, 0, |r| {
@@ -164,7 +193,9 @@ impl Inner {
         let mut tombstone_expiry = i64::MAX;
         let delete_retention = t.spec.config.delete_retention_ms;
         for item in self.ks.batches.range(range) {
-            let (k, v) = item.into_inner().map_err(|e| corrupt(0, describe_fjall(&e)))?;
+            let (k, v) = item
+                .into_inner()
+                .map_err(|e| corrupt(0, describe_fjall(&e)))?;
             let base = keys::base_offset_of(&k).unwrap_or(0);
             let old_len = v.len();
             let view = BatchView::parse(Bytes::from(v), base).map_err(|e| corrupt(base, e.0))?;
@@ -175,7 +206,8 @@ impl Inner {
                 let expired_tombstone = r.value.is_none() && r.timestamp < tombstone_cutoff;
                 if is_latest && !expired_tombstone {
                     if r.value.is_none() {
-                        tombstone_expiry = tombstone_expiry.min(r.timestamp.saturating_add(delete_retention));
+                        tombstone_expiry =
+                            tombstone_expiry.min(r.timestamp.saturating_add(delete_retention));
                     }
                     kept.push(r);
                 } else {
@@ -196,7 +228,13 @@ impl Inner {
             }
             let mut builder = BatchBuilder::new(base, old_len);
             for r in &kept {
-                builder.push(r.offset, r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers);
+                builder.push(
+                    r.offset,
+                    r.timestamp,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    &r.headers,
+                );
             }
             let (value, summary) = builder.finish();
             freed -= value.len() as i64;
@@ -204,17 +242,24 @@ impl Inner {
             b.insert(&self.ks.index, k.clone(), summary.encode());
             b.insert(&self.ks.batches, k, value);
             if pending_bytes >= COMPACTION_REWRITE_BYTES_MAX {
-                self.commit_compaction(t, partition, end, std::mem::replace(&mut b, self.db.batch()))?;
+                self.commit_compaction(
+                    t,
+                    partition,
+                    end,
+                    std::mem::replace(&mut b, self.db.batch()),
+                )?;
                 pending_bytes = 0;
             }
         }
         self.commit_compaction(t, partition, end, b)?;
         p.dirty_bytes.fetch_sub(dirty, Ordering::Relaxed);
-        p.tombstone_expiry_ms.store(tombstone_expiry, Ordering::Relaxed);
+        p.tombstone_expiry_ms
+            .store(tombstone_expiry, Ordering::Relaxed);
         if freed >= 0 {
             p.size_bytes.fetch_sub(freed as u64, Ordering::Relaxed);
         } else {
-            p.size_bytes.fetch_add(freed.unsigned_abs(), Ordering::Relaxed);
+            p.size_bytes
+                .fetch_add(freed.unsigned_abs(), Ordering::Relaxed);
         }
         if removed_total > 0 {
             tracing::debug!(topic = %t.name, partition, removed = removed_total, "compaction removed records");
@@ -240,7 +285,11 @@ impl Inner {
             log_start: p.start.load(Ordering::Acquire),
             end_floor: end,
         };
-        b.insert(&self.ks.partitions, keys::partition_key(t.id, partition), meta.encode());
+        b.insert(
+            &self.ks.partitions,
+            keys::partition_key(t.id, partition),
+            meta.encode(),
+        );
         self.commit_batch(b, true)
     }
 
@@ -274,7 +323,9 @@ impl Inner {
                 .get(DELETING_PREFIX.len()..)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
-                .ok_or_else(|| LogError::CorruptMetadata("a topic deletion marker is damaged".to_owned()))?;
+                .ok_or_else(|| {
+                    LogError::CorruptMetadata("a topic deletion marker is damaged".to_owned())
+                })?;
             ids.push(id);
         }
         for id in ids {
@@ -321,14 +372,22 @@ fn spawn_named(
 }
 
 pub(crate) fn spawn_maintenance_thread(inner: &Arc<Inner>) -> Result<JoinHandle<()>, LogError> {
-    spawn_named("kappa-log-maintenance", inner, inner.options.maintenance_interval, |inner| {
-        if let Err(e) = inner.run_maintenance(now_ms(), false) {
-            tracing::error!(error = %e, "log maintenance failed");
-        }
-    })
+    spawn_named(
+        "kappa-log-maintenance",
+        inner,
+        inner.options.maintenance_interval,
+        |inner| {
+            if let Err(e) = inner.run_maintenance(now_ms(), false) {
+                tracing::error!(error = %e, "log maintenance failed");
+            }
+        },
+    )
 }
 
-pub(crate) fn spawn_fsync_thread(inner: &Arc<Inner>, every: Duration) -> Result<JoinHandle<()>, LogError> {
+pub(crate) fn spawn_fsync_thread(
+    inner: &Arc<Inner>,
+    every: Duration,
+) -> Result<JoinHandle<()>, LogError> {
     spawn_named("kappa-log-fsync", inner, every, |inner| {
         if let Err(e) = inner.persist() {
             tracing::error!(error = %e, "interval fsync failed; the log is poisoned");

@@ -309,9 +309,17 @@ impl Inner {
 
     /// Commits a storage batch; a failure poisons the log, since what reached
     /// the disk is unknown (the PostgreSQL fsync lesson).
-    pub(crate) fn commit_batch(&self, batch: fjall::OwnedWriteBatch, sync: bool) -> Result<(), LogError> {
+    pub(crate) fn commit_batch(
+        &self,
+        batch: fjall::OwnedWriteBatch,
+        sync: bool,
+    ) -> Result<(), LogError> {
         self.check_writable()?;
-        let mode = if sync { PersistMode::SyncAll } else { PersistMode::Buffer };
+        let mode = if sync {
+            PersistMode::SyncAll
+        } else {
+            PersistMode::Buffer
+        };
         batch.durability(Some(mode)).commit().map_err(|e| {
             self.poisoned.store(true, Ordering::Release);
             tracing::error!(error = %crate::error::describe_fjall(&e), "log write failed; refusing further writes");
@@ -379,7 +387,10 @@ impl Inner {
             let state = self.recover_topic_state(meta)?;
             map.insert(state.name.clone(), Arc::new(state));
         }
-        *self.topics.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+        *self
+            .topics
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = map;
         Ok(())
     }
 
@@ -448,7 +459,11 @@ impl Log for EmbeddedLog {
     }
 
     fn list_topics(&self) -> Result<Vec<TopicSpec>, LogError> {
-        let topics = self.inner.topics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let topics = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut specs: Vec<TopicSpec> = topics.values().map(|t| t.spec.clone()).collect();
         specs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(specs)
@@ -523,4 +538,48 @@ impl Log for EmbeddedLog {
 /// How long to block waiting, bounded so a far deadline can't overflow `Instant`.
 pub(crate) fn bounded_wait(d: Duration) -> Duration {
     d.min(Duration::from_secs(24 * 60 * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            let mut b = log.inner.db.batch();
+            b.insert(&log.inner.ks.system, FORMAT_KEY, (FORMAT_VERSION + 1).to_le_bytes());
+            log.inner.commit_batch(b, true).unwrap();
+        }
+        let err = EmbeddedLog::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(err, LogError::UnsupportedFormat { found, supported, .. } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_topic_deletion_finishes_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            log.create_topic(&TopicSpec::new("doomed", 1)).unwrap();
+            log.append("doomed", vec![crate::ProducerRecord::value("x"); 3]).unwrap();
+            // Simulate a crash after the catalog change but before the purge.
+            let t = log.inner.topic("doomed").unwrap();
+            let mut marker = DELETING_PREFIX.to_vec();
+            marker.extend_from_slice(&t.id.to_be_bytes());
+            let mut b = log.inner.db.batch();
+            b.remove(&log.inner.ks.topics, "doomed");
+            b.insert(&log.inner.ks.system, marker, []);
+            log.inner.commit_batch(b, true).unwrap();
+        }
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        assert!(log.list_topics().unwrap().is_empty());
+        assert!(log.inner.ks.batches.first_key_value().is_none());
+        assert!(log.inner.ks.index.first_key_value().is_none());
+        assert!(log.inner.ks.system.prefix(DELETING_PREFIX).next().is_none());
+    }
 }

@@ -30,7 +30,9 @@ impl fmt::Display for Durability {
 
 /// A durability setting that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid durability {0:?}: expected always, never or interval:<ms> (for example interval:100)")]
+#[error(
+    "invalid durability {0:?}: expected always, never or interval:<ms> (for example interval:100)"
+)]
 pub struct ParseDurabilityError(pub String);
 
 impl FromStr for Durability {

@@ -70,7 +70,15 @@ impl Inner {
         for (tp, offset) in from {
             let t = self.topic(&tp.topic)?;
             let next = if outcome.records < limits.records_max && bytes < limits.bytes_max {
-                self.read_partition(&t, tp.partition, *offset, limits, &mut outcome.records, &mut bytes, out)?
+                self.read_partition(
+                    &t,
+                    tp.partition,
+                    *offset,
+                    limits,
+                    &mut outcome.records,
+                    &mut bytes,
+                    out,
+                )?
             } else {
                 self.partition(&t, tp.partition)?;
                 *offset
@@ -120,21 +128,24 @@ impl Inner {
             .unwrap_or(offset);
 
         let mut next = end;
-        let range = keys::batch_key(t.id, partition, first_base)..keys::batch_key(t.id, partition, end);
+        let range =
+            keys::batch_key(t.id, partition, first_base)..keys::batch_key(t.id, partition, end);
         'batches: for item in self.ks.batches.range(range) {
             let (k, v) = item
                 .into_inner()
                 .map_err(|e| corrupt(t, partition, offset, describe_fjall(&e)))?;
             let base = keys::base_offset_of(&k)
                 .ok_or_else(|| corrupt(t, partition, offset, "malformed batch key".to_owned()))?;
-            let view = BatchView::parse(Bytes::from(v), base).map_err(|e| corrupt(t, partition, base, e.0))?;
+            let view = BatchView::parse(Bytes::from(v), base)
+                .map_err(|e| corrupt(t, partition, base, e.0))?;
             let mut stopped = false;
             view.for_each_record(&t.name, partition, offset, |r| {
                 if r.offset >= end {
                     stopped = true;
                     return false;
                 }
-                *bytes += r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
+                *bytes +=
+                    r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
                 next = r.offset + 1;
                 out.push(r);
                 *count += 1;
@@ -162,14 +173,21 @@ impl Inner {
         let p = self.partition(&t, tp.partition)?;
         let start = p.start.load(Ordering::Acquire);
         let end = p.end.load(Ordering::Acquire);
-        let range = keys::batch_key(t.id, tp.partition, 0)..keys::batch_key(t.id, tp.partition, end);
+        let range =
+            keys::batch_key(t.id, tp.partition, 0)..keys::batch_key(t.id, tp.partition, end);
         for item in self.ks.index.range(range) {
             let (k, v) = item
                 .into_inner()
                 .map_err(|e| corrupt(&t, tp.partition, 0, describe_fjall(&e)))?;
             let base = keys::base_offset_of(&k).unwrap_or(0);
-            let summary = BatchSummary::decode(&v)
-                .ok_or_else(|| corrupt(&t, tp.partition, base, "batch index entry is damaged".to_owned()))?;
+            let summary = BatchSummary::decode(&v).ok_or_else(|| {
+                corrupt(
+                    &t,
+                    tp.partition,
+                    base,
+                    "batch index entry is damaged".to_owned(),
+                )
+            })?;
             if summary.max_timestamp < timestamp_ms {
                 continue;
             }
@@ -182,7 +200,8 @@ impl Inner {
                 // Removed by retention between the index scan and now.
                 continue;
             };
-            let view = BatchView::parse(Bytes::from(value), base).map_err(|e| corrupt(&t, tp.partition, base, e.0))?;
+            let view = BatchView::parse(Bytes::from(value), base)
+                .map_err(|e| corrupt(&t, tp.partition, base, e.0))?;
             let mut found = None;
             view.for_each_record(&t.name, tp.partition, start, |r| {
                 if r.timestamp >= timestamp_ms {
@@ -200,7 +219,10 @@ impl Inner {
         Ok(None)
     }
 
-    pub(crate) fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError> {
+    pub(crate) fn group_positions(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(TopicPartition, u64)>, LogError> {
         if !valid_group_name(group) {
             return Err(LogError::InvalidGroupName(group.to_owned()));
         }
@@ -210,7 +232,9 @@ impl Inner {
             let parsed = keys::parse_group_key(&k);
             let offset = <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_le_bytes);
             let (Some((g, topic, partition)), Some(offset)) = (parsed, offset) else {
-                return Err(LogError::CorruptMetadata(format!("a position of group {group:?} is damaged")));
+                return Err(LogError::CorruptMetadata(format!(
+                    "a position of group {group:?} is damaged"
+                )));
             };
             if g == group {
                 out.push((TopicPartition::new(topic, partition), offset));

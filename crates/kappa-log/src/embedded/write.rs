@@ -7,11 +7,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use super::batch::{BATCH_BYTES_TARGET, BatchBuilder};
 use super::catalog::TopicMeta;
 use super::keys;
-use super::{DELETING_PREFIX, Inner, NEXT_TOPIC_ID_KEY, PartitionState, TopicState, lock_ignoring_poison};
+use super::{
+    DELETING_PREFIX, Inner, NEXT_TOPIC_ID_KEY, PartitionState, TopicState, lock_ignoring_poison,
+};
 use crate::commit::{Commit, CommitReceipt, METADATA_KEY_BYTES_MAX, valid_group_name};
 use crate::error::LogError;
 use crate::partitioner::partition_for_key;
-use crate::record::{HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX, Position, ProducerRecord, now_ms};
+use crate::record::{
+    HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX, Position, ProducerRecord, now_ms,
+};
 use crate::topic::{CleanupPolicy, TopicSpec};
 
 /// One partition's share of a commit while it is being encoded.
@@ -33,7 +37,10 @@ impl Inner {
             return Err(LogError::TopicExists(spec.name.clone()));
         }
         let id = self.next_topic_id()?;
-        let meta = TopicMeta { id, spec: spec.clone() };
+        let meta = TopicMeta {
+            id,
+            spec: spec.clone(),
+        };
         let mut b = self.db.batch();
         b.insert(&self.ks.topics, spec.name.as_bytes(), meta.encode());
         b.insert(&self.ks.system, NEXT_TOPIC_ID_KEY, (id + 1).to_le_bytes());
@@ -42,7 +49,9 @@ impl Inner {
             id,
             name: spec.name.as_str().into(),
             spec: spec.clone(),
-            partitions: (0..spec.partitions).map(|_| PartitionState::default()).collect(),
+            partitions: (0..spec.partitions)
+                .map(|_| PartitionState::default())
+                .collect(),
             round_robin: AtomicU32::new(0),
         };
         self.topics
@@ -153,7 +162,10 @@ impl Inner {
                     if let Some(full) = pw.current.take() {
                         pw.sealed.push(full);
                     }
-                    pw.current = Some(BatchBuilder::new(offset, append_bytes.min(BATCH_BYTES_TARGET).max(len)));
+                    pw.current = Some(BatchBuilder::new(
+                        offset,
+                        append_bytes.min(BATCH_BYTES_TARGET).max(len),
+                    ));
                 }
                 if let Some(b) = pw.current.as_mut() {
                     b.push_producer_record(offset, r.timestamp.unwrap_or(now), r);
@@ -260,7 +272,11 @@ fn validate_record(t: &TopicState, r: &ProducerRecord) -> Result<(), LogError> {
             r.headers.len()
         )));
     }
-    if let Some(h) = r.headers.iter().find(|h| h.name.len() > HEADER_NAME_BYTES_MAX) {
+    if let Some(h) = r
+        .headers
+        .iter()
+        .find(|h| h.name.len() > HEADER_NAME_BYTES_MAX)
+    {
         return Err(LogError::InvalidConfig(format!(
             "header name of {} bytes is longer than {HEADER_NAME_BYTES_MAX}",
             h.name.len()
