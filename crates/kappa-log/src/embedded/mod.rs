@@ -550,7 +550,11 @@ mod tests {
         {
             let log = EmbeddedLog::open(dir.path()).unwrap();
             let mut b = log.inner.db.batch();
-            b.insert(&log.inner.ks.system, FORMAT_KEY, (FORMAT_VERSION + 1).to_le_bytes());
+            b.insert(
+                &log.inner.ks.system,
+                FORMAT_KEY,
+                (FORMAT_VERSION + 1).to_le_bytes(),
+            );
             log.inner.commit_batch(b, true).unwrap();
         }
         let err = EmbeddedLog::open(dir.path()).err().unwrap();
@@ -566,7 +570,8 @@ mod tests {
         {
             let log = EmbeddedLog::open(dir.path()).unwrap();
             log.create_topic(&TopicSpec::new("doomed", 1)).unwrap();
-            log.append("doomed", vec![crate::ProducerRecord::value("x"); 3]).unwrap();
+            log.append("doomed", vec![crate::ProducerRecord::value("x"); 3])
+                .unwrap();
             // Simulate a crash after the catalog change but before the purge.
             let t = log.inner.topic("doomed").unwrap();
             let mut marker = DELETING_PREFIX.to_vec();
