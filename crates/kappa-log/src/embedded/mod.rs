@@ -50,7 +50,7 @@ const LOCK_FILE: &str = "kappa.lock";
 /// let log = EmbeddedLog::open_with(dir.path(), EmbeddedOptions::default().durability(Durability::Never))?;
 /// log.create_topic(&TopicSpec::new("orders", 3))?;
 /// assert_eq!(log.list_topics()?.len(), 1);
-/// # Ok::<_, kappa_log::LogError>(())
+/// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
 pub struct EmbeddedLog {
     inner: Arc<Inner>,
