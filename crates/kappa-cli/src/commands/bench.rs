@@ -34,6 +34,10 @@ pub struct LogBenchArgs {
     /// Records per commit.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Rounds per value size; raw baseline and log alternate within each
+    /// round and medians are reported, because a shared machine is noisy.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Most value bytes appended per value size.
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     bytes_max: u64,
@@ -53,12 +57,15 @@ struct SizeResult {
     value_bytes: usize,
     records: u64,
     batch_records: usize,
+    rounds: usize,
     raw_write_fsync_mb_per_s: f64,
     append_records_per_s: f64,
     append_mb_per_s: f64,
     append_vs_raw_ratio: f64,
     read_records_per_s: f64,
     read_mb_per_s: f64,
+    /// Per-round seconds: (raw, append, read).
+    samples_s: Vec<(f64, f64, f64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,8 +83,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
-    if args.batch == 0 || args.records == 0 || args.value_sizes.contains(&0) {
-        bail!("--records, --batch and every --value-sizes entry must be positive");
+    if args.batch == 0 || args.records == 0 || args.rounds == 0 || args.value_sizes.contains(&0) {
+        bail!("--records, --batch, --rounds and every --value-sizes entry must be positive");
     }
     let scratch = match &args.dir {
         Some(d) => tempfile::Builder::new()
@@ -96,27 +103,37 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     for &size in &args.value_sizes {
         let records = args.records.min((args.bytes_max / size as u64).max(1));
         let payload = payload(size, args.batch);
-        let raw = raw_baseline(
-            &scratch.path().join(format!("raw-{size}")),
-            &payload,
-            records,
-            args.batch,
-        )?;
-        let dir = scratch.path().join(format!("log-{size}"));
-        let (append, read) = log_run(&dir, args, &payload, size, records)?;
+        let mut samples = Vec::with_capacity(args.rounds);
+        for round in 0..args.rounds {
+            let raw = raw_baseline(
+                &scratch.path().join(format!("raw-{size}")),
+                &payload,
+                records,
+                args.batch,
+            )?;
+            let dir = scratch.path().join(format!("log-{size}-{round}"));
+            let (append, read) = log_run(&dir, args, &payload, size, records)?;
+            std::fs::remove_dir_all(&dir).ok();
+            samples.push((raw.as_secs_f64(), append.as_secs_f64(), read.as_secs_f64()));
+        }
+        let raw = median(samples.iter().map(|s| s.0));
+        let append = median(samples.iter().map(|s| s.1));
+        let read = median(samples.iter().map(|s| s.2));
+        let ratio = median(samples.iter().map(|s| s.0 / s.1));
         let mb = (records * size as u64) as f64 / 1e6;
         report.results.push(SizeResult {
             value_bytes: size,
             records,
             batch_records: args.batch,
-            raw_write_fsync_mb_per_s: mb / raw.as_secs_f64(),
-            append_records_per_s: records as f64 / append.as_secs_f64(),
-            append_mb_per_s: mb / append.as_secs_f64(),
-            append_vs_raw_ratio: raw.as_secs_f64() / append.as_secs_f64(),
-            read_records_per_s: records as f64 / read.as_secs_f64(),
-            read_mb_per_s: mb / read.as_secs_f64(),
+            rounds: args.rounds,
+            raw_write_fsync_mb_per_s: mb / raw,
+            append_records_per_s: records as f64 / append,
+            append_mb_per_s: mb / append,
+            append_vs_raw_ratio: ratio,
+            read_records_per_s: records as f64 / read,
+            read_mb_per_s: mb / read,
+            samples_s: samples,
         });
-        std::fs::remove_dir_all(&dir).ok();
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -149,6 +166,12 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// One batch worth of incompressible value bytes (xorshift), sliced per record.
