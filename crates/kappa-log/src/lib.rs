@@ -17,7 +17,7 @@ pub use commit::{
     Commit, CommitReceipt, GROUP_NAME_BYTES_MAX, GroupPosition, METADATA_KEY_BYTES_MAX, TopicAppend,
 };
 pub use embedded::{
-    Durability, EmbeddedLog, EmbeddedOptions, FORMAT_VERSION, MaintenanceReport,
+    Durability, EmbeddedLog, EmbeddedOptions, EmbeddedStats, FORMAT_VERSION, MaintenanceReport,
     ParseDurabilityError,
 };
 pub use error::LogError;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::batch::{BatchBuilder, BatchSummary, BatchView};
 use super::catalog::PartitionMeta;
+use super::stats::Counters;
 use super::{DELETING_PREFIX, Inner, TopicState, keys, lock_ignoring_poison};
 use crate::error::{LogError, describe_fjall};
 use crate::record::now_ms;
@@ -50,10 +51,14 @@ impl Inner {
             for p in 0..t.spec.partitions {
                 match t.spec.config.cleanup_policy {
                     CleanupPolicy::Delete => {
-                        report.batches_expired += self.apply_retention(&t, p, now)?
+                        let n = self.apply_retention(&t, p, now)?;
+                        report.batches_expired += n;
+                        Counters::add(&self.counters.batches_expired, n);
                     }
                     CleanupPolicy::Compact => {
-                        report.records_compacted += self.compact(&t, p, now, force)?
+                        let n = self.compact(&t, p, now, force)?;
+                        report.records_compacted += n;
+                        Counters::add(&self.counters.records_compacted, n);
                     }
                 }
             }

@@ -11,6 +11,7 @@ mod keys;
 mod maintenance;
 mod options;
 mod read;
+mod stats;
 mod write;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 
 pub use maintenance::MaintenanceReport;
 pub use options::{Durability, EmbeddedOptions, ParseDurabilityError};
+pub use stats::EmbeddedStats;
 
 use crate::commit::{Commit, CommitReceipt};
 use crate::error::LogError;
@@ -81,6 +83,7 @@ pub(crate) struct Inner {
     /// Bumped and broadcast on every commit, so tailing readers wake without polling.
     pub(crate) commits: (Mutex<u64>, Condvar),
     pub(crate) shutdown: (Mutex<bool>, Condvar),
+    pub(crate) counters: stats::Counters,
     _lock: File,
 }
 
@@ -195,6 +198,7 @@ impl EmbeddedLog {
             options,
             commits: (Mutex::new(0), Condvar::new()),
             shutdown: (Mutex::new(false), Condvar::new()),
+            counters: stats::Counters::default(),
             _lock: lock,
         });
         inner.check_format()?;
@@ -223,6 +227,14 @@ impl EmbeddedLog {
     /// Storage or corruption errors; nothing is half-applied.
     pub fn run_maintenance(&self, now_ms: i64, force: bool) -> Result<MaintenanceReport, LogError> {
         self.inner.run_maintenance(now_ms, force)
+    }
+
+    /// Counters since open, for metrics.
+    pub fn stats(&self) -> EmbeddedStats {
+        let disk = self.inner.db.disk_space().unwrap_or(0);
+        self.inner
+            .counters
+            .snapshot(self.inner.poisoned.load(Ordering::Acquire), disk)
     }
 
     /// Makes everything committed so far durable, whatever the durability mode.
@@ -326,6 +338,7 @@ impl Inner {
         };
         batch.durability(Some(mode)).commit().map_err(|e| {
             self.poisoned.store(true, Ordering::Release);
+            stats::Counters::add(&self.counters.storage_failures, 1);
             tracing::error!(error = %crate::error::describe_fjall(&e), "log write failed; refusing further writes");
             LogError::from(e)
         })
@@ -334,6 +347,7 @@ impl Inner {
     pub(crate) fn persist(&self) -> Result<(), LogError> {
         self.db.persist(PersistMode::SyncAll).map_err(|e| {
             self.poisoned.store(true, Ordering::Release);
+            stats::Counters::add(&self.counters.storage_failures, 1);
             LogError::from(e)
         })
     }

@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::batch::{BATCH_BYTES_TARGET, BatchBuilder};
 use super::catalog::TopicMeta;
 use super::keys;
+use super::stats::Counters;
 use super::{
     DELETING_PREFIX, Inner, NEXT_TOPIC_ID_KEY, PartitionState, TopicState, lock_ignoring_poison,
 };
@@ -230,19 +231,20 @@ impl Inner {
         let sync = matches!(self.options.durability, super::Durability::Always);
         self.commit_batch(batch, sync)?;
 
+        let mut appended_bytes = 0;
         for pw in &writes {
             let p = &topics[pw.topic].partitions[pw.partition as usize];
             p.end.store(pw.next_offset, Ordering::Release);
-            add(&p.size_bytes, pw.bytes);
-            add(&p.dirty_bytes, pw.bytes);
+            Counters::add(&p.size_bytes, pw.bytes);
+            Counters::add(&p.dirty_bytes, pw.bytes);
+            appended_bytes += pw.bytes;
         }
+        Counters::add(&self.counters.commits, 1);
+        Counters::add(&self.counters.records_appended, positions.len() as u64);
+        Counters::add(&self.counters.bytes_appended, appended_bytes);
         self.notify_commit();
         Ok(CommitReceipt { positions })
     }
-}
-
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 fn choose_partition(t: &TopicState, fixed: Option<u32>, r: &ProducerRecord) -> u32 {
