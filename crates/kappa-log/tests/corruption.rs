@@ -104,6 +104,19 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Flips a byte inside the marker in every file `which` selects that holds it.
+fn damage_marker(dir: &Path, which: impl Fn(&Path) -> bool) {
+    let holders: Vec<PathBuf> = files_under(&dir.join("data"))
+        .into_iter()
+        .filter(|f| which(f) && find(&std::fs::read(f).unwrap(), MARKER).is_some())
+        .collect();
+    assert!(!holders.is_empty(), "no selected file holds the records");
+    for f in &holders {
+        let at = find(&std::fs::read(f).unwrap(), MARKER).unwrap();
+        flip(f, at + 3);
+    }
+}
+
 fn is_journal(f: &Path) -> bool {
     f.extension().is_some_and(|e| e == "jnl")
 }
@@ -123,17 +136,8 @@ fn a_flipped_byte_in_stored_records_names_the_partition() {
     let dir = tempfile::tempdir().unwrap();
     let expected = write_fixture(dir.path(), true);
     // The flushed tables, not the journal (which still holds a copy until it rotates).
-    let holders: Vec<PathBuf> = files_under(&dir.path().join("data"))
-        .into_iter()
-        .filter(|f| !is_journal(f) && find(&std::fs::read(f).unwrap(), MARKER).is_some())
-        .collect();
-    assert!(!holders.is_empty(), "no data file holds the records");
-    for f in &holders {
-        let at = find(&std::fs::read(f).unwrap(), MARKER).unwrap();
-        flip(f, at + 3);
-    }
+    damage_marker(dir.path(), |f| !is_journal(f));
     match open(dir.path()) {
-        // Detected on open: the error must say what is damaged.
         Err(e) => panic!("damaged record data should not stop the whole log from opening: {e}"),
         Ok(log) => {
             let errors = read_back(&log, &expected);
@@ -153,15 +157,7 @@ fn a_flipped_byte_in_stored_records_names_the_partition() {
 fn a_flipped_byte_in_the_journal_is_refused_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let expected = write_fixture(dir.path(), false);
-    let holders: Vec<PathBuf> = files_under(&dir.path().join("data"))
-        .into_iter()
-        .filter(|f| is_journal(f) && find(&std::fs::read(f).unwrap(), MARKER).is_some())
-        .collect();
-    assert!(!holders.is_empty(), "no journal holds the records");
-    for f in &holders {
-        let at = find(&std::fs::read(f).unwrap(), MARKER).unwrap();
-        flip(f, at + 3);
-    }
+    damage_marker(dir.path(), is_journal);
     match open(dir.path()) {
         Err(e) => {
             eprintln!("detected on open: {e}");

@@ -196,7 +196,10 @@ fn retention_by_time_and_size_removes_whole_old_batches() {
         // timed: batches with newest record before 1500-1000 go; sized: all but the newest.
         assert_eq!(report.batches_expired, 2 + 2);
         let stats = log.stats();
-        assert_eq!((stats.batches_expired, stats.commits, stats.records_appended), (4, 6, 9));
+        assert_eq!(
+            (stats.batches_expired, stats.commits, stats.records_appended),
+            (4, 6, 9)
+        );
         assert!(!stats.poisoned);
         assert_eq!(values(&read_all(&log, "timed", 0)), ["at5000", "at5000"]);
         assert_eq!(values(&read_all(&log, "sized", 0)), ["at5000"]);
