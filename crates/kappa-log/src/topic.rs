@@ -161,6 +161,14 @@ impl TopicSpec {
                 self.name, c.max_record_bytes
             )));
         }
+        if c.cleanup_policy == CleanupPolicy::Compact
+            && (c.retention_ms.is_some() || c.retention_bytes.is_some())
+        {
+            return Err(LogError::InvalidConfig(format!(
+                "topic {:?}: compacted topics keep the latest record per key and take no retention_ms or retention_bytes",
+                self.name
+            )));
+        }
         if c.delete_retention_ms < 0 {
             return Err(LogError::InvalidConfig(format!(
                 "topic {:?}: delete_retention_ms must not be negative",

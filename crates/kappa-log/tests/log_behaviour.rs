@@ -267,8 +267,16 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
                 (4, "<tombstone>".to_owned())
             ]
         );
+        // They expire by when they were written, not by their (old) event time.
+        let written = kappa_log::now_ms();
+        assert_eq!(
+            log.run_maintenance(written, true)
+                .unwrap()
+                .records_compacted,
+            0
+        );
         let report = log
-            .run_maintenance(1000 + 2 * 24 * 3600 * 1000, true)
+            .run_maintenance(written + 2 * 24 * 3600 * 1000, true)
             .unwrap();
         assert_eq!(report.records_compacted, 1);
         assert_eq!(values(&read_all(&log, "kv", 0)), ["a2", "c1"]);

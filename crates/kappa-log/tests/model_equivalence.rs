@@ -17,7 +17,7 @@ use proptest::prelude::*;
 const TOPICS: [&str; 3] = ["alpha", "beta", "gamma"];
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
 /// Batch header and per-record fixed bytes, from docs/log-format.md.
-const BATCH_HEADER_BYTES: u64 = 29;
+const BATCH_HEADER_BYTES: u64 = 37;
 const RECORD_FIXED_BYTES: u64 = 22;
 
 #[derive(Clone, Debug, PartialEq)]

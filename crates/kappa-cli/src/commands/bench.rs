@@ -15,6 +15,14 @@ use kappa_log::{
 };
 use serde::Serialize;
 
+/// Largest `--batch`.
+const BATCH_RECORDS_MAX: usize = 100_000;
+/// Largest value size: the default `max_record_bytes` of a topic, less room for the record's framing.
+const VALUE_BYTES_MAX: usize = 1024 * 1024 - 64;
+
+/// Largest payload of one commit, which the benchmark holds in memory.
+const BATCH_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
+
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -85,6 +93,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     if args.batch == 0 || args.records == 0 || args.rounds == 0 || args.value_sizes.contains(&0) {
         bail!("--records, --batch, --rounds and every --value-sizes entry must be positive");
+    }
+    if args.batch > BATCH_RECORDS_MAX || args.value_sizes.iter().any(|&v| v > VALUE_BYTES_MAX) {
+        bail!(
+            "--batch may be at most {BATCH_RECORDS_MAX} and each value size at most {VALUE_BYTES_MAX} bytes"
+        );
     }
     let scratch = match &args.dir {
         Some(d) => tempfile::Builder::new()

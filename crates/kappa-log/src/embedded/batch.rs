@@ -6,7 +6,7 @@
 //! ```text
 //! u8  format (1)          u32 crc32c of every byte after this field
 //! u64 base_offset         u32 record_count    u32 last_offset_delta
-//! i64 max_timestamp
+//! i64 max_timestamp       i64 append_time (wall clock when first written)
 //! record_count x {
 //!   u32 offset_delta  i64 timestamp
 //!   i32 key_len (-1 = none)    key bytes
@@ -24,7 +24,7 @@ use crate::record::{Header, ProducerRecord, Record};
 /// The batch format this build writes and reads.
 pub(crate) const BATCH_FORMAT: u8 = 1;
 /// Bytes before the first record.
-pub(crate) const BATCH_HEADER_LEN: usize = 1 + 4 + 8 + 4 + 4 + 8;
+pub(crate) const BATCH_HEADER_LEN: usize = 1 + 4 + 8 + 4 + 4 + 8 + 8;
 /// Fixed bytes of one record besides key, value and headers.
 const RECORD_FIXED_LEN: usize = 4 + 8 + 4 + 4 + 2;
 /// A batch is closed once it holds this many bytes, so one partition's
@@ -81,18 +81,22 @@ impl BatchSummary {
 pub(crate) struct BatchBuilder {
     buf: Vec<u8>,
     base_offset: u64,
+    append_time: i64,
     count: u32,
     last_offset_delta: u32,
     max_timestamp: i64,
 }
 
 impl BatchBuilder {
-    pub(crate) fn new(base_offset: u64, capacity: usize) -> Self {
+    /// A batch starting at `base_offset`, first written at `append_time`
+    /// (kept when compaction rewrites it; tombstones expire by it).
+    pub(crate) fn new(base_offset: u64, capacity: usize, append_time: i64) -> Self {
         let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + capacity);
         buf.resize(BATCH_HEADER_LEN, 0);
         Self {
             buf,
             base_offset,
+            append_time,
             count: 0,
             last_offset_delta: 0,
             max_timestamp: i64::MIN,
@@ -158,6 +162,7 @@ impl BatchBuilder {
         b[13..17].copy_from_slice(&self.count.to_le_bytes());
         b[17..21].copy_from_slice(&self.last_offset_delta.to_le_bytes());
         b[21..29].copy_from_slice(&self.max_timestamp.to_le_bytes());
+        b[29..37].copy_from_slice(&self.append_time.to_le_bytes());
         let crc = crc32c::crc32c(&b[5..]);
         b[1..5].copy_from_slice(&crc.to_le_bytes());
         let summary = BatchSummary {
@@ -189,6 +194,7 @@ pub(crate) struct BatchView {
     data: Bytes,
     pub(crate) base_offset: u64,
     pub(crate) count: u32,
+    pub(crate) append_time: i64,
 }
 
 impl BatchView {
@@ -220,6 +226,7 @@ impl BatchView {
         Ok(Self {
             base_offset,
             count: read_u32(&data, 13),
+            append_time: read_i64(&data, 29),
             data,
         })
     }
@@ -341,7 +348,7 @@ mod tests {
     use super::*;
 
     fn sample() -> (Vec<u8>, BatchSummary) {
-        let mut b = BatchBuilder::new(10, 64);
+        let mut b = BatchBuilder::new(10, 64, 99);
         b.push(10, 5, Some(b"k"), Some(b"v1"), &[]);
         b.push(12, 3, None, None, &[Header::new("h", "x")]);
         b.finish()
@@ -361,6 +368,12 @@ mod tests {
     fn round_trips_records_and_summary() {
         let (bytes, summary) = sample();
         assert_eq!(summary.max_timestamp, 5);
+        assert_eq!(
+            BatchView::parse(Bytes::from(bytes.clone()), 10)
+                .unwrap()
+                .append_time,
+            99
+        );
         assert_eq!(summary.last_offset_delta, 2);
         assert_eq!(summary.size_bytes as usize, bytes.len());
         let records = decode_all(bytes, 10).unwrap();

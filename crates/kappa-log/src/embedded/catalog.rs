@@ -112,11 +112,18 @@ mod tests {
         let meta = TopicMeta {
             id: 42,
             spec: TopicSpec::new("t", 3)
-                .compacted()
                 .with_retention_bytes(9)
                 .with_retention_ms(5),
         };
         assert_eq!(TopicMeta::decode("t", &meta.encode()).unwrap(), meta);
+        let compacted = TopicMeta {
+            id: 7,
+            spec: TopicSpec::new("c", 2).compacted(),
+        };
+        assert_eq!(
+            TopicMeta::decode("c", &compacted.encode()).unwrap(),
+            compacted
+        );
         let plain = TopicMeta {
             id: 1,
             spec: TopicSpec::new("p", 1),

@@ -115,12 +115,27 @@ impl Inner {
         if expired == 0 {
             return Ok(0);
         }
-        let _writer = lock_ignoring_poison(&self.writer);
-        let end = p.end.load(Ordering::Acquire);
-        let new_start = batches
-            .get(expired)
-            .and_then(|(k, _)| keys::base_offset_of(k))
-            .unwrap_or(end);
+        // The first offset kept: the next surviving batch, or just past the
+        // last expired one. Not the current end, which may include batches
+        // committed after the index scan above.
+        let new_start = match batches.get(expired) {
+            Some((k, _)) => keys::base_offset_of(k),
+            None => {
+                let (k, s) = &batches[expired - 1];
+                keys::base_offset_of(k)
+                    .and_then(|base| base.checked_add(u64::from(s.last_offset_delta) + 1))
+            }
+        }
+        .ok_or_else(|| LogError::Corrupt {
+            topic: t.name.to_string(),
+            partition,
+            offset: 0,
+            detail: "batch index key is damaged".to_owned(),
+        })?
+        .max(p.start.load(Ordering::Acquire));
+        // Advance the start before deleting, so a reader that finds batches
+        // missing also finds the start moved past them (see read_partition).
+        self.publish(|| p.start.store(new_start, Ordering::Release));
         let mut b = self.db.batch();
         let mut freed = 0u64;
         for (k, s) in &batches[..expired] {
@@ -128,9 +143,11 @@ impl Inner {
             b.remove(&self.ks.index, k.as_slice());
             freed += u64::from(s.size_bytes);
         }
+        // The start is also the end's floor: if every batch went, the
+        // partition still continues at this offset after a reopen.
         let meta = PartitionMeta {
             log_start: new_start,
-            end_floor: end,
+            end_floor: new_start,
         };
         b.insert(
             &self.ks.partitions,
@@ -138,8 +155,9 @@ impl Inner {
             meta.encode(),
         );
         self.commit_batch(b, true)?;
-        p.start.store(new_start, Ordering::Release);
-        p.size_bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.publish(|| {
+            p.size_bytes.fetch_sub(freed, Ordering::Relaxed);
+        });
         tracing::debug!(topic = %t.name, partition, batches = expired, new_start, "retention removed batches");
         Ok(expired as u64)
     }
@@ -190,13 +208,16 @@ impl Inner {
         }
 
         // Pass 2: rewrite batches that hold superseded records.
-        let tombstone_cutoff = now.saturating_sub(t.spec.config.delete_retention_ms);
+        // Tombstones expire by when they were written, not by their event
+        // time: a replayed old delete must still reach lagging readers.
+        let delete_retention = t.spec.config.delete_retention_ms;
+        let tombstone_cutoff = now.saturating_sub(delete_retention);
         let mut removed_total = 0u64;
         let mut b = self.db.batch();
         let mut pending_bytes = 0usize;
+        // Bytes freed by the rewrites in `b`, applied once `b` commits.
         let mut freed = 0i64;
         let mut tombstone_expiry = i64::MAX;
-        let delete_retention = t.spec.config.delete_retention_ms;
         for item in self.ks.batches.range(range) {
             let (k, v) = item
                 .into_inner()
@@ -208,11 +229,11 @@ impl Inner {
             let mut removed = 0u64;
             view.for_each_record(&t.name, partition, 0, |r| {
                 let is_latest = r.key.as_ref().and_then(|k| latest.get(k)) == Some(&r.offset);
-                let expired_tombstone = r.value.is_none() && r.timestamp < tombstone_cutoff;
+                let expired_tombstone = r.value.is_none() && view.append_time < tombstone_cutoff;
                 if is_latest && !expired_tombstone {
                     if r.value.is_none() {
                         tombstone_expiry =
-                            tombstone_expiry.min(r.timestamp.saturating_add(delete_retention));
+                            tombstone_expiry.min(view.append_time.saturating_add(delete_retention));
                     }
                     kept.push(r);
                 } else {
@@ -231,7 +252,7 @@ impl Inner {
                 b.remove(&self.ks.index, k);
                 continue;
             }
-            let mut builder = BatchBuilder::new(base, old_len);
+            let mut builder = BatchBuilder::new(base, old_len, view.append_time);
             for r in &kept {
                 builder.push(
                     r.offset,
@@ -247,25 +268,15 @@ impl Inner {
             b.insert(&self.ks.index, k.clone(), summary.encode());
             b.insert(&self.ks.batches, k, value);
             if pending_bytes >= COMPACTION_REWRITE_BYTES_MAX {
-                self.commit_compaction(
-                    t,
-                    partition,
-                    end,
-                    std::mem::replace(&mut b, self.db.batch()),
-                )?;
+                let chunk = std::mem::replace(&mut b, self.db.batch());
+                self.commit_compaction(t, partition, end, chunk, std::mem::take(&mut freed))?;
                 pending_bytes = 0;
             }
         }
-        self.commit_compaction(t, partition, end, b)?;
+        self.commit_compaction(t, partition, end, b, freed)?;
         p.dirty_bytes.fetch_sub(dirty, Ordering::Relaxed);
         p.tombstone_expiry_ms
             .store(tombstone_expiry, Ordering::Relaxed);
-        if freed >= 0 {
-            p.size_bytes.fetch_sub(freed as u64, Ordering::Relaxed);
-        } else {
-            p.size_bytes
-                .fetch_add(freed.unsigned_abs(), Ordering::Relaxed);
-        }
         if removed_total > 0 {
             tracing::debug!(topic = %t.name, partition, removed = removed_total, "compaction removed records");
         }
@@ -275,12 +286,14 @@ impl Inner {
     /// Each compaction chunk is a valid state on its own (it only drops
     /// superseded records), so chunks commit separately. The partition's
     /// end is recorded because the last record may have been dropped.
+    /// `freed` is the bytes the chunk frees (negative if it grew).
     fn commit_compaction(
         &self,
         t: &TopicState,
         partition: u32,
         end: u64,
         mut b: fjall::OwnedWriteBatch,
+        freed: i64,
     ) -> Result<(), LogError> {
         if b.is_empty() {
             return Ok(());
@@ -295,7 +308,17 @@ impl Inner {
             keys::partition_key(t.id, partition),
             meta.encode(),
         );
-        self.commit_batch(b, true)
+        self.commit_batch(b, true)?;
+        self.publish(|| {
+            if freed >= 0 {
+                p.size_bytes
+                    .fetch_sub(freed.unsigned_abs(), Ordering::Relaxed);
+            } else {
+                p.size_bytes
+                    .fetch_add(freed.unsigned_abs(), Ordering::Relaxed);
+            }
+        });
+        Ok(())
     }
 
     /// Removes all stored data of a deleted topic id, in bounded batches.

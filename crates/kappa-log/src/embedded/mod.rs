@@ -23,7 +23,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::{
+    Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Readable,
+};
 
 pub use maintenance::MaintenanceReport;
 pub use options::{Durability, EmbeddedOptions, ParseDurabilityError};
@@ -79,6 +81,11 @@ pub(crate) struct Inner {
     /// Serializes retention, compaction and topic deletion, which rewrite old batches.
     pub(crate) maintenance: Mutex<()>,
     pub(crate) poisoned: AtomicBool,
+    /// What readers see. Commits store their partitions' end offsets and
+    /// replace this snapshot under the write lock, so a reader taking the read
+    /// lock sees every partition, group position and metadata write of a
+    /// commit, or none of them.
+    pub(crate) published: RwLock<fjall::Snapshot>,
     pub(crate) options: EmbeddedOptions,
     /// Bumped and broadcast on every commit, so tailing readers wake without polling.
     pub(crate) commits: (Mutex<u64>, Condvar),
@@ -187,8 +194,10 @@ impl EmbeddedLog {
             system: db.keyspace("system", plain)?,
         };
 
+        let snapshot = db.snapshot();
         let inner = Arc::new(Inner {
             dir,
+            published: RwLock::new(snapshot),
             db,
             ks,
             topics: RwLock::new(HashMap::new()),
@@ -204,6 +213,7 @@ impl EmbeddedLog {
         inner.check_format()?;
         inner.finish_pending_deletes()?;
         inner.load_topics()?;
+        inner.publish(|| {});
 
         let mut threads = Vec::new();
         threads.push(maintenance::spawn_maintenance_thread(&inner)?);
@@ -352,6 +362,25 @@ impl Inner {
         })
     }
 
+    /// Makes offsets changed by `update` and everything in storage so far
+    /// visible to readers in one step.
+    pub(crate) fn publish(&self, update: impl FnOnce()) {
+        let mut published = self
+            .published
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        update();
+        *published = self.db.snapshot();
+    }
+
+    /// The snapshot readers of metadata and group positions use.
+    pub(crate) fn published(&self) -> fjall::Snapshot {
+        self.published
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub(crate) fn notify_commit(&self) {
         let (lock, cvar) = &self.commits;
         *lock_ignoring_poison(lock) += 1;
@@ -445,7 +474,15 @@ impl Inner {
                     });
                 };
                 size += u64::from(summary.size_bytes);
-                end = end.max(base + u64::from(summary.last_offset_delta) + 1);
+                let batch_end = base
+                    .checked_add(u64::from(summary.last_offset_delta) + 1)
+                    .ok_or_else(|| LogError::Corrupt {
+                        topic: meta.spec.name.clone(),
+                        partition: p,
+                        offset: base,
+                        detail: "batch index entry points past the largest offset".to_owned(),
+                    })?;
+                end = end.max(batch_end);
             }
             partitions.push(PartitionState {
                 start: AtomicU64::new(stored.log_start.min(end)),
@@ -540,12 +577,14 @@ impl Log for EmbeddedLog {
     }
 
     fn metadata(&self, key: &[u8]) -> Result<Option<Bytes>, LogError> {
-        Ok(self.inner.ks.meta.get(key)?.map(Bytes::from))
+        let snapshot = self.inner.published();
+        Ok(snapshot.get(&self.inner.ks.meta, key)?.map(Bytes::from))
     }
 
     fn metadata_scan(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, LogError> {
         let mut out = Vec::new();
-        for item in self.inner.ks.meta.prefix(prefix) {
+        let snapshot = self.inner.published();
+        for item in snapshot.prefix(&self.inner.ks.meta, prefix) {
             let (k, v) = item.into_inner()?;
             out.push((Bytes::from(k), Bytes::from(v)));
         }

@@ -7,11 +7,21 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::batch::{BatchSummary, BatchView};
+use fjall::Readable;
+
 use super::{Inner, TopicState, bounded_wait, keys, lock_ignoring_poison};
 use crate::commit::valid_group_name;
 use crate::error::{LogError, describe_fjall};
 use crate::log::{FetchLimits, FetchOutcome};
 use crate::record::{Record, TopicPartition};
+
+/// One partition of a fetch, with the end it may read up to.
+struct PartitionRead {
+    topic: Arc<TopicState>,
+    partition: u32,
+    offset: u64,
+    end: u64,
+}
 
 fn corrupt(t: &TopicState, partition: u32, offset: u64, detail: String) -> LogError {
     LogError::Corrupt {
@@ -62,59 +72,71 @@ impl Inner {
         limits: FetchLimits,
         out: &mut Vec<Record>,
     ) -> Result<FetchOutcome, LogError> {
+        // Take every partition's bounds in one published state, so a commit
+        // spanning several of them is seen whole or not at all.
+        let mut reads = Vec::with_capacity(from.len());
+        {
+            let _published = self
+                .published
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (tp, offset) in from {
+                let topic = self.topic(&tp.topic)?;
+                let p = self.partition(&topic, tp.partition)?;
+                let (start, end) = (
+                    p.start.load(Ordering::Acquire),
+                    p.end.load(Ordering::Acquire),
+                );
+                if *offset < start || *offset > end {
+                    return Err(LogError::OffsetOutOfRange {
+                        topic: topic.name.to_string(),
+                        partition: tp.partition,
+                        offset: *offset,
+                        start,
+                        end,
+                    });
+                }
+                reads.push(PartitionRead {
+                    topic,
+                    partition: tp.partition,
+                    offset: *offset,
+                    end,
+                });
+            }
+        }
         let mut outcome = FetchOutcome {
             next_offsets: Vec::with_capacity(from.len()),
             records: 0,
         };
         let mut bytes = 0usize;
-        for (tp, offset) in from {
-            let t = self.topic(&tp.topic)?;
-            let next = if outcome.records < limits.records_max && bytes < limits.bytes_max {
-                self.read_partition(
-                    &t,
-                    tp.partition,
-                    *offset,
-                    limits,
-                    &mut outcome.records,
-                    &mut bytes,
-                    out,
-                )?
+        for read in &reads {
+            let next = if outcome.records < limits.records_max
+                && (outcome.records == 0 || bytes < limits.bytes_max)
+            {
+                self.read_partition(read, limits, &mut outcome.records, &mut bytes, out)?
             } else {
-                self.partition(&t, tp.partition)?;
-                *offset
+                read.offset
             };
             outcome.next_offsets.push(next);
         }
         Ok(outcome)
     }
 
-    /// Reads one partition from `offset`; returns the next offset to read.
-    #[allow(clippy::too_many_arguments)]
+    /// Reads one partition from `read.offset` up to `read.end`; returns the
+    /// next offset to read.
     fn read_partition(
         &self,
-        t: &Arc<TopicState>,
-        partition: u32,
-        offset: u64,
+        read: &PartitionRead,
         limits: FetchLimits,
         count: &mut usize,
         bytes: &mut usize,
         out: &mut Vec<Record>,
     ) -> Result<u64, LogError> {
-        let p = self.partition(t, partition)?;
-        let end = p.end.load(Ordering::Acquire);
-        let start = p.start.load(Ordering::Acquire);
-        if offset < start || offset > end {
-            return Err(LogError::OffsetOutOfRange {
-                topic: t.name.to_string(),
-                partition,
-                offset,
-                start,
-                end,
-            });
-        }
+        let (t, partition, offset, end) = (&read.topic, read.partition, read.offset, read.end);
         if offset == end {
             return Ok(end);
         }
+        let (count_before, bytes_before, out_before) = (*count, *bytes, out.len());
         // The batch holding `offset` is the last one starting at or before it.
         let first_base = self
             .ks
@@ -160,6 +182,21 @@ impl Inner {
                 break 'batches;
             }
             next = end;
+        }
+        // Retention advances the start before it deletes batches; if it ran
+        // during this read, records may have vanished under us, so report the
+        // offset as gone rather than silently skip ahead.
+        let start = self.partition(t, partition)?.start.load(Ordering::Acquire);
+        if offset < start {
+            out.truncate(out_before);
+            (*count, *bytes) = (count_before, bytes_before);
+            return Err(LogError::OffsetOutOfRange {
+                topic: t.name.to_string(),
+                partition,
+                offset,
+                start,
+                end,
+            });
         }
         Ok(next)
     }
@@ -227,7 +264,8 @@ impl Inner {
             return Err(LogError::InvalidGroupName(group.to_owned()));
         }
         let mut out = Vec::new();
-        for item in self.ks.groups.prefix(keys::group_prefix(group)) {
+        let snapshot = self.published();
+        for item in snapshot.prefix(&self.ks.groups, keys::group_prefix(group)) {
             let (k, v) = item.into_inner()?;
             let parsed = keys::parse_group_key(&k);
             let offset = <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_le_bytes);

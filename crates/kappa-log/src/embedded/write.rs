@@ -82,15 +82,22 @@ impl Inner {
                 }
             }
             self.commit_batch(b, true)?;
-            self.topics
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(name);
+            self.publish(|| {
+                self.topics
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(name);
+            });
             t.id
         };
-        self.purge_topic_data(id)?;
+        // Readers waiting on the topic wake now and learn it is gone.
         self.notify_commit();
         tracing::info!(topic = %name, "deleted topic");
+        // The topic is gone either way; the marker makes the next open finish
+        // a purge that fails here.
+        if let Err(e) = self.purge_topic_data(id) {
+            tracing::error!(topic = %name, error = %e, "purging a deleted topic's data failed; it will finish on the next open");
+        }
         Ok(())
     }
 
@@ -166,6 +173,7 @@ impl Inner {
                     pw.current = Some(BatchBuilder::new(
                         offset,
                         append_bytes.min(BATCH_BYTES_TARGET).max(len),
+                        now,
                     ));
                 }
                 if let Some(b) = pw.current.as_mut() {
@@ -232,13 +240,15 @@ impl Inner {
         self.commit_batch(batch, sync)?;
 
         let mut appended_bytes = 0;
-        for pw in &writes {
-            let p = &topics[pw.topic].partitions[pw.partition as usize];
-            p.end.store(pw.next_offset, Ordering::Release);
-            Counters::add(&p.size_bytes, pw.bytes);
-            Counters::add(&p.dirty_bytes, pw.bytes);
-            appended_bytes += pw.bytes;
-        }
+        self.publish(|| {
+            for pw in &writes {
+                let p = &topics[pw.topic].partitions[pw.partition as usize];
+                p.end.store(pw.next_offset, Ordering::Release);
+                Counters::add(&p.size_bytes, pw.bytes);
+                Counters::add(&p.dirty_bytes, pw.bytes);
+                appended_bytes += pw.bytes;
+            }
+        });
         Counters::add(&self.counters.commits, 1);
         Counters::add(&self.counters.records_appended, positions.len() as u64);
         Counters::add(&self.counters.bytes_appended, appended_bytes);
