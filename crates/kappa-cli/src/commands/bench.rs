@@ -99,6 +99,13 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
             "--batch may be at most {BATCH_RECORDS_MAX} and each value size at most {VALUE_BYTES_MAX} bytes"
         );
     }
+    if args
+        .value_sizes
+        .iter()
+        .any(|&v| v * args.batch > BATCH_PAYLOAD_BYTES_MAX)
+    {
+        bail!("--batch times a value size must be at most {BATCH_PAYLOAD_BYTES_MAX} bytes");
+    }
     let scratch = match &args.dir {
         Some(d) => tempfile::Builder::new()
             .prefix("kappa-bench-")
