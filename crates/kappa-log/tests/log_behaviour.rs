@@ -359,3 +359,56 @@ fn headers_keys_and_timestamps_round_trip() {
     assert_eq!(got[0].headers, sent.headers);
     assert_eq!((got[1].key.clone(), got[1].value.clone()), (None, None));
 }
+
+#[test]
+fn readers_see_commits_whole_across_partitions_and_metadata() {
+    const COMMITS: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path()));
+    log.create_topic(&TopicSpec::new("t", 2)).unwrap();
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for n in 1..=COMMITS {
+                let mut c = Commit::new();
+                c.append_to("t", 0, ProducerRecord::value("x"));
+                c.append_to("t", 1, ProducerRecord::value("y"));
+                c.put_metadata("count", n.to_string());
+                log.commit(c).unwrap();
+            }
+        })
+    };
+    let from = [
+        (TopicPartition::new("t", 0), 0),
+        (TopicPartition::new("t", 1), 0),
+    ];
+    let limits = FetchLimits {
+        records_max: usize::MAX,
+        bytes_max: usize::MAX,
+        ..FetchLimits::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        // Metadata first: the records of the commit that wrote it must be readable.
+        let count: u64 = log
+            .metadata(b"count")
+            .unwrap()
+            .map_or(0, |v| std::str::from_utf8(&v).unwrap().parse().unwrap());
+        out.clear();
+        log.fetch(&from, limits, &mut out).unwrap();
+        let p0 = out.iter().filter(|r| r.partition == 0).count() as u64;
+        let p1 = out.iter().filter(|r| r.partition == 1).count() as u64;
+        assert_eq!(
+            p0, p1,
+            "a fetch saw one partition's share of a commit without the other's"
+        );
+        assert!(
+            p0 >= count,
+            "metadata of commit {count} is visible but only {p0} of its records"
+        );
+        if count == COMMITS {
+            break;
+        }
+    }
+    writer.join().unwrap();
+}
