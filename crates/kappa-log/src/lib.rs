@@ -9,6 +9,7 @@ mod commit;
 mod embedded;
 mod error;
 mod log;
+mod memory;
 mod partitioner;
 mod record;
 mod topic;
@@ -22,6 +23,7 @@ pub use embedded::{
 };
 pub use error::LogError;
 pub use log::{FetchLimits, FetchOutcome, Log};
+pub use memory::MemoryLog;
 pub use partitioner::{murmur2, partition_for_key};
 pub use record::{
     HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX, Header, OffsetRange, ParsePositionError,
