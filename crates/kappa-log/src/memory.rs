@@ -14,7 +14,7 @@ use crate::error::LogError;
 use crate::log::{FetchLimits, FetchOutcome, Log};
 use crate::partitioner::partition_for_key;
 use crate::record::{OffsetRange, Position, Record, TopicPartition, now_ms};
-use crate::topic::{CleanupPolicy, PartitionDescription, TopicDescription, TopicSpec};
+use crate::topic::{PartitionDescription, TopicDescription, TopicSpec};
 
 /// A log held in memory.
 ///
@@ -148,17 +148,7 @@ impl Log for MemoryLog {
         for a in &commit.appends {
             let t = s.topic(&a.topic)?;
             for r in &a.records {
-                let size = r.encoded_len();
-                if size > t.spec.config.max_record_bytes as usize {
-                    return Err(LogError::RecordTooLarge {
-                        topic: a.topic.to_string(),
-                        size,
-                        max: t.spec.config.max_record_bytes,
-                    });
-                }
-                if t.spec.config.cleanup_policy == CleanupPolicy::Compact && r.key.is_none() {
-                    return Err(LogError::MissingKey(a.topic.to_string()));
-                }
+                crate::topic::validate_record(&t.spec, r)?;
                 let p = match (a.partition, &r.key) {
                     (Some(p), _) => p,
                     (None, Some(k)) => partition_for_key(k, t.spec.partitions),

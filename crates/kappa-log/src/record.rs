@@ -9,11 +9,13 @@ use bytes::Bytes;
 /// A named byte string attached to a record, as Kafka headers are.
 ///
 /// Kappa uses headers for provenance (`kappa-source`, `kappa-correlation`,
-/// `kappa-causation`); applications may add their own.
+/// `kappa-causation`); applications may add their own. The name is `Bytes`
+/// (UTF-8, checked on write) so that static names and names read back from
+/// a batch cost no allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     /// Header name (UTF-8, at most [`HEADER_NAME_BYTES_MAX`] bytes).
-    pub name: String,
+    pub name: Bytes,
     /// Header value.
     pub value: Bytes,
 }
@@ -30,11 +32,16 @@ impl Header {
     /// let h = kappa_log::Header::new("kappa-source", "commands/0/42");
     /// assert_eq!(&h.value[..], b"commands/0/42");
     /// ```
-    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         Self {
             name: name.into(),
             value: value.into(),
         }
+    }
+
+    /// The name as text (names are checked to be UTF-8 when written).
+    pub fn name_str(&self) -> &str {
+        std::str::from_utf8(&self.name).unwrap_or("")
     }
 }
 
@@ -82,7 +89,7 @@ impl ProducerRecord {
 
     /// Adds a header.
     #[must_use]
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn with_header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         self.headers.push(Header::new(name, value));
         self
     }
@@ -130,7 +137,7 @@ impl Record {
     pub fn header(&self, name: &str) -> Option<&Bytes> {
         self.headers
             .iter()
-            .find(|h| h.name == name)
+            .find(|h| h.name == name.as_bytes())
             .map(|h| &h.value)
     }
 }

@@ -209,6 +209,44 @@ pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
     Ok(())
 }
 
+/// Checks one record against a topic's limits: size, key for compacted
+/// topics, header count and names.
+pub(crate) fn validate_record(
+    spec: &TopicSpec,
+    r: &crate::record::ProducerRecord,
+) -> Result<(), LogError> {
+    use crate::record::{HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX};
+    let size = r.encoded_len();
+    if size > spec.config.max_record_bytes as usize {
+        return Err(LogError::RecordTooLarge {
+            topic: spec.name.clone(),
+            size,
+            max: spec.config.max_record_bytes,
+        });
+    }
+    if spec.config.cleanup_policy == CleanupPolicy::Compact && r.key.is_none() {
+        return Err(LogError::MissingKey(spec.name.clone()));
+    }
+    if r.headers.len() > HEADERS_PER_RECORD_MAX {
+        return Err(LogError::InvalidConfig(format!(
+            "a record for {:?} has {} headers; at most {HEADERS_PER_RECORD_MAX} are allowed",
+            spec.name,
+            r.headers.len()
+        )));
+    }
+    if let Some(h) = r
+        .headers
+        .iter()
+        .find(|h| h.name.len() > HEADER_NAME_BYTES_MAX || std::str::from_utf8(&h.name).is_err())
+    {
+        return Err(LogError::InvalidConfig(format!(
+            "header names must be UTF-8 of at most {HEADER_NAME_BYTES_MAX} bytes; got {} bytes",
+            h.name.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A topic as it is now: its spec and each partition's offsets and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicDescription {

@@ -219,7 +219,7 @@ fn write_json(out: &mut impl Write, r: &Record) -> std::io::Result<()> {
             .headers
             .iter()
             .map(|h| JsonHeader {
-                name: &h.name,
+                name: h.name_str(),
                 value: bytes_json(&h.value),
             })
             .collect(),

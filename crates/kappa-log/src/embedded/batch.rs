@@ -135,7 +135,7 @@ impl BatchBuilder {
         buf.extend_from_slice(&(headers.len() as u16).to_le_bytes());
         for h in headers {
             buf.extend_from_slice(&(h.name.len() as u16).to_le_bytes());
-            buf.extend_from_slice(h.name.as_bytes());
+            buf.extend_from_slice(&h.name);
             buf.extend_from_slice(&(h.value.len() as u32).to_le_bytes());
             buf.extend_from_slice(&h.value);
         }
@@ -267,9 +267,7 @@ impl BatchView {
                 let name_len = usize::from(u16::from_le_bytes([d[at], d[at + 1]]));
                 at += 2;
                 need(at, name_len + 4)?;
-                let name = std::str::from_utf8(&d[at..at + name_len])
-                    .map_err(|_| DecodeError("header name is not UTF-8".to_owned()))?
-                    .to_owned();
+                let name = d.slice(at..at + name_len);
                 at += name_len;
                 let value_len = read_u32(d, at) as usize;
                 at += 4;

@@ -14,10 +14,8 @@ use super::{
 use crate::commit::{Commit, CommitReceipt, METADATA_KEY_BYTES_MAX, valid_group_name};
 use crate::error::LogError;
 use crate::partitioner::partition_for_key;
-use crate::record::{
-    HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX, Position, ProducerRecord, now_ms,
-};
-use crate::topic::{CleanupPolicy, TopicSpec};
+use crate::record::{Position, ProducerRecord, now_ms};
+use crate::topic::TopicSpec;
 
 /// One partition's share of a commit while it is being encoded.
 struct PartitionWrite {
@@ -126,7 +124,7 @@ impl Inner {
                 self.partition(state, p)?;
             }
             for r in &append.records {
-                validate_record(state, r)?;
+                crate::topic::validate_record(&state.spec, r)?;
             }
             topic_index.push(t);
         }
@@ -263,38 +261,6 @@ fn choose_partition(t: &TopicState, fixed: Option<u32>, r: &ProducerRecord) -> u
         (None, Some(key)) => partition_for_key(key, t.spec.partitions),
         (None, None) => t.round_robin.fetch_add(1, Ordering::Relaxed) % t.spec.partitions,
     }
-}
-
-fn validate_record(t: &TopicState, r: &ProducerRecord) -> Result<(), LogError> {
-    let size = r.encoded_len();
-    if size > t.spec.config.max_record_bytes as usize {
-        return Err(LogError::RecordTooLarge {
-            topic: t.name.to_string(),
-            size,
-            max: t.spec.config.max_record_bytes,
-        });
-    }
-    if t.spec.config.cleanup_policy == CleanupPolicy::Compact && r.key.is_none() {
-        return Err(LogError::MissingKey(t.name.to_string()));
-    }
-    if r.headers.len() > HEADERS_PER_RECORD_MAX {
-        return Err(LogError::InvalidConfig(format!(
-            "a record for {:?} has {} headers; at most {HEADERS_PER_RECORD_MAX} are allowed",
-            t.name,
-            r.headers.len()
-        )));
-    }
-    if let Some(h) = r
-        .headers
-        .iter()
-        .find(|h| h.name.len() > HEADER_NAME_BYTES_MAX)
-    {
-        return Err(LogError::InvalidConfig(format!(
-            "header name of {} bytes is longer than {HEADER_NAME_BYTES_MAX}",
-            h.name.len()
-        )));
-    }
-    Ok(())
 }
 
 fn validate_metadata(commit: &Commit) -> Result<(), LogError> {
