@@ -1,0 +1,145 @@
+//! What a node sees while it processes a record: the record's metadata,
+//! the task's stores, and the buffer of records to emit.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kappa_log::{Header, Log, Position, ProducerRecord, Record};
+
+use crate::error::StreamsError;
+use crate::provenance::{CAUSATION_HEADER, CORRELATION_HEADER, SOURCE_HEADER};
+use crate::serde::Serde;
+use crate::store::TaskStore;
+
+/// The input record being processed.
+#[derive(Clone, Debug)]
+pub(crate) struct Current {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) timestamp: i64,
+    /// `topic/partition/offset` of the input, shared by every output it causes.
+    pub(crate) source: Bytes,
+    pub(crate) correlation: Bytes,
+}
+
+/// One task's processing state. Nodes get `&mut TaskContext`.
+pub struct TaskContext {
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) current: Current,
+    pub(crate) outputs: Vec<(Arc<str>, ProducerRecord)>,
+    pub(crate) stores: Vec<TaskStore>,
+    /// Largest record timestamp this task has seen.
+    pub(crate) stream_time: i64,
+    pub(crate) value_buf: Vec<u8>,
+}
+
+impl TaskContext {
+    pub(crate) fn new(log: Arc<dyn Log>, stores: Vec<TaskStore>) -> Self {
+        Self {
+            log,
+            current: Current {
+                topic: Arc::from(""),
+                partition: 0,
+                offset: 0,
+                timestamp: 0,
+                source: Bytes::new(),
+                correlation: Bytes::new(),
+            },
+            outputs: Vec::new(),
+            stores,
+            stream_time: i64::MIN,
+            value_buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn set_current(&mut self, r: &Record) {
+        let source = Bytes::from(format!("{}/{}/{}", r.topic, r.partition, r.offset));
+        let correlation = r
+            .header(CORRELATION_HEADER)
+            .cloned()
+            .unwrap_or_else(|| source.clone());
+        self.current = Current {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            source,
+            correlation,
+        };
+        self.stream_time = self.stream_time.max(r.timestamp);
+    }
+
+    /// The position of the input record being processed.
+    pub fn position(&self) -> Position {
+        Position {
+            topic: self.current.topic.clone(),
+            partition: self.current.partition,
+            offset: self.current.offset,
+        }
+    }
+
+    /// The event time of the input record being processed.
+    pub fn timestamp(&self) -> i64 {
+        self.current.timestamp
+    }
+
+    /// The task's stream time: the largest timestamp it has processed.
+    pub fn stream_time(&self) -> i64 {
+        self.stream_time
+    }
+
+    /// Queues a record for `topic`, stamped with the input's timestamp and
+    /// provenance headers; it is written with the task's next commit.
+    pub(crate) fn emit(&mut self, topic: &Arc<str>, key: Option<Bytes>, value: Option<Bytes>) {
+        let headers = vec![
+            Header::new(SOURCE_HEADER, self.current.source.clone()),
+            Header::new(CAUSATION_HEADER, self.current.source.clone()),
+            Header::new(CORRELATION_HEADER, self.current.correlation.clone()),
+        ];
+        self.outputs.push((
+            topic.clone(),
+            ProducerRecord {
+                key,
+                value,
+                headers,
+                timestamp: Some(self.current.timestamp),
+            },
+        ));
+    }
+
+    /// Serializes with a serde into a fresh `Bytes`, naming the input on failure.
+    pub(crate) fn encode<T: 'static>(
+        &mut self,
+        serde: &dyn Serde<T>,
+        value: &T,
+        what: &'static str,
+    ) -> Result<Bytes, StreamsError> {
+        self.value_buf.clear();
+        serde
+            .serialize(value, &mut self.value_buf)
+            .map_err(|e| StreamsError::Serialize {
+                position: self.position(),
+                what,
+                detail: e.0,
+            })?;
+        Ok(Bytes::copy_from_slice(&self.value_buf))
+    }
+
+    pub(crate) fn store_get(
+        &mut self,
+        store: usize,
+        key: &[u8],
+    ) -> Result<Option<Bytes>, StreamsError> {
+        let log = self.log.clone();
+        Ok(self.stores[store].get(&*log, key)?)
+    }
+
+    pub(crate) fn store_put(&mut self, store: usize, key: Bytes, value: Option<Bytes>) {
+        self.stores[store].put(key, value);
+    }
+
+    pub(crate) fn store_name(&self, store: usize) -> &str {
+        &self.stores[store].name
+    }
+}

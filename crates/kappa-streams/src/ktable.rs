@@ -1,0 +1,185 @@
+//! `KGroupedStream` (records grouped by key, ready to aggregate) and
+//! `KTable` (the latest value per key, as a stream of changes).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::kstream::KStream;
+use crate::node::{Children, Data, add_child, new_children};
+use crate::ops::{AggregateOp, SinkOp, StatelessOp, TopicName};
+use crate::serde::{I64, Serde};
+use crate::topology::{Materialized, SharedGraph, lock};
+
+/// A stream grouped by key.
+pub struct KGroupedStream<K, V> {
+    graph: SharedGraph,
+    children: Children<K, V>,
+    name: String,
+    key_serde: Arc<dyn Serde<K>>,
+}
+
+impl<K: Data, V: Data> KGroupedStream<K, V> {
+    pub(crate) fn new(
+        graph: SharedGraph,
+        children: Children<K, V>,
+        name: String,
+        key_serde: Arc<dyn Serde<K>>,
+    ) -> Self {
+        Self {
+            graph,
+            children,
+            name,
+            key_serde,
+        }
+    }
+
+    /// Folds each key's records into an aggregate kept in `store`; the
+    /// table emits the new aggregate after every record.
+    ///
+    /// ```
+    /// # use kappa_streams::{StreamsBuilder, Utf8, Json, Materialized};
+    /// let b = StreamsBuilder::new();
+    /// let spent = b
+    ///     .stream("settlements", Utf8, Json::<u64>::new())
+    ///     .group_by_key(Utf8)
+    ///     .aggregate(Materialized::persistent("spent"), Json::<u64>::new(), || 0, |_card, amount, total| total + amount);
+    /// ```
+    pub fn aggregate<A: Data>(
+        &self,
+        store: Materialized,
+        agg_serde: impl Serde<A>,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        f: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+    ) -> KTable<K, A> {
+        self.fold("aggregate", store, agg_serde, move |k, v, acc| {
+            f(k, v, acc.unwrap_or_else(&init))
+        })
+    }
+
+    fn fold<A: Data>(
+        &self,
+        kind: &str,
+        store: Materialized,
+        agg_serde: impl Serde<A>,
+        f: impl Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
+    ) -> KTable<K, A> {
+        let children = new_children();
+        add_child(
+            &self.children,
+            Arc::new(AggregateOp {
+                store: store.0.name.clone(),
+                key_serde: self.key_serde.clone(),
+                agg_serde: Arc::new(agg_serde),
+                f: Arc::new(f),
+                children: children.clone(),
+                _types: PhantomData,
+            }),
+        );
+        let name = {
+            let mut g = lock(&self.graph);
+            g.stores.push(store.0.clone());
+            g.add_node(&format!("{kind}[{}]", store.0.name), &[&self.name])
+        };
+        KTable::new(self.graph.clone(), children, name)
+    }
+
+    /// Counts each key's records (stored as Kafka's 8-byte big-endian long).
+    pub fn count(&self, store: Materialized) -> KTable<K, i64> {
+        self.fold("count", store, I64, |_, _, n| n.unwrap_or(0) + 1)
+    }
+
+    /// Combines each key's values with `f`; a key's first value is kept as is.
+    pub fn reduce(
+        &self,
+        store: Materialized,
+        value_serde: impl Serde<V>,
+        f: impl Fn(V, V) -> V + Send + Sync + 'static,
+    ) -> KTable<K, V> {
+        self.fold("reduce", store, value_serde, move |_, v, acc| match acc {
+            Some(a) => f(a, v),
+            None => v,
+        })
+    }
+}
+
+/// The latest value per key, seen as a stream of changes (`None` = deleted).
+pub struct KTable<K, V> {
+    graph: SharedGraph,
+    children: Children<K, Option<V>>,
+    name: String,
+}
+
+impl<K: Data, V: Data> KTable<K, V> {
+    pub(crate) fn new(graph: SharedGraph, children: Children<K, Option<V>>, name: String) -> Self {
+        Self {
+            graph,
+            children,
+            name,
+        }
+    }
+
+    fn change<V2: Data>(
+        &self,
+        kind: &str,
+        f: impl Fn(K, Option<V>) -> (K, Option<V2>) + Send + Sync + 'static,
+    ) -> KTable<K, V2> {
+        let children = new_children();
+        add_child(
+            &self.children,
+            Arc::new(StatelessOp {
+                f: Arc::new(move |k, v, out: &mut Vec<(K, Option<V2>)>| out.push(f(k, v))),
+                children: children.clone(),
+                _types: PhantomData,
+            }),
+        );
+        let name = lock(&self.graph).add_node(kind, &[&self.name]);
+        KTable::new(self.graph.clone(), children, name)
+    }
+
+    /// Keeps rows for which `predicate` holds; others become deletions
+    /// downstream, as in Kafka Streams.
+    pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
+        self.change("table-filter", move |k, v| {
+            let keep = v.filter(|v| predicate(&k, v));
+            (k, keep)
+        })
+    }
+
+    /// Maps each row's value.
+    pub fn map_values<V2: Data>(
+        &self,
+        f: impl Fn(V) -> V2 + Send + Sync + 'static,
+    ) -> KTable<K, V2> {
+        self.change("table-map-values", move |k, v| (k, v.map(&f)))
+    }
+
+    /// The table's changes as a stream; `None` marks a deletion.
+    pub fn to_stream(&self) -> KStream<K, Option<V>> {
+        let children = new_children();
+        add_child(
+            &self.children,
+            Arc::new(StatelessOp {
+                f: Arc::new(|k, v, out: &mut Vec<(K, Option<V>)>| out.push((k, v))),
+                children: children.clone(),
+                _types: PhantomData,
+            }),
+        );
+        let name = lock(&self.graph).add_node("to-stream", &[&self.name]);
+        KStream::new(self.graph.clone(), children, name, false)
+    }
+
+    /// Writes every change to `topic`; deletions become tombstones.
+    pub fn to(&self, topic: &str, key_serde: impl Serde<K>, value_serde: impl Serde<V>) {
+        add_child(
+            &self.children,
+            Arc::new(SinkOp {
+                topic: TopicName::Fixed(topic.to_owned()),
+                key_serde: Arc::new(key_serde),
+                value_serde: Arc::new(value_serde),
+            }),
+        );
+        let mut g = lock(&self.graph);
+        g.add_node(&format!("sink[{topic}]"), &[&self.name]);
+        g.sinks.push(TopicName::Fixed(topic.to_owned()));
+    }
+}

@@ -1,0 +1,35 @@
+//! Kappa's functional core: typed dataflow topologies over the [`kappa_log::Log`]
+//! trait, in Kafka Streams' vocabulary.
+//!
+//! Build a [`Topology`] with a [`StreamsBuilder`]; run it with [`Streams`]
+//! on any log (embedded, in memory, later Kafka) or test it with the
+//! [`TopologyTestDriver`]. Each commit writes a task's outputs, store
+//! changes and input positions atomically, so every input affects the
+//! outputs and stores exactly once, whatever crashes in between.
+//!
+//! Records a topology emits carry provenance headers (see [`provenance`]).
+
+mod context;
+mod driver;
+mod error;
+mod kstream;
+mod ktable;
+mod node;
+mod ops;
+pub mod provenance;
+mod runtime;
+mod serde;
+mod store;
+mod topology;
+
+pub use context::TaskContext;
+pub use driver::TopologyTestDriver;
+pub use error::StreamsError;
+pub use kstream::{KStream, Predicate};
+pub use ktable::{KGroupedStream, KTable};
+pub use node::Data;
+pub use ops::ERROR_HEADER;
+pub use runtime::{Streams, StreamsConfig};
+pub use serde::{I64, Json, RawBytes, Serde, SerdeError, Utf8};
+pub use store::{ReadOnlyStore, StoreKind, StoreSpec};
+pub use topology::{Materialized, StreamsBuilder, Topology};

@@ -1,0 +1,503 @@
+//! Running a topology: tasks (one per input partition), worker threads, and
+//! exactly-once commits.
+//!
+//! A worker owns some tasks. It fetches a batch of records for all of them,
+//! runs each record through its task's nodes, and every `commit_interval`
+//! writes one `Log::commit` holding every output record, every store write
+//! and every input position of its tasks. Until that commit lands nothing
+//! is visible: outputs wait in memory, store writes in task buffers. A crash
+//! loses only uncommitted work, which is redone from the committed
+//! positions against the committed stores, so each input affects outputs
+//! and stores exactly once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kappa_log::{Commit, FetchLimits, Log, Record, TopicPartition, TopicSpec};
+
+use crate::context::TaskContext;
+use crate::error::StreamsError;
+use crate::node::{SourceNode, TaskInit};
+use crate::store::{ReadOnlyStore, TaskStore};
+use crate::topology::Topology;
+
+/// How a topology runs.
+#[derive(Clone, Debug)]
+pub struct StreamsConfig {
+    /// Names the consumer group, the stores and the internal topics.
+    pub application_id: String,
+    /// Worker threads; tasks are spread over them.
+    pub num_threads: usize,
+    /// How often each worker commits.
+    pub commit_interval: Duration,
+    /// Most records one fetch returns.
+    pub fetch_records_max: usize,
+    /// Where undecodable input records go; `None` stops the topology with an error.
+    pub dead_letter_topic: Option<String>,
+}
+
+impl StreamsConfig {
+    /// Defaults: one thread, 100 ms commits, failing on undecodable input.
+    pub fn new(application_id: &str) -> Self {
+        Self {
+            application_id: application_id.to_owned(),
+            num_threads: 1,
+            commit_interval: Duration::from_millis(100),
+            fetch_records_max: 10_000,
+            dead_letter_topic: None,
+        }
+    }
+}
+
+/// One input partition's share of the topology.
+pub(crate) struct Task {
+    pub(crate) partition: u32,
+    ctx: TaskContext,
+    sources: HashMap<Arc<str>, Box<dyn SourceNode>>,
+}
+
+impl Task {
+    fn process(&mut self, record: &Record) -> Result<(), StreamsError> {
+        let Some(source) = self.sources.get_mut(&record.topic) else {
+            return Err(StreamsError::Topology(format!(
+                "no source reads {}",
+                record.topic
+            )));
+        };
+        self.ctx.set_current(record);
+        source.process(&mut self.ctx, record)
+    }
+}
+
+/// The part of a running topology one thread drives; the test driver drives one synchronously.
+pub(crate) struct Worker {
+    log: Arc<dyn Log>,
+    group: String,
+    tasks: Vec<Task>,
+    /// Input partitions and the next offset to read, with the task index.
+    cursors: Vec<(TopicPartition, u64)>,
+    cursor_task: Vec<usize>,
+    /// True when positions moved since the last commit.
+    dirty: bool,
+    records: Vec<Record>,
+    fetch_records_max: usize,
+}
+
+/// Topics, partitions and stores a topology runs with, checked against the log.
+pub(crate) struct Plan {
+    pub(crate) sources: Vec<String>,
+    pub(crate) partitions: u32,
+}
+
+pub(crate) fn plan(
+    log: &dyn Log,
+    topology: &Topology,
+    config: &StreamsConfig,
+) -> Result<Plan, StreamsError> {
+    if config.application_id.is_empty()
+        || kappa_log::validate_topic_name(&format!("{}-x", config.application_id)).is_err()
+    {
+        return Err(StreamsError::Topology(format!(
+            "application id {:?} must be usable in topic names (letters, digits, '.', '_', '-')",
+            config.application_id
+        )));
+    }
+    let app = &config.application_id;
+    let internal: Vec<String> = topology
+        .graph
+        .internal_topics
+        .iter()
+        .map(|s| format!("{app}-{s}"))
+        .collect();
+    let mut sources = topology.source_topics(app);
+    sources.sort();
+    sources.dedup();
+    // Every user input must exist, with one partition count (co-partitioning):
+    // a task joins the same partition of every input.
+    let mut partitions: Option<(String, u32)> = None;
+    for topic in sources.iter().filter(|t| !internal.contains(t)) {
+        let d = log.describe_topic(topic).map_err(|e| match e {
+            kappa_log::LogError::UnknownTopic(_) => StreamsError::Topology(format!(
+                "input topic {topic:?} does not exist; create it first"
+            )),
+            other => StreamsError::Log(other),
+        })?;
+        match &partitions {
+            Some((first, n)) if *n != d.spec.partitions => {
+                return Err(StreamsError::Topology(format!(
+                    "inputs must have equal partition counts to be processed together: {first:?} has {n}, {topic:?} has {}",
+                    d.spec.partitions
+                )));
+            }
+            Some(_) => {}
+            None => partitions = Some((topic.clone(), d.spec.partitions)),
+        }
+    }
+    let partitions = partitions.map_or(1, |(_, n)| n);
+    for topic in &internal {
+        match log.create_topic(&TopicSpec::new(topic.as_str(), partitions)) {
+            Ok(()) | Err(kappa_log::LogError::TopicExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for topic in topology.sink_topics(app) {
+        if log.describe_topic(&topic).is_err() {
+            return Err(StreamsError::Topology(format!(
+                "output topic {topic:?} does not exist; create it first"
+            )));
+        }
+    }
+    if let Some(dl) = &config.dead_letter_topic
+        && log.describe_topic(dl).is_err()
+    {
+        return Err(StreamsError::Topology(format!(
+            "dead-letter topic {dl:?} does not exist; create it first"
+        )));
+    }
+    Ok(Plan {
+        sources,
+        partitions,
+    })
+}
+
+impl Worker {
+    /// Builds the tasks for `partitions`, restoring stores and positions from the log.
+    pub(crate) fn new(
+        log: Arc<dyn Log>,
+        topology: &Topology,
+        config: &StreamsConfig,
+        plan: &Plan,
+        partitions: &[u32],
+    ) -> Result<Self, StreamsError> {
+        let app = config.application_id.as_str();
+        let committed: HashMap<TopicPartition, u64> =
+            log.group_positions(app)?.into_iter().collect();
+        let store_names: Vec<String> = topology.stores().iter().map(|s| s.name.clone()).collect();
+        let dead_letter_topic = config.dead_letter_topic.as_deref().map(Arc::from);
+        let init = TaskInit {
+            app,
+            store_names: &store_names,
+            dead_letter_topic,
+        };
+        let mut tasks = Vec::with_capacity(partitions.len());
+        let mut cursors = Vec::new();
+        let mut cursor_task = Vec::new();
+        for &p in partitions {
+            let mut stores = Vec::with_capacity(topology.stores().len());
+            for spec in topology.stores() {
+                stores.push(TaskStore::open(&*log, app, spec, p)?);
+            }
+            let mut sources = HashMap::new();
+            for source in &topology.graph.sources {
+                let topic: Arc<str> = source.topic(app).into();
+                sources.insert(topic, source.build(&init)?);
+            }
+            for topic in &plan.sources {
+                let tp = TopicPartition::new(topic.as_str(), p);
+                let start = match committed.get(&tp) {
+                    Some(&o) => o,
+                    None => log.offsets(&tp)?.start,
+                };
+                cursors.push((tp, start));
+                cursor_task.push(tasks.len());
+            }
+            tasks.push(Task {
+                partition: p,
+                ctx: TaskContext::new(log.clone(), stores),
+                sources,
+            });
+        }
+        Ok(Self {
+            log,
+            group: app.to_owned(),
+            tasks,
+            cursors,
+            cursor_task,
+            dirty: false,
+            records: Vec::new(),
+            fetch_records_max: config.fetch_records_max,
+        })
+    }
+
+    /// Fetches and processes one batch; returns how many records it processed.
+    pub(crate) fn poll(&mut self, wait: Duration) -> Result<usize, StreamsError> {
+        let mut records = std::mem::take(&mut self.records);
+        records.clear();
+        let limits = FetchLimits {
+            records_max: self.fetch_records_max,
+            wait_max: wait,
+            ..FetchLimits::default()
+        };
+        let outcome = self.log.fetch(&self.cursors, limits, &mut records)?;
+        for r in &records {
+            let task = self
+                .cursors
+                .iter()
+                .position(|(tp, _)| tp.partition == r.partition && tp.topic == r.topic)
+                .map(|i| self.cursor_task[i]);
+            match task {
+                Some(t) => self.tasks[t].process(r)?,
+                None => {
+                    return Err(StreamsError::Topology(format!(
+                        "fetched {} which no task reads",
+                        r.position()
+                    )));
+                }
+            }
+        }
+        for ((_, at), next) in self.cursors.iter_mut().zip(outcome.next_offsets) {
+            if *at != next {
+                *at = next;
+                self.dirty = true;
+            }
+        }
+        let n = records.len();
+        self.records = records;
+        Ok(n)
+    }
+
+    /// Records waiting for the next commit.
+    pub(crate) fn pending_outputs(&self) -> usize {
+        self.tasks.iter().map(|t| t.ctx.outputs.len()).sum()
+    }
+
+    /// Commits outputs, store writes and positions of every task in one `Log::commit`.
+    pub(crate) fn commit(&mut self) -> Result<(), StreamsError> {
+        if !self.dirty && self.pending_outputs() == 0 {
+            return Ok(());
+        }
+        let mut commit = Commit::new();
+        for task in &mut self.tasks {
+            for (topic, record) in task.ctx.outputs.drain(..) {
+                commit.append(&topic, record);
+            }
+            for store in &task.ctx.stores {
+                store.stage(&mut commit);
+            }
+        }
+        for (tp, at) in &self.cursors {
+            commit.set_group_position(&self.group, tp.clone(), *at);
+        }
+        self.log.commit(commit)?;
+        for task in &mut self.tasks {
+            for store in &mut task.ctx.stores {
+                store.committed();
+            }
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Partitions this worker's tasks handle.
+    pub(crate) fn partitions(&self) -> Vec<u32> {
+        self.tasks.iter().map(|t| t.partition).collect()
+    }
+}
+
+/// Committed positions reported by the workers, so callers can wait for
+/// progress without polling the log.
+#[derive(Default)]
+pub(crate) struct Progress {
+    state: Mutex<ProgressState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    positions: HashMap<TopicPartition, u64>,
+    /// A worker has stopped (error or close).
+    stopped: bool,
+}
+
+impl Progress {
+    fn committed(&self, cursors: &[(TopicPartition, u64)]) {
+        let mut s = lock(&self.state);
+        for (tp, at) in cursors {
+            s.positions.insert(tp.clone(), *at);
+        }
+        self.changed.notify_all();
+    }
+
+    fn stopped(&self) {
+        lock(&self.state).stopped = true;
+        self.changed.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A running topology.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kappa_log::{Log, MemoryLog, TopicSpec, ProducerRecord};
+/// use kappa_streams::{Streams, StreamsBuilder, StreamsConfig, Utf8};
+/// let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+/// log.create_topic(&TopicSpec::new("in", 1))?;
+/// log.create_topic(&TopicSpec::new("out", 1))?;
+/// let b = StreamsBuilder::new();
+/// b.stream("in", Utf8, Utf8).map_values(|v: String| v.to_uppercase()).to("out", Utf8, Utf8);
+/// let streams = Streams::start(log.clone(), b.build()?, StreamsConfig::new("shout"))?;
+/// log.append("in", vec![ProducerRecord::value("hi").with_key("k")])?;
+/// streams.wait_for_inputs()?;
+/// streams.close()?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub struct Streams {
+    log: Arc<dyn Log>,
+    config: StreamsConfig,
+    plan: Plan,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    threads: Vec<JoinHandle<Result<(), StreamsError>>>,
+}
+
+impl Streams {
+    /// Checks the topology against the log, creates internal topics, restores
+    /// state and starts `num_threads` workers.
+    ///
+    /// # Errors
+    ///
+    /// Missing input/output topics, unequal input partition counts, an
+    /// invalid application id, or log failures while restoring.
+    pub fn start(
+        log: Arc<dyn Log>,
+        topology: Topology,
+        config: StreamsConfig,
+    ) -> Result<Self, StreamsError> {
+        let plan = plan(&*log, &topology, &config)?;
+        let threads_n = config.num_threads.clamp(1, plan.partitions as usize);
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Progress::default());
+        let mut threads = Vec::with_capacity(threads_n);
+        for i in 0..threads_n {
+            let mine: Vec<u32> = (0..plan.partitions)
+                .filter(|p| *p as usize % threads_n == i)
+                .collect();
+            let mut worker = Worker::new(log.clone(), &topology, &config, &plan, &mine)?;
+            let stop = stop.clone();
+            let progress = progress.clone();
+            let interval = config.commit_interval;
+            let handle = std::thread::Builder::new()
+                .name(format!("kappa-streams-{}-{i}", config.application_id))
+                .spawn(move || {
+                    let result = run_worker(&mut worker, &stop, &progress, interval);
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "streams worker stopped");
+                    }
+                    progress.stopped();
+                    result
+                })
+                .map_err(|e| StreamsError::Worker(e.to_string()))?;
+            threads.push(handle);
+        }
+        tracing::info!(app = %config.application_id, threads = threads_n, partitions = plan.partitions, "streams started");
+        Ok(Self {
+            log,
+            config,
+            plan,
+            stop,
+            progress,
+            threads,
+        })
+    }
+
+    /// Blocks until the committed positions reach the end offsets the inputs
+    /// had when this was called (every input record so far is processed and
+    /// committed), or a worker fails.
+    ///
+    /// # Errors
+    ///
+    /// A worker stopped with an error.
+    pub fn wait_for_inputs(&self) -> Result<(), StreamsError> {
+        let mut targets = Vec::new();
+        for topic in &self.plan.sources {
+            for p in 0..self.plan.partitions {
+                let tp = TopicPartition::new(topic.as_str(), p);
+                targets.push((tp.clone(), self.log.offsets(&tp)?.end));
+            }
+        }
+        let mut committed = lock(&self.progress.state);
+        loop {
+            if committed.stopped {
+                return Err(StreamsError::Worker(
+                    "a worker stopped; close() reports why".to_owned(),
+                ));
+            }
+            if targets
+                .iter()
+                .all(|(tp, end)| committed.positions.get(tp).copied().unwrap_or(0) >= *end)
+            {
+                return Ok(());
+            }
+            committed = self
+                .progress
+                .changed
+                .wait(committed)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// A read-only view of a store's committed contents.
+    pub fn store(&self, name: &str) -> ReadOnlyStore {
+        ReadOnlyStore::new(
+            self.log.clone(),
+            &self.config.application_id,
+            name,
+            self.plan.partitions,
+        )
+    }
+
+    /// Stops the workers after a final commit.
+    ///
+    /// # Errors
+    ///
+    /// The first error any worker stopped with.
+    pub fn close(mut self) -> Result<(), StreamsError> {
+        self.stop.store(true, Ordering::Release);
+        let mut first = Ok(());
+        for t in self.threads.drain(..) {
+            let result = t
+                .join()
+                .unwrap_or_else(|_| Err(StreamsError::Worker("a worker panicked".to_owned())));
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
+}
+
+fn run_worker(
+    worker: &mut Worker,
+    stop: &AtomicBool,
+    progress: &Progress,
+    interval: Duration,
+) -> Result<(), StreamsError> {
+    tracing::debug!(partitions = ?worker.partitions(), "worker started");
+    progress.committed(&worker.cursors);
+    let mut next_commit = Instant::now() + interval;
+    while !stop.load(Ordering::Acquire) {
+        // Bounded so a stop request is seen promptly even with idle inputs.
+        let wait = next_commit
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(50));
+        worker.poll(wait)?;
+        if Instant::now() >= next_commit || worker.pending_outputs() >= COMMIT_RECORDS_MAX {
+            worker.commit()?;
+            progress.committed(&worker.cursors);
+            next_commit = Instant::now() + interval;
+        }
+    }
+    worker.commit()?;
+    progress.committed(&worker.cursors);
+    Ok(())
+}
+
+/// Commit early once this many output records wait, bounding memory.
+const COMMIT_RECORDS_MAX: usize = 50_000;

@@ -1,0 +1,189 @@
+//! Key-value state stores.
+//!
+//! A store's committed contents live in the log's commit metadata (one
+//! entry per key, under `kappa-streams/<app>/<store>/<partition>/`), so they
+//! commit atomically with the outputs and input positions that produced
+//! them, and a restart finds exactly the state of the last commit. On the
+//! Kafka backend the same writes go to changelog topics.
+//!
+//! Inside a task, writes go to a buffer first; reads see the buffer, then
+//! the committed contents. An in-memory store also keeps the committed
+//! contents in a hash map (restored on start); a persistent store reads the
+//! log's storage engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kappa_log::{Commit, Log, LogError};
+
+/// Where a store keeps its committed contents for fast reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreKind {
+    /// Read from the log's storage engine (embedded: fjall); no memory cost.
+    Persistent,
+    /// A full copy in memory, restored from the log when a task starts.
+    InMemory,
+}
+
+/// A store declared by a topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// Store name, unique in the topology.
+    pub name: String,
+    /// Persistent or in-memory.
+    pub kind: StoreKind,
+}
+
+/// The metadata prefix of one store partition.
+pub(crate) fn store_prefix(app: &str, store: &str, partition: u32) -> Vec<u8> {
+    let mut p = Vec::with_capacity(16 + app.len() + store.len() + 10);
+    p.extend_from_slice(b"kappa-streams/");
+    p.extend_from_slice(app.as_bytes());
+    p.push(b'/');
+    p.extend_from_slice(store.as_bytes());
+    p.push(b'/');
+    p.extend_from_slice(&partition.to_be_bytes());
+    p.push(b'/');
+    p
+}
+
+/// One task's view of one store.
+pub(crate) struct TaskStore {
+    pub(crate) name: String,
+    prefix: Vec<u8>,
+    committed: Option<HashMap<Bytes, Bytes>>,
+    pending: HashMap<Bytes, Option<Bytes>>,
+    key_buf: Vec<u8>,
+}
+
+impl TaskStore {
+    pub(crate) fn open(
+        log: &dyn Log,
+        app: &str,
+        spec: &StoreSpec,
+        partition: u32,
+    ) -> Result<Self, LogError> {
+        let prefix = store_prefix(app, &spec.name, partition);
+        let committed = match spec.kind {
+            StoreKind::Persistent => None,
+            StoreKind::InMemory => Some(
+                log.metadata_scan(&prefix)?
+                    .into_iter()
+                    .map(|(k, v)| (k.slice(prefix.len()..), v))
+                    .collect(),
+            ),
+        };
+        Ok(Self {
+            name: spec.name.clone(),
+            prefix,
+            committed,
+            pending: HashMap::new(),
+            key_buf: Vec::new(),
+        })
+    }
+
+    pub(crate) fn get(&mut self, log: &dyn Log, key: &[u8]) -> Result<Option<Bytes>, LogError> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
+        }
+        match &self.committed {
+            Some(map) => Ok(map.get(key).cloned()),
+            None => {
+                self.key_buf.clear();
+                self.key_buf.extend_from_slice(&self.prefix);
+                self.key_buf.extend_from_slice(key);
+                log.metadata(&self.key_buf)
+            }
+        }
+    }
+
+    pub(crate) fn put(&mut self, key: Bytes, value: Option<Bytes>) {
+        self.pending.insert(key, value);
+    }
+
+    /// Adds the buffered writes to a commit.
+    pub(crate) fn stage(&self, commit: &mut Commit) {
+        for (k, v) in &self.pending {
+            let mut full = Vec::with_capacity(self.prefix.len() + k.len());
+            full.extend_from_slice(&self.prefix);
+            full.extend_from_slice(k);
+            match v {
+                Some(v) => commit.put_metadata(full, v.clone()),
+                None => commit.delete_metadata(full),
+            };
+        }
+    }
+
+    /// The commit that carried the staged writes succeeded.
+    pub(crate) fn committed(&mut self) {
+        match &mut self.committed {
+            Some(map) => {
+                for (k, v) in self.pending.drain() {
+                    match v {
+                        Some(v) => map.insert(k, v),
+                        None => map.remove(&k),
+                    };
+                }
+            }
+            None => self.pending.clear(),
+        }
+    }
+}
+
+/// Committed contents of a store, read straight from the log: what
+/// interactive queries see. Keys are partitioned as the topology's input
+/// (murmur2 of the serialized key).
+///
+/// ```
+/// # use kappa_streams::ReadOnlyStore;
+/// # fn demo(store: &ReadOnlyStore) -> Result<(), kappa_log::LogError> {
+/// let balance = store.get(b"card-1")?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ReadOnlyStore {
+    log: Arc<dyn Log>,
+    app: String,
+    name: String,
+    partitions: u32,
+}
+
+impl ReadOnlyStore {
+    pub(crate) fn new(log: Arc<dyn Log>, app: &str, name: &str, partitions: u32) -> Self {
+        Self {
+            log,
+            app: app.to_owned(),
+            name: name.to_owned(),
+            partitions,
+        }
+    }
+
+    /// The committed value of a serialized key.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>, LogError> {
+        let partition = kappa_log::partition_for_key(key, self.partitions);
+        let mut full = store_prefix(&self.app, &self.name, partition);
+        full.extend_from_slice(key);
+        self.log.metadata(&full)
+    }
+
+    /// Every committed entry, as (serialized key, serialized value), by partition then key.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub fn all(&self) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        let mut out = Vec::new();
+        for p in 0..self.partitions {
+            let prefix = store_prefix(&self.app, &self.name, p);
+            for (k, v) in self.log.metadata_scan(&prefix)? {
+                out.push((k.slice(prefix.len()..), v));
+            }
+        }
+        Ok(out)
+    }
+}
