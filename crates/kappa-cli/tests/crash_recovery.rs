@@ -162,3 +162,34 @@ fn sigkill_during_appends_loses_and_duplicates_nothing() {
     );
     assert!(end > 0);
 }
+
+/// A kill while the log directory is first created must not leave a
+/// directory that can't be opened (fjall's own creation is not atomic).
+#[test]
+fn sigkill_while_creating_the_log_leaves_it_openable() {
+    let seed = kappa_log::now_ms() as u64 | 1;
+    eprintln!("creation crash seed: {seed}");
+    let mut rng = Rng(seed);
+    for round in 0..60 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = kappa()
+            .arg("--log")
+            .arg(dir.path())
+            .args(["topics", "list"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Fault injection, not synchronization: kill somewhere in the first
+        // few milliseconds, where creation happens.
+        let until =
+            std::time::Instant::now() + std::time::Duration::from_micros(500 + rng.below(8000));
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let log = EmbeddedLog::open(dir.path());
+        assert!(log.is_ok(), "round {round}: {}", log.err().unwrap());
+    }
+}

@@ -46,6 +46,65 @@ const NEXT_TOPIC_ID_KEY: &[u8] = b"next-topic-id";
 const DELETING_PREFIX: &[u8] = b"deleting/";
 const LOCK_FILE: &str = "kappa.lock";
 
+const DATA_DIR: &str = "data";
+const CREATING_DIR: &str = "data.creating";
+
+/// Opens the fjall database and its keyspaces.
+fn open_storage(path: &Path, options: &EmbeddedOptions) -> Result<(Database, Keyspaces), LogError> {
+    let db = Database::builder(path)
+        .cache_size(options.cache_bytes)
+        // Record batches are the journal's bulk; compressing them costs
+        // about a tenth of the append path's CPU and gains nothing on
+        // already-compact or encrypted payloads.
+        .journal_compression(fjall::CompressionType::None)
+        .open()?;
+    let plain = KeyspaceCreateOptions::default;
+    let ks = Keyspaces {
+        topics: db.keyspace("topics", plain)?,
+        // Batches are large values written once and read sequentially:
+        // keep them out of the LSM compactions (blob files) and skip
+        // compression, which costs CPU on the append path.
+        batches: db.keyspace("batches", || {
+            KeyspaceCreateOptions::default().with_kv_separation(Some(
+                KvSeparationOptions::default()
+                    .compression(fjall::CompressionType::None)
+                    .separation_threshold(4 * 1024),
+            ))
+        })?,
+        index: db.keyspace("batch-index", plain)?,
+        partitions: db.keyspace("partitions", plain)?,
+        groups: db.keyspace("groups", plain)?,
+        meta: db.keyspace("metadata", plain)?,
+        system: db.keyspace("system", plain)?,
+    };
+    Ok((db, ks))
+}
+
+/// Creates the storage in a side directory and renames it into place, so a
+/// crash during creation leaves either nothing or a complete database.
+/// (fjall's own creation is not crash-atomic: a kill between writing its
+/// first journal and its version file leaves a directory it can't reopen.)
+fn create_storage(dir: &Path, options: &EmbeddedOptions) -> Result<(), LogError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LogError::Io { path, source }
+    };
+    let creating = dir.join(CREATING_DIR);
+    if creating.exists() {
+        std::fs::remove_dir_all(&creating).map_err(io(&creating))?;
+    }
+    {
+        let (db, ks) = open_storage(&creating, options)?;
+        let mut b = db.batch();
+        b.insert(&ks.system, FORMAT_KEY, FORMAT_VERSION.to_le_bytes());
+        b.durability(Some(PersistMode::SyncAll)).commit()?;
+        db.persist(PersistMode::SyncAll)?;
+    }
+    let data = dir.join(DATA_DIR);
+    std::fs::rename(&creating, &data).map_err(io(&data))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
 /// The embedded log: durable, partitioned, one directory, one process.
 ///
 /// ```
@@ -167,32 +226,11 @@ impl EmbeddedLog {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
 
-        let db = Database::builder(dir.join("data"))
-            .cache_size(options.cache_bytes)
-            // Record batches are the journal's bulk; compressing them costs
-            // about a tenth of the append path's CPU and gains nothing on
-            // already-compact or encrypted payloads.
-            .journal_compression(fjall::CompressionType::None)
-            .open()?;
-        let plain = KeyspaceCreateOptions::default;
-        let ks = Keyspaces {
-            topics: db.keyspace("topics", plain)?,
-            // Batches are large values written once and read sequentially:
-            // keep them out of the LSM compactions (blob files) and skip
-            // compression, which costs CPU on the append path.
-            batches: db.keyspace("batches", || {
-                KeyspaceCreateOptions::default().with_kv_separation(Some(
-                    KvSeparationOptions::default()
-                        .compression(fjall::CompressionType::None)
-                        .separation_threshold(4 * 1024),
-                ))
-            })?,
-            index: db.keyspace("batch-index", plain)?,
-            partitions: db.keyspace("partitions", plain)?,
-            groups: db.keyspace("groups", plain)?,
-            meta: db.keyspace("metadata", plain)?,
-            system: db.keyspace("system", plain)?,
-        };
+        let data = dir.join(DATA_DIR);
+        if !data.exists() {
+            create_storage(&dir, &options)?;
+        }
+        let (db, ks) = open_storage(&data, &options)?;
 
         let snapshot = db.snapshot();
         let inner = Arc::new(Inner {
