@@ -1,0 +1,109 @@
+//! `kappa-sums`: a one-binary service on the embedded log. It appends each
+//! line of standard input (`KEY AMOUNT`) to the `numbers` topic, and a
+//! topology keeps a running sum per key, writing every new sum to `sums`.
+//! After each input commit it prints `appended N` (N in total so far) on
+//! standard output. When standard input ends it waits until every number is
+//! processed and committed, then exits.
+//!
+//! ```text
+//! printf 'a 5\nb 2\na 1\n' | kappa-sums --log ./sums-data
+//! ```
+//!
+//! It is also the child process of the streams crash test.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kappa_log::{Commit, EmbeddedLog, Log, LogError, ProducerRecord, TopicSpec};
+use kappa_streams::{Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Utf8};
+
+/// Lines appended per input commit.
+const INPUT_BATCH_LINES_MAX: usize = 100;
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mut dir = None;
+    let mut threads = 1usize;
+    let mut partitions = 4u32;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--log" => dir = args.next(),
+            "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
+            "--partitions" => partitions = args.next().ok_or("--partitions needs a number")?.parse()?,
+            other => return Err(format!("unknown argument {other:?}; usage: kappa-sums --log DIR [--threads N] [--partitions N]").into()),
+        }
+    }
+    let dir = dir.ok_or("--log DIR is required")?;
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(&dir)?);
+    for topic in ["numbers", "sums"] {
+        match log.create_topic(&TopicSpec::new(topic, partitions)) {
+            Ok(()) | Err(LogError::TopicExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let builder = StreamsBuilder::new();
+    builder
+        .stream("numbers", Utf8, Json::<i64>::new())
+        .group_by_key(Utf8)
+        .aggregate(
+            Materialized::persistent("sums"),
+            Json::<i64>::new(),
+            || 0,
+            |_, n, sum| sum + n,
+        )
+        .to("sums", Utf8, Json::<i64>::new());
+    let mut config = StreamsConfig::new("kappa-sums");
+    config.num_threads = threads;
+    config.commit_interval = Duration::from_millis(20);
+    let streams = Streams::start(log.clone(), builder.build()?, config)?;
+
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout().lock();
+    let mut appended = 0u64;
+    let mut batch = Vec::with_capacity(INPUT_BATCH_LINES_MAX);
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let (key, amount) = line
+            .split_once(' ')
+            .ok_or_else(|| format!("expected `KEY AMOUNT`, got {line:?}"))?;
+        let amount: i64 = amount
+            .trim()
+            .parse()
+            .map_err(|_| format!("{amount:?} is not an integer"))?;
+        batch.push(ProducerRecord::value(amount.to_string()).with_key(key.to_owned()));
+        if batch.len() >= INPUT_BATCH_LINES_MAX {
+            appended += append(&*log, &mut batch)?;
+            writeln!(stdout, "appended {appended}")?;
+            stdout.flush()?;
+        }
+    }
+    appended += append(&*log, &mut batch)?;
+    writeln!(stdout, "appended {appended}")?;
+    streams.wait_for_inputs()?;
+    streams.close()?;
+    Ok(())
+}
+
+/// Appends the batch in one commit; returns how many records it held.
+fn append(log: &dyn Log, batch: &mut Vec<ProducerRecord>) -> Result<u64, LogError> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let n = batch.len() as u64;
+    let mut c = Commit::new();
+    c.append_all("numbers", None, batch.drain(..));
+    log.commit(c)?;
+    Ok(n)
+}
