@@ -407,21 +407,37 @@ impl Streams {
         })
     }
 
-    /// Blocks until the committed positions reach the end offsets the inputs
-    /// had when this was called (every input record so far is processed and
-    /// committed), or a worker fails.
+    /// Blocks until every input record so far is processed and committed,
+    /// including records the topology itself wrote to topics it reads
+    /// (repartition topics): it waits for the committed positions to reach
+    /// the inputs' end offsets, again and again, until those stop moving.
     ///
     /// # Errors
     ///
     /// A worker stopped with an error.
     pub fn wait_for_inputs(&self) -> Result<(), StreamsError> {
+        loop {
+            let targets = self.input_ends()?;
+            self.wait_for_positions(&targets)?;
+            if self.input_ends()? == targets {
+                return Ok(());
+            }
+        }
+    }
+
+    fn input_ends(&self) -> Result<Vec<(TopicPartition, u64)>, StreamsError> {
         let mut targets = Vec::new();
         for topic in &self.plan.sources {
             for p in 0..self.plan.partitions {
                 let tp = TopicPartition::new(topic.as_str(), p);
-                targets.push((tp.clone(), self.log.offsets(&tp)?.end));
+                let end = self.log.offsets(&tp)?.end;
+                targets.push((tp, end));
             }
         }
+        Ok(targets)
+    }
+
+    fn wait_for_positions(&self, targets: &[(TopicPartition, u64)]) -> Result<(), StreamsError> {
         let mut committed = lock(&self.progress.state);
         loop {
             if committed.stopped {

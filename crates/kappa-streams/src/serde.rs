@@ -46,6 +46,14 @@ impl<T> Json<T> {
     }
 }
 
+impl<T> Clone for Json<T> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Copy for Json<T> {}
+
 impl<T> Default for Json<T> {
     fn default() -> Self {
         Self::new()
