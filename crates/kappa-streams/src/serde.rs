@@ -48,7 +48,7 @@ impl<T> Json<T> {
 
 impl<T> Clone for Json<T> {
     fn clone(&self) -> Self {
-        Self::new()
+        *self
     }
 }
 
