@@ -421,3 +421,40 @@ fn bench_log_prints_a_json_summary() {
     // The scratch directory is cleaned up.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn bench_streams_prints_a_json_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args([
+            "bench",
+            "streams",
+            "--records",
+            "2000",
+            "--durability",
+            "never",
+            "--json",
+            "--dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["benchmark"], "streams");
+    let results = report["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["filter-map", "keyed-count", "keyed-count-mem"]);
+    for r in results {
+        assert_eq!(r["records"], 2000);
+        assert!(r["records_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}

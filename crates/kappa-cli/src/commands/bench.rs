@@ -28,6 +28,8 @@ const BATCH_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub enum BenchCommand {
     /// Sequential append and full read-back of the embedded log.
     Log(LogBenchArgs),
+    /// Topologies on one worker thread with exactly-once commits.
+    Streams(super::bench_streams::StreamsBenchArgs),
 }
 
 /// Arguments of `kappa bench log`.
@@ -87,6 +89,7 @@ struct Report {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Log(args) => bench_log(&args),
+        BenchCommand::Streams(args) => super::bench_streams::run(&args),
     }
 }
 
@@ -188,7 +191,7 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

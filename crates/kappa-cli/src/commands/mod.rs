@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_streams;
 pub mod consume;
 pub mod produce;
 pub mod topics;

@@ -1,0 +1,204 @@
+//! `kappa bench streams`: topologies on one worker thread with exactly-once
+//! commits on the embedded log, against a raw read of the same input in the
+//! same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kappa_log::{
+    Commit, Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord,
+    TopicPartition, TopicSpec,
+};
+use kappa_streams::{
+    I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Topology, Utf8,
+};
+use serde::Serialize;
+
+/// Input records appended per commit while preparing.
+const PREFILL_BATCH: usize = 10_000;
+
+/// Arguments of `kappa bench streams`.
+#[derive(Debug, Args)]
+pub struct StreamsBenchArgs {
+    /// Input records per scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Durability of the log (exactly-once commits fsync under `always`).
+    #[arg(long, default_value = "always")]
+    durability: Durability,
+    /// Scratch directory (a fresh subdirectory is made and removed).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ScenarioResult {
+    scenario: &'static str,
+    records: u64,
+    distinct_keys: u64,
+    records_per_s: f64,
+    raw_read_records_per_s: f64,
+    ratio_to_raw_read: f64,
+    target_records_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    benchmark: &'static str,
+    durability: String,
+    threads: usize,
+    results: Vec<ScenarioResult>,
+}
+
+/// Runs the streams benchmarks.
+pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
+    if args.records == 0 {
+        bail!("--records must be positive");
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("kappa-bench-")
+        .tempdir_in(args.dir.clone().unwrap_or_else(|| ".".into()))
+        .context("making the scratch directory")?;
+    let mut report = Report {
+        benchmark: "streams",
+        durability: args.durability.to_string(),
+        threads: 1,
+        results: Vec::new(),
+    };
+    let scenarios: [(&'static str, u64, f64); 3] = [
+        ("filter-map", 1000, 1_000_000.0),
+        ("keyed-count", args.records, 500_000.0),
+        ("keyed-count-mem", args.records, 500_000.0),
+    ];
+    for (scenario, keys, target) in scenarios {
+        let dir = scratch.path().join(scenario);
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open_with(
+            &dir,
+            EmbeddedOptions::default().durability(args.durability),
+        )?);
+        prefill(&*log, args.records, keys)?;
+        let raw = raw_read(&*log, args.records)?;
+        let topology = match scenario {
+            "filter-map" => filter_map(),
+            "keyed-count" => keyed_count(Materialized::persistent("counts")),
+            _ => keyed_count(Materialized::in_memory("counts")),
+        }?;
+        let mut config = StreamsConfig::new(scenario);
+        config.num_threads = 1;
+        let started = Instant::now();
+        let streams = Streams::start(log.clone(), topology, config)?;
+        streams.wait_for_inputs()?;
+        let elapsed = started.elapsed();
+        streams.close()?;
+        // Check the work was done: filter-map keeps even values, counts emit one per input.
+        let produced = log.offsets(&TopicPartition::new("output", 0))?.end;
+        let expected = if scenario == "filter-map" {
+            args.records.div_ceil(2)
+        } else {
+            args.records
+        };
+        if produced != expected {
+            bail!("{scenario} wrote {produced} records, expected {expected}");
+        }
+        let rate = args.records as f64 / elapsed.as_secs_f64();
+        let raw_rate = args.records as f64 / raw.as_secs_f64();
+        report.results.push(ScenarioResult {
+            scenario,
+            records: args.records,
+            distinct_keys: keys,
+            records_per_s: rate,
+            raw_read_records_per_s: raw_rate,
+            ratio_to_raw_read: rate / raw_rate,
+            target_records_per_s: target,
+        });
+        drop(log);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    if !args.json {
+        println!(
+            "durability: {}, one worker thread, exactly-once commits every 100 ms",
+            report.durability
+        );
+        println!(
+            "{:<12} {:>9} {:>9} {:>12} {:>14} {:>7} {:>10}",
+            "scenario", "records", "keys", "records/s", "raw read r/s", "ratio", "target"
+        );
+        for r in &report.results {
+            println!(
+                "{:<12} {:>9} {:>9} {:>12.0} {:>14.0} {:>7.3} {:>10.0}",
+                r.scenario,
+                r.records,
+                r.distinct_keys,
+                r.records_per_s,
+                r.raw_read_records_per_s,
+                r.ratio_to_raw_read,
+                r.target_records_per_s
+            );
+        }
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn filter_map() -> anyhow::Result<Topology> {
+    let b = StreamsBuilder::new();
+    b.stream("input", Utf8, Json::<i64>::new())
+        .filter(|_, v| v % 2 == 0)
+        .map_values(|v| v + 1)
+        .to("output", Utf8, Json::<i64>::new());
+    Ok(b.build()?)
+}
+
+fn keyed_count(store: Materialized) -> anyhow::Result<Topology> {
+    let b = StreamsBuilder::new();
+    b.stream("input", Utf8, Json::<i64>::new())
+        .group_by_key(Utf8)
+        .count(store)
+        .to("output", Utf8, I64);
+    Ok(b.build()?)
+}
+
+fn prefill(log: &dyn Log, records: u64, keys: u64) -> anyhow::Result<()> {
+    log.create_topic(&TopicSpec::new("input", 1))?;
+    log.create_topic(&TopicSpec::new("output", 1))?;
+    let bar = super::progress("preparing input");
+    let mut i = 0u64;
+    while i < records {
+        let n = (records - i).min(PREFILL_BATCH as u64);
+        let mut c = Commit::new();
+        c.append_all(
+            "input",
+            Some(0),
+            (i..i + n).map(|j| {
+                ProducerRecord::value(j.to_string())
+                    .with_key(format!("k{}", j % keys))
+                    .with_timestamp(0)
+            }),
+        );
+        log.commit(c)?;
+        i += n;
+        bar.set_position(i);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// The floor: reading the input with the same fetch sizes, doing nothing.
+fn raw_read(log: &dyn Log, records: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut at = 0;
+    let mut out = Vec::with_capacity(10_000);
+    let limits = FetchLimits::default();
+    while at < records {
+        out.clear();
+        at = log
+            .fetch(&[(TopicPartition::new("input", 0), at)], limits, &mut out)?
+            .next_offsets[0];
+    }
+    Ok(started.elapsed())
+}
