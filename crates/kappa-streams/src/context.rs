@@ -21,6 +21,9 @@ pub(crate) struct Current {
     /// `topic/partition/offset` of the input, shared by every output it causes.
     pub(crate) source: Bytes,
     pub(crate) correlation: Bytes,
+    /// The input's raw key and value, for records forwarded unchanged (late records).
+    pub(crate) key: Option<Bytes>,
+    pub(crate) value: Option<Bytes>,
 }
 
 /// One task's processing state. Nodes get `&mut TaskContext`.
@@ -32,6 +35,8 @@ pub struct TaskContext {
     /// Largest record timestamp this task has seen.
     pub(crate) stream_time: i64,
     pub(crate) value_buf: Vec<u8>,
+    /// Records that arrived after all their windows closed.
+    pub(crate) late_records: u64,
 }
 
 impl TaskContext {
@@ -45,11 +50,14 @@ impl TaskContext {
                 timestamp: 0,
                 source: Bytes::new(),
                 correlation: Bytes::new(),
+                key: None,
+                value: None,
             },
             outputs: Vec::new(),
             stores,
             stream_time: i64::MIN,
             value_buf: Vec::new(),
+            late_records: 0,
         }
     }
 
@@ -66,6 +74,8 @@ impl TaskContext {
             timestamp: r.timestamp,
             source,
             correlation,
+            key: r.key.clone(),
+            value: r.value.clone(),
         };
         self.stream_time = self.stream_time.max(r.timestamp);
     }
@@ -133,6 +143,21 @@ impl TaskContext {
     ) -> Result<Option<Bytes>, StreamsError> {
         let log = self.log.clone();
         Ok(self.stores[store].get(&*log, key)?)
+    }
+
+    pub(crate) fn store_scan(&mut self, store: usize) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        let log = self.log.clone();
+        Ok(self.stores[store].scan(&*log)?)
+    }
+
+    /// Queues the input record itself, unchanged but for provenance and a
+    /// reason header, to `topic` (late records, dead letters).
+    pub(crate) fn emit_input(&mut self, topic: &Arc<str>, reason: String) {
+        self.emit(topic, self.current.key.clone(), self.current.value.clone());
+        if let Some((_, out)) = self.outputs.last_mut() {
+            out.headers
+                .push(Header::new(crate::ops::ERROR_HEADER, reason));
+        }
     }
 
     pub(crate) fn store_put(&mut self, store: usize, key: Bytes, value: Option<Bytes>) {

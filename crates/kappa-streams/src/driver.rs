@@ -204,6 +204,11 @@ impl TopologyTestDriver {
         Ok(out)
     }
 
+    /// Records that arrived after all their windows closed.
+    pub fn late_records(&self) -> u64 {
+        self.worker.late_records()
+    }
+
     /// The committed contents of a store.
     pub fn store(&self, name: &str) -> ReadOnlyStore {
         ReadOnlyStore::new(self.log.clone(), &self.app, name, self.partitions)

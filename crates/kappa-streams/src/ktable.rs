@@ -83,6 +83,22 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         KTable::new(self.graph.clone(), children, name)
     }
 
+    /// Cuts the groups into time windows for windowed aggregation.
+    pub fn windowed_by(
+        &self,
+        windows: crate::windows::TimeWindows,
+    ) -> crate::windows::TimeWindowedKStream<K, V> {
+        crate::windows::TimeWindowedKStream {
+            graph: self.graph.clone(),
+            children: self.children.clone(),
+            name: self.name.clone(),
+            key_serde: self.key_serde.clone(),
+            windows,
+            emit: crate::windows::Emit::OnUpdate,
+            late_topic: None,
+        }
+    }
+
     /// Counts each key's records (stored as Kafka's 8-byte big-endian long).
     pub fn count(&self, store: Materialized) -> KTable<K, i64> {
         self.fold("count", store, I64, |_, _, n| n.unwrap_or(0) + 1)

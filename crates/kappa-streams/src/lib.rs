@@ -21,6 +21,7 @@ mod runtime;
 mod serde;
 mod store;
 mod topology;
+mod windows;
 
 pub use context::TaskContext;
 pub use driver::TopologyTestDriver;
@@ -33,3 +34,4 @@ pub use runtime::{Streams, StreamsConfig};
 pub use serde::{I64, Json, RawBytes, Serde, SerdeError, Utf8};
 pub use store::{ReadOnlyStore, StoreKind, StoreSpec};
 pub use topology::{Materialized, StreamsBuilder, Topology};
+pub use windows::{Emit, TimeWindowedKStream, TimeWindows, Window, Windowed, WindowedSerde};

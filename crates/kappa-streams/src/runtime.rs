@@ -259,6 +259,11 @@ impl Worker {
         Ok(n)
     }
 
+    /// Records that arrived after all their windows closed, over all tasks.
+    pub(crate) fn late_records(&self) -> u64 {
+        self.tasks.iter().map(|t| t.ctx.late_records).sum()
+    }
+
     /// Records waiting for the next commit.
     pub(crate) fn pending_outputs(&self) -> usize {
         self.tasks.iter().map(|t| t.ctx.outputs.len()).sum()

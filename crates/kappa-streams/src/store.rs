@@ -98,6 +98,25 @@ impl TaskStore {
         }
     }
 
+    /// Every entry, committed and pending merged (pending wins), in key order.
+    pub(crate) fn scan(&self, log: &dyn Log) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        let mut merged: std::collections::BTreeMap<Bytes, Bytes> = match &self.committed {
+            Some(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            None => log
+                .metadata_scan(&self.prefix)?
+                .into_iter()
+                .map(|(k, v)| (k.slice(self.prefix.len()..), v))
+                .collect(),
+        };
+        for (k, v) in &self.pending {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
     pub(crate) fn put(&mut self, key: Bytes, value: Option<Bytes>) {
         self.pending.insert(key, value);
     }

@@ -1,0 +1,218 @@
+//! Windowed aggregations, each test naming the Kafka Streams behaviour it encodes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kappa_log::{Log, MemoryLog, ProducerRecord, TopicSpec};
+use kappa_streams::provenance::SOURCE_HEADER;
+use kappa_streams::{
+    ERROR_HEADER, Emit, I64, Materialized, Streams, StreamsBuilder, StreamsConfig, TimeWindows,
+    TopologyTestDriver, Utf8, Window, Windowed, WindowedSerde,
+};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn counts(windows: TimeWindows, emit: Emit, late_topic: bool) -> TopologyTestDriver {
+    let b = StreamsBuilder::new();
+    let mut w = b
+        .stream("in", Utf8, Utf8)
+        .group_by_key(Utf8)
+        .windowed_by(windows)
+        .emit(emit);
+    if late_topic {
+        w = w.late_records_to("late");
+    }
+    w.count(Materialized::in_memory("counts")).to(
+        "out",
+        WindowedSerde::new(Utf8, Duration::from_millis(windows.size_ms() as u64)),
+        I64,
+    );
+    TopologyTestDriver::new(b.build().unwrap(), 1).unwrap()
+}
+
+fn pipe(d: &mut TopologyTestDriver, key: &str, ts: i64) {
+    d.pipe("in", &Utf8, &key.to_owned(), &Utf8, &"v".to_owned(), ts)
+        .unwrap();
+}
+
+fn out(d: &mut TopologyTestDriver, size: i64) -> Vec<(String, i64, i64, i64)> {
+    let serde = WindowedSerde::new(Utf8, Duration::from_millis(size as u64));
+    d.read_output("out", &serde, &I64)
+        .unwrap()
+        .into_iter()
+        .map(|(Windowed { key, window }, v, _)| (key, window.start, window.end, v.unwrap()))
+        .collect()
+}
+
+#[test]
+fn tumbling_windows_are_epoch_aligned_and_half_open() {
+    let mut d = counts(
+        TimeWindows::of_size_no_grace(10 * MS),
+        Emit::OnUpdate,
+        false,
+    );
+    for t in [0, 9, 10] {
+        pipe(&mut d, "a", t);
+    }
+    // t=9 is in [0,10); t=10 starts [10,20).
+    assert_eq!(
+        out(&mut d, 10),
+        [(s("a"), 0, 10, 1), (s("a"), 0, 10, 2), (s("a"), 10, 20, 1)]
+    );
+}
+
+#[test]
+fn a_hopping_window_record_joins_every_window_that_covers_it() {
+    let w = TimeWindows::of_size_no_grace(10 * MS).advance_by(5 * MS);
+    assert_eq!(
+        w.windows_for(7),
+        [Window { start: 0, end: 10 }, Window { start: 5, end: 15 }]
+    );
+    assert_eq!(
+        w.windows_for(10),
+        [Window { start: 5, end: 15 }, Window { start: 10, end: 20 }]
+    );
+    let day = Duration::from_secs(86_400);
+    let month = TimeWindows::of_size_with_grace(day * 30, day * 2).advance_by(day);
+    let t = 100 * 86_400_000 + 3_600_000;
+    let ws = month.windows_for(t);
+    assert_eq!(ws.len(), 30);
+    assert!(
+        ws.iter()
+            .all(|w| w.start % 86_400_000 == 0 && w.start <= t && t < w.end)
+    );
+
+    let mut d = counts(w, Emit::OnUpdate, false);
+    pipe(&mut d, "a", 7);
+    pipe(&mut d, "a", 12);
+    assert_eq!(
+        out(&mut d, 10),
+        [
+            (s("a"), 0, 10, 1),
+            (s("a"), 5, 15, 1),
+            (s("a"), 5, 15, 2),
+            (s("a"), 10, 20, 1)
+        ]
+    );
+}
+
+#[test]
+fn grace_is_measured_against_stream_time_and_late_records_are_kept() {
+    let w = TimeWindows::of_size_with_grace(10 * MS, 5 * MS);
+    // Stream time 12 < 10 + 5: window [0,10) still accepts t=2.
+    let mut d = counts(w, Emit::OnUpdate, true);
+    pipe(&mut d, "a", 5);
+    pipe(&mut d, "a", 12);
+    pipe(&mut d, "a", 2);
+    assert_eq!(out(&mut d, 10).last(), Some(&(s("a"), 0, 10, 2)));
+    assert_eq!(d.late_records(), 0);
+
+    // Stream time 16 >= 15: [0,10) is closed, so t=2 is late.
+    let mut d = counts(w, Emit::OnUpdate, true);
+    pipe(&mut d, "a", 5);
+    pipe(&mut d, "a", 16);
+    pipe(&mut d, "a", 2);
+    assert_eq!(out(&mut d, 10), [(s("a"), 0, 10, 1), (s("a"), 10, 20, 1)]);
+    assert_eq!(d.late_records(), 1);
+    let late = d.read_records("late").unwrap();
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].timestamp, 2);
+    assert_eq!(
+        late[0].header(SOURCE_HEADER).map(|v| &v[..]),
+        Some(&b"in/0/2"[..])
+    );
+    assert!(late[0].header(ERROR_HEADER).is_some());
+}
+
+#[test]
+fn emit_final_emits_each_window_once_when_it_closes() {
+    let mut d = counts(TimeWindows::of_size_no_grace(10 * MS), Emit::Final, false);
+    pipe(&mut d, "a", 1);
+    pipe(&mut d, "a", 2);
+    pipe(&mut d, "b", 3);
+    assert!(
+        out(&mut d, 10).is_empty(),
+        "nothing closes before stream time reaches 10"
+    );
+    pipe(&mut d, "a", 11);
+    let mut closed = out(&mut d, 10);
+    closed.sort();
+    assert_eq!(closed, [(s("a"), 0, 10, 2), (s("b"), 0, 10, 1)]);
+    pipe(&mut d, "c", 25);
+    assert_eq!(out(&mut d, 10), [(s("a"), 10, 20, 1)]);
+}
+
+#[test]
+fn open_windows_survive_a_restart_and_still_emit_final() {
+    let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+    for t in ["in", "out"] {
+        log.create_topic(&TopicSpec::new(t, 1)).unwrap();
+    }
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream("in", Utf8, Utf8)
+            .group_by_key(Utf8)
+            .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
+            .emit(Emit::Final)
+            .count(Materialized::persistent("counts"))
+            .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
+        b.build().unwrap()
+    };
+    let run = |records: Vec<ProducerRecord>| {
+        let streams = Streams::start(log.clone(), topology(), StreamsConfig::new("win")).unwrap();
+        log.append("in", records).unwrap();
+        streams.wait_for_inputs().unwrap();
+        streams.close().unwrap();
+    };
+    let rec = |k: &str, t: i64| {
+        ProducerRecord::value("v")
+            .with_key(k.to_owned())
+            .with_timestamp(t)
+    };
+    run(vec![rec("a", 1), rec("a", 4)]);
+    assert_eq!(
+        log.offsets(&kappa_log::TopicPartition::new("out", 0))
+            .unwrap()
+            .end,
+        0
+    );
+    run(vec![rec("b", 12)]);
+    let mut got = Vec::new();
+    log.fetch(
+        &[(kappa_log::TopicPartition::new("out", 0), 0)],
+        kappa_log::FetchLimits::default(),
+        &mut got,
+    )
+    .unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "the window opened before the restart closes after it"
+    );
+    let mut key = b"a".to_vec();
+    key.extend_from_slice(&0i64.to_be_bytes());
+    assert_eq!(got[0].key.as_deref(), Some(&key[..]));
+    assert_eq!(got[0].value.as_deref(), Some(&2i64.to_be_bytes()[..]));
+}
+
+#[test]
+fn bad_window_definitions_are_refused_at_build_time() {
+    let b = StreamsBuilder::new();
+    b.stream("in", Utf8, Utf8)
+        .group_by_key(Utf8)
+        .windowed_by(TimeWindows::of_size_no_grace(10 * MS).advance_by(20 * MS))
+        .count(Materialized::in_memory("c"));
+    assert!(
+        b.build()
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("advance <= size")
+    );
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
