@@ -40,6 +40,18 @@ impl<K: Data, V: Data> KStream<K, V> {
         }
     }
 
+    pub(crate) fn graph(&self) -> &SharedGraph {
+        &self.graph
+    }
+
+    pub(crate) fn node_name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn children(&self) -> &Children<K, V> {
+        &self.children
+    }
+
     /// Adds a stateless step that turns each record into zero or more.
     fn step<K2: Data, V2: Data>(
         &self,

@@ -64,12 +64,13 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         f: impl Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
     ) -> KTable<K, A> {
         let children = new_children();
+        let agg_serde: Arc<dyn Serde<A>> = Arc::new(agg_serde);
         add_child(
             &self.children,
             Arc::new(AggregateOp {
                 store: store.0.name.clone(),
                 key_serde: self.key_serde.clone(),
-                agg_serde: Arc::new(agg_serde),
+                agg_serde: agg_serde.clone(),
                 f: Arc::new(f),
                 children: children.clone(),
                 _types: PhantomData,
@@ -80,7 +81,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             g.stores.push(store.0.clone());
             g.add_node(&format!("{kind}[{}]", store.0.name), &[&self.name])
         };
-        KTable::new(self.graph.clone(), children, name)
+        KTable::new(self.graph.clone(), children, name).materialized(&store.0.name, agg_serde)
     }
 
     /// Cuts the groups into time windows for windowed aggregation.
@@ -123,6 +124,9 @@ pub struct KTable<K, V> {
     graph: SharedGraph,
     children: Children<K, Option<V>>,
     name: String,
+    /// The store holding this table's rows and the serde of its values,
+    /// when it is materialized (tables from topics and aggregations are).
+    store: Option<(String, Arc<dyn Serde<V>>)>,
 }
 
 impl<K: Data, V: Data> KTable<K, V> {
@@ -131,7 +135,37 @@ impl<K: Data, V: Data> KTable<K, V> {
             graph,
             children,
             name,
+            store: None,
         }
+    }
+
+    pub(crate) fn graph(&self) -> &SharedGraph {
+        &self.graph
+    }
+
+    pub(crate) fn node_name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn children(&self) -> &Children<K, Option<V>> {
+        &self.children
+    }
+
+    pub(crate) fn materialized(mut self, store: &str, serde: Arc<dyn Serde<V>>) -> Self {
+        self.store = Some((store.to_owned(), serde));
+        self
+    }
+
+    /// The store and value serde a join reads; records a build error naming
+    /// the table when it has none.
+    pub(crate) fn store_for_join(&self) -> Option<(String, Arc<dyn Serde<V>>)> {
+        if self.store.is_none() {
+            lock(&self.graph).errors.push(format!(
+                "{} is joined but not materialized: join a table read from a topic or produced by an aggregation",
+                self.name
+            ));
+        }
+        self.store.clone()
     }
 
     fn change<V2: Data>(

@@ -12,6 +12,7 @@
 mod context;
 mod driver;
 mod error;
+mod joins;
 mod kstream;
 mod ktable;
 mod node;

@@ -129,6 +129,7 @@ impl StreamsBuilder {
         store: Materialized,
     ) -> KTable<K, V> {
         let children = new_children();
+        let value_serde: Arc<dyn Serde<V>> = Arc::new(value_serde);
         let name = {
             let mut g = lock(&self.graph);
             let name = g.add_node(&format!("table-source[{topic}]"), &[]);
@@ -137,12 +138,12 @@ impl StreamsBuilder {
                 topic: topic.to_owned(),
                 store: store.0.name.clone(),
                 key_serde: Arc::new(key_serde),
-                value_serde: Arc::new(value_serde),
+                value_serde: value_serde.clone(),
                 children: children.clone(),
             }));
             name
         };
-        KTable::new(self.graph.clone(), children, name)
+        KTable::new(self.graph.clone(), children, name).materialized(&store.0.name, value_serde)
     }
 
     /// Checks and freezes the topology.
