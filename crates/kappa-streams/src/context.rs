@@ -77,7 +77,13 @@ impl TaskContext {
             key: r.key.clone(),
             value: r.value.clone(),
         };
-        self.stream_time = self.stream_time.max(r.timestamp);
+    }
+
+    /// Sets the current record's event time (the record timestamp, or what
+    /// a timestamp extractor made of it) and advances stream time.
+    pub(crate) fn observe_timestamp(&mut self, timestamp: i64) {
+        self.current.timestamp = timestamp;
+        self.stream_time = self.stream_time.max(timestamp);
     }
 
     /// The position of the input record being processed.

@@ -249,6 +249,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 topic,
                 key_serde: Arc::new(key_serde),
                 value_serde: Arc::new(value_serde),
+                timestamps: None,
                 children: children.clone(),
             }));
             node

@@ -30,7 +30,7 @@ pub use error::StreamsError;
 pub use kstream::{KStream, Predicate};
 pub use ktable::{KGroupedStream, KTable};
 pub use node::Data;
-pub use ops::ERROR_HEADER;
+pub use ops::{ERROR_HEADER, TimestampExtractor};
 pub use runtime::{Streams, StreamsConfig};
 pub use serde::{I64, Json, RawBytes, Serde, SerdeError, Utf8};
 pub use store::{ReadOnlyStore, StoreKind, StoreSpec};

@@ -65,16 +65,21 @@ fn decode<T: 'static>(
     }
 }
 
+/// Computes a record's event time from its key, value and stored timestamp.
+pub type TimestampExtractor<K, V> = Arc<dyn Fn(&K, &V, i64) -> i64 + Send + Sync>;
+
 pub(crate) struct SourceOp<K, V> {
     pub(crate) topic: TopicName,
     pub(crate) key_serde: Arc<dyn Serde<K>>,
     pub(crate) value_serde: Arc<dyn Serde<V>>,
+    pub(crate) timestamps: Option<TimestampExtractor<K, V>>,
     pub(crate) children: Children<K, V>,
 }
 
 struct SourceRun<K, V> {
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
+    timestamps: Option<TimestampExtractor<K, V>>,
     dead_letter: Option<Arc<str>>,
     forward: Forward<K, V>,
 }
@@ -88,6 +93,7 @@ impl<K: Data, V: Data> SourceFactory for SourceOp<K, V> {
         Ok(Box::new(SourceRun {
             key_serde: self.key_serde.clone(),
             value_serde: self.value_serde.clone(),
+            timestamps: self.timestamps.clone(),
             dead_letter: init.dead_letter_topic.clone(),
             forward: Forward::build(&self.children, init)?,
         }))
@@ -103,6 +109,11 @@ impl<K: Data, V: Data> SourceNode for SourceRun<K, V> {
         let Some(value) = decode(ctx, dl, r, &*self.value_serde, r.value.as_ref(), "value")? else {
             return Ok(());
         };
+        let timestamp = match &self.timestamps {
+            Some(extract) => extract(&key, &value, r.timestamp),
+            None => r.timestamp,
+        };
+        ctx.observe_timestamp(timestamp);
         self.forward.send(ctx, key, value)
     }
 }
@@ -154,6 +165,7 @@ impl<K: Data, V: Data> SourceNode for TableSourceRun<K, V> {
                 None => return Ok(()),
             },
         };
+        ctx.observe_timestamp(r.timestamp);
         ctx.store_put(self.store, key_bytes, r.value.clone());
         self.forward.send(ctx, key, value)
     }

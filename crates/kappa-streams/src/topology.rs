@@ -97,12 +97,42 @@ impl StreamsBuilder {
         Self::default()
     }
 
-    /// A stream of the records of `topic`.
+    /// A stream of the records of `topic`; event time is the record timestamp.
     pub fn stream<K: Data, V: Data>(
         &self,
         topic: &str,
         key_serde: impl Serde<K>,
         value_serde: impl Serde<V>,
+    ) -> KStream<K, V> {
+        self.source(topic, key_serde, value_serde, None)
+    }
+
+    /// A stream whose event time comes from the records themselves
+    /// (`extract(key, value, record_timestamp)`), for windows and stream time.
+    ///
+    /// ```
+    /// # use kappa_streams::{StreamsBuilder, Utf8, Json};
+    /// #[derive(serde::Deserialize, Clone)]
+    /// struct Auth { timestamp: i64 }
+    /// let b = StreamsBuilder::new();
+    /// let auths = b.stream_with_timestamps("auths", Utf8, Json::<Auth>::new(), |_, a: &Auth, _| a.timestamp);
+    /// ```
+    pub fn stream_with_timestamps<K: Data, V: Data>(
+        &self,
+        topic: &str,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+        extract: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static,
+    ) -> KStream<K, V> {
+        self.source(topic, key_serde, value_serde, Some(Arc::new(extract)))
+    }
+
+    fn source<K: Data, V: Data>(
+        &self,
+        topic: &str,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+        timestamps: Option<crate::ops::TimestampExtractor<K, V>>,
     ) -> KStream<K, V> {
         let children = new_children();
         let name = {
@@ -112,6 +142,7 @@ impl StreamsBuilder {
                 topic: TopicName::Fixed(topic.to_owned()),
                 key_serde: Arc::new(key_serde),
                 value_serde: Arc::new(value_serde),
+                timestamps,
                 children: children.clone(),
             }));
             name

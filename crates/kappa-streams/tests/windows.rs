@@ -216,3 +216,31 @@ fn bad_window_definitions_are_refused_at_build_time() {
 fn s(v: &str) -> String {
     v.to_owned()
 }
+
+#[test]
+fn a_timestamp_extractor_sets_event_time_for_windows_and_outputs() {
+    let b = StreamsBuilder::new();
+    b.stream_with_timestamps(
+        "in",
+        Utf8,
+        kappa_streams::Json::<i64>::new(),
+        |_, at: &i64, _| *at,
+    )
+    .group_by_key(Utf8)
+    .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
+    .count(Materialized::in_memory("counts"))
+    .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
+    let mut d = TopologyTestDriver::new(b.build().unwrap(), 1).unwrap();
+    for at in [3i64, 14] {
+        // The stored timestamp is 0; the value carries the event time.
+        d.pipe("in", &Utf8, &s("a"), &kappa_streams::Json::new(), &at, 0)
+            .unwrap();
+    }
+    let got: Vec<(i64, i64, i64)> = d
+        .read_output("out", &WindowedSerde::new(Utf8, 10 * MS), &I64)
+        .unwrap()
+        .into_iter()
+        .map(|(w, _, ts)| (w.window.start, w.window.end, ts))
+        .collect();
+    assert_eq!(got, [(0, 10, 3), (10, 20, 14)]);
+}
