@@ -54,9 +54,12 @@ enum Command {
     Produce(commands::produce::ProduceArgs),
     /// Print records of a topic.
     Consume(commands::consume::ConsumeArgs),
-    /// Measure the log.
+    /// Measure the log and topologies.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Operate stream-processing applications.
+    #[command(subcommand)]
+    App(commands::app::AppCommand),
 }
 
 fn main() -> ExitCode {
@@ -85,5 +88,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topics(cmd) => commands::topics::run(&*location.open(cli.durability)?, cmd),
         Command::Produce(args) => commands::produce::run(&*location.open(cli.durability)?, args),
         Command::Consume(args) => commands::consume::run(&*location.open(cli.durability)?, args),
+        Command::App(cmd) => commands::app::run(&*location.open(cli.durability)?, cmd),
     }
 }

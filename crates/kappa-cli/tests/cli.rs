@@ -458,3 +458,40 @@ fn bench_streams_prints_a_json_summary() {
     }
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn app_reset_moves_positions_back_and_drops_stores() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let log = EmbeddedLog::open(tmp.path()).unwrap();
+        log.create_topic(&kappa_log::TopicSpec::new("in", 1))
+            .unwrap();
+        log.append("in", vec![kappa_log::ProducerRecord::value("v"); 3])
+            .unwrap();
+        let mut c = kappa_log::Commit::new();
+        c.set_group_position("app", TopicPartition::new("in", 0), 3);
+        c.put_metadata("kappa-streams/app/store/x", "1");
+        c.put_metadata("kappa-streams/other/store/x", "2");
+        log.commit(c).unwrap();
+    }
+    let out = ok(tmp.path(), &["app", "reset", "--application-id", "app"], "");
+    assert!(
+        out.contains("1 input position(s) back to the start, 1 store entries dropped"),
+        "{out}"
+    );
+    let log = EmbeddedLog::open(tmp.path()).unwrap();
+    assert_eq!(
+        log.group_positions("app").unwrap(),
+        vec![(TopicPartition::new("in", 0), 0)]
+    );
+    assert!(
+        log.metadata(b"kappa-streams/app/store/x")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        log.metadata(b"kappa-streams/other/store/x")
+            .unwrap()
+            .is_some()
+    );
+}

@@ -48,6 +48,14 @@ pub(crate) fn store_prefix(app: &str, store: &str, partition: u32) -> Vec<u8> {
     p
 }
 
+/// The prefix of every store of an application.
+pub(crate) fn app_prefix(app: &str) -> Vec<u8> {
+    let mut p = b"kappa-streams/".to_vec();
+    p.extend_from_slice(app.as_bytes());
+    p.push(b'/');
+    p
+}
+
 /// One task's view of one store.
 pub(crate) struct TaskStore {
     pub(crate) name: String,

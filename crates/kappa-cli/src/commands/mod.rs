@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod app;
 pub mod bench;
 pub mod bench_streams;
 pub mod consume;

@@ -1,0 +1,70 @@
+//! Resetting an application so a restart reprocesses its inputs from the
+//! start: the log is the source of truth, stores are caches of it.
+
+use kappa_log::{Commit, Log, LogError};
+
+use crate::store::app_prefix;
+
+/// What a reset did.
+///
+/// The whole store is dropped in one commit, so its size is bounded by memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResetReport {
+    /// Input partitions whose position went back to their start offset.
+    pub positions_reset: usize,
+    /// Store entries dropped.
+    pub store_entries_dropped: usize,
+    /// Internal topics deleted (recreated empty on the next start).
+    pub internal_topics_deleted: Vec<String>,
+}
+
+/// Drops an application's stores and internal topics and moves its input
+/// positions back to the start, so that the next `Streams::start`
+/// recomputes everything from the log. Run it while the application is
+/// stopped.
+///
+/// ```
+/// # use kappa_log::MemoryLog;
+/// let log = MemoryLog::new();
+/// let report = kappa_streams::reset_application(&log, "card-limits")?;
+/// assert_eq!(report.positions_reset, 0);
+/// # Ok::<_, kappa_log::LogError>(())
+/// ```
+///
+/// # Errors
+///
+/// Log failures; a reset that fails part-way can be run again.
+pub fn reset_application(log: &dyn Log, application_id: &str) -> Result<ResetReport, LogError> {
+    let mut report = ResetReport::default();
+    let internal_prefix = format!("{application_id}-");
+    let mut reset = Commit::new();
+    for (tp, _) in log.group_positions(application_id)? {
+        if tp.topic.starts_with(&internal_prefix) {
+            continue;
+        }
+        let start = match log.offsets(&tp) {
+            Ok(range) => range.start,
+            Err(LogError::UnknownTopic(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        reset.set_group_position(application_id, tp, start);
+        report.positions_reset += 1;
+    }
+    // One commit: positions back to the start and every store entry gone
+    // together, so a crash can't leave stores that disagree with positions.
+    for (k, _) in log.metadata_scan(&app_prefix(application_id))? {
+        reset.delete_metadata(k);
+        report.store_entries_dropped += 1;
+    }
+    log.commit(reset)?;
+    // Then the internal topics: if this is cut short, the restarted
+    // application still reads them from their committed positions, which
+    // is consistent; running the reset again finishes the job.
+    for spec in log.list_topics()? {
+        if spec.name.starts_with(&internal_prefix) && spec.name.ends_with("-repartition") {
+            log.delete_topic(&spec.name)?;
+            report.internal_topics_deleted.push(spec.name);
+        }
+    }
+    Ok(report)
+}
