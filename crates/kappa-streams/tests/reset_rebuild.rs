@@ -16,6 +16,9 @@ use kappa_streams::{
     reset_application,
 };
 
+/// A store's committed (key, value) pairs.
+type Entries = Vec<(bytes::Bytes, bytes::Bytes)>;
+
 fn topology() -> Topology {
     let b = StreamsBuilder::new();
     let input = b.stream("in", Utf8, Json::<i64>::new());
