@@ -43,12 +43,7 @@ fn topology() -> Topology {
     b.build().unwrap()
 }
 
-fn run(
-    log: &Arc<dyn Log>,
-) -> (
-    Vec<(bytes::Bytes, bytes::Bytes)>,
-    Vec<(bytes::Bytes, bytes::Bytes)>,
-) {
+fn run(log: &Arc<dyn Log>) -> (Entries, Entries) {
     let mut config = StreamsConfig::new("rebuild");
     config.num_threads = 2;
     config.commit_interval = Duration::from_millis(5);
