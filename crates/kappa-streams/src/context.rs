@@ -79,6 +79,35 @@ impl TaskContext {
         };
     }
 
+    /// Records emitted by a punctuation name it as their source; returns the
+    /// record context to restore afterwards.
+    pub(crate) fn begin_punctuation(
+        &mut self,
+        kind: crate::processor::Punctuation,
+        time: i64,
+    ) -> Current {
+        let source = crate::processor::punctuation_source(kind, time);
+        let punctuation = Current {
+            topic: self.current.topic.clone(),
+            partition: self.current.partition,
+            offset: self.current.offset,
+            timestamp: if kind == crate::processor::Punctuation::StreamTime {
+                time
+            } else {
+                self.stream_time.max(0)
+            },
+            correlation: source.clone(),
+            source,
+            key: None,
+            value: None,
+        };
+        std::mem::replace(&mut self.current, punctuation)
+    }
+
+    pub(crate) fn end_punctuation(&mut self, saved: Current) {
+        self.current = saved;
+    }
+
     /// Sets the current record's event time (the record timestamp, or what
     /// a timestamp extractor made of it) and advances stream time.
     pub(crate) fn observe_timestamp(&mut self, timestamp: i64) {

@@ -37,6 +37,8 @@ pub struct TopologyTestDriver {
     app: String,
     partitions: u32,
     read_positions: std::collections::HashMap<TopicPartition, u64>,
+    /// The driver's wall clock: starts at 0 and moves only by `advance_wall_clock`.
+    wall_clock_ms: i64,
 }
 
 impl TopologyTestDriver {
@@ -79,10 +81,12 @@ impl TopologyTestDriver {
         }
         let plan = plan(&*log, &topology, &config)?;
         let all: Vec<u32> = (0..plan.partitions).collect();
-        let worker = Worker::new(log.clone() as Arc<dyn Log>, &topology, &config, &plan, &all)?;
+        let mut worker = Worker::new(log.clone() as Arc<dyn Log>, &topology, &config, &plan, &all)?;
+        worker.set_manual_clock(0);
         Ok(Self {
             log,
             worker,
+            wall_clock_ms: 0,
             app,
             partitions: plan.partitions,
             read_positions: std::collections::HashMap::new(),
@@ -202,6 +206,19 @@ impl TopologyTestDriver {
             out.push((k, v, r.timestamp));
         }
         Ok(out)
+    }
+
+    /// Moves the driver's wall clock forward, running due wall-clock
+    /// punctuators and committing what they emit.
+    ///
+    /// # Errors
+    ///
+    /// A punctuator or the commit failed.
+    pub fn advance_wall_clock(&mut self, by: Duration) -> Result<(), StreamsError> {
+        self.wall_clock_ms += i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.worker.set_manual_clock(self.wall_clock_ms);
+        self.worker.tick()?;
+        self.run()
     }
 
     /// Records that arrived after all their windows closed.

@@ -83,6 +83,10 @@ where
             None => Ok(()),
         }
     }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
+    }
 }
 
 fn lookup<K: Data, V: Data, T: Data, R: Data>(

@@ -311,4 +311,12 @@ impl<K: Data, V: Data> crate::node::Node<K, V> for crate::node::Forward<K, V> {
     ) -> Result<(), crate::StreamsError> {
         self.send(ctx, key, value)
     }
+
+    fn tick(
+        &mut self,
+        ctx: &mut crate::context::TaskContext,
+        now_ms: i64,
+    ) -> Result<(), crate::StreamsError> {
+        crate::node::Forward::tick(self, ctx, now_ms)
+    }
 }

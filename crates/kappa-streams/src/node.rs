@@ -21,6 +21,12 @@ impl<T: Clone + Send + 'static> Data for T {}
 /// A node processing typed records.
 pub(crate) trait Node<K, V>: Send {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError>;
+
+    /// Wall-clock time passed (for wall-clock punctuators); nodes with
+    /// children pass it on.
+    fn tick(&mut self, _ctx: &mut TaskContext, _now_ms: i64) -> Result<(), StreamsError> {
+        Ok(())
+    }
 }
 
 /// What a task needs to build its nodes.
@@ -82,6 +88,14 @@ impl<K: Data, V: Data> Forward<K, V> {
         Ok(Self { children: built })
     }
 
+    /// Passes wall-clock time to every child.
+    pub(crate) fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        for child in &mut self.children {
+            child.tick(ctx, now_ms)?;
+        }
+        Ok(())
+    }
+
     /// Sends a record to every child; the last one gets it without a clone.
     pub(crate) fn send(
         &mut self,
@@ -102,6 +116,9 @@ impl<K: Data, V: Data> Forward<K, V> {
 /// Where records enter: decodes a log record and sends it down.
 pub(crate) trait SourceNode: Send {
     fn process(&mut self, ctx: &mut TaskContext, record: &Record) -> Result<(), StreamsError>;
+
+    /// Wall-clock time passed; see [`Node::tick`].
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError>;
 }
 
 /// Builds a source for a task.

@@ -116,6 +116,10 @@ impl<K: Data, V: Data> SourceNode for SourceRun<K, V> {
         ctx.observe_timestamp(timestamp);
         self.forward.send(ctx, key, value)
     }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
+    }
 }
 
 /// A table read from a topic: upserts and tombstones into a store, forwarded as changes.
@@ -169,6 +173,10 @@ impl<K: Data, V: Data> SourceNode for TableSourceRun<K, V> {
         ctx.store_put(self.store, key_bytes, r.value.clone());
         self.forward.send(ctx, key, value)
     }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
+    }
 }
 
 /// A stateless step: `f` turns one record into zero or more.
@@ -213,6 +221,10 @@ where
             self.forward.send(ctx, k, v)?;
         }
         Ok(())
+    }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
     }
 }
 
@@ -318,6 +330,10 @@ where
         let encoded = ctx.encode(&*self.agg_serde, &next, "aggregate")?;
         ctx.store_put(self.store, key_bytes, Some(encoded));
         self.forward.send(ctx, key, Some(next))
+    }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
     }
 }
 

@@ -60,6 +60,13 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    fn tick(&mut self, now_ms: i64) -> Result<(), StreamsError> {
+        for source in self.sources.values_mut() {
+            source.tick(&mut self.ctx, now_ms)?;
+        }
+        Ok(())
+    }
+
     fn process(&mut self, record: &Record) -> Result<(), StreamsError> {
         let Some(source) = self.sources.get_mut(&record.topic) else {
             return Err(StreamsError::Topology(format!(
@@ -84,6 +91,9 @@ pub(crate) struct Worker {
     dirty: bool,
     records: Vec<Record>,
     fetch_records_max: usize,
+    /// Wall-clock time for punctuators: the system clock, or a clock the
+    /// test driver moves by hand.
+    manual_clock_ms: Option<i64>,
 }
 
 /// Topics, partitions and stores a topology runs with, checked against the log.
@@ -219,6 +229,7 @@ impl Worker {
             dirty: false,
             records: Vec::new(),
             fetch_records_max: config.fetch_records_max,
+            manual_clock_ms: None,
         })
     }
 
@@ -248,6 +259,7 @@ impl Worker {
                 }
             }
         }
+        self.tick()?;
         for ((_, at), next) in self.cursors.iter_mut().zip(outcome.next_offsets) {
             if *at != next {
                 *at = next;
@@ -257,6 +269,20 @@ impl Worker {
         let n = records.len();
         self.records = records;
         Ok(n)
+    }
+
+    /// Lets wall-clock punctuators run.
+    pub(crate) fn tick(&mut self) -> Result<(), StreamsError> {
+        let now = self.manual_clock_ms.unwrap_or_else(kappa_log::now_ms);
+        for task in &mut self.tasks {
+            task.tick(now)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the system clock with `now_ms` (the test driver's clock).
+    pub(crate) fn set_manual_clock(&mut self, now_ms: i64) {
+        self.manual_clock_ms = Some(now_ms);
     }
 
     /// Records that arrived after all their windows closed, over all tasks.

@@ -97,6 +97,10 @@ impl StreamsBuilder {
         Self::default()
     }
 
+    pub(crate) fn graph(&self) -> &SharedGraph {
+        &self.graph
+    }
+
     /// A stream of the records of `topic`; event time is the record timestamp.
     pub fn stream<K: Data, V: Data>(
         &self,
@@ -112,7 +116,7 @@ impl StreamsBuilder {
     ///
     /// ```
     /// # use kappa_streams::{StreamsBuilder, Utf8, Json};
-    /// #[derive(serde::Deserialize, Clone)]
+    /// #[derive(serde::Serialize, serde::Deserialize, Clone)]
     /// struct Auth { timestamp: i64 }
     /// let b = StreamsBuilder::new();
     /// let auths = b.stream_with_timestamps("auths", Utf8, Json::<Auth>::new(), |_, a: &Auth, _| a.timestamp);

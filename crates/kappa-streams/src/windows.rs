@@ -359,6 +359,10 @@ where
         }
         self.close_windows(ctx, stream_time)
     }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
+    }
 }
 
 impl<K: Data, A: Data, F> WindowedAggregateRun<K, A, F> {
