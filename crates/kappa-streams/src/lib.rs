@@ -17,6 +17,7 @@ mod kstream;
 mod ktable;
 mod node;
 mod ops;
+mod panes;
 mod processor;
 pub mod provenance;
 mod reset;

@@ -21,7 +21,7 @@ use kappa_log::{Commit, FetchLimits, Log, Record, TopicPartition, TopicSpec};
 use crate::context::TaskContext;
 use crate::error::StreamsError;
 use crate::node::{SourceNode, TaskInit};
-use crate::store::{ReadOnlyStore, TaskStore};
+use crate::store::{ReadOnlyStore, TaskStore, stream_time_key};
 use crate::topology::Topology;
 
 /// How a topology runs.
@@ -214,9 +214,16 @@ impl Worker {
                 cursors.push((tp, start));
                 cursor_task.push(tasks.len());
             }
+            let mut ctx = TaskContext::new(log.clone(), stores);
+            if let Some(t) = log.metadata(&stream_time_key(app, p))? {
+                let b: [u8; 8] = t[..].try_into().map_err(|_| {
+                    StreamsError::Topology(format!("stored stream time of task {p} is not 8 bytes"))
+                })?;
+                ctx.stream_time = i64::from_be_bytes(b);
+            }
             tasks.push(Task {
                 partition: p,
-                ctx: TaskContext::new(log.clone(), stores),
+                ctx,
                 sources,
             });
         }
@@ -307,6 +314,12 @@ impl Worker {
             }
             for store in &task.ctx.stores {
                 store.stage(&mut commit);
+            }
+            if task.ctx.stream_time != i64::MIN {
+                commit.put_metadata(
+                    stream_time_key(&self.group, task.partition),
+                    task.ctx.stream_time.to_be_bytes().to_vec(),
+                );
             }
         }
         for (tp, at) in &self.cursors {

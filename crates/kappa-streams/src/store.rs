@@ -48,6 +48,15 @@ pub(crate) fn store_prefix(app: &str, store: &str, partition: u32) -> Vec<u8> {
     p
 }
 
+/// Where a task's stream time is kept, so a restart resumes it (windows
+/// closed before the restart stay closed).
+pub(crate) fn stream_time_key(app: &str, partition: u32) -> Vec<u8> {
+    let mut k = app_prefix(app);
+    k.extend_from_slice(b"!stream-time/");
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
 /// The prefix of every store of an application.
 pub(crate) fn app_prefix(app: &str) -> Vec<u8> {
     let mut p = b"kappa-streams/".to_vec();

@@ -47,9 +47,9 @@ pub struct Windowed<K> {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeWindows {
-    size_ms: i64,
-    advance_ms: i64,
-    grace_ms: i64,
+    pub(crate) size_ms: i64,
+    pub(crate) advance_ms: i64,
+    pub(crate) grace_ms: i64,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -116,6 +116,9 @@ impl TimeWindows {
     }
 }
 
+/// Merges two partial aggregates.
+pub(crate) type Combine<A> = Arc<dyn Fn(A, A) -> A + Send + Sync>;
+
 /// When a windowed aggregation emits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Emit {
@@ -162,14 +165,46 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         init: impl Fn() -> A + Send + Sync + 'static,
         f: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
     ) -> KTable<Windowed<K>, A> {
-        self.fold("windowed-aggregate", store, agg_serde, move |k, v, acc| {
-            f(k, v, acc.unwrap_or_else(&init))
-        })
+        self.fold(
+            "windowed-aggregate",
+            store,
+            agg_serde,
+            None,
+            move |k, v, acc| f(k, v, acc.unwrap_or_else(&init)),
+        )
+    }
+
+    /// Like [`TimeWindowedKStream::aggregate`], for aggregates that can be
+    /// merged: `combine(a, b)` merges partial aggregates of adjacent time
+    /// slices. With [`Emit::Final`], hopping windows then keep one partial
+    /// per key and *pane* (`gcd(size, advance)` of time), so a record costs
+    /// one store write instead of one per overlapping window.
+    pub fn aggregate_combinable<A: Data>(
+        &self,
+        store: Materialized,
+        agg_serde: impl Serde<A>,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        f: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+        combine: impl Fn(A, A) -> A + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, A> {
+        self.fold(
+            "windowed-aggregate",
+            store,
+            agg_serde,
+            Some(Arc::new(combine)),
+            move |k, v, acc| f(k, v, acc.unwrap_or_else(&init)),
+        )
     }
 
     /// Counts each key's records per window.
     pub fn count(&self, store: Materialized) -> KTable<Windowed<K>, i64> {
-        self.fold("windowed-count", store, I64, |_, _, n| n.unwrap_or(0) + 1)
+        self.fold(
+            "windowed-count",
+            store,
+            I64,
+            Some(Arc::new(|a, b| a + b)),
+            |_, _, n| n.unwrap_or(0) + 1,
+        )
     }
 
     /// Combines each key's values per window.
@@ -179,10 +214,13 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         value_serde: impl Serde<V>,
         f: impl Fn(V, V) -> V + Send + Sync + 'static,
     ) -> KTable<Windowed<K>, V> {
+        let f = Arc::new(f);
+        let combine = f.clone();
         self.fold(
             "windowed-reduce",
             store,
             value_serde,
+            Some(Arc::new(move |a, b| combine(a, b))),
             move |_, v, acc| match acc {
                 Some(a) => f(a, v),
                 None => v,
@@ -195,23 +233,47 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         kind: &str,
         store: Materialized,
         agg_serde: impl Serde<A>,
+        combine: Option<Combine<A>>,
         f: impl Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
     ) -> KTable<Windowed<K>, A> {
         let children = new_children();
-        add_child(
-            &self.children,
-            Arc::new(WindowedAggregateOp {
-                store: store.0.name.clone(),
-                key_serde: self.key_serde.clone(),
-                agg_serde: Arc::new(agg_serde),
-                f: Arc::new(f),
-                windows: self.windows,
-                emit: self.emit,
-                late_topic: self.late_topic.clone(),
-                children: children.clone(),
-                _types: PhantomData,
-            }),
-        );
+        let agg_serde: Arc<dyn Serde<A>> = Arc::new(agg_serde);
+        match combine {
+            // Panes pay off when results are final: emitting on every
+            // update would recombine every overlapping window per record.
+            Some(combine)
+                if self.emit == Emit::Final && self.windows.advance_ms < self.windows.size_ms =>
+            {
+                add_child(
+                    &self.children,
+                    Arc::new(crate::panes::PaneAggregateOp {
+                        store: store.0.name.clone(),
+                        key_serde: self.key_serde.clone(),
+                        agg_serde,
+                        f: Arc::new(f),
+                        combine,
+                        windows: self.windows,
+                        late_topic: self.late_topic.clone(),
+                        children: children.clone(),
+                        _types: PhantomData,
+                    }),
+                );
+            }
+            _ => add_child(
+                &self.children,
+                Arc::new(WindowedAggregateOp {
+                    store: store.0.name.clone(),
+                    key_serde: self.key_serde.clone(),
+                    agg_serde,
+                    f: Arc::new(f),
+                    windows: self.windows,
+                    emit: self.emit,
+                    late_topic: self.late_topic.clone(),
+                    children: children.clone(),
+                    _types: PhantomData,
+                }),
+            ),
+        }
         let name = {
             let mut g = lock(&self.graph);
             if let Err(e) = self.windows.validate() {
@@ -278,14 +340,14 @@ where
 
 /// Store key of one (window, key): start as big-endian i64 with the sign bit
 /// flipped (so byte order is time order), then the key bytes.
-fn entry_key(start: i64, key: &[u8]) -> Bytes {
+pub(crate) fn entry_key(start: i64, key: &[u8]) -> Bytes {
     let mut k = Vec::with_capacity(8 + key.len());
     k.extend_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
     k.extend_from_slice(key);
     Bytes::from(k)
 }
 
-fn split_entry_key(k: &Bytes) -> Option<(i64, Bytes)> {
+pub(crate) fn split_entry_key(k: &Bytes) -> Option<(i64, Bytes)> {
     let start = u64::from_be_bytes(k.get(..8)?.try_into().ok()?) ^ (1 << 63);
     Some((start as i64, k.slice(8..)))
 }
@@ -355,7 +417,7 @@ where
             }
         }
         if updated == 0 {
-            self.late(ctx);
+            record_late(ctx, self.late_topic.as_ref(), w.grace_ms);
         }
         self.close_windows(ctx, stream_time)
     }
@@ -365,21 +427,22 @@ where
     }
 }
 
-impl<K: Data, A: Data, F> WindowedAggregateRun<K, A, F> {
-    fn late(&mut self, ctx: &mut TaskContext) {
-        ctx.late_records += 1;
-        let reason = format!(
-            "late record: every window of timestamp {} closed (stream time {}, grace {} ms)",
-            ctx.timestamp(),
-            ctx.stream_time(),
-            self.windows.grace_ms
-        );
-        match &self.late_topic {
-            Some(topic) => ctx.emit_input(topic, reason),
-            None => tracing::warn!(position = %ctx.position(), "{reason}"),
-        }
+/// Counts a record whose windows have all closed and sends it to the
+/// late-records topic, or logs it when there is none.
+pub(crate) fn record_late(ctx: &mut TaskContext, late_topic: Option<&Arc<str>>, grace_ms: i64) {
+    ctx.late_records += 1;
+    let reason = format!(
+        "late record: every window of timestamp {} closed (stream time {}, grace {grace_ms} ms)",
+        ctx.timestamp(),
+        ctx.stream_time(),
+    );
+    match late_topic {
+        Some(topic) => ctx.emit_input(topic, reason),
+        None => tracing::warn!(position = %ctx.position(), "{reason}"),
     }
+}
 
+impl<K: Data, A: Data, F> WindowedAggregateRun<K, A, F> {
     /// Emits (for `Emit::Final`) and drops every window that has closed.
     fn close_windows(
         &mut self,

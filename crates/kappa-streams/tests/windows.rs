@@ -244,3 +244,125 @@ fn a_timestamp_extractor_sets_event_time_for_windows_and_outputs() {
         .collect();
     assert_eq!(got, [(0, 10, 3), (10, 20, 14)]);
 }
+
+mod panes {
+    use super::*;
+    use kappa_streams::Json;
+    use proptest::prelude::*;
+
+    /// (key, window start, window end, value) per emitted window.
+    type Emitted = Vec<(String, i64, i64, Option<i64>)>;
+
+    fn run(records: &[(u8, i64)], combinable: bool) -> (Emitted, u64) {
+        let b = StreamsBuilder::new();
+        let w = b
+            .stream("in", Utf8, Json::<i64>::new())
+            .group_by_key(Utf8)
+            .windowed_by(TimeWindows::of_size_with_grace(10 * MS, 3 * MS).advance_by(4 * MS))
+            .emit(Emit::Final);
+        let table = if combinable {
+            w.aggregate_combinable(
+                Materialized::in_memory("sum"),
+                Json::<i64>::new(),
+                || 0,
+                |_, v, s| s + v,
+                |a, b| a + b,
+            )
+        } else {
+            w.aggregate(
+                Materialized::in_memory("sum"),
+                Json::<i64>::new(),
+                || 0,
+                |_, v, s| s + v,
+            )
+        };
+        table.to("out", WindowedSerde::new(Utf8, 10 * MS), Json::<i64>::new());
+        let mut d = TopologyTestDriver::new(b.build().unwrap(), 1).unwrap();
+        for &(k, t) in records {
+            d.pipe("in", &Utf8, &format!("k{k}"), &Json::new(), &(t % 7), t)
+                .unwrap();
+        }
+        let out = d
+            .read_output(
+                "out",
+                &WindowedSerde::new(Utf8, 10 * MS),
+                &Json::<i64>::new(),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|(w, v, _)| (w.key, w.window.start, w.window.end, v))
+            .collect();
+        (out, d.late_records())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Panes (one write per record) give exactly what per-window
+        /// aggregation gives: same windows, values, order and late records.
+        #[test]
+        fn pane_aggregation_equals_per_window_aggregation(
+            records in prop::collection::vec((0..3u8, 0..120i64), 1..60)
+        ) {
+            prop_assert_eq!(run(&records, true), run(&records, false));
+        }
+    }
+
+    #[test]
+    fn hopping_final_results_hold_every_pane_of_the_window() {
+        let (out, late) = run(&[(0, 1), (0, 5), (0, 9), (0, 30)], true);
+        // Windows [s, s+10) with s a multiple of 4; t=1,5,9 values 1,5,2.
+        let first: Vec<_> = out.iter().filter(|(_, s, _, _)| *s <= 8).cloned().collect();
+        assert_eq!(
+            first,
+            [
+                (s("k0"), -8, 2, Some(1)),
+                (s("k0"), -4, 6, Some(6)),
+                (s("k0"), 0, 10, Some(8)),
+                (s("k0"), 4, 14, Some(7)),
+                (s("k0"), 8, 18, Some(2))
+            ]
+        );
+        assert_eq!(late, 0);
+    }
+}
+
+#[test]
+fn stream_time_survives_a_restart_so_closed_windows_stay_closed() {
+    let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+    for t in ["in", "out"] {
+        log.create_topic(&TopicSpec::new(t, 1)).unwrap();
+    }
+    let run = |records: Vec<ProducerRecord>| {
+        let b = StreamsBuilder::new();
+        b.stream("in", Utf8, Utf8)
+            .group_by_key(Utf8)
+            .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
+            .emit(Emit::Final)
+            .count(Materialized::persistent("counts"))
+            .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
+        let streams =
+            Streams::start(log.clone(), b.build().unwrap(), StreamsConfig::new("st")).unwrap();
+        log.append("in", records).unwrap();
+        streams.wait_for_inputs().unwrap();
+        streams.close().unwrap();
+    };
+    let rec = |t: i64| ProducerRecord::value("v").with_key("a").with_timestamp(t);
+    run(vec![rec(5), rec(30)]);
+    let out = kappa_log::TopicPartition::new("out", 0);
+    assert_eq!(
+        log.offsets(&out).unwrap().end,
+        1,
+        "[0,10) closed and emitted once"
+    );
+    // After a restart t=3 is still late: [0,10) must not reopen and emit again.
+    run(vec![rec(3), rec(45)]);
+    let mut got = Vec::new();
+    log.fetch(&[(out, 0)], kappa_log::FetchLimits::default(), &mut got)
+        .unwrap();
+    let starts: Vec<i64> = got
+        .iter()
+        .map(|r| i64::from_be_bytes(r.key.as_ref().unwrap()[1..9].try_into().unwrap()))
+        .collect();
+    assert_eq!(starts, [0, 30]);
+}
