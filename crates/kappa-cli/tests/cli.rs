@@ -451,7 +451,15 @@ fn bench_streams_prints_a_json_summary() {
         .iter()
         .map(|r| r["scenario"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["filter-map", "keyed-count", "keyed-count-mem"]);
+    assert_eq!(
+        names,
+        [
+            "filter-map",
+            "keyed-count",
+            "keyed-count-mem",
+            "hopping-sum"
+        ]
+    );
     for r in results {
         assert_eq!(r["records"], 2000);
         assert!(r["records_per_s"].as_f64().unwrap() > 0.0, "{r}");

@@ -12,7 +12,8 @@ use kappa_log::{
     TopicPartition, TopicSpec,
 };
 use kappa_streams::{
-    I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Topology, Utf8,
+    Emit, I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
+    Utf8, WindowedSerde,
 };
 use serde::Serialize;
 
@@ -42,6 +43,8 @@ struct ScenarioResult {
     records: u64,
     distinct_keys: u64,
     records_per_s: f64,
+    /// Records the topology wrote.
+    outputs: u64,
     raw_read_records_per_s: f64,
     ratio_to_raw_read: f64,
     target_records_per_s: f64,
@@ -70,10 +73,11 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
         threads: 1,
         results: Vec::new(),
     };
-    let scenarios: [(&'static str, u64, f64); 3] = [
+    let scenarios: [(&'static str, u64, f64); 4] = [
         ("filter-map", 1000, 1_000_000.0),
         ("keyed-count", args.records, 500_000.0),
         ("keyed-count-mem", args.records, 500_000.0),
+        ("hopping-sum", HOPPING_KEYS.min(args.records), 300_000.0),
     ];
     for (scenario, keys, target) in scenarios {
         let dir = scratch.path().join(scenario);
@@ -86,7 +90,8 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
         let topology = match scenario {
             "filter-map" => filter_map(),
             "keyed-count" => keyed_count(Materialized::persistent("counts")),
-            _ => keyed_count(Materialized::in_memory("counts")),
+            "keyed-count-mem" => keyed_count(Materialized::in_memory("counts")),
+            _ => hopping_sum(),
         }?;
         let mut config = StreamsConfig::new(scenario);
         config.num_threads = 1;
@@ -97,13 +102,14 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
         streams.close()?;
         // Check the work was done: filter-map keeps even values, counts emit one per input.
         let produced = log.offsets(&TopicPartition::new("output", 0))?.end;
-        let expected = if scenario == "filter-map" {
-            args.records.div_ceil(2)
-        } else {
-            args.records
+        let expected = match scenario {
+            "filter-map" => Some(args.records.div_ceil(2)),
+            // Final results: one per key and closed window, which depends on the spread.
+            "hopping-sum" => None,
+            _ => Some(args.records),
         };
-        if produced != expected {
-            bail!("{scenario} wrote {produced} records, expected {expected}");
+        if expected.is_some_and(|e| e != produced) || produced == 0 {
+            bail!("{scenario} wrote {produced} records, expected {expected:?}");
         }
         let rate = args.records as f64 / elapsed.as_secs_f64();
         let raw_rate = args.records as f64 / raw.as_secs_f64();
@@ -112,6 +118,7 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
             records: args.records,
             distinct_keys: keys,
             records_per_s: rate,
+            outputs: produced,
             raw_read_records_per_s: raw_rate,
             ratio_to_raw_read: rate / raw_rate,
             target_records_per_s: target,
@@ -125,16 +132,24 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
             report.durability
         );
         println!(
-            "{:<12} {:>9} {:>9} {:>12} {:>14} {:>7} {:>10}",
-            "scenario", "records", "keys", "records/s", "raw read r/s", "ratio", "target"
+            "{:<16} {:>9} {:>9} {:>12} {:>10} {:>14} {:>7} {:>10}",
+            "scenario",
+            "records",
+            "keys",
+            "records/s",
+            "outputs",
+            "raw read r/s",
+            "ratio",
+            "target"
         );
         for r in &report.results {
             println!(
-                "{:<12} {:>9} {:>9} {:>12.0} {:>14.0} {:>7.3} {:>10.0}",
+                "{:<16} {:>9} {:>9} {:>12.0} {:>10} {:>14.0} {:>7.3} {:>10.0}",
                 r.scenario,
                 r.records,
                 r.distinct_keys,
                 r.records_per_s,
+                r.outputs,
                 r.raw_read_records_per_s,
                 r.ratio_to_raw_read,
                 r.target_records_per_s
@@ -163,6 +178,35 @@ fn keyed_count(store: Materialized) -> anyhow::Result<Topology> {
     Ok(b.build()?)
 }
 
+/// Keys of the hopping-window scenario.
+const HOPPING_KEYS: u64 = 100_000;
+const DAY_MS: i64 = 86_400_000;
+/// The input's event times span this many days, so windows keep closing.
+const HOPPING_SPAN_DAYS: i64 = 90;
+
+/// Sum per key over 30-day windows advancing by a day, emitted when final.
+fn hopping_sum() -> anyhow::Result<Topology> {
+    let day = Duration::from_millis(DAY_MS as u64);
+    let b = StreamsBuilder::new();
+    b.stream("input", Utf8, Json::<i64>::new())
+        .group_by_key(Utf8)
+        .windowed_by(TimeWindows::of_size_with_grace(day * 30, day * 2).advance_by(day))
+        .emit(Emit::Final)
+        .aggregate_combinable(
+            Materialized::in_memory("sums"),
+            Json::<i64>::new(),
+            || 0,
+            |_, v, s| s + v,
+            |a, b| a + b,
+        )
+        .to(
+            "output",
+            WindowedSerde::new(Utf8, day * 30),
+            Json::<i64>::new(),
+        );
+    Ok(b.build()?)
+}
+
 fn prefill(log: &dyn Log, records: u64, keys: u64) -> anyhow::Result<()> {
     log.create_topic(&TopicSpec::new("input", 1))?;
     log.create_topic(&TopicSpec::new("output", 1))?;
@@ -175,9 +219,12 @@ fn prefill(log: &dyn Log, records: u64, keys: u64) -> anyhow::Result<()> {
             "input",
             Some(0),
             (i..i + n).map(|j| {
+                // Event times rise through the input, so the windowed
+                // scenario keeps closing windows.
+                let t = (j as i64) * HOPPING_SPAN_DAYS * DAY_MS / records as i64;
                 ProducerRecord::value(j.to_string())
                     .with_key(format!("k{}", j % keys))
-                    .with_timestamp(0)
+                    .with_timestamp(t)
             }),
         );
         log.commit(c)?;
