@@ -185,6 +185,15 @@ impl TaskContext {
         Ok(self.stores[store].scan(&*log)?)
     }
 
+    pub(crate) fn store_scan_prefix(
+        &mut self,
+        store: usize,
+        prefix: &[u8],
+    ) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        let log = self.log.clone();
+        Ok(self.stores[store].scan_prefix(&*log, prefix)?)
+    }
+
     /// Queues the input record itself, unchanged but for provenance and a
     /// reason header, to `topic` (late records, dead letters).
     pub(crate) fn emit_input(&mut self, topic: &Arc<str>, reason: String) {

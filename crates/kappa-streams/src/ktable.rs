@@ -100,6 +100,22 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         }
     }
 
+    /// Cuts the groups into sessions for session-windowed aggregation.
+    pub fn windowed_by_sessions(
+        &self,
+        sessions: crate::sessions::SessionWindows,
+    ) -> crate::sessions::SessionWindowedKStream<K, V> {
+        crate::sessions::SessionWindowedKStream {
+            graph: self.graph.clone(),
+            children: self.children.clone(),
+            name: self.name.clone(),
+            key_serde: self.key_serde.clone(),
+            sessions,
+            emit: crate::windows::Emit::OnUpdate,
+            late_topic: None,
+        }
+    }
+
     /// Counts each key's records (stored as Kafka's 8-byte big-endian long).
     pub fn count(&self, store: Materialized) -> KTable<K, i64> {
         self.fold("count", store, I64, |_, _, n| n.unwrap_or(0) + 1)

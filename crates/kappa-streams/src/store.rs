@@ -11,7 +11,7 @@
 //! contents in a hash map (restored on start); a persistent store reads the
 //! log's storage engine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -69,7 +69,8 @@ pub(crate) fn app_prefix(app: &str) -> Vec<u8> {
 pub(crate) struct TaskStore {
     pub(crate) name: String,
     prefix: Vec<u8>,
-    committed: Option<HashMap<Bytes, Bytes>>,
+    /// Ordered, so prefix scans (session windows) need no full scan.
+    committed: Option<BTreeMap<Bytes, Bytes>>,
     pending: HashMap<Bytes, Option<Bytes>>,
     key_buf: Vec<u8>,
 }
@@ -117,15 +118,31 @@ impl TaskStore {
 
     /// Every entry, committed and pending merged (pending wins), in key order.
     pub(crate) fn scan(&self, log: &dyn Log) -> Result<Vec<(Bytes, Bytes)>, LogError> {
-        let mut merged: std::collections::BTreeMap<Bytes, Bytes> = match &self.committed {
-            Some(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            None => log
-                .metadata_scan(&self.prefix)?
-                .into_iter()
-                .map(|(k, v)| (k.slice(self.prefix.len()..), v))
+        self.scan_prefix(log, &[])
+    }
+
+    /// Entries whose key starts with `prefix`, committed and pending merged, in key order.
+    pub(crate) fn scan_prefix(
+        &self,
+        log: &dyn Log,
+        prefix: &[u8],
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        let mut merged: BTreeMap<Bytes, Bytes> = match &self.committed {
+            Some(map) => map
+                .range(Bytes::copy_from_slice(prefix)..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            None => {
+                let mut full = self.prefix.clone();
+                full.extend_from_slice(prefix);
+                log.metadata_scan(&full)?
+                    .into_iter()
+                    .map(|(k, v)| (k.slice(self.prefix.len()..), v))
+                    .collect()
+            }
         };
-        for (k, v) in &self.pending {
+        for (k, v) in self.pending.iter().filter(|(k, _)| k.starts_with(prefix)) {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
