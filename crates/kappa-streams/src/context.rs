@@ -37,6 +37,10 @@ pub struct TaskContext {
     pub(crate) value_buf: Vec<u8>,
     /// Records that arrived after all their windows closed.
     pub(crate) late_records: u64,
+    /// Time indexes shared by the nodes of one task that share a store (the
+    /// two sides of a stream–stream join), by store index.
+    pub(crate) time_indexes:
+        std::collections::HashMap<usize, std::collections::BTreeSet<(i64, Bytes)>>,
 }
 
 impl TaskContext {
@@ -58,6 +62,7 @@ impl TaskContext {
             stream_time: i64::MIN,
             value_buf: Vec::new(),
             late_records: 0,
+            time_indexes: std::collections::HashMap::new(),
         }
     }
 

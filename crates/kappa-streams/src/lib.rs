@@ -25,6 +25,7 @@ mod runtime;
 mod serde;
 mod sessions;
 mod store;
+mod stream_join;
 mod topology;
 mod windows;
 
@@ -41,5 +42,6 @@ pub use runtime::{Streams, StreamsConfig};
 pub use serde::{I64, Json, RawBytes, Serde, SerdeError, Utf8};
 pub use sessions::{SessionWindowedKStream, SessionWindowedSerde, SessionWindows};
 pub use store::{ReadOnlyStore, StoreKind, StoreSpec};
+pub use stream_join::{JoinSerdes, JoinWindows};
 pub use topology::{Materialized, StreamsBuilder, Topology};
 pub use windows::{Emit, TimeWindowedKStream, TimeWindows, Window, Windowed, WindowedSerde};
