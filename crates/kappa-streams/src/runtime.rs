@@ -52,6 +52,25 @@ impl StreamsConfig {
     }
 }
 
+/// Sources reading the same topic.
+struct FanOut(Vec<Box<dyn SourceNode>>);
+
+impl SourceNode for FanOut {
+    fn process(&mut self, ctx: &mut TaskContext, record: &Record) -> Result<(), StreamsError> {
+        for source in &mut self.0 {
+            source.process(ctx, record)?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        for source in &mut self.0 {
+            source.tick(ctx, now_ms)?;
+        }
+        Ok(())
+    }
+}
+
 /// One input partition's share of the topology.
 pub(crate) struct Task {
     pub(crate) partition: u32,
@@ -200,10 +219,16 @@ impl Worker {
             for spec in topology.stores() {
                 stores.push(TaskStore::open(&*log, app, spec, p)?);
             }
-            let mut sources = HashMap::new();
+            let mut sources: HashMap<Arc<str>, Box<dyn SourceNode>> = HashMap::new();
             for source in &topology.graph.sources {
                 let topic: Arc<str> = source.topic(app).into();
-                sources.insert(topic, source.build(&init)?);
+                let built = source.build(&init)?;
+                // Several streams may read one topic: each record goes to all of them.
+                let node = match sources.remove(&topic) {
+                    Some(first) => Box::new(FanOut(vec![first, built])),
+                    None => built,
+                };
+                sources.insert(topic, node);
             }
             for topic in &plan.sources {
                 let tp = TopicPartition::new(topic.as_str(), p);

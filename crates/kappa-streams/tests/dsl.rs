@@ -353,3 +353,21 @@ fn describe_lists_every_node_and_mermaid_draws_the_edges() {
     assert!(mermaid.starts_with("flowchart TD"), "{mermaid}");
     assert_eq!(mermaid.matches("-->").count(), 2, "{mermaid}");
 }
+
+#[test]
+fn two_streams_of_one_topic_both_see_every_record() {
+    let b = StreamsBuilder::new();
+    b.stream("in", Utf8, Utf8)
+        .map_values(|v: String| format!("1:{v}"))
+        .to("out", Utf8, Utf8);
+    b.stream("in", Utf8, Utf8)
+        .map_values(|v: String| format!("2:{v}"))
+        .to("out", Utf8, Utf8);
+    let mut d = TopologyTestDriver::new(b.build().unwrap(), 1).unwrap();
+    pipe(&mut d, "in", "k", "x", 0);
+    let values: Vec<String> = strings(&mut d, "out")
+        .into_iter()
+        .filter_map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["1:x", "2:x"]);
+}

@@ -111,6 +111,14 @@ fn check(dir: &Path, all_processed: bool) -> u64 {
         outputs_by_source.is_empty(),
         "outputs without an input: {outputs_by_source:?}"
     );
+    let windows = check_window_counts(&log, &committed);
+    if all_processed {
+        eprintln!("{windows} closed windows, each emitted once with its exact count");
+        assert!(
+            windows > 0,
+            "no window closed: the windowed count was not exercised"
+        );
+    }
     let mut store = BTreeMap::new();
     for (k, v) in log
         .metadata_scan(b"kappa-streams/kappa-sums/sums/")
@@ -133,6 +141,53 @@ fn check(dir: &Path, all_processed: bool) -> u64 {
         "store differs from a recomputation over committed inputs"
     );
     total
+}
+
+/// Window size of kappa-sums' windowed count.
+const WINDOW_MS: i64 = 50;
+
+/// Each closed (key, window) was emitted exactly once, with the count of
+/// its committed inputs; no open window was emitted.
+fn check_window_counts(log: &EmbeddedLog, committed: &HashMap<TopicPartition, u64>) -> usize {
+    let mut emitted: HashMap<(String, i64), i64> = HashMap::new();
+    for p in 0..PARTITIONS {
+        for r in read_all(log, "window-counts", p) {
+            let k = r.key.as_deref().unwrap();
+            let (key, start) = k.split_at(k.len() - 8);
+            let id = (
+                String::from_utf8(key.to_vec()).unwrap(),
+                i64::from_be_bytes(start.try_into().unwrap()),
+            );
+            let count = i64::from_be_bytes(r.value.as_deref().unwrap().try_into().unwrap());
+            assert!(
+                emitted.insert(id.clone(), count).is_none(),
+                "window {id:?} emitted twice"
+            );
+        }
+    }
+    let mut expected: HashMap<(String, i64), i64> = HashMap::new();
+    for p in 0..PARTITIONS {
+        let done = committed
+            .get(&TopicPartition::new("numbers", p))
+            .copied()
+            .unwrap_or(0);
+        let inputs: Vec<Record> = read_all(log, "numbers", p)
+            .into_iter()
+            .filter(|r| r.offset < done)
+            .collect();
+        let stream_time = inputs.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN);
+        for r in &inputs {
+            let start = r.timestamp - r.timestamp.rem_euclid(WINDOW_MS);
+            if start + WINDOW_MS <= stream_time {
+                *expected.entry((text(&r.key), start)).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(
+        emitted, expected,
+        "final window counts differ from a recomputation"
+    );
+    emitted.len()
 }
 
 fn child(dir: &Path) -> Command {

@@ -1,6 +1,8 @@
 //! `kappa-sums`: a one-binary service on the embedded log. It appends each
 //! line of standard input (`KEY AMOUNT`) to the `numbers` topic, and a
-//! topology keeps a running sum per key, writing every new sum to `sums`.
+//! topology keeps a running sum per key, writing every new sum to `sums`,
+//! and counts each key's numbers per 50 ms window (by append time),
+//! writing each window's final count to `window-counts`.
 //! After each input commit it prints `appended N` (N in total so far) on
 //! standard output. When standard input ends it waits until every number is
 //! processed and committed, then exits.
@@ -16,7 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kappa_log::{Commit, EmbeddedLog, Log, LogError, ProducerRecord, TopicSpec};
-use kappa_streams::{Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Utf8};
+use kappa_streams::{
+    Emit, I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, TimeWindows, Utf8,
+    WindowedSerde,
+};
+
+/// Size of the counting windows.
+const WINDOW: Duration = Duration::from_millis(50);
 
 /// Lines appended per input commit.
 const INPUT_BATCH_LINES_MAX: usize = 100;
@@ -46,7 +54,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let dir = dir.ok_or("--log DIR is required")?;
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(&dir)?);
-    for topic in ["numbers", "sums"] {
+    for topic in ["numbers", "sums", "window-counts"] {
         match log.create_topic(&TopicSpec::new(topic, partitions)) {
             Ok(()) | Err(LogError::TopicExists(_)) => {}
             Err(e) => return Err(e.into()),
@@ -54,9 +62,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let builder = StreamsBuilder::new();
-    builder
+    let by_key = builder
         .stream("numbers", Utf8, Json::<i64>::new())
-        .group_by_key(Utf8)
+        .group_by_key(Utf8);
+    by_key
+        .windowed_by(TimeWindows::of_size_no_grace(WINDOW))
+        .emit(Emit::Final)
+        .count(Materialized::persistent("window-counts"))
+        .to("window-counts", WindowedSerde::new(Utf8, WINDOW), I64);
+    by_key
         .aggregate(
             Materialized::persistent("sums"),
             Json::<i64>::new(),
