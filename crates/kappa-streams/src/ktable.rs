@@ -56,7 +56,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         })
     }
 
-    fn fold<A: Data>(
+    pub(crate) fn fold<A: Data>(
         &self,
         kind: &str,
         store: Materialized,

@@ -12,6 +12,7 @@
 mod context;
 mod driver;
 mod error;
+mod grouped_table;
 mod joins;
 mod kstream;
 mod ktable;
@@ -32,6 +33,7 @@ mod windows;
 pub use context::TaskContext;
 pub use driver::TopologyTestDriver;
 pub use error::StreamsError;
+pub use grouped_table::{Change, KGroupedTable};
 pub use kstream::{KStream, Predicate};
 pub use ktable::{KGroupedStream, KTable};
 pub use node::Data;
