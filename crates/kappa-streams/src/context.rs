@@ -41,10 +41,16 @@ pub struct TaskContext {
     /// two sides of a stream–stream join), by store index.
     pub(crate) time_indexes:
         std::collections::HashMap<usize, std::collections::BTreeSet<(i64, Bytes)>>,
+    /// The global tables, shared by every task of the application.
+    pub(crate) globals: Arc<crate::global::GlobalStores>,
 }
 
 impl TaskContext {
-    pub(crate) fn new(log: Arc<dyn Log>, stores: Vec<TaskStore>) -> Self {
+    pub(crate) fn new(
+        log: Arc<dyn Log>,
+        stores: Vec<TaskStore>,
+        globals: Arc<crate::global::GlobalStores>,
+    ) -> Self {
         Self {
             log,
             current: Current {
@@ -63,6 +69,7 @@ impl TaskContext {
             value_buf: Vec::new(),
             late_records: 0,
             time_indexes: std::collections::HashMap::new(),
+            globals,
         }
     }
 

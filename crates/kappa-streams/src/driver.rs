@@ -8,6 +8,7 @@ use bytes::Bytes;
 use kappa_log::{FetchLimits, Log, MemoryLog, ProducerRecord, Record, TopicPartition, TopicSpec};
 
 use crate::error::StreamsError;
+use crate::global::GlobalStores;
 use crate::runtime::{StreamsConfig, Worker, plan};
 use crate::serde::Serde;
 use crate::store::ReadOnlyStore;
@@ -34,6 +35,7 @@ use crate::topology::Topology;
 pub struct TopologyTestDriver {
     log: Arc<MemoryLog>,
     worker: Worker,
+    globals: Arc<GlobalStores>,
     app: String,
     partitions: u32,
     read_positions: std::collections::HashMap<TopicPartition, u64>,
@@ -72,6 +74,7 @@ impl TopologyTestDriver {
             .collect();
         let mut topics = topology.source_topics(&app);
         topics.extend(topology.sink_topics(&app));
+        topics.extend(topology.graph.global_topics.iter().cloned());
         topics.extend(config.dead_letter_topic.clone());
         for t in topics.iter().filter(|t| !internal.contains(t)) {
             match log.create_topic(&TopicSpec::new(t.as_str(), partitions)) {
@@ -81,11 +84,20 @@ impl TopologyTestDriver {
         }
         let plan = plan(&*log, &topology, &config)?;
         let all: Vec<u32> = (0..plan.partitions).collect();
-        let mut worker = Worker::new(log.clone() as Arc<dyn Log>, &topology, &config, &plan, &all)?;
+        let globals = Arc::new(GlobalStores::new(&*log, &topology.graph.global_topics)?);
+        let mut worker = Worker::new(
+            log.clone() as Arc<dyn Log>,
+            &topology,
+            &config,
+            &plan,
+            &all,
+            globals.clone(),
+        )?;
         worker.set_manual_clock(0);
         Ok(Self {
             log,
             worker,
+            globals,
             wall_clock_ms: 0,
             app,
             partitions: plan.partitions,
@@ -145,6 +157,8 @@ impl TopologyTestDriver {
     /// (repartition topics, a stream read by a later step).
     fn run(&mut self) -> Result<(), StreamsError> {
         loop {
+            // Global tables first, as the runtime reads them before processing.
+            while self.globals.catch_up(&*self.log, Duration::ZERO)? > 0 {}
             while self.worker.poll(Duration::ZERO)? > 0 {}
             let emitted = self.worker.pending_outputs();
             self.worker.commit()?;

@@ -12,6 +12,7 @@
 mod context;
 mod driver;
 mod error;
+mod global;
 mod grouped_table;
 mod joins;
 mod kstream;
@@ -33,6 +34,7 @@ mod windows;
 pub use context::TaskContext;
 pub use driver::TopologyTestDriver;
 pub use error::StreamsError;
+pub use global::GlobalKTable;
 pub use grouped_table::{Change, KGroupedTable};
 pub use kstream::{KStream, Predicate};
 pub use ktable::{KGroupedStream, KTable};

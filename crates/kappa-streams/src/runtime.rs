@@ -20,6 +20,7 @@ use kappa_log::{Commit, FetchLimits, Log, Record, TopicPartition, TopicSpec};
 
 use crate::context::TaskContext;
 use crate::error::StreamsError;
+use crate::global::GlobalStores;
 use crate::node::{SourceNode, TaskInit};
 use crate::store::{ReadOnlyStore, TaskStore, stream_time_key};
 use crate::topology::Topology;
@@ -179,6 +180,13 @@ pub(crate) fn plan(
             )));
         }
     }
+    for topic in &topology.graph.global_topics {
+        if log.describe_topic(topic).is_err() {
+            return Err(StreamsError::Topology(format!(
+                "global table topic {topic:?} does not exist; create it first"
+            )));
+        }
+    }
     if let Some(dl) = &config.dead_letter_topic
         && log.describe_topic(dl).is_err()
     {
@@ -200,6 +208,7 @@ impl Worker {
         config: &StreamsConfig,
         plan: &Plan,
         partitions: &[u32],
+        globals: Arc<GlobalStores>,
     ) -> Result<Self, StreamsError> {
         let app = config.application_id.as_str();
         let committed: HashMap<TopicPartition, u64> =
@@ -239,7 +248,7 @@ impl Worker {
                 cursors.push((tp, start));
                 cursor_task.push(tasks.len());
             }
-            let mut ctx = TaskContext::new(log.clone(), stores);
+            let mut ctx = TaskContext::new(log.clone(), stores, globals.clone());
             if let Some(t) = log.metadata(&stream_time_key(app, p))? {
                 let b: [u8; 8] = t[..].try_into().map_err(|_| {
                     StreamsError::Topology(format!("stored stream time of task {p} is not 8 bytes"))
@@ -443,12 +452,38 @@ impl Streams {
         let threads_n = config.num_threads.clamp(1, plan.partitions as usize);
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Progress::default());
-        let mut threads = Vec::with_capacity(threads_n);
+        let mut threads = Vec::with_capacity(threads_n + 1);
+        // Global tables are read to their end before any task processes.
+        let globals = Arc::new(GlobalStores::new(&*log, &topology.graph.global_topics)?);
+        globals.bootstrap(&*log)?;
+        if !globals.is_empty() {
+            let (log, globals, stop, progress) =
+                (log.clone(), globals.clone(), stop.clone(), progress.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("kappa-streams-{}-global", config.application_id))
+                .spawn(move || {
+                    let result = follow_globals(&*log, &globals, &stop);
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "global table thread stopped");
+                        progress.stopped();
+                    }
+                    result
+                })
+                .map_err(|e| StreamsError::Worker(e.to_string()))?;
+            threads.push(handle);
+        }
         for i in 0..threads_n {
             let mine: Vec<u32> = (0..plan.partitions)
                 .filter(|p| *p as usize % threads_n == i)
                 .collect();
-            let mut worker = Worker::new(log.clone(), &topology, &config, &plan, &mine)?;
+            let mut worker = Worker::new(
+                log.clone(),
+                &topology,
+                &config,
+                &plan,
+                &mine,
+                globals.clone(),
+            )?;
             let stop = stop.clone();
             let progress = progress.clone();
             let interval = config.commit_interval;
@@ -581,6 +616,19 @@ fn run_worker(
     }
     worker.commit()?;
     progress.committed(&worker.cursors);
+    Ok(())
+}
+
+/// Keeps the global tables following their topics until stopped.
+fn follow_globals(
+    log: &dyn Log,
+    globals: &GlobalStores,
+    stop: &AtomicBool,
+) -> Result<(), StreamsError> {
+    while !stop.load(Ordering::Acquire) {
+        // Bounded so a stop request is seen promptly.
+        globals.catch_up(log, Duration::from_millis(50))?;
+    }
     Ok(())
 }
 

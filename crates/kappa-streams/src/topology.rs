@@ -50,6 +50,8 @@ pub(crate) struct Graph {
     pub(crate) nodes: Vec<NodeDesc>,
     pub(crate) sinks: Vec<TopicName>,
     pub(crate) internal_topics: Vec<String>,
+    /// Topics read whole into global tables.
+    pub(crate) global_topics: Vec<String>,
     pub(crate) errors: Vec<String>,
 }
 
