@@ -29,6 +29,7 @@ mod sessions;
 mod store;
 mod stream_join;
 mod topology;
+mod versioned;
 mod windows;
 
 pub use context::TaskContext;
@@ -48,4 +49,5 @@ pub use sessions::{SessionWindowedKStream, SessionWindowedSerde, SessionWindows}
 pub use store::{ReadOnlyStore, StoreKind, StoreSpec};
 pub use stream_join::{JoinSerdes, JoinWindows};
 pub use topology::{Materialized, StreamsBuilder, Topology};
+pub use versioned::VersionedStoreHandle;
 pub use windows::{Emit, TimeWindowedKStream, TimeWindows, Window, Windowed, WindowedSerde};

@@ -170,16 +170,21 @@ impl<KOut: Data, VOut: Data> ProcessorContext<'_, KOut, VOut> {
     }
 
     fn index<K, V>(&self, store: &StoreHandle<K, V>) -> Result<usize, StreamsError> {
+        self.store_index(&store.name)
+    }
+
+    pub(crate) fn store_index(&self, name: &str) -> Result<usize, StreamsError> {
         self.stores
             .iter()
-            .find(|(n, _)| *n == store.name)
+            .find(|(n, _)| &**n == name)
             .map(|(_, i)| *i)
             .ok_or_else(|| {
-                StreamsError::Topology(format!(
-                    "store {:?} is not connected to this processor",
-                    store.name
-                ))
+                StreamsError::Topology(format!("store {name:?} is not connected to this processor"))
             })
+    }
+
+    pub(crate) fn task(&mut self) -> &mut TaskContext {
+        self.task
     }
 
     /// Reads a key (this task's uncommitted writes first).

@@ -224,6 +224,24 @@ impl ReadOnlyStore {
         self.log.metadata(&full)
     }
 
+    /// Committed entries of the partition of `partition_key` whose key starts with `prefix`.
+    pub(crate) fn scan_key_prefix(
+        &self,
+        partition_key: &[u8],
+        prefix: &[u8],
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        let partition = kappa_log::partition_for_key(partition_key, self.partitions);
+        let mut full = store_prefix(&self.app, &self.name, partition);
+        let base = full.len();
+        full.extend_from_slice(prefix);
+        Ok(self
+            .log
+            .metadata_scan(&full)?
+            .into_iter()
+            .map(|(k, v)| (k.slice(base..), v))
+            .collect())
+    }
+
     /// Every committed entry, as (serialized key, serialized value), by partition then key.
     ///
     /// # Errors
