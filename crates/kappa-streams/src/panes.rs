@@ -113,7 +113,9 @@ impl<K: Data, A: Data, F> PaneAggregateRun<K, A, F> {
     /// first, then drops the panes no open window needs.
     fn close(&mut self, ctx: &mut TaskContext) -> Result<(), StreamsError> {
         let w = self.windows;
-        let close_limit = ctx.stream_time().saturating_sub(w.size_ms + w.grace_ms);
+        let close_limit = ctx
+            .stream_time()
+            .saturating_sub(w.size_ms.saturating_add(w.grace_ms));
         while let Some(panes) = &self.panes {
             let Some(&(earliest, _)) = panes.first() else {
                 break;
@@ -121,11 +123,11 @@ impl<K: Data, A: Data, F> PaneAggregateRun<K, A, F> {
             // The next window to emit: after the last emitted one, and no
             // earlier than the first window that holds the earliest pane.
             // Window [s, s + size) holds the pane iff earliest - size < s <= earliest.
-            let first_holding =
-                ((earliest - w.size_ms).div_euclid(w.advance_ms) + 1) * w.advance_ms;
-            let start = self
-                .last_closed
-                .map_or(first_holding, |c| (c + w.advance_ms).max(first_holding));
+            let first_holding = (earliest.saturating_sub(w.size_ms).div_euclid(w.advance_ms) + 1)
+                .saturating_mul(w.advance_ms);
+            let start = self.last_closed.map_or(first_holding, |c| {
+                c.saturating_add(w.advance_ms).max(first_holding)
+            });
             if start > close_limit {
                 break;
             }
@@ -164,7 +166,7 @@ impl<K: Data, A: Data, F> PaneAggregateRun<K, A, F> {
             }
             self.set_last_closed(ctx, start);
             // Panes before the next window's start belong to no open window.
-            let next_start = start + w.advance_ms;
+            let next_start = start.saturating_add(w.advance_ms);
             let Some(panes) = &mut self.panes else {
                 break;
             };
@@ -210,7 +212,10 @@ where
         let t = ctx.timestamp();
         // The latest window holding t closes last; if it has closed, all have.
         let latest_start = t - t.rem_euclid(w.advance_ms);
-        if latest_start + w.size_ms + w.grace_ms <= ctx.stream_time()
+        if latest_start
+            .saturating_add(w.size_ms)
+            .saturating_add(w.grace_ms)
+            <= ctx.stream_time()
             || self.last_closed.is_some_and(|c| latest_start <= c)
         {
             record_late(ctx, self.late_topic.as_ref(), w.grace_ms);

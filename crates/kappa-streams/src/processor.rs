@@ -409,15 +409,19 @@ impl<P, KOut: Data, VOut: Data> ProcessRun<P, KOut, VOut> {
             }
             let next = *s.next_ms.get_or_insert_with(|| match kind {
                 // Stream time: the next multiple of the interval after now.
-                Punctuation::StreamTime => (now.div_euclid(s.interval_ms) + 1) * s.interval_ms,
-                Punctuation::WallClockTime => now + s.interval_ms,
+                Punctuation::StreamTime => {
+                    (now.div_euclid(s.interval_ms) + 1).saturating_mul(s.interval_ms)
+                }
+                Punctuation::WallClockTime => now.saturating_add(s.interval_ms),
             });
             if now < next {
                 continue;
             }
             s.next_ms = Some(match kind {
-                Punctuation::StreamTime => (now.div_euclid(s.interval_ms) + 1) * s.interval_ms,
-                Punctuation::WallClockTime => now + s.interval_ms,
+                Punctuation::StreamTime => {
+                    (now.div_euclid(s.interval_ms) + 1).saturating_mul(s.interval_ms)
+                }
+                Punctuation::WallClockTime => now.saturating_add(s.interval_ms),
             });
             let saved = task.begin_punctuation(kind, now);
             {

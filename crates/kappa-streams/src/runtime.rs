@@ -114,6 +114,9 @@ pub(crate) struct Worker {
     /// Wall-clock time for punctuators: the system clock, or a clock the
     /// test driver moves by hand.
     manual_clock_ms: Option<i64>,
+    /// A commit failed (or a record failed mid-way); nothing more may be
+    /// processed or committed by this worker.
+    failed: bool,
 }
 
 /// Topics, partitions and stores a topology runs with, checked against the log.
@@ -271,11 +274,13 @@ impl Worker {
             records: Vec::new(),
             fetch_records_max: config.fetch_records_max,
             manual_clock_ms: None,
+            failed: false,
         })
     }
 
     /// Fetches and processes one batch; returns how many records it processed.
     pub(crate) fn poll(&mut self, wait: Duration) -> Result<usize, StreamsError> {
+        self.check_healthy()?;
         let mut records = std::mem::take(&mut self.records);
         records.clear();
         let limits = FetchLimits {
@@ -291,7 +296,13 @@ impl Worker {
                 .position(|(tp, _)| tp.partition == r.partition && tp.topic == r.topic)
                 .map(|i| self.cursor_task[i]);
             match task {
-                Some(t) => self.tasks[t].process(r)?,
+                Some(t) => {
+                    if let Err(e) = self.tasks[t].process(r) {
+                        // Half-processed state is in the buffers: never commit it.
+                        self.failed = true;
+                        return Err(e);
+                    }
+                }
                 None => {
                     return Err(StreamsError::Topology(format!(
                         "fetched {} which no task reads",
@@ -338,9 +349,18 @@ impl Worker {
 
     /// Commits outputs, store writes and positions of every task in one `Log::commit`.
     pub(crate) fn commit(&mut self) -> Result<(), StreamsError> {
-        if !self.dirty && self.pending_outputs() == 0 {
+        self.check_healthy()?;
+        let stores_pending = self
+            .tasks
+            .iter()
+            .any(|t| t.ctx.stores.iter().any(TaskStore::has_pending));
+        if !self.dirty && self.pending_outputs() == 0 && !stores_pending {
             return Ok(());
         }
+        // Outputs leave the tasks here; if the commit fails they are gone from
+        // memory, so the worker refuses to go on (a restart redoes the work
+        // from the last commit) rather than commit later state without them.
+        self.failed = true;
         let mut commit = Commit::new();
         for task in &mut self.tasks {
             for (topic, record) in task.ctx.outputs.drain(..) {
@@ -366,6 +386,16 @@ impl Worker {
             }
         }
         self.dirty = false;
+        self.failed = false;
+        Ok(())
+    }
+
+    fn check_healthy(&self) -> Result<(), StreamsError> {
+        if self.failed {
+            return Err(StreamsError::Worker(
+                "an earlier commit failed; restart to resume from the last commit".to_owned(),
+            ));
+        }
         Ok(())
     }
 
@@ -462,10 +492,12 @@ impl Streams {
             let handle = std::thread::Builder::new()
                 .name(format!("kappa-streams-{}-global", config.application_id))
                 .spawn(move || {
+                    let guard = StoppedOnExit(&progress);
                     let result = follow_globals(&*log, &globals, &stop);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "global table thread stopped");
-                        progress.stopped();
+                    } else {
+                        std::mem::forget(guard);
                     }
                     result
                 })
@@ -476,25 +508,37 @@ impl Streams {
             let mine: Vec<u32> = (0..plan.partitions)
                 .filter(|p| *p as usize % threads_n == i)
                 .collect();
-            let mut worker = Worker::new(
+            let built = Worker::new(
                 log.clone(),
                 &topology,
                 &config,
                 &plan,
                 &mine,
                 globals.clone(),
-            )?;
+            );
+            let mut worker = match built {
+                Ok(w) => w,
+                Err(e) => {
+                    // Stop what already started rather than leave it running.
+                    stop.store(true, Ordering::Release);
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            };
             let stop = stop.clone();
             let progress = progress.clone();
             let interval = config.commit_interval;
             let handle = std::thread::Builder::new()
                 .name(format!("kappa-streams-{}-{i}", config.application_id))
                 .spawn(move || {
+                    // Reports the stop even when the worker panics, so waiters wake.
+                    let _guard = StoppedOnExit(&progress);
                     let result = run_worker(&mut worker, &stop, &progress, interval);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "streams worker stopped");
                     }
-                    progress.stopped();
                     result
                 })
                 .map_err(|e| StreamsError::Worker(e.to_string()))?;
@@ -617,6 +661,15 @@ fn run_worker(
     worker.commit()?;
     progress.committed(&worker.cursors);
     Ok(())
+}
+
+/// Marks the application stopped when dropped (also during a panic).
+struct StoppedOnExit<'a>(&'a Progress);
+
+impl Drop for StoppedOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.stopped();
+    }
 }
 
 /// Keeps the global tables following their topics until stopped.

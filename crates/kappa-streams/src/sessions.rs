@@ -266,7 +266,7 @@ impl<K: Data, A: Data, F> SessionRun<K, A, F> {
     fn close(&mut self, ctx: &mut TaskContext) -> Result<(), StreamsError> {
         let close_time = ctx
             .stream_time()
-            .saturating_sub(self.sessions.grace_ms + self.sessions.gap_ms);
+            .saturating_sub(self.sessions.grace_ms.saturating_add(self.sessions.gap_ms));
         while let Some((end, key_bytes, start)) =
             self.open.as_ref().and_then(|o| o.first().cloned())
         {
@@ -319,7 +319,7 @@ where
             let Some((_, start, end)) = split_entry(&k) else {
                 continue;
             };
-            if end >= t - gap && start <= t + gap {
+            if end >= t.saturating_sub(gap) && start <= t.saturating_add(gap) {
                 merged_start = merged_start.min(start);
                 merged_end = merged_end.max(end);
                 let agg = self.decode(ctx, &v)?;
@@ -332,7 +332,7 @@ where
         }
         let close_time = ctx
             .stream_time()
-            .saturating_sub(self.sessions.grace_ms + gap);
+            .saturating_sub(self.sessions.grace_ms.saturating_add(gap));
         if merged_end < close_time {
             record_late(ctx, self.late_topic.as_ref(), self.sessions.grace_ms);
             return self.close(ctx);

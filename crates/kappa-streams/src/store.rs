@@ -11,7 +11,7 @@
 //! contents in a hash map (restored on start); a persistent store reads the
 //! log's storage engine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -71,7 +71,8 @@ pub(crate) struct TaskStore {
     prefix: Vec<u8>,
     /// Ordered, so prefix scans (session windows) need no full scan.
     committed: Option<BTreeMap<Bytes, Bytes>>,
-    pending: HashMap<Bytes, Option<Bytes>>,
+    /// Ordered so prefix scans need not walk every pending write.
+    pending: BTreeMap<Bytes, Option<Bytes>>,
     key_buf: Vec<u8>,
 }
 
@@ -96,7 +97,7 @@ impl TaskStore {
             name: spec.name.clone(),
             prefix,
             committed,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             key_buf: Vec::new(),
         })
     }
@@ -142,7 +143,11 @@ impl TaskStore {
                     .collect()
             }
         };
-        for (k, v) in self.pending.iter().filter(|(k, _)| k.starts_with(prefix)) {
+        let pending = self
+            .pending
+            .range(Bytes::copy_from_slice(prefix)..)
+            .take_while(|(k, _)| k.starts_with(prefix));
+        for (k, v) in pending {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
@@ -153,6 +158,11 @@ impl TaskStore {
 
     pub(crate) fn put(&mut self, key: Bytes, value: Option<Bytes>) {
         self.pending.insert(key, value);
+    }
+
+    /// True when writes wait for the next commit.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Adds the buffered writes to a commit.
@@ -172,7 +182,7 @@ impl TaskStore {
     pub(crate) fn committed(&mut self) {
         match &mut self.committed {
             Some(map) => {
-                for (k, v) in self.pending.drain() {
+                for (k, v) in std::mem::take(&mut self.pending) {
                     match v {
                         Some(v) => map.insert(k, v),
                         None => map.remove(&k),

@@ -273,6 +273,12 @@ fn buffer_key(key: &[u8], t: i64, ctx: &TaskContext) -> Bytes {
     Bytes::from(k)
 }
 
+/// The time in a buffer key.
+fn buffer_time(k: &[u8]) -> Option<i64> {
+    let len = u32::from_be_bytes(k.get(..4)?.try_into().ok()?) as usize;
+    time_of(k.get(4 + len..12 + len)?)
+}
+
 fn key_prefix(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + key.len());
     k.extend_from_slice(&(key.len() as u32).to_be_bytes());
@@ -314,9 +320,20 @@ impl<K: Data, L: Data, Rt: Data, R: Data> JoinRun<K, L, Rt, R> {
             }
             ctx.time_indexes.insert(self.stores[2], index);
         }
+        for buffer in [self.stores[0], self.stores[1]] {
+            if !ctx.time_indexes.contains_key(&buffer) {
+                let mut index = BTreeSet::new();
+                for (k, _) in ctx.store_scan(buffer)? {
+                    if let Some(t) = buffer_time(&k) {
+                        index.insert((t, k));
+                    }
+                }
+                ctx.time_indexes.insert(buffer, index);
+            }
+        }
         let t = ctx.timestamp();
         // A record whose whole window has closed can no longer join (late).
-        if t + w.diff_ms + w.grace_ms < ctx.stream_time() {
+        if t.saturating_add(w.diff_ms).saturating_add(w.grace_ms) < ctx.stream_time() {
             crate::windows::record_late(ctx, None, w.grace_ms);
             return self.expire(ctx);
         }
@@ -328,13 +345,16 @@ impl<K: Data, L: Data, Rt: Data, R: Data> JoinRun<K, L, Rt, R> {
         };
         let own = buffer_key(&key_bytes, t, ctx);
         ctx.store_put(this_store, own.clone(), Some(value.clone()));
+        if let Some(index) = ctx.time_indexes.get_mut(&this_store) {
+            index.insert((t, own.clone()));
+        }
         let prefix = key_prefix(&key_bytes);
         let mut matched = false;
         for (k, v) in ctx.store_scan_prefix(other_store, &prefix)? {
             let Some(other_t) = k.get(prefix.len()..prefix.len() + 8).and_then(time_of) else {
                 continue;
             };
-            if (other_t - t).abs() > w.diff_ms {
+            if other_t.abs_diff(t) > w.diff_ms.unsigned_abs() {
                 continue;
             }
             matched = true;
@@ -394,7 +414,25 @@ impl<K: Data, L: Data, Rt: Data, R: Data> JoinRun<K, L, Rt, R> {
     /// records no future record can join.
     fn expire(&mut self, ctx: &mut TaskContext) -> Result<(), StreamsError> {
         let w = self.op.windows;
-        let closed_before = ctx.stream_time().saturating_sub(w.diff_ms + w.grace_ms);
+        let closed_before = ctx
+            .stream_time()
+            .saturating_sub(w.diff_ms.saturating_add(w.grace_ms));
+        // Buffered records no future record can join.
+        for buffer in [self.stores[0], self.stores[1]] {
+            while let Some((t, entry)) = ctx
+                .time_indexes
+                .get(&buffer)
+                .and_then(|u| u.first().cloned())
+            {
+                if t >= closed_before {
+                    break;
+                }
+                if let Some(u) = ctx.time_indexes.get_mut(&buffer) {
+                    u.pop_first();
+                }
+                ctx.store_put(buffer, entry, None);
+            }
+        }
         let index = self.stores[2];
         while let Some((t, entry)) = ctx
             .time_indexes

@@ -104,12 +104,12 @@ impl TimeWindows {
         let last_start = timestamp - timestamp.rem_euclid(self.advance_ms);
         let mut out = Vec::new();
         let mut start = last_start;
-        while start > timestamp - self.size_ms {
+        while start > timestamp.saturating_sub(self.size_ms) {
             out.push(Window {
                 start,
-                end: start + self.size_ms,
+                end: start.saturating_add(self.size_ms),
             });
-            start -= self.advance_ms;
+            start = start.saturating_sub(self.advance_ms);
         }
         out.reverse();
         out
@@ -377,7 +377,7 @@ where
         let last = windows.len().saturating_sub(1);
         let mut value = Some(value);
         for (i, window) in windows.into_iter().enumerate() {
-            if window.end + w.grace_ms <= stream_time {
+            if window.end.saturating_add(w.grace_ms) <= stream_time {
                 continue;
             }
             let entry = entry_key(window.start, &key_bytes);
@@ -454,7 +454,7 @@ impl<K: Data, A: Data, F> WindowedAggregateRun<K, A, F> {
             return Ok(());
         };
         while let Some((start, key_bytes)) = open.first().cloned() {
-            if start + w.size_ms + w.grace_ms > stream_time {
+            if start.saturating_add(w.size_ms).saturating_add(w.grace_ms) > stream_time {
                 break;
             }
             open.pop_first();
@@ -476,7 +476,7 @@ impl<K: Data, A: Data, F> WindowedAggregateRun<K, A, F> {
                         })?;
                 let window = Window {
                     start,
-                    end: start + w.size_ms,
+                    end: start.saturating_add(w.size_ms),
                 };
                 self.forward
                     .send(ctx, Windowed { key, window }, Some(agg))?;
@@ -530,7 +530,7 @@ impl<K, S: Serde<K>> Serde<Windowed<K>> for WindowedSerde<S> {
             key: self.inner.deserialize(key)?,
             window: Window {
                 start,
-                end: start + self.size_ms,
+                end: start.saturating_add(self.size_ms),
             },
         })
     }
