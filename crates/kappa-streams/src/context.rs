@@ -136,11 +136,6 @@ impl TaskContext {
         }
     }
 
-    /// The raw key of the input record being processed.
-    pub(crate) fn current_key_bytes(&self) -> Bytes {
-        self.current.key.clone().unwrap_or_default()
-    }
-
     /// The event time of the input record being processed.
     pub fn timestamp(&self) -> i64 {
         self.current.timestamp

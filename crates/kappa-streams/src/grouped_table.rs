@@ -62,6 +62,7 @@ pub struct KGroupedTable<K2, V2> {
 
 impl<K: Data, V: Data> KTable<K, V> {
     /// Re-groups rows by `selector(key, value) -> (group key, value)`.
+    /// `table_key_serde` encodes this table's keys, which identify rows.
     ///
     /// ```
     /// # use kappa_streams::{StreamsBuilder, Utf8, Json, Materialized};
@@ -69,13 +70,14 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// // card -> owner; count cards per owner, following re-assignments.
     /// let owners = b.table("card-owners", Utf8, Utf8, Materialized::in_memory("owners"));
     /// let cards_per_owner = owners
-    ///     .group_by("by-owner", |card: &String, owner: &String| (owner.clone(), card.clone()), Utf8, Utf8)
+    ///     .group_by("by-owner", |card: &String, owner: &String| (owner.clone(), card.clone()), Utf8, Utf8, Utf8)
     ///     .count(Materialized::persistent("cards-per-owner"));
     /// ```
     pub fn group_by<K2: Data, V2: Data>(
         &self,
         name: &str,
         selector: impl Fn(&K, &V) -> (K2, V2) + Send + Sync + 'static,
+        table_key_serde: impl Serde<K>,
         key_serde: impl Serde<K2>,
         value_serde: impl Serde<V2>,
     ) -> KGroupedTable<K2, V2> {
@@ -88,6 +90,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             Arc::new(RegroupOp {
                 topic: topic.clone(),
                 previous: previous.clone(),
+                row_key_serde: Arc::new(table_key_serde),
                 selector: Arc::new(selector),
                 key_serde: key_serde.clone(),
                 value_serde: value_serde.clone(),
@@ -167,15 +170,17 @@ impl<K2: Data, V2: Data> KGroupedTable<K2, V2> {
 struct RegroupOp<K, V, K2, V2, F> {
     topic: TopicName,
     previous: String,
+    row_key_serde: Arc<dyn Serde<K>>,
     selector: Arc<F>,
     key_serde: Arc<dyn Serde<K2>>,
     value_serde: Arc<dyn Serde<V2>>,
     _types: PhantomData<fn(K, V)>,
 }
 
-struct RegroupRun<K2, V2, F> {
+struct RegroupRun<K, K2, V2, F> {
     topic: Arc<str>,
     previous: usize,
+    row_key_serde: Arc<dyn Serde<K>>,
     selector: Arc<F>,
     key_serde: Arc<dyn Serde<K2>>,
     change_serde: ChangeSerde<V2>,
@@ -193,6 +198,7 @@ where
         Ok(Box::new(RegroupRun {
             topic: self.topic.resolve(init.app).into(),
             previous: init.store(&self.previous)?,
+            row_key_serde: self.row_key_serde.clone(),
             selector: self.selector.clone(),
             key_serde: self.key_serde.clone(),
             change_serde: ChangeSerde(self.value_serde.clone()),
@@ -206,7 +212,7 @@ fn split_previous(b: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((b.get(4..4 + len)?, b.get(4 + len..)?))
 }
 
-impl<K, V, K2, V2, F> Node<K, Option<V>> for RegroupRun<K2, V2, F>
+impl<K, V, K2, V2, F> Node<K, Option<V>> for RegroupRun<K, K2, V2, F>
 where
     K: Data,
     V: Data,
@@ -220,9 +226,7 @@ where
         key: K,
         value: Option<V>,
     ) -> Result<(), StreamsError> {
-        // A table's key is always the key of the record that changed it (keys
-        // change only through repartitioning), so those bytes name the row.
-        let row_id = ctx.current_key_bytes();
+        let row_id = ctx.encode(&*self.row_key_serde, &key, "table key")?;
         if let Some(previous) = ctx.store_get(self.previous, &row_id)?
             && let Some((group, value)) = split_previous(&previous)
         {

@@ -151,6 +151,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         key_serde: impl Serde<K>,
         f: impl Fn(V, Option<T>) -> Option<R> + Send + Sync + 'static,
     ) -> KStream<K, R> {
+        self.require_partitioned_by_key("a table join");
         let children = new_children();
         if let Some(store) = table.store_for_join() {
             lookup(

@@ -40,6 +40,17 @@ impl<K: Data, V: Data> KStream<K, V> {
         }
     }
 
+    /// Records a build error when a key-changing step came before `what`
+    /// without a repartition: equal keys would not meet in one task.
+    pub(crate) fn require_partitioned_by_key(&self, what: &str) {
+        if self.key_changed {
+            lock(&self.graph).errors.push(format!(
+                "{} feeds {what} after its key was changed; call repartition(..) first so equal keys meet in one task",
+                self.name
+            ));
+        }
+    }
+
     pub(crate) fn graph(&self) -> &SharedGraph {
         &self.graph
     }

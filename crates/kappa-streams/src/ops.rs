@@ -161,7 +161,9 @@ impl<K: Data, V: Data> SourceNode for TableSourceRun<K, V> {
         let Some(key) = decode(ctx, dl, r, &*self.key_serde, r.key.as_ref(), "key")? else {
             return Ok(());
         };
-        let key_bytes = r.key.clone().unwrap_or_default();
+        // Stored under the serde's encoding of the key, as lookups encode it,
+        // so two encodings of one key (JSON field order) are one row.
+        let key_bytes = ctx.encode(&*self.key_serde, &key, "store key")?;
         let value = match &r.value {
             None => None,
             Some(_) => match decode(ctx, dl, r, &*self.value_serde, r.value.as_ref(), "value")? {

@@ -137,6 +137,8 @@ impl<K: Data, L: Data> KStream<K, L> {
         outer: (bool, bool),
         joiner: Joiner<L, Rt, Option<R>>,
     ) -> KStream<K, R> {
+        self.require_partitioned_by_key("a stream join");
+        other.require_partitioned_by_key("a stream join");
         let children = new_children();
         let op = Arc::new(JoinOp {
             stores: [

@@ -152,3 +152,15 @@ fn inputs_with_different_partition_counts_are_refused_at_start() {
         .unwrap();
     assert!(err.to_string().contains("equal partition counts"), "{err}");
 }
+
+#[test]
+fn joining_after_a_key_change_without_repartition_is_refused() {
+    let b = StreamsBuilder::new();
+    let t = b.table("t", Utf8, Utf8, Materialized::in_memory("t"));
+    b.stream("s", Utf8, Utf8)
+        .map(|k: String, v: String| (v, k))
+        .join(&t, Utf8, |a: String, b: String| a + &b)
+        .to("out", Utf8, Utf8);
+    let err = b.build().err().unwrap();
+    assert!(err.to_string().contains("call repartition"), "{err}");
+}

@@ -30,6 +30,7 @@ fn moving_a_row_subtracts_it_from_its_old_group_and_adds_it_to_the_new() {
         "by-owner",
         |_card, (owner, limit): &(String, i64)| (owner.clone(), *limit),
         Utf8,
+        Utf8,
         Json::<i64>::new(),
     );
     by_owner
