@@ -24,6 +24,9 @@ pub(crate) struct Current {
     /// The input's raw key and value, for records forwarded unchanged (late records).
     pub(crate) key: Option<Bytes>,
     pub(crate) value: Option<Bytes>,
+    /// Counts entries derived from this input (join buffers), so several
+    /// derived from one input get distinct, replay-stable ids.
+    pub(crate) derived: u32,
 }
 
 /// One task's processing state. Nodes get `&mut TaskContext`.
@@ -62,6 +65,7 @@ impl TaskContext {
                 correlation: Bytes::new(),
                 key: None,
                 value: None,
+                derived: 0,
             },
             outputs: Vec::new(),
             stores,
@@ -88,6 +92,7 @@ impl TaskContext {
             correlation,
             key: r.key.clone(),
             value: r.value.clone(),
+            derived: 0,
         };
     }
 
@@ -112,6 +117,7 @@ impl TaskContext {
             source,
             key: None,
             value: None,
+            derived: 0,
         };
         std::mem::replace(&mut self.current, punctuation)
     }
@@ -134,6 +140,13 @@ impl TaskContext {
             partition: self.current.partition,
             offset: self.current.offset,
         }
+    }
+
+    /// A number unique among entries derived from the current input, the
+    /// same on every replay of it.
+    pub(crate) fn next_derived(&mut self) -> u32 {
+        self.current.derived += 1;
+        self.current.derived
     }
 
     /// The event time of the input record being processed.

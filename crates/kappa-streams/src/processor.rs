@@ -147,10 +147,15 @@ impl<KOut: Data, VOut: Data> ProcessorContext<'_, KOut, VOut> {
         let interval_ms = i64::try_from(interval.as_millis())
             .unwrap_or(i64::MAX)
             .max(1);
+        // After a restart the task's stream time is restored: schedule from
+        // it, so a boundary crossed before a crash is not skipped on replay.
+        let stream_time = self.task.stream_time();
+        let next_ms = (kind == Punctuation::StreamTime && stream_time != i64::MIN)
+            .then(|| (stream_time.div_euclid(interval_ms) + 1).saturating_mul(interval_ms));
         self.schedules.push(Schedule {
             kind,
             interval_ms,
-            next_ms: None,
+            next_ms,
         });
     }
 

@@ -21,7 +21,8 @@ pub struct ResetReport {
 /// Drops an application's stores and internal topics and moves its input
 /// positions back to the start, so that the next `Streams::start`
 /// recomputes everything from the log. Run it while the application is
-/// stopped.
+/// stopped. Internal topics are recognised by name (`<app>-…-repartition`),
+/// so give applications ids that are not prefixes of each other.
 ///
 /// ```
 /// # use kappa_log::MemoryLog;
@@ -38,17 +39,21 @@ pub fn reset_application(log: &dyn Log, application_id: &str) -> Result<ResetRep
     let mut report = ResetReport::default();
     let internal_prefix = format!("{application_id}-");
     let mut reset = Commit::new();
+    let is_internal =
+        |topic: &str| topic.starts_with(&internal_prefix) && topic.ends_with("-repartition");
     for (tp, _) in log.group_positions(application_id)? {
-        if tp.topic.starts_with(&internal_prefix) {
-            continue;
-        }
-        let start = match log.offsets(&tp) {
-            Ok(range) => range.start,
+        let range = match log.offsets(&tp) {
+            Ok(range) => range,
             Err(LogError::UnknownTopic(_)) => continue,
             Err(e) => return Err(e),
         };
-        reset.set_group_position(application_id, tp, start);
-        report.positions_reset += 1;
+        if is_internal(&tp.topic) {
+            // Skip what is already there: the reprocessed inputs write it again.
+            reset.set_group_position(application_id, tp, range.end);
+        } else {
+            reset.set_group_position(application_id, tp, range.start);
+            report.positions_reset += 1;
+        }
     }
     // One commit: positions back to the start and every store entry gone
     // together, so a crash can't leave stores that disagree with positions.
@@ -58,10 +63,10 @@ pub fn reset_application(log: &dyn Log, application_id: &str) -> Result<ResetRep
     }
     log.commit(reset)?;
     // Then the internal topics: if this is cut short, the restarted
-    // application still reads them from their committed positions, which
-    // is consistent; running the reset again finishes the job.
+    // application reads them from their ends, which is consistent; running
+    // the reset again finishes the job.
     for spec in log.list_topics()? {
-        if spec.name.starts_with(&internal_prefix) && spec.name.ends_with("-repartition") {
+        if is_internal(&spec.name) {
             log.delete_topic(&spec.name)?;
             report.internal_topics_deleted.push(spec.name);
         }

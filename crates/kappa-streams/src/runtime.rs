@@ -172,7 +172,15 @@ pub(crate) fn plan(
     let partitions = partitions.map_or(1, |(_, n)| n);
     for topic in &internal {
         match log.create_topic(&TopicSpec::new(topic.as_str(), partitions)) {
-            Ok(()) | Err(kappa_log::LogError::TopicExists(_)) => {}
+            Ok(()) => {}
+            Err(kappa_log::LogError::TopicExists(_)) => {
+                let existing = log.describe_topic(topic)?.spec.partitions;
+                if existing != partitions {
+                    return Err(StreamsError::Topology(format!(
+                        "internal topic {topic:?} has {existing} partitions but the inputs have {partitions}; reset the application"
+                    )));
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -263,15 +263,18 @@ fn time_of(b: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64)
 }
 
-/// Buffer entry: `len u32 | key | time | topic hash u32 | offset u64` (unique per input record).
-fn buffer_key(key: &[u8], t: i64, ctx: &TaskContext) -> Bytes {
+/// Buffer entry: `len u32 | key | time | topic hash u32 | offset u64 | seq u32`
+/// (unique per record reaching the join, even several from one input).
+fn buffer_key(key: &[u8], t: i64, ctx: &mut TaskContext) -> Bytes {
     let position = ctx.position();
-    let mut k = Vec::with_capacity(4 + key.len() + 20);
+    let seq = ctx.next_derived();
+    let mut k = Vec::with_capacity(4 + key.len() + 24);
     k.extend_from_slice(&(key.len() as u32).to_be_bytes());
     k.extend_from_slice(key);
     k.extend_from_slice(&time_bytes(t));
     k.extend_from_slice(&(kappa_log::murmur2(position.topic.as_bytes()) as u32).to_be_bytes());
     k.extend_from_slice(&position.offset.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
     Bytes::from(k)
 }
 
