@@ -11,6 +11,10 @@ use crate::provenance::{CAUSATION_HEADER, CORRELATION_HEADER, SOURCE_HEADER};
 use crate::serde::Serde;
 use crate::store::TaskStore;
 
+/// Store key of a node's own stream time: 7 bytes, shorter than any entry
+/// key of the stores that use it (window, session and join entries).
+pub(crate) const NODE_STREAM_TIME_KEY: &[u8] = b"!stream";
+
 /// The input record being processed.
 #[derive(Clone, Debug)]
 pub(crate) struct Current {
@@ -124,6 +128,33 @@ impl TaskContext {
 
     pub(crate) fn end_punctuation(&mut self, saved: Current) {
         self.current = saved;
+    }
+
+    /// Runs `f` with the stream time of one stateful node instead of the
+    /// task's: the largest event time that node has seen, kept in its store
+    /// (so it survives restarts). A task also reads repartition and table
+    /// topics; their records must not close another node's windows.
+    pub(crate) fn with_node_stream_time<R>(
+        &mut self,
+        store: usize,
+        f: impl FnOnce(&mut Self) -> Result<R, StreamsError>,
+    ) -> Result<R, StreamsError> {
+        let stored = self
+            .store_get(store, NODE_STREAM_TIME_KEY)?
+            .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+            .map_or(i64::MIN, i64::from_be_bytes);
+        let observed = stored.max(self.current.timestamp);
+        if observed != stored {
+            self.store_put(
+                store,
+                Bytes::from_static(NODE_STREAM_TIME_KEY),
+                Some(Bytes::copy_from_slice(&observed.to_be_bytes())),
+            );
+        }
+        let task_time = std::mem::replace(&mut self.stream_time, observed);
+        let result = f(self);
+        self.stream_time = task_time;
+        result
     }
 
     /// Sets the current record's event time (the record timestamp, or what

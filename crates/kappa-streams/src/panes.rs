@@ -207,6 +207,20 @@ where
     F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
 {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError> {
+        let store = self.store;
+        ctx.with_node_stream_time(store, |ctx| self.add(ctx, key, value))
+    }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
+    }
+}
+
+impl<K: Data, A: Data, F> PaneAggregateRun<K, A, F> {
+    fn add<V: Data>(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError>
+    where
+        F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
+    {
         self.load(ctx)?;
         let w = self.windows;
         let t = ctx.timestamp();
@@ -235,9 +249,5 @@ where
             panes.insert((pane, key_bytes));
         }
         self.close(ctx)
-    }
-
-    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
-        self.forward.tick(ctx, now_ms)
     }
 }

@@ -223,13 +223,16 @@ fn entry_key(key: &[u8], start: i64, end: i64) -> Bytes {
 
 fn split_entry(k: &Bytes) -> Option<(Bytes, i64, i64)> {
     let len = u32::from_be_bytes(k.get(..4)?.try_into().ok()?) as usize;
+    if k.len() != len.checked_add(20)? {
+        return None;
+    }
     let key = k.slice(4..4 + len);
     let time = |at: usize| -> Option<i64> {
         Some((u64::from_be_bytes(k.get(at..at + 8)?.try_into().ok()?) ^ (1 << 63)) as i64)
     };
     let end = time(4 + len)?;
     let start = time(12 + len)?;
-    (k.len() == 20 + len).then_some((key, start, end))
+    Some((key, start, end))
 }
 
 impl<K: Data, A: Data, F> SessionRun<K, A, F> {
@@ -298,6 +301,20 @@ where
     F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
 {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError> {
+        let store = self.store;
+        ctx.with_node_stream_time(store, |ctx| self.add(ctx, key, value))
+    }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
+    }
+}
+
+impl<K: Data, A: Data, F> SessionRun<K, A, F> {
+    fn add<V: Data>(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError>
+    where
+        F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
+    {
         if self.open.is_none() {
             let mut open = BTreeSet::new();
             for (k, _) in ctx.store_scan(self.store)? {
@@ -366,10 +383,6 @@ where
                 .send(ctx, Windowed { key, window }, Some(next))?;
         }
         self.close(ctx)
-    }
-
-    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
-        self.forward.tick(ctx, now_ms)
     }
 }
 

@@ -236,7 +236,8 @@ struct RightNode<K, L, Rt, R>(JoinRun<K, L, Rt, R>);
 impl<K: Data, L: Data, Rt: Data, R: Data> Node<K, L> for LeftNode<K, L, Rt, R> {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: L) -> Result<(), StreamsError> {
         let bytes = ctx.encode(&*self.0.op.serdes.left, &value, "join value")?;
-        self.0.on_record(ctx, true, key, bytes)
+        let store = self.0.stores[2];
+        ctx.with_node_stream_time(store, |ctx| self.0.on_record(ctx, true, key, bytes))
     }
 
     fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
@@ -247,7 +248,8 @@ impl<K: Data, L: Data, Rt: Data, R: Data> Node<K, L> for LeftNode<K, L, Rt, R> {
 impl<K: Data, L: Data, Rt: Data, R: Data> Node<K, Rt> for RightNode<K, L, Rt, R> {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: Rt) -> Result<(), StreamsError> {
         let bytes = ctx.encode(&*self.0.op.serdes.right, &value, "join value")?;
-        self.0.on_record(ctx, false, key, bytes)
+        let store = self.0.stores[2];
+        ctx.with_node_stream_time(store, |ctx| self.0.on_record(ctx, false, key, bytes))
     }
 
     fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {

@@ -360,6 +360,25 @@ where
     F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
 {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError> {
+        let store = self.store;
+        ctx.with_node_stream_time(store, |ctx| self.aggregate(ctx, key, value))
+    }
+
+    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
+        self.forward.tick(ctx, now_ms)
+    }
+}
+
+impl<K: Data, A: Data, F> WindowedAggregateRun<K, A, F> {
+    fn aggregate<V: Data>(
+        &mut self,
+        ctx: &mut TaskContext,
+        key: K,
+        value: V,
+    ) -> Result<(), StreamsError>
+    where
+        F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
+    {
         if self.open.is_none() {
             let mut open = BTreeSet::new();
             for (k, _) in ctx.store_scan(self.store)? {
@@ -420,10 +439,6 @@ where
             record_late(ctx, self.late_topic.as_ref(), w.grace_ms);
         }
         self.close_windows(ctx, stream_time)
-    }
-
-    fn tick(&mut self, ctx: &mut TaskContext, now_ms: i64) -> Result<(), StreamsError> {
-        self.forward.tick(ctx, now_ms)
     }
 }
 

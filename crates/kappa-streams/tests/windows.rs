@@ -366,3 +366,21 @@ fn stream_time_survives_a_restart_so_closed_windows_stay_closed() {
         .collect();
     assert_eq!(starts, [0, 30]);
 }
+
+#[test]
+fn records_of_other_topics_in_the_task_do_not_close_a_nodes_windows() {
+    let b = StreamsBuilder::new();
+    b.table("settings", Utf8, Utf8, Materialized::in_memory("settings"));
+    b.stream("in", Utf8, Utf8)
+        .group_by_key(Utf8)
+        .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
+        .count(Materialized::in_memory("counts"))
+        .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
+    let mut d = TopologyTestDriver::new(b.build().unwrap(), 1).unwrap();
+    // A far-future table update moves the task's stream time, not the window node's.
+    d.pipe("settings", &Utf8, &s("x"), &Utf8, &s("y"), 1_000_000)
+        .unwrap();
+    pipe(&mut d, "a", 5);
+    assert_eq!(out(&mut d, 10), [(s("a"), 0, 10, 1)]);
+    assert_eq!(d.late_records(), 0);
+}
