@@ -260,6 +260,32 @@ impl TaskContext {
         }
     }
 
+    /// Decodes a value read from a store, naming the store on failure.
+    pub(crate) fn decode_stored<T: 'static>(
+        &self,
+        store: usize,
+        serde: &dyn Serde<T>,
+        bytes: &[u8],
+    ) -> Result<T, StreamsError> {
+        serde.deserialize(bytes).map_err(|e| StreamsError::Store {
+            store: self.store_name(store).to_owned(),
+            detail: e.0,
+        })
+    }
+
+    /// Reads and decodes a key of a store (pending writes first).
+    pub(crate) fn store_get_decoded<T: 'static>(
+        &mut self,
+        store: usize,
+        key: &[u8],
+        serde: &dyn Serde<T>,
+    ) -> Result<Option<T>, StreamsError> {
+        match self.store_get(store, key)? {
+            Some(bytes) => self.decode_stored(store, serde, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn store_put(&mut self, store: usize, key: Bytes, value: Option<Bytes>) {
         self.stores[store].put(key, value);
     }

@@ -65,19 +65,7 @@ where
 {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError> {
         let key_bytes = ctx.encode(&*self.key_serde, &key, "store key")?;
-        let row = match ctx.store_get(self.store, &key_bytes)? {
-            Some(bytes) => {
-                Some(
-                    self.row_serde
-                        .deserialize(&bytes)
-                        .map_err(|e| StreamsError::Store {
-                            store: ctx.store_name(self.store).to_owned(),
-                            detail: e.0,
-                        })?,
-                )
-            }
-            None => None,
-        };
+        let row = ctx.store_get_decoded(self.store, &key_bytes, &*self.row_serde)?;
         match (self.f)(value, row) {
             Some(r) => self.forward.send(ctx, key, r),
             None => Ok(()),

@@ -315,19 +315,7 @@ where
 {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError> {
         let key_bytes = ctx.encode(&*self.key_serde, &key, "store key")?;
-        let current = match ctx.store_get(self.store, &key_bytes)? {
-            Some(bytes) => {
-                Some(
-                    self.agg_serde
-                        .deserialize(&bytes)
-                        .map_err(|e| StreamsError::Store {
-                            store: ctx.store_name(self.store).to_owned(),
-                            detail: e.0,
-                        })?,
-                )
-            }
-            None => None,
-        };
+        let current = ctx.store_get_decoded(self.store, &key_bytes, &*self.agg_serde)?;
         let next = (self.f)(&key, value, current);
         let encoded = ctx.encode(&*self.agg_serde, &next, "aggregate")?;
         ctx.store_put(self.store, key_bytes, Some(encoded));

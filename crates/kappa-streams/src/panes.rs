@@ -101,12 +101,7 @@ impl<K: Data, A: Data, F> PaneAggregateRun<K, A, F> {
     }
 
     fn decode(&self, ctx: &TaskContext, bytes: &[u8]) -> Result<A, StreamsError> {
-        self.agg_serde
-            .deserialize(bytes)
-            .map_err(|e| StreamsError::Store {
-                store: ctx.store_name(self.store).to_owned(),
-                detail: e.0,
-            })
+        ctx.decode_stored(self.store, &*self.agg_serde, bytes)
     }
 
     /// Emits every window that closed since the last one emitted, oldest
@@ -148,13 +143,7 @@ impl<K: Data, A: Data, F> PaneAggregateRun<K, A, F> {
                         });
                     }
                 }
-                let key =
-                    self.key_serde
-                        .deserialize(&key_bytes)
-                        .map_err(|e| StreamsError::Store {
-                            store: ctx.store_name(self.store).to_owned(),
-                            detail: e.0,
-                        })?;
+                let key = ctx.decode_stored(self.store, &*self.key_serde, &key_bytes)?;
                 self.forward.send(
                     ctx,
                     Windowed {

@@ -237,12 +237,7 @@ fn split_entry(k: &Bytes) -> Option<(Bytes, i64, i64)> {
 
 impl<K: Data, A: Data, F> SessionRun<K, A, F> {
     fn decode(&self, ctx: &TaskContext, bytes: &[u8]) -> Result<A, StreamsError> {
-        self.agg_serde
-            .deserialize(bytes)
-            .map_err(|e| StreamsError::Store {
-                store: ctx.store_name(self.store).to_owned(),
-                detail: e.0,
-            })
+        ctx.decode_stored(self.store, &*self.agg_serde, bytes)
     }
 
     fn windowed(
@@ -252,13 +247,7 @@ impl<K: Data, A: Data, F> SessionRun<K, A, F> {
         start: i64,
         end: i64,
     ) -> Result<Windowed<K>, StreamsError> {
-        let key = self
-            .key_serde
-            .deserialize(key_bytes)
-            .map_err(|e| StreamsError::Store {
-                store: ctx.store_name(self.store).to_owned(),
-                detail: e.0,
-            })?;
+        let key = ctx.decode_stored(self.store, &*self.key_serde, key_bytes)?;
         Ok(Windowed {
             key,
             window: Window { start, end },

@@ -400,16 +400,7 @@ impl<K: Data, A: Data, F> WindowedAggregateRun<K, A, F> {
                 continue;
             }
             let entry = entry_key(window.start, &key_bytes);
-            let current =
-                match ctx.store_get(self.store, &entry)? {
-                    Some(bytes) => Some(self.agg_serde.deserialize(&bytes).map_err(|e| {
-                        StreamsError::Store {
-                            store: ctx.store_name(self.store).to_owned(),
-                            detail: e.0,
-                        }
-                    })?),
-                    None => None,
-                };
+            let current = ctx.store_get_decoded(self.store, &entry, &*self.agg_serde)?;
             // Each window gets the value; the last one takes it without a clone.
             let v = if i == last {
                 value.take()
@@ -477,18 +468,8 @@ impl<K: Data, A: Data, F> WindowedAggregateRun<K, A, F> {
             if self.emit == Emit::Final
                 && let Some(bytes) = ctx.store_get(self.store, &entry)?
             {
-                let decode_err = |e: SerdeError| StreamsError::Store {
-                    store: ctx.store_name(self.store).to_owned(),
-                    detail: e.0,
-                };
-                let agg = self.agg_serde.deserialize(&bytes).map_err(decode_err)?;
-                let key =
-                    self.key_serde
-                        .deserialize(&key_bytes)
-                        .map_err(|e| StreamsError::Store {
-                            store: ctx.store_name(self.store).to_owned(),
-                            detail: e.0,
-                        })?;
+                let agg = ctx.decode_stored(self.store, &*self.agg_serde, &bytes)?;
+                let key = ctx.decode_stored(self.store, &*self.key_serde, &key_bytes)?;
                 let window = Window {
                     start,
                     end: start.saturating_add(w.size_ms),
