@@ -15,7 +15,7 @@ use crate::error::StreamsError;
 use crate::ktable::KTable;
 use crate::node::{Children, Data, Forward, Node, NodeFactory, TaskInit, add_child, new_children};
 use crate::serde::{I64, Serde, SerdeError};
-use crate::topology::{Materialized, SharedGraph, lock};
+use crate::topology::{Materialized, SharedGraph};
 use crate::windows::{Emit, Window, Windowed, record_late};
 
 /// Sessions separated by an inactivity gap.
@@ -134,19 +134,16 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 _types: PhantomData,
             }),
         );
-        let name = {
-            let mut g = lock(&self.graph);
-            if self.sessions.gap_ms <= 0 || self.sessions.grace_ms < 0 {
-                g.errors.push(
-                    "session windows need a positive inactivity gap and a grace >= 0".to_owned(),
-                );
-            }
-            if let Some(t) = &self.late_topic {
-                g.sinks.push(crate::ops::TopicName::Fixed(t.clone()));
-            }
-            g.stores.push(store.0.clone());
-            g.add_node(&format!("{kind}[{}]", store.0.name), &[&self.name])
-        };
+        let invalid = (self.sessions.gap_ms <= 0 || self.sessions.grace_ms < 0)
+            .then(|| "session windows need a positive inactivity gap and a grace >= 0".to_owned());
+        let name = crate::windows::register_windowed(
+            &self.graph,
+            kind,
+            &store,
+            &self.name,
+            self.late_topic.as_deref(),
+            invalid,
+        );
         KTable::new(self.graph.clone(), children, name)
     }
 }

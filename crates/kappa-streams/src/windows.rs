@@ -274,19 +274,35 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
                 }),
             ),
         }
-        let name = {
-            let mut g = lock(&self.graph);
-            if let Err(e) = self.windows.validate() {
-                g.errors.push(e);
-            }
-            if let Some(t) = &self.late_topic {
-                g.sinks.push(crate::ops::TopicName::Fixed(t.clone()));
-            }
-            g.stores.push(store.0.clone());
-            g.add_node(&format!("{kind}[{}]", store.0.name), &[&self.name])
-        };
+        let name = register_windowed(
+            &self.graph,
+            kind,
+            &store,
+            &self.name,
+            self.late_topic.as_deref(),
+            self.windows.validate().err(),
+        );
         KTable::new(self.graph.clone(), children, name)
     }
+}
+
+/// Adds a windowed aggregation to the graph: its store, its late-records
+/// topic, and a build error when its windows are invalid.
+pub(crate) fn register_windowed(
+    graph: &SharedGraph,
+    kind: &str,
+    store: &Materialized,
+    parent: &str,
+    late_topic: Option<&str>,
+    invalid: Option<String>,
+) -> String {
+    let mut g = lock(graph);
+    g.errors.extend(invalid);
+    if let Some(t) = late_topic {
+        g.sinks.push(crate::ops::TopicName::Fixed(t.to_owned()));
+    }
+    g.stores.push(store.0.clone());
+    g.add_node(&format!("{kind}[{}]", store.0.name), &[parent])
 }
 
 struct WindowedAggregateOp<K, V, A, F> {
