@@ -35,6 +35,9 @@ pub struct StreamsBenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Run only these scenarios (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +83,9 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
         ("hopping-sum", HOPPING_KEYS.min(args.records), 300_000.0),
     ];
     for (scenario, keys, target) in scenarios {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == scenario) {
+            continue;
+        }
         let dir = scratch.path().join(scenario);
         let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open_with(
             &dir,
