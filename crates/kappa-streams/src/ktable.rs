@@ -100,6 +100,22 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         }
     }
 
+    /// Cuts the groups into sliding windows (KIP-450).
+    pub fn windowed_by_sliding(
+        &self,
+        windows: crate::sliding::SlidingWindows,
+    ) -> crate::sliding::SlidingWindowedKStream<K, V> {
+        crate::sliding::SlidingWindowedKStream {
+            graph: self.graph.clone(),
+            children: self.children.clone(),
+            name: self.name.clone(),
+            key_serde: self.key_serde.clone(),
+            windows,
+            emit: crate::windows::Emit::OnUpdate,
+            late_topic: None,
+        }
+    }
+
     /// Cuts the groups into sessions for session-windowed aggregation.
     pub fn windowed_by_sessions(
         &self,
