@@ -253,6 +253,40 @@ impl<KOut: Data, VOut: Data> ProcessorContext<'_, KOut, VOut> {
         Ok(())
     }
 
+    /// The (key, value) pairs of this task's part of the store whose
+    /// serialized key starts with the serialization of `prefix` (for string
+    /// keys: keys that start with it), in key-byte order.
+    ///
+    /// # Errors
+    ///
+    /// The store is not connected, or an entry does not decode.
+    pub fn prefix<K: 'static, V: 'static>(
+        &mut self,
+        store: &StoreHandle<K, V>,
+        prefix: &K,
+    ) -> Result<Vec<(K, V)>, StreamsError> {
+        let p = self
+            .task
+            .encode(&*store.key_serde, prefix, "store key prefix")?;
+        self.scan_decoded(store, &p)
+    }
+
+    fn scan_decoded<K: 'static, V: 'static>(
+        &mut self,
+        store: &StoreHandle<K, V>,
+        prefix: &[u8],
+    ) -> Result<Vec<(K, V)>, StreamsError> {
+        let i = self.index(store)?;
+        let mut out = Vec::new();
+        for (k, v) in self.task.store_scan_prefix(i, prefix)? {
+            out.push((
+                self.task.decode_stored(i, &*store.key_serde, &k)?,
+                self.task.decode_stored(i, &*store.value_serde, &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Every (key, value) of this task's part of the store, in key-byte order.
     ///
     /// # Errors
@@ -262,19 +296,7 @@ impl<KOut: Data, VOut: Data> ProcessorContext<'_, KOut, VOut> {
         &mut self,
         store: &StoreHandle<K, V>,
     ) -> Result<Vec<(K, V)>, StreamsError> {
-        let i = self.index(store)?;
-        let decode_err = |e: crate::SerdeError| StreamsError::Store {
-            store: store.name.to_string(),
-            detail: e.0,
-        };
-        let mut out = Vec::new();
-        for (k, v) in self.task.store_scan(i)? {
-            out.push((
-                store.key_serde.deserialize(&k).map_err(decode_err)?,
-                store.value_serde.deserialize(&v).map_err(decode_err)?,
-            ));
-        }
-        Ok(out)
+        self.scan_decoded(store, &[])
     }
 }
 

@@ -258,13 +258,41 @@ impl ReadOnlyStore {
     ///
     /// Storage failures.
     pub fn all(&self) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        self.prefix(&[])
+    }
+
+    /// Committed entries whose serialized key starts with `prefix`, by
+    /// partition then key.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub fn prefix(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, LogError> {
         let mut out = Vec::new();
         for p in 0..self.partitions {
-            let prefix = store_prefix(&self.app, &self.name, p);
-            for (k, v) in self.log.metadata_scan(&prefix)? {
-                out.push((k.slice(prefix.len()..), v));
+            let mut full = store_prefix(&self.app, &self.name, p);
+            let base = full.len();
+            full.extend_from_slice(prefix);
+            for (k, v) in self.log.metadata_scan(&full)? {
+                out.push((k.slice(base..), v));
             }
         }
+        Ok(out)
+    }
+
+    /// Committed entries with `from <= key < to` (serialized keys, byte
+    /// order), sorted by key.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        let mut out: Vec<(Bytes, Bytes)> = self
+            .all()?
+            .into_iter()
+            .filter(|(k, _)| &k[..] >= from && &k[..] < to)
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 }

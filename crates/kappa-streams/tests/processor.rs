@@ -150,3 +150,48 @@ fn a_store_the_processor_was_not_given_is_an_error() {
         .unwrap_err();
     assert!(err.to_string().contains("not connected"), "{err}");
 }
+
+#[test]
+fn stores_answer_prefix_and_range_scans() {
+    struct Keep(StoreHandle<String, i64>);
+    impl Processor<String, String, String, String> for Keep {
+        fn process(
+            &mut self,
+            ctx: &mut ProcessorContext<'_, String, String>,
+            k: String,
+            _: String,
+        ) -> Result<(), StreamsError> {
+            ctx.put(&self.0, &k, &1)?;
+            let cards: Vec<String> = ctx
+                .prefix(&self.0, &"card-".to_owned())?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            ctx.forward(k, cards.join(","))
+        }
+    }
+    let b = StreamsBuilder::new();
+    let store = b.add_state_store(Materialized::persistent("seen"), Utf8, Json::<i64>::new());
+    b.stream("in", Utf8, Utf8)
+        .process(move || Keep(store.clone()), &["seen"])
+        .to("out", Utf8, Utf8);
+    let mut d = TopologyTestDriver::new(b.build().unwrap(), 1).unwrap();
+    for k in ["card-2", "acct-1", "card-1"] {
+        d.pipe("in", &Utf8, &k.to_owned(), &Utf8, &"x".to_owned(), 0)
+            .unwrap();
+    }
+    let last = d.read_output("out", &Utf8, &Utf8).unwrap().pop().unwrap();
+    assert_eq!(last.1.as_deref(), Some("card-1,card-2"));
+    let store = d.store("seen");
+    let keys = |entries: Vec<(bytes::Bytes, bytes::Bytes)>| -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+            .collect()
+    };
+    assert_eq!(keys(store.prefix(b"card-").unwrap()), ["card-1", "card-2"]);
+    assert_eq!(
+        keys(store.range(b"acct-1", b"card-2").unwrap()),
+        ["acct-1", "card-1"]
+    );
+}
