@@ -38,6 +38,10 @@ pub struct StreamsBenchArgs {
     /// Run only these scenarios (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Days of event time the input spans; with 30-day windows advancing
+    /// daily, a longer span closes more windows and emits more results.
+    #[arg(long, default_value_t = 90)]
+    span_days: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,6 +62,7 @@ struct Report {
     benchmark: &'static str,
     durability: String,
     threads: usize,
+    span_days: i64,
     results: Vec<ScenarioResult>,
 }
 
@@ -74,6 +79,7 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
         benchmark: "streams",
         durability: args.durability.to_string(),
         threads: 1,
+        span_days: args.span_days,
         results: Vec::new(),
     };
     let scenarios: [(&'static str, u64, f64); 4] = [
@@ -91,7 +97,7 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
             &dir,
             EmbeddedOptions::default().durability(args.durability),
         )?);
-        prefill(&*log, args.records, keys)?;
+        prefill(&*log, args.records, keys, args.span_days.max(1))?;
         let raw = raw_read(&*log, args.records)?;
         let topology = match scenario {
             "filter-map" => filter_map(),
@@ -187,8 +193,6 @@ fn keyed_count(store: Materialized) -> anyhow::Result<Topology> {
 /// Keys of the hopping-window scenario.
 const HOPPING_KEYS: u64 = 100_000;
 const DAY_MS: i64 = 86_400_000;
-/// The input's event times span this many days, so windows keep closing.
-const HOPPING_SPAN_DAYS: i64 = 90;
 
 /// Sum per key over 30-day windows advancing by a day, emitted when final.
 fn hopping_sum() -> anyhow::Result<Topology> {
@@ -213,7 +217,7 @@ fn hopping_sum() -> anyhow::Result<Topology> {
     Ok(b.build()?)
 }
 
-fn prefill(log: &dyn Log, records: u64, keys: u64) -> anyhow::Result<()> {
+fn prefill(log: &dyn Log, records: u64, keys: u64, span_days: i64) -> anyhow::Result<()> {
     log.create_topic(&TopicSpec::new("input", 1))?;
     log.create_topic(&TopicSpec::new("output", 1))?;
     let bar = super::progress("preparing input");
@@ -227,7 +231,7 @@ fn prefill(log: &dyn Log, records: u64, keys: u64) -> anyhow::Result<()> {
             (i..i + n).map(|j| {
                 // Event times rise through the input, so the windowed
                 // scenario keeps closing windows.
-                let t = (j as i64) * HOPPING_SPAN_DAYS * DAY_MS / records as i64;
+                let t = (j as i64) * span_days * DAY_MS / records as i64;
                 ProducerRecord::value(j.to_string())
                     .with_key(format!("k{}", j % keys))
                     .with_timestamp(t)
