@@ -76,26 +76,27 @@ impl SourceNode for FanOut {
 pub(crate) struct Task {
     pub(crate) partition: u32,
     ctx: TaskContext,
-    sources: HashMap<Arc<str>, Box<dyn SourceNode>>,
+    /// Source nodes by topic; cursors point at them by index.
+    sources: Vec<(Arc<str>, Box<dyn SourceNode>)>,
 }
 
 impl Task {
     fn tick(&mut self, now_ms: i64) -> Result<(), StreamsError> {
-        for source in self.sources.values_mut() {
+        for (_, source) in &mut self.sources {
             source.tick(&mut self.ctx, now_ms)?;
         }
         Ok(())
     }
 
-    fn process(&mut self, record: &Record) -> Result<(), StreamsError> {
-        let Some(source) = self.sources.get_mut(&record.topic) else {
+    fn process(&mut self, source: usize, record: &Record) -> Result<(), StreamsError> {
+        let Some((_, node)) = self.sources.get_mut(source) else {
             return Err(StreamsError::Topology(format!(
                 "no source reads {}",
                 record.topic
             )));
         };
         self.ctx.set_current(record);
-        source.process(&mut self.ctx, record)
+        node.process(&mut self.ctx, record)
     }
 }
 
@@ -106,7 +107,8 @@ pub(crate) struct Worker {
     tasks: Vec<Task>,
     /// Input partitions and the next offset to read, with the task index.
     cursors: Vec<(TopicPartition, u64)>,
-    cursor_task: Vec<usize>,
+    /// For each cursor: its task and the task's source for that topic.
+    cursor_task: Vec<(usize, usize)>,
     /// True when positions moved since the last commit.
     dirty: bool,
     records: Vec<Record>,
@@ -239,16 +241,18 @@ impl Worker {
             for spec in topology.stores() {
                 stores.push(TaskStore::open(&*log, app, spec, p)?);
             }
-            let mut sources: HashMap<Arc<str>, Box<dyn SourceNode>> = HashMap::new();
+            let mut sources: Vec<(Arc<str>, Box<dyn SourceNode>)> = Vec::new();
             for source in &topology.graph.sources {
                 let topic: Arc<str> = source.topic(app).into();
                 let built = source.build(&init)?;
                 // Several streams may read one topic: each record goes to all of them.
-                let node = match sources.remove(&topic) {
-                    Some(first) => Box::new(FanOut(vec![first, built])),
-                    None => built,
-                };
-                sources.insert(topic, node);
+                match sources.iter().position(|(t, _)| *t == topic) {
+                    Some(i) => {
+                        let (t, first) = sources.swap_remove(i);
+                        sources.push((t, Box::new(FanOut(vec![first, built]))));
+                    }
+                    None => sources.push((topic, built)),
+                }
             }
             for topic in &plan.sources {
                 let tp = TopicPartition::new(topic.as_str(), p);
@@ -256,8 +260,12 @@ impl Worker {
                     Some(&o) => o,
                     None => log.offsets(&tp)?.start,
                 };
+                let source = sources
+                    .iter()
+                    .position(|(t, _)| **t == **topic)
+                    .unwrap_or(usize::MAX);
                 cursors.push((tp, start));
-                cursor_task.push(tasks.len());
+                cursor_task.push((tasks.len(), source));
             }
             let mut ctx = TaskContext::new(log.clone(), stores, globals.clone());
             if let Some(t) = log.metadata(&stream_time_key(app, p))? {
@@ -297,15 +305,30 @@ impl Worker {
             ..FetchLimits::default()
         };
         let outcome = self.log.fetch(&self.cursors, limits, &mut records)?;
+        // A fetch returns runs of records of one partition: remember the last match.
+        let mut last: Option<(*const u8, u32, (usize, usize))> = None;
         for r in &records {
-            let task = self
-                .cursors
-                .iter()
-                .position(|(tp, _)| tp.partition == r.partition && tp.topic == r.topic)
-                .map(|i| self.cursor_task[i]);
+            let task = match last {
+                Some((topic, partition, found))
+                    if std::ptr::eq(topic, r.topic.as_ptr()) && partition == r.partition =>
+                {
+                    Some(found)
+                }
+                _ => {
+                    let found = self
+                        .cursors
+                        .iter()
+                        .position(|(tp, _)| tp.partition == r.partition && tp.topic == r.topic)
+                        .map(|i| self.cursor_task[i]);
+                    if let Some(f) = found {
+                        last = Some((r.topic.as_ptr(), r.partition, f));
+                    }
+                    found
+                }
+            };
             match task {
-                Some(t) => {
-                    if let Err(e) = self.tasks[t].process(r) {
+                Some((t, source)) => {
+                    if let Err(e) = self.tasks[t].process(source, r) {
                         // Half-processed state is in the buffers: never commit it.
                         self.failed = true;
                         return Err(e);
