@@ -668,6 +668,16 @@ impl Streams {
     }
 }
 
+impl Drop for Streams {
+    /// Stops the workers (each makes a final commit) if `close` was not called.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 fn run_worker(
     worker: &mut Worker,
     stop: &AtomicBool,
