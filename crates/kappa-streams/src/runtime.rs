@@ -119,6 +119,12 @@ pub(crate) struct Worker {
     /// A commit failed (or a record failed mid-way); nothing more may be
     /// processed or committed by this worker.
     failed: bool,
+    /// This worker's number, for metrics.
+    pub(crate) index: usize,
+    /// Records processed, as of the last commit and since.
+    processed_committed: u64,
+    processed: u64,
+    commits: u64,
 }
 
 /// Topics, partitions and stores a topology runs with, checked against the log.
@@ -291,6 +297,10 @@ impl Worker {
             fetch_records_max: config.fetch_records_max,
             manual_clock_ms: None,
             failed: false,
+            index: 0,
+            processed_committed: 0,
+            processed: 0,
+            commits: 0,
         })
     }
 
@@ -350,6 +360,7 @@ impl Worker {
             }
         }
         let n = records.len();
+        self.processed += n as u64;
         self.records = records;
         Ok(n)
     }
@@ -366,6 +377,15 @@ impl Worker {
     /// Replaces the system clock with `now_ms` (the test driver's clock).
     pub(crate) fn set_manual_clock(&mut self, now_ms: i64) {
         self.manual_clock_ms = Some(now_ms);
+    }
+
+    /// Counters as of the last commit.
+    pub(crate) fn metrics(&self) -> StreamsMetrics {
+        StreamsMetrics {
+            records_processed: self.processed_committed,
+            late_records: self.late_records(),
+            commits: self.commits,
+        }
     }
 
     /// Records that arrived after all their windows closed, over all tasks.
@@ -418,6 +438,8 @@ impl Worker {
         }
         self.dirty = false;
         self.failed = false;
+        self.commits += 1;
+        self.processed_committed = self.processed;
         Ok(())
     }
 
@@ -449,14 +471,28 @@ struct ProgressState {
     positions: HashMap<TopicPartition, u64>,
     /// A worker has stopped (error or close).
     stopped: bool,
+    /// Each worker's counters at its last commit, by worker index.
+    counters: HashMap<usize, StreamsMetrics>,
+}
+
+/// Counters of a running topology, as of each worker's last commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamsMetrics {
+    /// Input records processed and committed.
+    pub records_processed: u64,
+    /// Records that arrived after all their windows closed.
+    pub late_records: u64,
+    /// Commits made.
+    pub commits: u64,
 }
 
 impl Progress {
-    fn committed(&self, cursors: &[(TopicPartition, u64)]) {
+    fn committed(&self, worker: &Worker) {
         let mut s = lock(&self.state);
-        for (tp, at) in cursors {
+        for (tp, at) in &worker.cursors {
             s.positions.insert(tp.clone(), *at);
         }
+        s.counters.insert(worker.index, worker.metrics());
         self.changed.notify_all();
     }
 
@@ -638,6 +674,18 @@ impl Streams {
         }
     }
 
+    /// Counters summed over the workers, as of their last commits.
+    pub fn metrics(&self) -> StreamsMetrics {
+        let s = lock(&self.progress.state);
+        s.counters
+            .values()
+            .fold(StreamsMetrics::default(), |a, m| StreamsMetrics {
+                records_processed: a.records_processed + m.records_processed,
+                late_records: a.late_records + m.late_records,
+                commits: a.commits + m.commits,
+            })
+    }
+
     /// A read-only view of a store's committed contents.
     pub fn store(&self, name: &str) -> ReadOnlyStore {
         ReadOnlyStore::new(
@@ -685,7 +733,7 @@ fn run_worker(
     interval: Duration,
 ) -> Result<(), StreamsError> {
     tracing::debug!(partitions = ?worker.partitions(), "worker started");
-    progress.committed(&worker.cursors);
+    progress.committed(worker);
     let mut next_commit = Instant::now() + interval;
     while !stop.load(Ordering::Acquire) {
         // Bounded so a stop request is seen promptly even with idle inputs.
@@ -695,12 +743,12 @@ fn run_worker(
         worker.poll(wait)?;
         if Instant::now() >= next_commit || worker.pending_outputs() >= COMMIT_RECORDS_MAX {
             worker.commit()?;
-            progress.committed(&worker.cursors);
+            progress.committed(worker);
             next_commit = Instant::now() + interval;
         }
     }
     worker.commit()?;
-    progress.committed(&worker.cursors);
+    progress.committed(worker);
     Ok(())
 }
 

@@ -384,3 +384,30 @@ fn records_of_other_topics_in_the_task_do_not_close_a_nodes_windows() {
     assert_eq!(out(&mut d, 10), [(s("a"), 0, 10, 1)]);
     assert_eq!(d.late_records(), 0);
 }
+
+#[test]
+fn the_runtime_counts_processed_and_late_records() {
+    let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+    for t in ["in", "out"] {
+        log.create_topic(&TopicSpec::new(t, 1)).unwrap();
+    }
+    let b = StreamsBuilder::new();
+    b.stream("in", Utf8, Utf8)
+        .group_by_key(Utf8)
+        .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
+        .count(Materialized::in_memory("counts"))
+        .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
+    let streams = Streams::start(
+        log.clone(),
+        b.build().unwrap(),
+        StreamsConfig::new("metrics"),
+    )
+    .unwrap();
+    let rec = |t: i64| ProducerRecord::value("v").with_key("a").with_timestamp(t);
+    log.append("in", vec![rec(5), rec(30), rec(3)]).unwrap();
+    streams.wait_for_inputs().unwrap();
+    let m = streams.metrics();
+    assert_eq!((m.records_processed, m.late_records), (3, 1));
+    assert!(m.commits >= 1);
+    streams.close().unwrap();
+}
