@@ -232,13 +232,11 @@ impl TaskContext {
         store: usize,
         key: &[u8],
     ) -> Result<Option<Bytes>, StreamsError> {
-        let log = self.log.clone();
-        Ok(self.stores[store].get(&*log, key)?)
+        Ok(self.stores[store].get(&*self.log, key)?)
     }
 
     pub(crate) fn store_scan(&mut self, store: usize) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
-        let log = self.log.clone();
-        Ok(self.stores[store].scan(&*log)?)
+        Ok(self.stores[store].scan(&*self.log)?)
     }
 
     pub(crate) fn store_scan_prefix(
@@ -246,8 +244,7 @@ impl TaskContext {
         store: usize,
         prefix: &[u8],
     ) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
-        let log = self.log.clone();
-        Ok(self.stores[store].scan_prefix(&*log, prefix)?)
+        Ok(self.stores[store].scan_prefix(&*self.log, prefix)?)
     }
 
     /// Queues the input record itself, unchanged but for provenance and a

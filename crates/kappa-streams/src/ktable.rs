@@ -84,20 +84,12 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         KTable::new(self.graph.clone(), children, name).materialized(&store.0.name, agg_serde)
     }
 
-    /// Cuts the groups into time windows for windowed aggregation.
+    /// Cuts the groups into time windows (tumbling or hopping).
     pub fn windowed_by(
         &self,
         windows: crate::windows::TimeWindows,
     ) -> crate::windows::TimeWindowedKStream<K, V> {
-        crate::windows::TimeWindowedKStream {
-            graph: self.graph.clone(),
-            children: self.children.clone(),
-            name: self.name.clone(),
-            key_serde: self.key_serde.clone(),
-            windows,
-            emit: crate::windows::Emit::OnUpdate,
-            late_topic: None,
-        }
+        self.windowed(windows)
     }
 
     /// Cuts the groups into sliding windows (KIP-450).
@@ -105,15 +97,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         &self,
         windows: crate::sliding::SlidingWindows,
     ) -> crate::sliding::SlidingWindowedKStream<K, V> {
-        crate::sliding::SlidingWindowedKStream {
-            graph: self.graph.clone(),
-            children: self.children.clone(),
-            name: self.name.clone(),
-            key_serde: self.key_serde.clone(),
-            windows,
-            emit: crate::windows::Emit::OnUpdate,
-            late_topic: None,
-        }
+        self.windowed(windows)
     }
 
     /// Cuts the groups into sessions for session-windowed aggregation.
@@ -121,12 +105,16 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         &self,
         sessions: crate::sessions::SessionWindows,
     ) -> crate::sessions::SessionWindowedKStream<K, V> {
-        crate::sessions::SessionWindowedKStream {
+        self.windowed(sessions)
+    }
+
+    fn windowed<W>(&self, windows: W) -> crate::windows::WindowedKStream<K, V, W> {
+        crate::windows::WindowedKStream {
             graph: self.graph.clone(),
             children: self.children.clone(),
             name: self.name.clone(),
             key_serde: self.key_serde.clone(),
-            sessions,
+            windows,
             emit: crate::windows::Emit::OnUpdate,
             late_topic: None,
         }

@@ -52,4 +52,6 @@ pub use store::{ReadOnlyStore, StoreKind, StoreSpec};
 pub use stream_join::{JoinSerdes, JoinWindows};
 pub use topology::{Materialized, StreamsBuilder, Topology};
 pub use versioned::VersionedStoreHandle;
-pub use windows::{Emit, TimeWindowedKStream, TimeWindows, Window, Windowed, WindowedSerde};
+pub use windows::{
+    Emit, TimeWindowedKStream, TimeWindows, Window, Windowed, WindowedKStream, WindowedSerde,
+};

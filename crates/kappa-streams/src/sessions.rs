@@ -15,8 +15,8 @@ use crate::error::StreamsError;
 use crate::ktable::KTable;
 use crate::node::{Children, Data, Forward, Node, NodeFactory, TaskInit, add_child, new_children};
 use crate::serde::{I64, Serde, SerdeError};
-use crate::topology::{Materialized, SharedGraph};
-use crate::windows::{Emit, Window, Windowed, record_late};
+use crate::topology::Materialized;
+use crate::windows::{Emit, Window, Windowed, WindowedKStream, record_late};
 
 /// Sessions separated by an inactivity gap.
 ///
@@ -53,34 +53,11 @@ impl SessionWindows {
 }
 
 /// A grouped stream cut into sessions.
-pub struct SessionWindowedKStream<K, V> {
-    pub(crate) graph: SharedGraph,
-    pub(crate) children: Children<K, V>,
-    pub(crate) name: String,
-    pub(crate) key_serde: Arc<dyn Serde<K>>,
-    pub(crate) sessions: SessionWindows,
-    pub(crate) emit: Emit,
-    pub(crate) late_topic: Option<String>,
-}
+pub type SessionWindowedKStream<K, V> = WindowedKStream<K, V, SessionWindows>;
 
 type Merger<A> = Arc<dyn Fn(A, A) -> A + Send + Sync>;
 
 impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
-    /// Chooses when results are emitted. With [`Emit::OnUpdate`], a merge
-    /// emits a deletion for each merged session, then the new one.
-    #[must_use]
-    pub fn emit(mut self, emit: Emit) -> Self {
-        self.emit = emit;
-        self
-    }
-
-    /// Sends late records to `topic` instead of only counting them.
-    #[must_use]
-    pub fn late_records_to(mut self, topic: &str) -> Self {
-        self.late_topic = Some(topic.to_owned());
-        self
-    }
-
     /// Counts each session's records.
     pub fn count(&self, store: Materialized) -> KTable<Windowed<K>, i64> {
         self.fold(
@@ -127,14 +104,14 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 agg_serde: Arc::new(agg_serde),
                 f: Arc::new(f),
                 merger,
-                sessions: self.sessions,
+                windows: self.windows,
                 emit: self.emit,
                 late_topic: self.late_topic.clone(),
                 children: children.clone(),
                 _types: PhantomData,
             }),
         );
-        let invalid = (self.sessions.gap_ms <= 0 || self.sessions.grace_ms < 0)
+        let invalid = (self.windows.gap_ms <= 0 || self.windows.grace_ms < 0)
             .then(|| "session windows need a positive inactivity gap and a grace >= 0".to_owned());
         let name = crate::windows::register_windowed(
             &self.graph,
@@ -154,7 +131,7 @@ struct SessionOp<K, V, A, F> {
     agg_serde: Arc<dyn Serde<A>>,
     f: Arc<F>,
     merger: Merger<A>,
-    sessions: SessionWindows,
+    windows: SessionWindows,
     emit: Emit,
     late_topic: Option<String>,
     children: Children<Windowed<K>, Option<A>>,
@@ -167,7 +144,7 @@ struct SessionRun<K, A, F> {
     agg_serde: Arc<dyn Serde<A>>,
     f: Arc<F>,
     merger: Merger<A>,
-    sessions: SessionWindows,
+    windows: SessionWindows,
     emit: Emit,
     late_topic: Option<Arc<str>>,
     /// Open sessions by (end, key bytes, start), loaded on the first record.
@@ -189,7 +166,7 @@ where
             agg_serde: self.agg_serde.clone(),
             f: self.f.clone(),
             merger: self.merger.clone(),
-            sessions: self.sessions,
+            windows: self.windows,
             emit: self.emit,
             late_topic: self.late_topic.as_deref().map(Arc::from),
             open: None,
@@ -255,7 +232,7 @@ impl<K: Data, A: Data, F> SessionRun<K, A, F> {
     fn close(&mut self, ctx: &mut TaskContext) -> Result<(), StreamsError> {
         let close_time = ctx
             .stream_time()
-            .saturating_sub(self.sessions.grace_ms.saturating_add(self.sessions.gap_ms));
+            .saturating_sub(self.windows.grace_ms.saturating_add(self.windows.gap_ms));
         while let Some((end, key_bytes, start)) =
             self.open.as_ref().and_then(|o| o.first().cloned())
         {
@@ -311,7 +288,7 @@ impl<K: Data, A: Data, F> SessionRun<K, A, F> {
             self.open = Some(open);
         }
         let t = ctx.timestamp();
-        let gap = self.sessions.gap_ms;
+        let gap = self.windows.gap_ms;
         let key_bytes = ctx.encode(&*self.key_serde, &key, "store key")?;
         // Sessions this record touches: within `gap` of it on either side.
         let mut merged_start = t;
@@ -335,9 +312,9 @@ impl<K: Data, A: Data, F> SessionRun<K, A, F> {
         }
         let close_time = ctx
             .stream_time()
-            .saturating_sub(self.sessions.grace_ms.saturating_add(gap));
+            .saturating_sub(self.windows.grace_ms.saturating_add(gap));
         if merged_end < close_time {
-            record_late(ctx, self.late_topic.as_ref(), self.sessions.grace_ms);
+            record_late(ctx, self.late_topic.as_ref(), self.windows.grace_ms);
             return self.close(ctx);
         }
         for (start, end) in absorbed {

@@ -23,8 +23,8 @@ use crate::error::StreamsError;
 use crate::ktable::KTable;
 use crate::node::{Children, Data, Forward, Node, NodeFactory, TaskInit, add_child, new_children};
 use crate::serde::{I64, Serde};
-use crate::topology::{Materialized, SharedGraph};
-use crate::windows::{Emit, Window, Windowed, record_late, register_windowed};
+use crate::topology::Materialized;
+use crate::windows::{Emit, Window, Windowed, WindowedKStream, record_late, register_windowed};
 
 /// Sliding windows of a time difference, with grace.
 ///
@@ -50,31 +50,9 @@ impl SlidingWindows {
 }
 
 /// A grouped stream cut into sliding windows.
-pub struct SlidingWindowedKStream<K, V> {
-    pub(crate) graph: SharedGraph,
-    pub(crate) children: Children<K, V>,
-    pub(crate) name: String,
-    pub(crate) key_serde: Arc<dyn Serde<K>>,
-    pub(crate) windows: SlidingWindows,
-    pub(crate) emit: Emit,
-    pub(crate) late_topic: Option<String>,
-}
+pub type SlidingWindowedKStream<K, V> = WindowedKStream<K, V, SlidingWindows>;
 
 impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
-    /// Chooses when results are emitted.
-    #[must_use]
-    pub fn emit(mut self, emit: Emit) -> Self {
-        self.emit = emit;
-        self
-    }
-
-    /// Sends late records to `topic` instead of only counting them.
-    #[must_use]
-    pub fn late_records_to(mut self, topic: &str) -> Self {
-        self.late_topic = Some(topic.to_owned());
-        self
-    }
-
     /// Counts each window's records.
     pub fn count(
         &self,

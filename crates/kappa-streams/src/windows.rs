@@ -129,19 +129,24 @@ pub enum Emit {
     Final,
 }
 
-/// A grouped stream cut into time windows.
-pub struct TimeWindowedKStream<K, V> {
+/// A grouped stream cut into windows of kind `W`: [`TimeWindows`],
+/// [`crate::SessionWindows`] or [`crate::SlidingWindows`].
+pub struct WindowedKStream<K, V, W> {
     pub(crate) graph: SharedGraph,
     pub(crate) children: Children<K, V>,
     pub(crate) name: String,
     pub(crate) key_serde: Arc<dyn Serde<K>>,
-    pub(crate) windows: TimeWindows,
+    pub(crate) windows: W,
     pub(crate) emit: Emit,
     pub(crate) late_topic: Option<String>,
 }
 
-impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
-    /// Chooses when results are emitted.
+/// A grouped stream cut into time windows.
+pub type TimeWindowedKStream<K, V> = WindowedKStream<K, V, TimeWindows>;
+
+impl<K: Data, V: Data, W> WindowedKStream<K, V, W> {
+    /// Chooses when results are emitted. With [`Emit::OnUpdate`], a session
+    /// merge emits a deletion for each merged session, then the new one.
     #[must_use]
     pub fn emit(mut self, emit: Emit) -> Self {
         self.emit = emit;
@@ -156,7 +161,9 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         self.late_topic = Some(topic.to_owned());
         self
     }
+}
 
+impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
     /// Aggregates each key's records per window.
     pub fn aggregate<A: Data>(
         &self,
