@@ -66,6 +66,10 @@ enum Command {
     /// Operate stream-processing applications.
     #[command(subcommand)]
     App(commands::app::AppCommand),
+    /// Serve the gateway's demo service over HTTP.
+    Demo(commands::demo::DemoArgs),
+    /// Send commands to a running gateway and measure the answers.
+    Load(commands::load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,5 +99,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => commands::produce::run(&*location.open(cli.durability)?, args),
         Command::Consume(args) => commands::consume::run(&*location.open(cli.durability)?, args),
         Command::App(cmd) => commands::app::run(&*location.open(cli.durability)?, cmd),
+        Command::Demo(args) => {
+            commands::demo::run(std::sync::Arc::from(location.open(cli.durability)?), &args)
+        }
+        Command::Load(args) => commands::load::run(&args),
     }
 }

@@ -161,4 +161,27 @@ pub trait Log: Send + Sync {
     ///
     /// Storage failure.
     fn metadata_scan(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, LogError>;
+
+    /// At most `limit` metadata entries with a prefix whose key is greater
+    /// than `after` (when given), in key order: one page of a large scan.
+    ///
+    /// The default reads the whole prefix; backends override it with a
+    /// bounded range read.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    fn metadata_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        Ok(self
+            .metadata_scan(prefix)?
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| &k[..] > a))
+            .take(limit)
+            .collect())
+    }
 }

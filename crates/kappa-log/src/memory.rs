@@ -346,4 +346,24 @@ impl Log for MemoryLog {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
+
+    fn metadata_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(Bytes::copy_from_slice(a)),
+            _ => Bound::Included(Bytes::copy_from_slice(prefix)),
+        };
+        let s = self.lock();
+        Ok(s.metadata
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }

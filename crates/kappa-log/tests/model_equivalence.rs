@@ -335,6 +335,20 @@ fn check(log: &EmbeddedLog, model: &Model) -> Result<(), TestCaseError> {
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     prop_assert_eq!(meta, model.metadata.clone().into_iter().collect::<Vec<_>>());
+    // Paging through the same prefix two at a time yields the same entries.
+    let mut paged = Vec::new();
+    let mut after: Option<bytes::Bytes> = None;
+    loop {
+        let page = log.metadata_page(b"m", after.as_deref(), 2).expect("page");
+        prop_assert!(page.len() <= 2);
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        paged.extend(page.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
+    }
+    prop_assert_eq!(
+        paged,
+        model.metadata.clone().into_iter().collect::<Vec<_>>()
+    );
     Ok(())
 }
 

@@ -674,6 +674,76 @@ impl Streams {
         }
     }
 
+    /// Committed input positions: for each input partition, the offset of
+    /// the next record to process (everything before it is processed and
+    /// its effects are committed).
+    pub fn committed_positions(&self) -> Vec<(TopicPartition, u64)> {
+        let s = lock(&self.progress.state);
+        let mut out: Vec<(TopicPartition, u64)> =
+            s.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        out.sort();
+        out
+    }
+
+    /// Waits until every `(partition, offset)` in `targets` is processed and
+    /// committed (the committed position is past the offset), or `timeout`
+    /// passes. Returns whether they were reached.
+    ///
+    /// # Errors
+    ///
+    /// A worker stopped.
+    pub fn wait_for_processed(
+        &self,
+        targets: &[(TopicPartition, u64)],
+        timeout: Duration,
+    ) -> Result<bool, StreamsError> {
+        let deadline = Instant::now() + timeout.min(Duration::from_secs(24 * 60 * 60));
+        let mut committed = lock(&self.progress.state);
+        loop {
+            if targets
+                .iter()
+                .all(|(tp, o)| committed.positions.get(tp).is_some_and(|at| at > o))
+            {
+                return Ok(true);
+            }
+            if committed.stopped {
+                return Err(StreamsError::Worker(
+                    "a worker stopped; close() reports why".to_owned(),
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            committed = self
+                .progress
+                .changed
+                .wait_timeout(committed, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Whether every worker is still running (none stopped on an error).
+    pub fn is_running(&self) -> bool {
+        !lock(&self.progress.state).stopped
+    }
+
+    /// The application id the topology runs under.
+    pub fn application_id(&self) -> &str {
+        &self.config.application_id
+    }
+
+    /// The topics the topology reads (inputs and its own internal topics).
+    pub fn input_topics(&self) -> &[String] {
+        &self.plan.sources
+    }
+
+    /// The number of partitions (tasks) of the inputs.
+    pub fn partitions(&self) -> u32 {
+        self.plan.partitions
+    }
+
     /// Counters summed over the workers, as of their last commits.
     pub fn metrics(&self) -> StreamsMetrics {
         let s = lock(&self.progress.state);

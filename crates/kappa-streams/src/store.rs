@@ -234,6 +234,60 @@ impl ReadOnlyStore {
         self.log.metadata(&full)
     }
 
+    /// The committed value of a serialized key in one partition, for stores
+    /// whose processors key entries independently of the task's input key.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub fn get_in(&self, partition: u32, key: &[u8]) -> Result<Option<Bytes>, LogError> {
+        let mut full = store_prefix(&self.app, &self.name, partition);
+        full.extend_from_slice(key);
+        self.log.metadata(&full)
+    }
+
+    /// For a window store (windowed aggregations; panes of hopping
+    /// aggregations): the entries of one serialized key whose window (or
+    /// pane) starts in `from..=to`, as (start, value), oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub fn fetch_windows(
+        &self,
+        key: &[u8],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Bytes)>, LogError> {
+        const PAGE: usize = 1024;
+        let partition = kappa_log::partition_for_key(key, self.partitions);
+        let base = store_prefix(&self.app, &self.name, partition);
+        let mut after = base.clone();
+        after.extend_from_slice(&crate::windows::entry_key(from.saturating_sub(1), b""));
+        let mut out = Vec::new();
+        loop {
+            let page = self.log.metadata_page(&base, Some(&after), PAGE)?;
+            let full = page.len() == PAGE;
+            for (k, v) in page {
+                after.clear();
+                after.extend_from_slice(&k);
+                let Some((start, found)) = crate::windows::split_entry_key(&k.slice(base.len()..))
+                else {
+                    continue;
+                };
+                if start > to {
+                    return Ok(out);
+                }
+                if start >= from && found == key {
+                    out.push((start, v));
+                }
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Committed entries of the partition of `partition_key` whose key starts with `prefix`.
     pub(crate) fn scan_key_prefix(
         &self,
@@ -278,6 +332,53 @@ impl ReadOnlyStore {
             }
         }
         Ok(out)
+    }
+
+    /// One page of committed entries whose serialized key starts with
+    /// `prefix` and is greater than `after` (when given), merged over all
+    /// partitions in key order: at most `limit` entries, reading at most
+    /// `limit` from each partition. Pass the last key of a page as `after`
+    /// to get the next one.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        let mut out = Vec::new();
+        for p in 0..self.partitions {
+            let base = store_prefix(&self.app, &self.name, p);
+            let mut full = base.clone();
+            full.extend_from_slice(prefix);
+            let after_full = after.map(|a| {
+                let mut k = base.clone();
+                k.extend_from_slice(a);
+                k
+            });
+            for (k, v) in self
+                .log
+                .metadata_page(&full, after_full.as_deref(), limit)?
+            {
+                out.push((k.slice(base.len()..), v));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The number of partitions the store is split into (one per task).
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The partition (task) that holds a serialized key.
+    pub fn partition_of(&self, key: &[u8]) -> u32 {
+        kappa_log::partition_for_key(key, self.partitions)
     }
 
     /// Committed entries with `from <= key < to` (serialized keys, byte

@@ -30,6 +30,8 @@ pub enum BenchCommand {
     Log(LogBenchArgs),
     /// Topologies on one worker thread with exactly-once commits.
     Streams(super::bench_streams::StreamsBenchArgs),
+    /// The HTTP command API: async throughput and sync latency.
+    Gateway(super::bench_gateway::GatewayBenchArgs),
 }
 
 /// Arguments of `kappa bench log`.
@@ -90,6 +92,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Log(args) => bench_log(&args),
         BenchCommand::Streams(args) => super::bench_streams::run(&args),
+        BenchCommand::Gateway(args) => super::bench_gateway::run(&args),
     }
 }
 

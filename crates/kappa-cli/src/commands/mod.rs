@@ -2,8 +2,11 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_gateway;
 pub mod bench_streams;
 pub mod consume;
+pub mod demo;
+pub mod load;
 pub mod produce;
 pub mod topics;
 

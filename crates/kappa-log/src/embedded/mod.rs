@@ -628,6 +628,35 @@ impl Log for EmbeddedLog {
         }
         Ok(out)
     }
+
+    fn metadata_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        use std::ops::Bound;
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        let snapshot = self.inner.published();
+        for item in snapshot.range(&self.inner.ks.meta, (start, Bound::Unbounded)) {
+            let (k, v) = item.into_inner()?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((Bytes::from(k), Bytes::from(v)));
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// How long to block waiting, bounded so a far deadline can't overflow `Instant`.

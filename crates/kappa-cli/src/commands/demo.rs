@@ -1,0 +1,59 @@
+//! `kappa demo`: the gateway's demo service (see `kappa_gateway::demo`) on
+//! a log, for trying the HTTP API and benchmarking it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use kappa_gateway::GatewayConfig;
+use kappa_log::Log;
+
+/// Arguments of `kappa demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// How often the demo processor commits (the floor of sync latency).
+    #[arg(long, default_value_t = 2)]
+    commit_interval_ms: u64,
+    /// Partitions of the command and event topics, when they are created.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+}
+
+/// Serves until interrupted; prints `listening on http://ADDR` first.
+pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kappa-http")
+        .build()
+        .context("starting the HTTP runtime")?;
+    let config = GatewayConfig {
+        partitions: args.partitions,
+        title: "Kappa demo service".to_owned(),
+        ..GatewayConfig::default()
+    };
+    let (gateway, streams) =
+        kappa_gateway::demo::start(log, config, Duration::from_millis(args.commit_interval_ms))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.http)
+            .await
+            .with_context(|| format!("binding {}", args.http))?;
+        let addr = listener.local_addr()?;
+        println!("listening on http://{addr} (API documentation at http://{addr}/docs)");
+        axum::serve(listener, gateway.router())
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving HTTP")
+    })?;
+    drop(gateway);
+    if let Ok(s) = Arc::try_unwrap(streams) {
+        s.close()?;
+    }
+    Ok(())
+}

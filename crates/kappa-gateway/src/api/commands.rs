@@ -1,0 +1,403 @@
+//! `POST /commands`: validate, write the command down, and optionally wait
+//! for its outcome.
+
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use kappa_log::ProducerRecord;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Shared, json as json_response, query, with_position};
+use crate::envelope::{Envelope, key_problem};
+use crate::idempotency::Claim;
+use crate::index::{Kind, Stored};
+use crate::outcomes::Outcome;
+use crate::problem::Problem;
+use crate::schema::{Refusal, Violation};
+
+/// The request body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandRequest {
+    action: String,
+    data: Value,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PostQuery {
+    #[serde(default)]
+    sync: bool,
+    timeout_ms: Option<u64>,
+}
+
+/// Longest `Idempotency-Key` accepted.
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+pub(crate) async fn post(
+    State(state): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle(&state, &uri, &headers, body).await {
+        Ok(r) => r,
+        Err((reason, problem)) => {
+            state.metrics.rejected(reason);
+            problem.into_response()
+        }
+    }
+}
+
+fn invalid(violations: Vec<Violation>) -> Problem {
+    let n = violations.len();
+    Problem::unprocessable(format!("the command breaks {n} rule(s)")).with(
+        "violations",
+        serde_json::to_value(violations).unwrap_or_default(),
+    )
+}
+
+fn violation(pointer: &str, message: impl Into<String>) -> Vec<Violation> {
+    vec![Violation {
+        pointer: pointer.to_owned(),
+        message: message.into(),
+    }]
+}
+
+/// Parses and validates the body into a command, or says why not.
+pub(crate) fn parse_command(
+    actions: &crate::schema::Actions,
+    body: &[u8],
+) -> Result<Envelope, (&'static str, Problem)> {
+    let request: CommandRequest = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ("invalid", invalid(violation("", e.to_string())))
+        } else {
+            (
+                "malformed",
+                Problem::bad_request(format!("the body is not JSON: {e}")),
+            )
+        }
+    })?;
+    if let Some(k) = &request.key
+        && let Some(why) = key_problem(k)
+    {
+        return Err((
+            "invalid",
+            invalid(violation("/key", format!("the key {why}"))),
+        ));
+    }
+    match actions.validate(&request.action, &request.data) {
+        Ok(()) => {}
+        Err(Refusal::UnknownAction) => {
+            let known: Vec<&str> = actions.names().collect();
+            return Err((
+                "unknown-action",
+                invalid(violation(
+                    "/action",
+                    format!(
+                        "unknown action {:?}; known: {}",
+                        request.action,
+                        known.join(", ")
+                    ),
+                )),
+            ));
+        }
+        Err(Refusal::Invalid(v)) => {
+            let v = v
+                .into_iter()
+                .map(|x| Violation {
+                    pointer: format!("/data{}", x.pointer),
+                    message: x.message,
+                })
+                .collect();
+            return Err(("invalid", invalid(v)));
+        }
+    }
+    Ok(Envelope::command(
+        &request.action,
+        request.data,
+        request.key,
+    ))
+}
+
+async fn handle(
+    state: &Shared,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, (&'static str, Problem)> {
+    let q: PostQuery = query(uri).map_err(|p| ("malformed", p))?;
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too-large"
+        } else {
+            "malformed"
+        };
+        (reason, Problem::new(status, e.body_text()))
+    })?;
+    let timeout = q
+        .timeout_ms
+        .map_or(state.config.sync_timeout, Duration::from_millis)
+        .min(state.config.wait_max);
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| {
+                    !k.is_empty()
+                        && k.len() <= IDEMPOTENCY_KEY_MAX
+                        && k.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .ok_or_else(|| {
+                    (
+                        "malformed",
+                        Problem::bad_request(
+                            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                        ),
+                    )
+                })?
+                .to_owned(),
+        ),
+    };
+    let mut command = parse_command(&state.actions, &body)?;
+    let now = command.timestamp;
+    let window_ms = i64::try_from(state.config.idempotency_window.as_millis()).unwrap_or(i64::MAX);
+    let mut claim = None;
+    if let Some(k) = &idempotency_key {
+        match state.idempotency.claim(k, now, window_ms) {
+            Claim::InFlight => {
+                return Err((
+                    "idempotency-in-flight",
+                    Problem::new(
+                        StatusCode::CONFLICT,
+                        "a request with this Idempotency-Key is still being handled; retry",
+                    )
+                    .retry_after(1),
+                ));
+            }
+            Claim::Written(stored) => {
+                return replay(state, &command, stored, q.sync, timeout).await;
+            }
+            Claim::Mine(guard) => {
+                let s = state.clone();
+                let key = k.clone();
+                let found = super::blocking(move || {
+                    Ok(s.index.idempotent_command(&key, now, window_ms)?)
+                })
+                .await
+                .map_err(|p| ("failed", p))?;
+                if let Some(stored) = found {
+                    guard.finish(stored.clone(), now);
+                    return replay(state, &command, stored, q.sync, timeout).await;
+                }
+                claim = Some(guard);
+            }
+        }
+        command.idempotency_key = Some(k.clone());
+    }
+    let value = serde_json::to_vec(&command).map_err(|e| {
+        (
+            "failed",
+            Problem::internal(format!("encoding a command: {e}")),
+        )
+    })?;
+    let record = ProducerRecord::value(value.clone())
+        .with_key(command.record_key())
+        .with_timestamp(command.timestamp);
+    let wait = q.sync.then(|| state.outcomes.register(command.id));
+    let position = state.writer.write(record).await.map_err(|e| {
+        (
+            "failed",
+            Problem::unavailable(format!("the command could not be written: {e}"), 1),
+        )
+    })?;
+    state.metrics.command(&command.action);
+    let stored = Stored {
+        position,
+        json: Bytes::from(value),
+    };
+    if let Some(guard) = claim {
+        guard.finish(stored.clone(), now);
+        state
+            .idempotency
+            .sweep(&state.index.streams().committed_positions());
+    }
+    let mut body = with_position(&stored.json, &stored.position).map_err(|p| ("failed", p))?;
+    let location = format!("/commands/{}", command.id);
+    let Some(wait) = wait else {
+        return Ok(located(
+            StatusCode::ACCEPTED,
+            &Value::Object(body),
+            &location,
+            false,
+        ));
+    };
+    match wait.outcome(timeout).await {
+        Some(events) => {
+            let (status, list) = outcome_body(&events)?;
+            body.insert("events".to_owned(), list);
+            Ok(answered(status, body, &location, false))
+        }
+        None => Err(("sync-timeout", timed_out(&location, &stored, timeout))),
+    }
+}
+
+fn timed_out(location: &str, stored: &Stored, timeout: Duration) -> Problem {
+    Problem::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "no outcome within {} ms; the command is in the log: poll {location}",
+            timeout.as_millis()
+        ),
+    )
+    .with("location", location)
+    .with("position", stored.position.to_string())
+}
+
+/// 201 with the events, or 409 when one of them rejects the command.
+fn outcome_body(events: &[Outcome]) -> Result<(StatusCode, Value), (&'static str, Problem)> {
+    let mut failed = false;
+    let mut list = Vec::with_capacity(events.len());
+    for (position, json) in events {
+        let m = with_position(json, position).map_err(|p| ("failed", p))?;
+        failed |= m.get("error").and_then(Value::as_bool).unwrap_or(false);
+        list.push(Value::Object(m));
+    }
+    let status = if failed {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Value::Array(list)))
+}
+
+/// The answer to a command with its outcome: 201, or a 409 problem that
+/// carries the same members (the command and its events).
+fn answered(
+    status: StatusCode,
+    body: serde_json::Map<String, Value>,
+    location: &str,
+    replayed: bool,
+) -> Response {
+    if status != StatusCode::CONFLICT {
+        return located(status, &Value::Object(body), location, replayed);
+    }
+    let mut p = Problem::new(StatusCode::CONFLICT, "an outcome rejected the command");
+    for (k, v) in body {
+        p = p.with(&k, v);
+    }
+    let mut r = p.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn located(status: StatusCode, body: &Value, location: &str, replayed: bool) -> Response {
+    let mut r = json_response(status, body);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r
+}
+
+/// Answers a retried request with the command its key first wrote.
+async fn replay(
+    state: &Shared,
+    request: &Envelope,
+    stored: Stored,
+    sync: bool,
+    timeout: Duration,
+) -> Result<Response, (&'static str, Problem)> {
+    let original: Envelope = serde_json::from_slice(&stored.json)
+        .map_err(|e| ("failed", Problem::internal(format!("stored command: {e}"))))?;
+    if original.action != request.action
+        || original.data != request.data
+        || original.key != request.key
+    {
+        return Err((
+            "idempotency-mismatch",
+            Problem::unprocessable(
+                "this Idempotency-Key was used for a different command (action, key or data differ)",
+            )
+            .with("id", original.id.to_string()),
+        ));
+    }
+    let mut body = with_position(&stored.json, &stored.position).map_err(|p| ("failed", p))?;
+    let location = format!("/commands/{}", original.id);
+    if !sync {
+        return Ok(located(
+            StatusCode::ACCEPTED,
+            &Value::Object(body),
+            &location,
+            true,
+        ));
+    }
+    // Registered before looking, so an outcome indexed later is not missed.
+    let wait = state.outcomes.register(original.id);
+    let s = state.clone();
+    let id = original.id;
+    let indexed = super::blocking(move || {
+        let mut events = Vec::new();
+        for (event_id, _) in s.index.outcomes(&id)? {
+            let Ok(event_id) = event_id.parse() else {
+                continue;
+            };
+            if let Some(e) = s.index.get(Kind::Event, &event_id)? {
+                events.push((e.position, e.json));
+            }
+        }
+        Ok(events)
+    })
+    .await
+    .map_err(|p| ("failed", p))?;
+    let events = if indexed.is_empty() {
+        wait.outcome(timeout).await
+    } else {
+        Some(indexed)
+    };
+    match events {
+        Some(events) => {
+            let (status, list) = outcome_body(&events)?;
+            body.insert("events".to_owned(), list);
+            Ok(answered(status, body, &location, true))
+        }
+        None => Err(("sync-timeout", timed_out(&location, &stored, timeout))),
+    }
+}
+
+/// The schema of the request body, for the API document.
+pub(crate) fn request_schema(actions: &crate::schema::Actions) -> Value {
+    let variants: Vec<Value> = actions
+        .iter()
+        .map(|(name, description, schema)| {
+            json!({
+                "title": name,
+                "description": description,
+                "type": "object",
+                "required": ["action", "data"],
+                "additionalProperties": false,
+                "properties": {
+                    "action": {"const": name},
+                    "data": schema,
+                    "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
+                }
+            })
+        })
+        .collect();
+    json!({"oneOf": variants})
+}

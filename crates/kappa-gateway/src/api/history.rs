@@ -1,0 +1,189 @@
+//! The history of commands and events, from the index.
+
+use std::time::Duration;
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Shared, blocking, json as json_response, query, with_position};
+use crate::index::Kind;
+use crate::problem::Problem;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+    after: Option<Uuid>,
+    action: Option<String>,
+    min_position: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ByIdQuery {
+    min_position: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+/// Read-your-writes on the history: wait until the index has processed the
+/// given positions (of the command or event topics).
+async fn indexed(
+    state: &Shared,
+    min_position: Option<&str>,
+    wait_ms: Option<u64>,
+) -> Result<(), Problem> {
+    let Some(min) = min_position else {
+        return Ok(());
+    };
+    let wait = wait_ms
+        .map_or(Duration::from_secs(1), Duration::from_millis)
+        .min(state.config.wait_max);
+    crate::api::views::wait_for_position(state.index.streams(), min, wait).await
+}
+
+/// Default page size.
+const LIMIT_DEFAULT: usize = 100;
+
+async fn list(state: Shared, uri: &axum::http::Uri, kind: Kind) -> Result<Response, Problem> {
+    let q: ListQuery = query(uri)?;
+    let limit = q.limit.unwrap_or(LIMIT_DEFAULT);
+    if limit == 0 || limit > state.config.page_limit_max {
+        return Err(Problem::bad_request(format!(
+            "limit must be 1 to {}",
+            state.config.page_limit_max
+        )));
+    }
+    if kind == Kind::Command && q.action.is_some() {
+        return Err(Problem::bad_request(
+            "commands are not filtered by action; list events by action instead",
+        ));
+    }
+    if let Some(a) = &q.action
+        && !crate::envelope::is_action_name(a)
+    {
+        return Err(Problem::bad_request(format!("{a:?} is not an action name")));
+    }
+    indexed(&state, q.min_position.as_deref(), q.wait_ms).await?;
+    let (offset, after, action) = (q.offset, q.after.map(|a| a.to_string()), q.action.clone());
+    let s = state.clone();
+    let page = blocking(move || {
+        Ok(s.index
+            .list(kind, action.as_deref(), offset, after.as_deref(), limit)?)
+    })
+    .await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for item in &page.items {
+        items.push(Value::Object(with_position(&item.json, &item.position)?));
+    }
+    let mut body = json!({
+        "items": items,
+        "total": page.total,
+        "offset": q.offset,
+        "limit": limit,
+    });
+    if let Some(next) = page.next_after {
+        body["next_after"] = Value::from(next);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub(crate) async fn list_commands(
+    State(state): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, Problem> {
+    list(state, &uri, Kind::Command).await
+}
+
+pub(crate) async fn list_events(
+    State(state): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, Problem> {
+    list(state, &uri, Kind::Event).await
+}
+
+fn parse_id(text: &str) -> Result<Uuid, Problem> {
+    text.parse()
+        .map_err(|_| Problem::bad_request(format!("{text:?} is not an id (a UUID)")))
+}
+
+pub(crate) async fn get_command(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let q: ByIdQuery = query(&uri)?;
+    indexed(&state, q.min_position.as_deref(), q.wait_ms).await?;
+    let s = state.clone();
+    let (stored, outcomes) =
+        blocking(move || Ok((s.index.get(Kind::Command, &id)?, s.index.outcomes(&id)?))).await?;
+    let Some(stored) = stored else {
+        return Err(Problem::not_found(format!(
+            "no command {id} (a command just written is indexed within a moment)"
+        )));
+    };
+    let mut body = with_position(&stored.json, &stored.position)?;
+    let status = if outcomes.is_empty() {
+        "pending"
+    } else if outcomes.iter().any(|(_, error)| *error) {
+        "failed"
+    } else {
+        "succeeded"
+    };
+    body.insert("status".to_owned(), Value::from(status));
+    body.insert(
+        "events".to_owned(),
+        Value::from(outcomes.into_iter().map(|(id, _)| id).collect::<Vec<_>>()),
+    );
+    Ok(json_response(StatusCode::OK, &Value::Object(body)))
+}
+
+pub(crate) async fn get_event(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let q: ByIdQuery = query(&uri)?;
+    indexed(&state, q.min_position.as_deref(), q.wait_ms).await?;
+    let s = state.clone();
+    let (stored, parent) = blocking(move || {
+        let Some(stored) = s.index.get(Kind::Event, &id)? else {
+            return Ok((None, None));
+        };
+        let parent_id = serde_json::from_slice::<Value>(&stored.json)
+            .ok()
+            .and_then(|v| {
+                v.get("parent")
+                    .and_then(Value::as_str)
+                    .and_then(|p| p.parse().ok())
+            });
+        let parent = match parent_id {
+            Some(p) => match s.index.get(Kind::Command, &p)? {
+                Some(c) => Some(c),
+                None => s.index.get(Kind::Event, &p)?,
+            },
+            None => None,
+        };
+        Ok((Some(stored), parent))
+    })
+    .await?;
+    let Some(stored) = stored else {
+        return Err(Problem::not_found(format!("no event {id}")));
+    };
+    let mut body = with_position(&stored.json, &stored.position)?;
+    if let Some(p) = parent {
+        body.insert(
+            "parent_record".to_owned(),
+            Value::Object(with_position(&p.json, &p.position)?),
+        );
+    }
+    Ok(json_response(StatusCode::OK, &Value::Object(body)))
+}

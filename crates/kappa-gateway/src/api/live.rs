@@ -1,0 +1,187 @@
+//! Live streams of commands and events as server-sent events, resumable
+//! from the exact log position with `Last-Event-ID`.
+//!
+//! Every message's `id` is the cursor just past its record, so a client that
+//! reconnects with the last id it saw gets the next record and no repeat.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use kappa_log::{FetchLimits, TopicPartition};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::{Shared, query};
+use crate::position::Cursor;
+use crate::problem::Problem;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveQuery {
+    /// Only records with this action.
+    action: Option<String>,
+    /// Where to start without `Last-Event-ID`: `end` (default) or `beginning`.
+    from: Option<String>,
+    /// A cursor, for clients that cannot set `Last-Event-ID`.
+    last_event_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ActionOnly<'a> {
+    #[serde(borrow)]
+    action: std::borrow::Cow<'a, str>,
+}
+
+/// Frames buffered per connection before the reader waits for the client.
+const BUFFER: usize = 1024;
+
+pub(crate) async fn commands(
+    State(state): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let topics = vec![state.config.commands_topic.clone()];
+    stream(state, &uri, &headers, topics, "command").unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn events(
+    State(state): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let topics = state.config.event_topics.clone();
+    stream(state, &uri, &headers, topics, "event").unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Decrements the open-stream gauge when the stream ends.
+struct Open(Shared);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.metrics.sse(-1);
+    }
+}
+
+fn stream(
+    state: Shared,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    topics: Vec<String>,
+    name: &'static str,
+) -> Result<Response, Problem> {
+    let q: LiveQuery = query(uri)?;
+    let partitions = state.partitions;
+    let resume = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| Problem::bad_request("Last-Event-ID is not text"))
+        })
+        .transpose()?
+        .or(q.last_event_id);
+    let cursor = match resume {
+        Some(text) => Cursor::decode(&text, &topics, partitions)
+            .map_err(|e| Problem::bad_request(format!("Last-Event-ID: {e}")))?,
+        None => {
+            let from_start = match q.from.as_deref() {
+                None | Some("end") => false,
+                Some("beginning") => true,
+                Some(other) => {
+                    return Err(Problem::bad_request(format!(
+                        "from={other:?}: use end or beginning"
+                    )));
+                }
+            };
+            let mut c = Vec::new();
+            for t in &topics {
+                for p in 0..partitions {
+                    let tp = TopicPartition::new(t.as_str(), p);
+                    let o = state.log.offsets(&tp)?;
+                    c.push((tp, if from_start { o.start } else { o.end }));
+                }
+            }
+            Cursor(c)
+        }
+    };
+    if state.metrics.sse(1) > state.config.sse_connections_max as i64 {
+        state.metrics.sse(-1);
+        return Err(Problem::unavailable("too many live streams are open", 5));
+    }
+    let open = Open(state.clone());
+    let (tx, rx) = mpsc::channel::<Event>(BUFFER);
+    let log = state.log.clone();
+    let action = q.action;
+    tokio::task::spawn_blocking(move || follow(&*log, cursor, action.as_deref(), name, &tx));
+    let events = futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, Infallible>(e), (rx, open)))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// Reads from `cursor` onward and sends frames until the client goes away.
+fn follow(
+    log: &dyn kappa_log::Log,
+    mut cursor: Cursor,
+    action: Option<&str>,
+    name: &'static str,
+    tx: &mpsc::Sender<Event>,
+) {
+    let mut records = Vec::new();
+    let limits = FetchLimits {
+        records_max: 512,
+        // Bounded so a closed connection is noticed while the topics are idle.
+        wait_max: Duration::from_secs(1),
+        ..FetchLimits::default()
+    };
+    let index: std::collections::HashMap<(Arc<str>, u32), usize> = cursor
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, (tp, _))| ((tp.topic.clone(), tp.partition), i))
+        .collect();
+    while !tx.is_closed() {
+        records.clear();
+        let fetched = match log.fetch(&cursor.0, limits, &mut records) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "live stream stopped");
+                let _ = tx.blocking_send(Event::default().event("error").data(e.to_string()));
+                return;
+            }
+        };
+        for r in &records {
+            // Advance past this record before sending, so its id resumes after it.
+            if let Some(&i) = index.get(&(r.topic.clone(), r.partition)) {
+                cursor.0[i].1 = r.offset + 1;
+            }
+            let Some(value) = &r.value else { continue };
+            if let Some(wanted) = action {
+                match serde_json::from_slice::<ActionOnly<'_>>(value) {
+                    Ok(a) if a.action == wanted => {}
+                    _ => continue,
+                }
+            }
+            let data = match super::with_position(value, &r.position()) {
+                Ok(m) => serde_json::Value::Object(m).to_string(),
+                Err(_) => continue,
+            };
+            let frame = Event::default().event(name).id(cursor.encode()).data(data);
+            if tx.blocking_send(frame).is_err() {
+                return;
+            }
+        }
+        for ((_, at), next) in cursor.0.iter_mut().zip(fetched.next_offsets) {
+            *at = next;
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The HTTP routes. Each submodule is one part of the API; this one wires
+//! them into a router with the shared limits, metrics and error shapes.
+
+pub(crate) mod commands;
+pub(crate) mod history;
+pub(crate) mod live;
+pub(crate) mod openapi;
+pub(crate) mod ops;
+pub(crate) mod views;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use kappa_log::Position;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::gateway::State;
+use crate::problem::Problem;
+
+pub(crate) type Shared = Arc<State>;
+
+/// The gateway's routes, plus the application's own.
+pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
+    let limit = state.config.body_limit_bytes;
+    let mut r = Router::new()
+        .route(
+            "/commands",
+            post(commands::post).get(history::list_commands),
+        )
+        .route("/commands/updates", get(live::commands))
+        .route("/commands/{id}", get(history::get_command))
+        .route("/events", get(history::list_events))
+        .route("/events/updates", get(live::events))
+        .route("/events/{id}", get(history::get_event))
+        .route("/views", get(views::list))
+        .route("/views/{store}", get(views::scan))
+        .route("/views/{store}/{key}", get(views::get))
+        .route("/views/{store}/{key}/windows", get(views::windows))
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::page))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready_handler))
+        .route("/metrics", get(ops::metrics))
+        .with_state(state.clone());
+    if let Some(app) = app {
+        r = r.merge(app);
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state, track))
+}
+
+async fn not_found(uri: Uri) -> Problem {
+    Problem::not_found(format!("nothing at {}", uri.path()))
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let mut r = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .into_response();
+    // axum fills `Allow` in for routes it knows; keep it when present.
+    r.headers_mut()
+        .entry(header::ALLOW)
+        .or_insert(HeaderValue::from_static("GET, POST"));
+    r
+}
+
+/// Counts every answer by route and status, with its latency.
+async fn track(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    state.metrics.request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Parses the query string into `T`, as a 400 problem when it does not fit.
+pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
+    Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| Problem::bad_request(format!("invalid query: {}", e.body_text())))
+}
+
+/// A stored envelope as a JSON object with its position fields added.
+pub(crate) fn with_position(
+    json: &[u8],
+    position: &Position,
+) -> Result<Map<String, Value>, Problem> {
+    let mut m: Map<String, Value> = serde_json::from_slice(json).map_err(|e| {
+        Problem::internal(format!("stored record {position} is not an object: {e}"))
+    })?;
+    m.insert("topic".to_owned(), Value::from(&*position.topic));
+    m.insert("partition".to_owned(), Value::from(position.partition));
+    m.insert("offset".to_owned(), Value::from(position.offset));
+    m.insert("position".to_owned(), Value::from(position.to_string()));
+    Ok(m)
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, Bytes::from(body.to_string())).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Runs a blocking store read off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Problem::internal(format!("query task failed: {e}")))?
+}

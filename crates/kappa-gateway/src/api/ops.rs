@@ -1,0 +1,148 @@
+//! Operations: liveness, readiness and metrics.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kappa_streams::Streams;
+use serde_json::json;
+
+use super::{Shared, json as json_response};
+use crate::gateway::State as GatewayState;
+use crate::metrics::label;
+use crate::problem::Problem;
+
+pub(crate) async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Ready once the index has caught up with what the log held at start and
+/// every topology (the index and each view's) is running.
+pub(crate) fn ready(state: &GatewayState) -> Result<(), String> {
+    let index = state.index.streams();
+    if !index.is_running() {
+        return Err("the index topology stopped".to_owned());
+    }
+    for v in &state.views {
+        if !v.streams.is_running() {
+            return Err(format!("the topology of view {:?} stopped", v.name()));
+        }
+    }
+    let committed = index.committed_positions();
+    for (tp, end) in &state.start_ends {
+        let at = committed
+            .iter()
+            .find(|(c, _)| c == tp)
+            .map_or(0, |(_, o)| *o);
+        if at < *end {
+            return Err(format!("the index is catching up: {tp} at {at} of {end}"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn ready_handler(State(state): State<Shared>) -> Response {
+    match ready(&state) {
+        Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
+        Err(why) => Problem::unavailable(why, 1).into_response(),
+    }
+}
+
+/// Samples per metric family, so each family's lines stay together.
+type Families = std::collections::BTreeMap<&'static str, (&'static str, Vec<String>)>;
+
+/// Processed and committed counts and lag per task of one topology.
+fn render_streams(f: &mut Families, state: &GatewayState, streams: &Streams) {
+    let app = label(streams.application_id());
+    let m = streams.metrics();
+    let mut add = |name: &'static str, kind: &'static str, labels: String, value: u64| {
+        f.entry(name)
+            .or_insert_with(|| (kind, Vec::new()))
+            .1
+            .push(format!("{name}{{{labels}}} {value}"));
+    };
+    let a = format!("application=\"{app}\"");
+    add(
+        "kappa_streams_records_processed_total",
+        "counter",
+        a.clone(),
+        m.records_processed,
+    );
+    add(
+        "kappa_streams_commits_total",
+        "counter",
+        a.clone(),
+        m.commits,
+    );
+    add(
+        "kappa_streams_late_records_total",
+        "counter",
+        a.clone(),
+        m.late_records,
+    );
+    add(
+        "kappa_streams_running",
+        "gauge",
+        a.clone(),
+        u64::from(streams.is_running()),
+    );
+    for (tp, at) in streams.committed_positions() {
+        let Ok(offsets) = state.log.offsets(&tp) else {
+            continue;
+        };
+        let labels = format!(
+            "{a},topic=\"{}\",partition=\"{}\"",
+            label(&tp.topic),
+            tp.partition
+        );
+        add(
+            "kappa_streams_lag_records",
+            "gauge",
+            labels,
+            offsets.end.saturating_sub(at),
+        );
+    }
+}
+
+pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
+    let s = state.clone();
+    let text = super::blocking(move || {
+        let mut out = String::new();
+        s.metrics.render(&mut out);
+        let mut families = Families::new();
+        render_streams(&mut families, &s, s.index.streams());
+        let mut seen = vec![s.index.streams().application_id().to_owned()];
+        for v in &s.views {
+            if !seen.iter().any(|a| a == v.streams.application_id()) {
+                seen.push(v.streams.application_id().to_owned());
+                render_streams(&mut families, &s, &v.streams);
+            }
+        }
+        for (name, (kind, lines)) in families {
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for l in lines {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE kappa_ready gauge\nkappa_ready {}",
+            u8::from(ready(&s).is_ok())
+        );
+        Ok(out)
+    })
+    .await;
+    match text {
+        Ok(text) => {
+            let mut r = (StatusCode::OK, text).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        Err(p) => p.into_response(),
+    }
+}

@@ -1,0 +1,289 @@
+//! Interactive queries over registered stores, with read-your-writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use kappa_log::TopicPartition;
+use kappa_streams::Streams;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Shared, blocking, json as json_response, query};
+use crate::position::{parse_positions, processed_token};
+use crate::problem::Problem;
+use crate::views::{View, ViewKind};
+
+/// Waits until `streams` has processed every record named in `min_position`
+/// (comma-separated `topic/partition/offset`), for at most `wait`: the
+/// read-your-writes check behind every view, for applications' own routes too.
+///
+/// # Errors
+///
+/// 400 when a position is malformed or names a topic the topology does not
+/// read; 503 with `Retry-After` when the wait ends first.
+pub async fn wait_for_position(
+    streams: &Arc<Streams>,
+    min_position: &str,
+    wait: Duration,
+) -> Result<(), Problem> {
+    let positions = parse_positions(min_position).map_err(Problem::bad_request)?;
+    let mut targets = Vec::with_capacity(positions.len());
+    for p in positions {
+        if !streams.input_topics().iter().any(|t| **t == *p.topic)
+            || p.partition >= streams.partitions()
+        {
+            return Err(Problem::bad_request(format!(
+                "min_position {p}: this view reads {} with {} partitions",
+                streams.input_topics().join(", "),
+                streams.partitions()
+            )));
+        }
+        targets.push((TopicPartition::new(p.topic.clone(), p.partition), p.offset));
+    }
+    let s = streams.clone();
+    let reached = blocking(move || Ok(s.wait_for_processed(&targets, wait)?)).await?;
+    if reached {
+        Ok(())
+    } else {
+        Err(Problem::unavailable(
+            format!(
+                "the view has not processed {min_position} within {} ms; retry",
+                wait.as_millis()
+            ),
+            1,
+        )
+        .with("min_position", min_position))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetQuery {
+    as_of: Option<i64>,
+    min_position: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanQuery {
+    prefix: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+    min_position: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowQuery {
+    from: Option<i64>,
+    to: Option<i64>,
+    min_position: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+fn find<'a>(state: &'a Shared, name: &str) -> Result<&'a View, Problem> {
+    state
+        .views
+        .iter()
+        .find(|v| v.name() == name)
+        .ok_or_else(|| Problem::not_found(format!("no view {name:?}")))
+}
+
+async fn ready_for(
+    state: &Shared,
+    view: &View,
+    min_position: Option<&str>,
+    wait_ms: Option<u64>,
+) -> Result<(), Problem> {
+    let Some(min) = min_position else {
+        return Ok(());
+    };
+    let wait = wait_ms
+        .map_or(Duration::from_secs(1), Duration::from_millis)
+        .min(state.config.wait_max);
+    wait_for_position(&view.streams, min, wait).await
+}
+
+/// The positions a read reflects: of one partition, or of all.
+fn reflected(view: &View, partition: Option<u32>) -> String {
+    let committed: Vec<(TopicPartition, u64)> = view
+        .streams
+        .committed_positions()
+        .into_iter()
+        .filter(|(tp, _)| partition.is_none_or(|p| tp.partition == p))
+        .collect();
+    processed_token(&committed)
+}
+
+pub(crate) async fn list(State(state): State<Shared>) -> Response {
+    let views: Vec<Value> = state
+        .views
+        .iter()
+        .map(|v| {
+            json!({
+                "name": v.name(),
+                "kind": format!("{:?}", v.kind).to_lowercase(),
+                "application_id": v.streams.application_id(),
+                "inputs": v.streams.input_topics(),
+                "partitions": v.streams.partitions(),
+                "position": reflected(v, None),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "views": views }))
+}
+
+pub(crate) async fn get(
+    State(state): State<Shared>,
+    Path((name, key)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, Problem> {
+    let q: GetQuery = query(&uri)?;
+    let view = find(&state, &name)?.clone();
+    if q.as_of.is_some() && view.kind != ViewKind::Versioned {
+        return Err(Problem::bad_request(format!(
+            "view {name:?} is not versioned: as_of does not apply"
+        )));
+    }
+    ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;
+    let k = view.encode_key(&key).map_err(Problem::bad_request)?;
+    let partition = view.store.partition_of(&k);
+    let key_json = view.decode_key(&k);
+    // Positions first: the value read after them is at least as new.
+    let position = reflected(&view, Some(partition));
+    let v2 = view.clone();
+    let found = blocking(move || {
+        Ok(match q.as_of {
+            Some(t) => v2.store.get_as_of(&k, t)?.map(|(v, from)| (v, Some(from))),
+            None => v2.store.get(&k)?.map(|v| (v, None)),
+        })
+    })
+    .await?;
+    let Some((value, valid_from)) = found else {
+        return Err(
+            Problem::not_found(format!("no key {key:?} in view {name:?}"))
+                .with("position", position),
+        );
+    };
+    let mut body = json!({
+        "view": name,
+        "key": key_json,
+        "value": view.decode_value(&value),
+        "position": position,
+    });
+    if let Some(from) = valid_from {
+        body["valid_from"] = Value::from(from);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub(crate) async fn scan(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, Problem> {
+    let q: ScanQuery = query(&uri)?;
+    let view = find(&state, &name)?.clone();
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > state.config.page_limit_max {
+        return Err(Problem::bad_request(format!(
+            "limit must be 1 to {}",
+            state.config.page_limit_max
+        )));
+    }
+    if q.prefix.is_some() && (q.from.is_some() || q.to.is_some()) {
+        return Err(Problem::bad_request("use prefix, or from/to, not both"));
+    }
+    ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;
+    let enc = |t: &Option<String>| -> Result<Option<Vec<u8>>, Problem> {
+        t.as_deref()
+            .map(|s| view.encode_key(s).map_err(Problem::bad_request))
+            .transpose()
+    };
+    let (prefix, from, to, after) = (enc(&q.prefix)?, enc(&q.from)?, enc(&q.to)?, enc(&q.after)?);
+    let position = reflected(&view, None);
+    let v2 = view.clone();
+    let (entries, more) = blocking(move || {
+        // A JSON-string prefix must not include its closing quote.
+        let mut p = prefix.unwrap_or_default();
+        if v2.keys == crate::views::KeyFormat::JsonString && p.ends_with(b"\"") {
+            p.pop();
+        }
+        let start = match (&after, &from) {
+            (Some(a), Some(f)) if a < f => None,
+            (Some(a), _) => Some(a.clone()),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        let mut cursor = start;
+        // Pages until `limit` entries at or after `from` and before `to` are found.
+        loop {
+            let page = v2.store.page(&p, cursor.as_deref(), limit + 1)?;
+            let exhausted = page.len() <= limit;
+            for (k, v) in page {
+                cursor = Some(k.to_vec());
+                if from.as_ref().is_some_and(|f| &k[..] < f.as_slice()) {
+                    continue;
+                }
+                if to.as_ref().is_some_and(|t| &k[..] >= t.as_slice()) {
+                    return Ok((out, false));
+                }
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push((k, v));
+            }
+            if exhausted {
+                return Ok((out, false));
+            }
+        }
+    })
+    .await?;
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|(k, v)| json!({"key": view.decode_key(k), "value": view.decode_value(v)}))
+        .collect();
+    let mut body = json!({"view": name, "entries": items, "position": position});
+    if more && let Some((k, _)) = entries.last() {
+        body["next_after"] = view.decode_key(k);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub(crate) async fn windows(
+    State(state): State<Shared>,
+    Path((name, key)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, Problem> {
+    let q: WindowQuery = query(&uri)?;
+    let view = find(&state, &name)?.clone();
+    if view.kind != ViewKind::Windowed {
+        return Err(Problem::bad_request(format!(
+            "view {name:?} is not windowed"
+        )));
+    }
+    ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;
+    let k = view.encode_key(&key).map_err(Problem::bad_request)?;
+    let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
+    if from > to {
+        return Err(Problem::bad_request("from must not be after to"));
+    }
+    let position = reflected(&view, Some(view.store.partition_of(&k)));
+    let v2 = view.clone();
+    let found = blocking(move || Ok(v2.store.fetch_windows(&k, from, to)?)).await?;
+    let items: Vec<Value> = found
+        .iter()
+        .map(|(start, v)| json!({"start": start, "value": view.decode_value(v)}))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"view": name, "key": key, "windows": items, "position": position}),
+    ))
+}

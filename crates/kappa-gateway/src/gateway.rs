@@ -1,0 +1,301 @@
+//! Configuring and starting a gateway: topics, the index, the writer, the
+//! outcome watcher, and the router that serves them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use kappa_log::{Log, LogError, TopicPartition, TopicSpec};
+use serde_json::Value;
+
+use crate::api;
+use crate::error::GatewayError;
+use crate::idempotency::Idempotency;
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::outcomes::OutcomeWatcher;
+use crate::schema::Actions;
+use crate::views::View;
+use crate::writer::Writer;
+
+/// Settings of a gateway; `GatewayConfig::default()` suits most services.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Where commands are written.
+    pub commands_topic: String,
+    /// Where command processors write events (listed, indexed and streamed).
+    pub event_topics: Vec<String>,
+    /// Partitions of the topics the gateway creates when they are missing.
+    pub partitions: u32,
+    /// Largest request body accepted (413 above).
+    pub body_limit_bytes: usize,
+    /// How long an `Idempotency-Key` keeps answering with its first command.
+    pub idempotency_window: Duration,
+    /// How long `?sync=true` waits when the request names no `timeout_ms`.
+    pub sync_timeout: Duration,
+    /// The longest wait a request may ask for (`timeout_ms`, `wait_ms`).
+    pub wait_max: Duration,
+    /// Most live streams (SSE) open at once (503 above).
+    pub sse_connections_max: usize,
+    /// Largest page of a listing or scan.
+    pub page_limit_max: usize,
+    /// Application id of the index topology (its state lives under it).
+    pub index_application_id: String,
+    /// The service's name, shown in the API documentation.
+    pub title: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            commands_topic: "commands".to_owned(),
+            event_topics: vec!["events".to_owned()],
+            partitions: 4,
+            body_limit_bytes: 256 * 1024,
+            idempotency_window: Duration::from_secs(24 * 60 * 60),
+            sync_timeout: Duration::from_secs(5),
+            wait_max: Duration::from_secs(60),
+            sse_connections_max: 256,
+            page_limit_max: 1000,
+            index_application_id: "kappa-gateway-index".to_owned(),
+            title: "Kappa service".to_owned(),
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub(crate) struct State {
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) config: GatewayConfig,
+    pub(crate) actions: Actions,
+    pub(crate) views: Vec<View>,
+    pub(crate) writer: Writer,
+    pub(crate) index: Index,
+    pub(crate) outcomes: OutcomeWatcher,
+    pub(crate) idempotency: Idempotency,
+    pub(crate) metrics: Metrics,
+    pub(crate) partitions: u32,
+    /// End offsets of the indexed topics at start: ready once indexed.
+    pub(crate) start_ends: Vec<(TopicPartition, u64)>,
+}
+
+/// Builds a gateway: register actions, views and routes, then start it.
+///
+/// ```no_run
+/// # async fn demo(log: std::sync::Arc<dyn kappa_log::Log>) -> Result<(), Box<dyn std::error::Error>> {
+/// use kappa_gateway::{Gateway, GatewayConfig};
+/// let gateway = Gateway::builder(log, GatewayConfig::default())
+///     .action("set-limit", "Sets a card's spending limit", serde_json::json!({
+///         "type": "object", "required": ["limit"],
+///         "properties": {"limit": {"type": "integer", "minimum": 0}}
+///     }))?
+///     .start()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// axum::serve(listener, gateway.router()).await?;
+/// # Ok(()) }
+/// ```
+pub struct GatewayBuilder {
+    log: Arc<dyn Log>,
+    config: GatewayConfig,
+    actions: Actions,
+    views: Vec<View>,
+    routes: Option<Router>,
+}
+
+/// A started gateway.
+pub struct Gateway {
+    state: Arc<State>,
+    routes: Option<Router>,
+}
+
+impl Gateway {
+    /// Starts building a gateway over `log`.
+    pub fn builder(log: Arc<dyn Log>, config: GatewayConfig) -> GatewayBuilder {
+        GatewayBuilder {
+            log,
+            config,
+            actions: Actions::new(),
+            views: Vec::new(),
+            routes: None,
+        }
+    }
+
+    /// The HTTP service: the gateway's routes plus the application's own.
+    pub fn router(&self) -> Router {
+        api::router(self.state.clone(), self.routes.clone())
+    }
+
+    /// The index of commands and events.
+    pub fn index(&self) -> &Index {
+        &self.state.index
+    }
+
+    /// Waits up to `timeout` for [`Gateway::is_ready`]; returns whether it became ready.
+    ///
+    /// # Errors
+    ///
+    /// The index topology stopped.
+    pub fn wait_ready(&self, timeout: std::time::Duration) -> Result<bool, GatewayError> {
+        let targets: Vec<(TopicPartition, u64)> = self
+            .state
+            .start_ends
+            .iter()
+            .filter(|(_, end)| *end > 0)
+            .map(|(tp, end)| (tp.clone(), end - 1))
+            .collect();
+        Ok(self
+            .state
+            .index
+            .streams()
+            .wait_for_processed(&targets, timeout)?
+            && self.is_ready())
+    }
+
+    /// Whether the index has caught up with what was in the log at start and
+    /// every topology is running: `/ready`.
+    pub fn is_ready(&self) -> bool {
+        api::ops::ready(&self.state).is_ok()
+    }
+}
+
+impl GatewayBuilder {
+    /// Accepts commands with `action`, whose `data` must match `schema`.
+    ///
+    /// # Errors
+    ///
+    /// The name is not kebab-case or repeats, or the schema is invalid.
+    pub fn action(
+        mut self,
+        action: &str,
+        description: &str,
+        schema: Value,
+    ) -> Result<Self, GatewayError> {
+        self.actions.register(action, description, schema)?;
+        Ok(self)
+    }
+
+    /// Serves a store at `/views/{name}`.
+    pub fn view(mut self, view: View) -> Self {
+        self.views.push(view);
+        self
+    }
+
+    /// Adds the application's own routes (merged into the gateway's router,
+    /// behind the same metrics and limits).
+    pub fn routes(mut self, routes: Router) -> Self {
+        self.routes = Some(match self.routes.take() {
+            Some(r) => r.merge(routes),
+            None => routes,
+        });
+        self
+    }
+
+    /// Creates missing topics, starts the index, the writer and the outcome
+    /// watcher.
+    ///
+    /// # Errors
+    ///
+    /// Topics with unequal partition counts, duplicate view names, or log
+    /// failures.
+    pub fn start(self) -> Result<Gateway, GatewayError> {
+        let GatewayBuilder {
+            log,
+            config,
+            actions,
+            views,
+            routes,
+        } = self;
+        if config.event_topics.is_empty() {
+            return Err(GatewayError::Config("no event topics".to_owned()));
+        }
+        for (i, v) in views.iter().enumerate() {
+            if views[..i].iter().any(|w| w.name() == v.name()) {
+                return Err(GatewayError::Config(format!(
+                    "view {:?} is registered twice",
+                    v.name()
+                )));
+            }
+        }
+        let partitions = ensure_topics(&*log, &config)?;
+        let mut topics = vec![config.commands_topic.clone()];
+        topics.extend(config.event_topics.iter().cloned());
+        let mut start_ends = Vec::new();
+        for t in &topics {
+            for p in 0..partitions {
+                let tp = TopicPartition::new(t.as_str(), p);
+                let end = log.offsets(&tp)?.end;
+                start_ends.push((tp, end));
+            }
+        }
+        let index = Index::start(
+            log.clone(),
+            &config.index_application_id,
+            &config.commands_topic,
+            &config.event_topics,
+            config.idempotency_window,
+        )?;
+        let outcomes = OutcomeWatcher::start(log.clone(), &config.event_topics, partitions)?;
+        let writer = Writer::start(log.clone(), config.commands_topic.clone())?;
+        tracing::info!(
+            commands = %config.commands_topic,
+            events = ?config.event_topics,
+            partitions,
+            actions = actions.names().count(),
+            views = views.len(),
+            "gateway started"
+        );
+        Ok(Gateway {
+            state: Arc::new(State {
+                log,
+                config,
+                actions,
+                views,
+                writer,
+                index,
+                outcomes,
+                idempotency: Idempotency::default(),
+                metrics: Metrics::default(),
+                partitions,
+                start_ends,
+            }),
+            routes,
+        })
+    }
+}
+
+/// Creates the command and event topics when missing; returns their
+/// partition count, which must be the same for all.
+pub(crate) fn ensure_topics(log: &dyn Log, config: &GatewayConfig) -> Result<u32, GatewayError> {
+    let mut topics = vec![config.commands_topic.clone()];
+    topics.extend(config.event_topics.iter().cloned());
+    let mut partitions = None;
+    for t in &topics {
+        let n = ensure_topic(log, t, config.partitions)?;
+        match partitions {
+            Some(p) if p != n => {
+                return Err(GatewayError::Config(format!(
+                    "topic {t:?} has {n} partitions and {:?} has {p}: commands and events must be co-partitioned",
+                    topics[0]
+                )));
+            }
+            _ => partitions = Some(n),
+        }
+    }
+    Ok(partitions.unwrap_or(config.partitions))
+}
+
+/// Creates `topic` when missing; returns its partition count.
+fn ensure_topic(log: &dyn Log, topic: &str, partitions: u32) -> Result<u32, LogError> {
+    match log.describe_topic(topic) {
+        Ok(d) => Ok(d.spec.partitions),
+        Err(LogError::UnknownTopic(_)) => {
+            match log.create_topic(&TopicSpec::new(topic, partitions)) {
+                Ok(()) | Err(LogError::TopicExists(_)) => {
+                    Ok(log.describe_topic(topic)?.spec.partitions)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

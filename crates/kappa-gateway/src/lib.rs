@@ -1,0 +1,50 @@
+//! The HTTP face of a Kappa service.
+//!
+//! The write path: `POST /commands` validates a command against its action's
+//! JSON Schema and writes it down to the `commands` topic — nothing else.
+//! Command processors (topologies) answer with events whose `parent` is the
+//! command id; `?sync=true` waits for them. The read path: the history of
+//! commands and events (`GET /commands`, `/events`, by id), live streams
+//! (`/commands/updates`, `/events/updates`, resumable), and the
+//! application's stores as views (`/views/{store}/{key}`) that report the
+//! log positions they reflect and can wait for a position first
+//! (read-your-writes). `/openapi.json`, `/docs`, `/health`, `/ready` and
+//! `/metrics` come with it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use kappa_gateway::{Gateway, GatewayConfig};
+//! let log: Arc<dyn kappa_log::Log> = Arc::new(kappa_log::EmbeddedLog::open("./kappa-data")?);
+//! let gateway = Gateway::builder(log, GatewayConfig::default())
+//!     .action("ping", "Says hello", serde_json::json!({"type": "object"}))?
+//!     .start()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, gateway.router()).await?;
+//! # Ok(()) }
+//! ```
+
+mod api;
+pub mod demo;
+mod envelope;
+mod error;
+mod gateway;
+mod idempotency;
+pub mod index;
+pub mod load;
+
+mod metrics;
+mod outcomes;
+pub mod position;
+mod problem;
+mod schema;
+mod views;
+mod writer;
+
+pub use api::views::wait_for_position;
+pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name};
+pub use error::GatewayError;
+pub use gateway::{Gateway, GatewayBuilder, GatewayConfig};
+pub use problem::Problem;
+pub use schema::{Actions, Refusal, Violation};
+pub use views::{KeyFormat, ValueFormat, View, ViewKind};

@@ -1,0 +1,303 @@
+//! A small HTTP/1.1 client and a load generator over many keep-alive
+//! connections, reporting throughput and latency percentiles.
+//!
+//! Open-loop runs (`rate`) schedule each request at a fixed time and measure
+//! latency from that time, so a stalled server is not hidden by the
+//! generator waiting for it (no coordinated omission).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// A client failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting or talking to the server failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+}
+
+fn http(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Http(e.to_string())
+}
+
+/// An answer.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), kappa_gateway::load::ClientError> {
+/// let mut c = kappa_gateway::load::HttpClient::connect("127.0.0.1:8080".parse().unwrap()).await?;
+/// let r = c.get("/health").await?;
+/// assert_eq!(r.status, 200);
+/// # Ok(()) }
+/// ```
+pub struct HttpClient {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl HttpClient {
+    /// Connects to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// The connection fails.
+    pub async fn connect(addr: SocketAddr) -> Result<Self, ClientError> {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(http)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
+    /// Sends a request and returns the head and the unread body.
+    ///
+    /// # Errors
+    ///
+    /// The connection fails.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host);
+        if !body.is_empty() {
+            b = b.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let request = b.body(Full::new(body)).map_err(http)?;
+        self.sender.ready().await.map_err(http)?;
+        self.sender.send_request(request).await.map_err(http)
+    }
+
+    /// Sends a request and reads the whole answer.
+    ///
+    /// # Errors
+    ///
+    /// The connection fails.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, ClientError> {
+        let response = self.send(method, path, headers, body).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(http)?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// `GET path`.
+    ///
+    /// # Errors
+    ///
+    /// The connection fails.
+    pub async fn get(&mut self, path: &str) -> Result<Reply, ClientError> {
+        self.request(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    /// `POST path` with a JSON body.
+    ///
+    /// # Errors
+    ///
+    /// The connection fails.
+    pub async fn post(&mut self, path: &str, body: &Value) -> Result<Reply, ClientError> {
+        self.request(Method::POST, path, &[], Bytes::from(body.to_string()))
+            .await
+    }
+}
+
+/// What to send and how hard.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Keep-alive connections.
+    pub connections: usize,
+    /// Requests per second over all connections; `None` = as fast as possible.
+    pub rate: Option<f64>,
+    /// How long to send.
+    pub duration: Duration,
+    /// `?sync=true`: wait for each command's outcome.
+    pub sync: bool,
+    /// The action to send.
+    pub action: String,
+    /// Distinct entity keys to spread commands over.
+    pub keys: u64,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    /// Requests answered with 2xx.
+    pub ok: u64,
+    /// Requests answered otherwise, or failed.
+    pub errors: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Latencies of answered requests, microseconds, sorted.
+    pub latencies_us: Vec<u32>,
+}
+
+impl LoadReport {
+    /// Successful requests per second.
+    pub fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A latency percentile in milliseconds (`q` in 0..=1).
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+
+    /// The figures as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "ok": self.ok,
+            "errors": self.errors,
+            "seconds": self.elapsed.as_secs_f64(),
+            "throughput_per_s": self.throughput(),
+            "latency_ms": {
+                "p50": self.percentile_ms(0.50),
+                "p90": self.percentile_ms(0.90),
+                "p99": self.percentile_ms(0.99),
+                "p999": self.percentile_ms(0.999),
+                "max": self.percentile_ms(1.0),
+            }
+        })
+    }
+}
+
+/// Sends commands per `config` and measures the answers.
+///
+/// # Errors
+///
+/// A connection could not be opened.
+pub async fn run(config: &LoadConfig) -> Result<LoadReport, ClientError> {
+    let mut clients = Vec::with_capacity(config.connections);
+    for _ in 0..config.connections {
+        clients.push(HttpClient::connect(config.addr).await?);
+    }
+    let path: Arc<str> = if config.sync {
+        "/commands?sync=true".into()
+    } else {
+        "/commands".into()
+    };
+    let started = Instant::now();
+    let deadline = started + config.duration;
+    let per_connection = config.rate.map(|r| r / config.connections as f64);
+    let mut tasks = Vec::with_capacity(config.connections);
+    for (c, mut client) in clients.into_iter().enumerate() {
+        let path = path.clone();
+        let action = config.action.clone();
+        let keys = config.keys.max(1);
+        let stride = config.connections as u64;
+        tasks.push(tokio::spawn(async move {
+            let mut report = LoadReport::default();
+            let interval = per_connection.map(|r| Duration::from_secs_f64(1.0 / r));
+            // Connections start spread over one interval, not all at once.
+            let mut next =
+                started + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / stride as f64));
+            let mut n = c as u64;
+            loop {
+                let scheduled = match interval {
+                    Some(i) => {
+                        tokio::time::sleep_until(next.into()).await;
+                        let s = next;
+                        next += i;
+                        s
+                    }
+                    None => Instant::now(),
+                };
+                if scheduled >= deadline {
+                    break;
+                }
+                let key = format!("key-{}", n % keys);
+                let body = json!({"action": action, "key": key, "data": {"amount": 1 + n % 100}});
+                n += stride;
+                let result = client
+                    .request(Method::POST, &path, &[], Bytes::from(body.to_string()))
+                    .await;
+                let took = scheduled.elapsed();
+                match result {
+                    Ok(r) if r.status.is_success() => {
+                        report.ok += 1;
+                        report
+                            .latencies_us
+                            .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                    }
+                    Ok(_) => report.errors += 1,
+                    Err(_) => {
+                        report.errors += 1;
+                        break;
+                    }
+                }
+            }
+            report
+        }));
+    }
+    let mut total = LoadReport::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            total.ok += r.ok;
+            total.errors += r.errors;
+            total.latencies_us.extend(r.latencies_us);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total.latencies_us.sort_unstable();
+    Ok(total)
+}

@@ -1,0 +1,131 @@
+//! A demo service on an embedded log in a scratch directory, served on a
+//! loopback port, and helpers to talk to it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kappa_gateway::load::{HttpClient, Reply};
+use kappa_gateway::{Gateway, GatewayConfig};
+use kappa_log::{EmbeddedLog, Log, TopicPartition};
+use kappa_streams::Streams;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// A running demo service.
+pub struct Service {
+    pub addr: SocketAddr,
+    pub log: Arc<dyn Log>,
+    pub gateway: Arc<Gateway>,
+    pub streams: Arc<Streams>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn config() -> GatewayConfig {
+    GatewayConfig {
+        partitions: 2,
+        body_limit_bytes: 4096,
+        ..GatewayConfig::default()
+    }
+}
+
+/// Starts the demo service on the log in `dir`, and waits until it is ready.
+pub async fn start(dir: &Path) -> Service {
+    start_with(dir, config()).await
+}
+
+pub async fn start_with(dir: &Path, config: GatewayConfig) -> Service {
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir).expect("open log"));
+    let (gateway, streams) =
+        kappa_gateway::demo::start(log.clone(), config, Duration::from_millis(2)).expect("start");
+    assert!(
+        gateway.wait_ready(Duration::from_secs(30)).expect("index"),
+        "the index never caught up"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = gateway.router();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Service {
+        addr,
+        log,
+        gateway: Arc::new(gateway),
+        streams,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+impl Service {
+    pub async fn client(&self) -> HttpClient {
+        HttpClient::connect(self.addr).await.expect("connect")
+    }
+
+    /// Stops serving and releases the log (so the directory can be reopened).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.await.expect("server task");
+        }
+        let Service {
+            gateway,
+            streams,
+            log,
+            ..
+        } = self;
+        drop(gateway);
+        if let Ok(s) = Arc::try_unwrap(streams) {
+            s.close().expect("close demo processor");
+        }
+        drop(log);
+    }
+
+    /// End offsets of every partition of `topic`.
+    pub fn ends(&self, topic: &str) -> Vec<u64> {
+        (0..2)
+            .map(|p| {
+                self.log
+                    .offsets(&TopicPartition::new(topic, p))
+                    .expect("offsets")
+                    .end
+            })
+            .collect()
+    }
+}
+
+pub fn body(action: &str, key: Option<&str>, data: Value) -> Value {
+    let mut b = serde_json::json!({"action": action, "data": data});
+    if let Some(k) = key {
+        b["key"] = Value::from(k);
+    }
+    b
+}
+
+/// Asserts an answer is a problem document with `status`.
+pub fn assert_problem(r: &Reply, status: u16) -> Value {
+    assert_eq!(
+        r.status.as_u16(),
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let p = r.json();
+    assert_eq!(p["status"], status);
+    assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    p
+}
