@@ -1,0 +1,353 @@
+//! Bad input gets a problem document and writes nothing; fuzzed requests
+//! never make the server fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::Request;
+use bytes::Bytes;
+use common::{assert_problem, start};
+use http_body_util::BodyExt;
+use hyper::Method;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Method, path, headers, body, expected status.
+type Case = (Method, &'static str, Vec<(&'static str, &'static str)>, Bytes, u16);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_bad_request_gets_its_status_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let mut c = s.client().await;
+    let before = s.ends("commands");
+    let post = |b: &str| Bytes::from(b.to_owned());
+    let cases: Vec<Case> = vec![
+        (
+            Method::POST,
+            "/commands",
+            vec![],
+            post("{\"action\": \"add\""),
+            400,
+        ),
+        (Method::POST, "/commands", vec![], post("not json"), 400),
+        (Method::POST, "/commands", vec![], post(""), 400),
+        (Method::POST, "/commands", vec![], post("[1,2]"), 422),
+        (
+            Method::POST,
+            "/commands",
+            vec![],
+            post("{\"action\": \"add\"}"),
+            422,
+        ),
+        (
+            Method::POST,
+            "/commands",
+            vec![],
+            post("{\"action\": \"add\", \"data\": {}, \"extra\": 1}"),
+            422,
+        ),
+        (
+            Method::POST,
+            "/commands",
+            vec![],
+            post("{\"action\": \"launch\", \"data\": {}}"),
+            422,
+        ),
+        (
+            Method::POST,
+            "/commands",
+            vec![],
+            post("{\"action\": \"add\", \"data\": {\"amount\": 1}, \"key\": \"\"}"),
+            422,
+        ),
+        (
+            Method::POST,
+            "/commands",
+            vec![],
+            post("{\"action\": \"add\", \"data\": {\"amount\": 1}, \"key\": \"a\\u0000b\"}"),
+            422,
+        ),
+        (
+            Method::POST,
+            "/commands",
+            vec![],
+            Bytes::from(vec![b' '; 5000]),
+            413,
+        ),
+        (
+            Method::POST,
+            "/commands?sync=maybe",
+            vec![],
+            post("{\"action\": \"ping\", \"data\": {}}"),
+            400,
+        ),
+        (
+            Method::POST,
+            "/commands?colour=red",
+            vec![],
+            post("{\"action\": \"ping\", \"data\": {}}"),
+            400,
+        ),
+        (
+            Method::POST,
+            "/commands",
+            vec![("idempotency-key", "")],
+            post("{\"action\": \"ping\", \"data\": {}}"),
+            400,
+        ),
+        (
+            Method::POST,
+            "/commands",
+            vec![("idempotency-key", "a b")],
+            post("{\"action\": \"ping\", \"data\": {}}"),
+            400,
+        ),
+        (Method::DELETE, "/commands", vec![], Bytes::new(), 405),
+        (Method::PUT, "/events", vec![], Bytes::new(), 405),
+        (Method::GET, "/nowhere", vec![], Bytes::new(), 404),
+        (
+            Method::GET,
+            "/commands/not-a-uuid",
+            vec![],
+            Bytes::new(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/commands/01890000-0000-7000-8000-000000000000",
+            vec![],
+            Bytes::new(),
+            404,
+        ),
+        (Method::GET, "/commands?limit=0", vec![], Bytes::new(), 400),
+        (
+            Method::GET,
+            "/commands?limit=100000",
+            vec![],
+            Bytes::new(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/commands?offset=-1",
+            vec![],
+            Bytes::new(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/events?action=Not_Kebab",
+            vec![],
+            Bytes::new(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/views/totals/a?min_position=garbage",
+            vec![],
+            Bytes::new(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/views/totals/a?as_of=5",
+            vec![],
+            Bytes::new(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/views/totals?prefix=a&from=b",
+            vec![],
+            Bytes::new(),
+            400,
+        ),
+    ];
+    for (method, path, headers, body, status) in cases {
+        let r = c
+            .request(method.clone(), path, &headers, body.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "{method} {path} {:?}: {}",
+            String::from_utf8_lossy(&body),
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_problem(&r, status);
+        if status == 413 {
+            // The connection may be closed after an oversized body.
+            c = s.client().await;
+        }
+    }
+    assert_eq!(
+        s.ends("commands"),
+        before,
+        "a refused request wrote to the log"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_violations_are_all_listed_with_their_pointers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let mut c = s.client().await;
+    let r = c
+        .post(
+            "/commands",
+            &json!({"action": "add", "data": {"amount": 0, "memo": "x"}}),
+        )
+        .await
+        .unwrap();
+    let p = assert_problem(&r, 422);
+    let pointers: Vec<&str> = p["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/data", "/data/amount"], "{p}");
+    let r = c
+        .post("/commands", &json!({"action": "launch", "data": {}}))
+        .await
+        .unwrap();
+    let p = assert_problem(&r, 422);
+    assert_eq!(p["violations"][0]["pointer"], "/action");
+    assert!(
+        p["violations"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("add"),
+        "lists known actions: {p}"
+    );
+    s.stop().await;
+}
+
+/// Arbitrary JSON values, nested a few levels.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-z]{0,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Request bodies: mostly near-valid commands, some raw bytes.
+fn request_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        (
+            prop_oneof![
+                Just("add".to_owned()),
+                Just("ping".to_owned()),
+                Just("fail".to_owned()),
+                "[a-z-]{0,10}"
+            ],
+            json_value(),
+            proptest::option::of(".{0,8}")
+        )
+            .prop_map(|(a, d, k)| {
+                let mut b = json!({"action": a, "data": d});
+                if let Some(k) = k {
+                    b["key"] = Value::from(k);
+                }
+                b.to_string().into_bytes()
+            }),
+        json_value().prop_map(|v| v.to_string().into_bytes()),
+    ]
+}
+
+#[test]
+fn fuzzed_requests_get_answers_never_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = runtime.block_on(start(dir.path()));
+    let router = s.gateway.router();
+    let mut config = ProptestConfig::with_cases(300);
+    config.failure_persistence = None;
+    proptest!(config, |(
+        body in request_body(),
+        path in prop_oneof![Just("/commands".to_owned()), "/[a-z/{}?=&%.-]{0,24}"],
+        query in prop_oneof![Just(String::new()), "\\?[a-z_=&0-9%]{0,16}"],
+        idem in proptest::option::of("[ -~]{0,12}"),
+    )| {
+        let before = s.ends("commands");
+        let mut request = Request::builder().method("POST").uri(format!("{path}{query}"));
+        if let Some(k) = &idem {
+            request = request.header("idempotency-key", k.as_str());
+        }
+        let Ok(request) = request.body(Body::from(body.clone())) else {
+            // Not a valid URI: the HTTP layer refuses it before the gateway sees it.
+            return Ok(());
+        };
+        let response = runtime.block_on(router.clone().oneshot(request)).unwrap();
+        let status = response.status().as_u16();
+        prop_assert!(status < 500, "{} for {:?}", status, String::from_utf8_lossy(&body));
+        let bytes = runtime.block_on(response.into_body().collect()).unwrap().to_bytes();
+        let written = s.ends("commands").iter().sum::<u64>() - before.iter().sum::<u64>();
+        if status == 202 {
+            prop_assert_eq!(written, 1);
+            let answer: Value = serde_json::from_slice(&bytes).unwrap();
+            prop_assert!(answer["position"].is_string());
+        } else {
+            prop_assert_eq!(written, 0, "{} wrote to the log", status);
+            let problem: Value = serde_json::from_slice(&bytes).unwrap();
+            prop_assert_eq!(problem["status"].as_u64(), Some(u64::from(status)));
+        }
+    });
+    runtime.block_on(s.stop());
+}
+
+#[test]
+fn schema_violation_pointers_point_into_the_data() {
+    let mut actions = kappa_gateway::Actions::new();
+    actions
+        .register(
+            "shape",
+            "A nested schema",
+            json!({
+                "type": "object",
+                "required": ["a"],
+                "properties": {
+                    "a": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "integer", "maximum": 10}}}},
+                    "b": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 5},
+                    "c": {"enum": [1, 2, 3]}
+                },
+                "additionalProperties": {"type": "boolean"}
+            }),
+        )
+        .unwrap();
+    proptest!(ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(500) }, |(data in json_value())| {
+        match actions.validate("shape", &data) {
+            Ok(()) => {}
+            Err(kappa_gateway::Refusal::Invalid(violations)) => {
+                prop_assert!(!violations.is_empty());
+                for v in violations {
+                    prop_assert!(data.pointer(&v.pointer).is_some(), "{} is not in {}", v.pointer, data);
+                    prop_assert!(!v.message.is_empty());
+                }
+            }
+            Err(kappa_gateway::Refusal::UnknownAction) => prop_assert!(false, "the action is registered"),
+        }
+    });
+}
