@@ -19,3 +19,19 @@ printf '%s\n' \
     "$kappa" produce card-commands --key-separator : --print-positions
 "$kappa" consume card-commands --from-beginning --format json
 "$kappa" topics describe card-commands
+
+# The HTTP side: the gateway's demo service on the same log, driven with
+# sync commands for two seconds.
+out=$(mktemp)
+"$kappa" demo --http 127.0.0.1:0 > "$out" &
+demo=$!
+trap 'kill "$demo" 2>/dev/null || true; rm -f "$out"' EXIT
+for _ in $(seq 1 100); do
+    grep -q '^listening on' "$out" 2>/dev/null && break
+    kill -0 "$demo" 2>/dev/null || { echo "kappa demo stopped" >&2; exit 1; }
+    sleep 0.1
+done
+url=$(grep -o 'http://[0-9.:]*' "$out" | head -1)
+[ -n "$url" ] || { echo "kappa demo did not start" >&2; exit 1; }
+echo "demo gateway at $url (API documentation at $url/docs)"
+"$kappa" load --url "$url" --sync --rate 500 --connections 8 --duration 2s

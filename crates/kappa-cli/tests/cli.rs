@@ -501,3 +501,72 @@ fn app_reset_moves_positions_back_and_drops_stores() {
             .is_some()
     );
 }
+
+#[test]
+fn demo_serves_commands_that_load_drives_and_the_log_keeps() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let mut demo = kappa(
+        &log_dir,
+        &[
+            "--durability",
+            "never",
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+            "--partitions",
+            "2",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(demo.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args([
+            "load",
+            "--url",
+            &url,
+            "--sync",
+            "--rate",
+            "200",
+            "--connections",
+            "4",
+            "--duration",
+            "1s",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ok = report["ok"].as_u64().unwrap();
+    assert!(ok > 100, "{report}");
+    assert_eq!(report["errors"], 0);
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    // Every answered command is in the log, with its event.
+    assert_eq!(end_offsets(&log_dir, "commands").iter().sum::<u64>(), ok);
+    assert_eq!(end_offsets(&log_dir, "events").iter().sum::<u64>(), ok);
+    let bad = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["load", "--url", "localhost:1", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("http://"));
+}

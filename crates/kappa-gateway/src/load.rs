@@ -242,7 +242,8 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, ClientError> {
     let mut tasks = Vec::with_capacity(config.connections);
     for (c, mut client) in clients.into_iter().enumerate() {
         let path = path.clone();
-        let action = config.action.clone();
+        // The action as a JSON string, once.
+        let action = Value::from(config.action.as_str()).to_string();
         let keys = config.keys.max(1);
         let stride = config.connections as u64;
         tasks.push(tokio::spawn(async move {
@@ -265,11 +266,14 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, ClientError> {
                 if scheduled >= deadline {
                     break;
                 }
-                let key = format!("key-{}", n % keys);
-                let body = json!({"action": action, "key": key, "data": {"amount": 1 + n % 100}});
+                let body = format!(
+                    "{{\"action\":{action},\"key\":\"key-{}\",\"data\":{{\"amount\":{}}}}}",
+                    n % keys,
+                    1 + n % 100
+                );
                 n += stride;
                 let result = client
-                    .request(Method::POST, &path, &[], Bytes::from(body.to_string()))
+                    .request(Method::POST, &path, &[], Bytes::from(body))
                     .await;
                 let took = scheduled.elapsed();
                 match result {

@@ -28,11 +28,18 @@ impl Histogram {
     }
 }
 
+/// Figures of one route.
+#[derive(Default)]
+struct RouteStats {
+    /// Answers by (method, status).
+    answers: Vec<(String, u16, u64)>,
+    latency: Histogram,
+}
+
 /// The gateway's counters.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    routes: Mutex<BTreeMap<String, RouteStats>>,
     commands: Mutex<BTreeMap<String, u64>>,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     sse_open: AtomicI64,
@@ -50,15 +57,24 @@ pub(crate) fn label(v: &str) -> String {
 }
 
 impl Metrics {
-    /// Counts one answered request.
+    /// Counts one answered request (allocates only for a new route or status).
     pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
-        *lock(&self.requests)
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default() += 1;
-        lock(&self.latency)
-            .entry(route.to_owned())
-            .or_default()
-            .observe(took.as_secs_f64());
+        let mut routes = lock(&self.routes);
+        if !routes.contains_key(route) {
+            routes.insert(route.to_owned(), RouteStats::default());
+        }
+        let Some(stats) = routes.get_mut(route) else {
+            return;
+        };
+        match stats
+            .answers
+            .iter_mut()
+            .find(|(m, s, _)| m == method && *s == status)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => stats.answers.push((method.to_owned(), status, 1)),
+        }
+        stats.latency.observe(took.as_secs_f64());
     }
 
     /// Counts one accepted command.
@@ -87,16 +103,22 @@ impl Metrics {
 
     /// Appends the figures in Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        let routes = lock(&self.routes);
         out.push_str("# HELP kappa_http_requests_total HTTP requests answered.\n# TYPE kappa_http_requests_total counter\n");
-        for ((route, method, status), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "kappa_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                label(route)
-            );
+        for (route, stats) in routes.iter() {
+            let route = label(route);
+            let mut answers = stats.answers.clone();
+            answers.sort();
+            for (method, status, n) in answers {
+                let _ = writeln!(
+                    out,
+                    "kappa_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP kappa_http_request_duration_seconds Time to answer (to the first byte for streams).\n# TYPE kappa_http_request_duration_seconds histogram\n");
-        for (route, h) in lock(&self.latency).iter() {
+        for (route, stats) in routes.iter() {
+            let h = &stats.latency;
             let route = label(route);
             let mut cumulative = 0;
             for (bound, n) in BUCKETS.iter().zip(h.counts) {
@@ -112,6 +134,7 @@ impl Metrics {
                 h.count, h.sum, h.count
             );
         }
+        drop(routes);
         out.push_str("# HELP kappa_commands_total Commands accepted, by action.\n# TYPE kappa_commands_total counter\n");
         for (action, n) in lock(&self.commands).iter() {
             let _ = writeln!(

@@ -15,7 +15,13 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 /// Method, path, headers, body, expected status.
-type Case = (Method, &'static str, Vec<(&'static str, &'static str)>, Bytes, u16);
+type Case = (
+    Method,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Bytes,
+    u16,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_bad_request_gets_its_status_and_writes_nothing() {

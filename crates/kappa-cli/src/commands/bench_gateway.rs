@@ -1,7 +1,8 @@
 //! `kappa bench gateway`: the command API under load. Starts `kappa demo`
 //! as a separate process on a scratch log, then measures async commands as
-//! fast as they are answered, and sync commands (through the demo's
-//! trivial processor) at a fixed offered rate.
+//! fast as they are answered — by the gateway alone (written and indexed),
+//! then with the demo's trivial processor answering each — and sync
+//! commands through that processor at a fixed offered rate.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -51,19 +52,21 @@ impl Drop for Server {
     }
 }
 
-pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
-    let scratch = match &args.dir {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("making a scratch directory")?;
+/// Starts `kappa demo` on a fresh log under `scratch`; returns it and its address.
+fn spawn_demo(
+    args: &GatewayBenchArgs,
+    scratch: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Server, std::net::SocketAddr)> {
     let exe = std::env::current_exe().context("finding the kappa binary")?;
     let mut child = Command::new(exe)
         .arg("--log")
-        .arg(scratch.path().join("log"))
+        .arg(scratch.join(name))
         .arg("--durability")
         .arg(args.durability.to_string())
         .args(["demo", "--http", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -81,8 +84,29 @@ pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         bail!("kappa demo did not print its address (got {line:?})");
     };
     let addr = addr.parse().with_context(|| format!("parsing {addr}"))?;
+    Ok((server, addr))
+}
+
+/// Runs `config` after a one-second warm-up (connection setup and first
+/// allocations are not measured).
+fn measure(config: &LoadConfig) -> anyhow::Result<kappa_gateway::load::LoadReport> {
+    drive(&LoadConfig {
+        duration: Duration::from_secs(1),
+        ..config.clone()
+    })?;
+    drive(config)
+}
+
+pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
+    let scratch = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .context("making a scratch directory")?;
     let duration = Duration::from(args.duration);
-    let base = LoadConfig {
+    // The baseline: the same HTTP round trips to a handler that does nothing.
+    let (server, addr) = spawn_demo(args, scratch.path(), "baseline", &["--baseline"])?;
+    let baseline_config = LoadConfig {
         addr,
         connections: args.connections,
         rate: None,
@@ -91,36 +115,53 @@ pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         action: "add".to_owned(),
         keys: 10_000,
     };
-    // A short warm-up so connection setup and first allocations are not measured.
-    drive(&LoadConfig {
-        duration: Duration::from_secs(1),
+    let baseline = measure(&baseline_config)?;
+    drop(server);
+    // The gateway alone: commands are written down and indexed, nobody answers.
+    let (server, addr) = spawn_demo(args, scratch.path(), "alone", &["--no-processor"])?;
+    let base = LoadConfig {
+        addr,
+        ..baseline_config.clone()
+    };
+    let alone = measure(&base)?;
+    drop(server);
+    // With the demo's processor answering every command (and its events indexed).
+    let (server, addr) = spawn_demo(args, scratch.path(), "processed", &[])?;
+    let processed_config = LoadConfig {
+        addr,
         ..base.clone()
-    })?;
-    let async_report = drive(&base)?;
+    };
+    let processed = measure(&processed_config)?;
     let sync_config = LoadConfig {
         connections: args.sync_connections,
         rate: Some(args.sync_rate),
         sync: true,
-        ..base.clone()
+        ..processed_config.clone()
     };
-    let sync_report = drive(&sync_config)?;
+    let sync_report = measure(&sync_config)?;
     drop(server);
     if args.json {
         println!(
             "{}",
             json!({
                 "durability": args.durability.to_string(),
-                "async": {"connections": args.connections, "target_per_s": 50_000, "report": async_report.to_json()},
+                "http_baseline": {"connections": args.connections, "report": baseline.to_json()},
+                "async_gateway_alone": {"ratio_to_baseline": alone.throughput() / baseline.throughput().max(1e-9), "connections": args.connections, "target_per_s": 50_000, "ratio_to_target": alone.throughput() / 50_000.0, "report": alone.to_json()},
+                "async_with_processor": {"connections": args.connections, "report": processed.to_json()},
                 "sync": {"connections": args.sync_connections, "offered_per_s": args.sync_rate, "target_p99_ms": 10, "report": sync_report.to_json()},
             })
         );
     } else {
-        print_report("async", &base, &async_report);
-        print_report("sync", &sync_config, &sync_report);
+        print_report("HTTP baseline (no-op handler)", &baseline_config, &baseline);
+        print_report("async, gateway alone", &base, &alone);
+        print_report("async, with processor", &processed_config, &processed);
+        print_report("sync, with processor", &sync_config, &sync_report);
         println!(
-            "targets: async >= 50000/s (reached {:.0}/s, ratio {:.2}); sync p99 < 10 ms at {:.0}/s (reached {:.2} ms)",
-            async_report.throughput(),
-            async_report.throughput() / 50_000.0,
+            "targets: async >= 50000/s (gateway alone {:.0}/s, ratio {:.2} to target, {:.2} to the HTTP baseline; with processor {:.0}/s); sync p99 < 10 ms at {:.0}/s (reached {:.2} ms)",
+            alone.throughput(),
+            alone.throughput() / 50_000.0,
+            alone.throughput() / baseline.throughput().max(1e-9),
+            processed.throughput(),
             args.sync_rate,
             sync_report.percentile_ms(0.99)
         );

@@ -22,6 +22,29 @@ pub struct DemoArgs {
     /// Partitions of the command and event topics, when they are created.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
+    /// Run the gateway (and its index) only, without the demo processor:
+    /// commands are written and indexed but never answered.
+    #[arg(long)]
+    no_processor: bool,
+    /// Serve only a handler that answers `POST /commands` with 202 and
+    /// writes nothing: the HTTP baseline of `kappa bench gateway`.
+    #[arg(long, hide = true)]
+    baseline: bool,
+}
+
+/// The baseline server: HTTP and nothing else.
+fn serve_baseline(runtime: &tokio::runtime::Runtime, http: SocketAddr) -> anyhow::Result<()> {
+    use axum::http::StatusCode;
+    let router = axum::Router::new().route(
+        "/commands",
+        axum::routing::post(|body: axum::body::Bytes| async move { (StatusCode::ACCEPTED, body) }),
+    );
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(http).await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, router).await?;
+        Ok(())
+    })
 }
 
 /// Serves until interrupted; prints `listening on http://ADDR` first.
@@ -31,13 +54,22 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
         .thread_name("kappa-http")
         .build()
         .context("starting the HTTP runtime")?;
+    if args.baseline {
+        return serve_baseline(&runtime, args.http);
+    }
     let config = GatewayConfig {
         partitions: args.partitions,
         title: "Kappa demo service".to_owned(),
         ..GatewayConfig::default()
     };
-    let (gateway, streams) =
-        kappa_gateway::demo::start(log, config, Duration::from_millis(args.commit_interval_ms))?;
+    let (gateway, streams) = if args.no_processor {
+        let builder = kappa_gateway::Gateway::builder(log, config);
+        (kappa_gateway::demo::actions(builder)?.start()?, None)
+    } else {
+        let interval = Duration::from_millis(args.commit_interval_ms);
+        let (g, s) = kappa_gateway::demo::start(log, config, interval)?;
+        (g, Some(s))
+    };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
@@ -52,7 +84,7 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
             .context("serving HTTP")
     })?;
     drop(gateway);
-    if let Ok(s) = Arc::try_unwrap(streams) {
+    if let Some(Ok(s)) = streams.map(Arc::try_unwrap) {
         s.close()?;
     }
     Ok(())

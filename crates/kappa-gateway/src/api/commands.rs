@@ -205,12 +205,12 @@ async fn handle(
         }
         command.idempotency_key = Some(k.clone());
     }
-    let value = serde_json::to_vec(&command).map_err(|e| {
+    let value = Bytes::from(serde_json::to_vec(&command).map_err(|e| {
         (
             "failed",
             Problem::internal(format!("encoding a command: {e}")),
         )
-    })?;
+    })?);
     let record = ProducerRecord::value(value.clone())
         .with_key(command.record_key())
         .with_timestamp(command.timestamp);
@@ -224,7 +224,7 @@ async fn handle(
     state.metrics.command(&command.action);
     let stored = Stored {
         position,
-        json: Bytes::from(value),
+        json: value,
     };
     if let Some(guard) = claim {
         guard.finish(stored.clone(), now);
@@ -232,16 +232,22 @@ async fn handle(
             .idempotency
             .sweep(&state.index.streams().committed_positions());
     }
-    let mut body = with_position(&stored.json, &stored.position).map_err(|p| ("failed", p))?;
     let location = format!("/commands/{}", command.id);
     let Some(wait) = wait else {
-        return Ok(located(
-            StatusCode::ACCEPTED,
-            &Value::Object(body),
-            &location,
-            false,
-        ));
+        // The hot path: splice the position in rather than re-parse the command.
+        let text = super::with_position_text(&stored.json, &stored.position).ok_or_else(|| {
+            (
+                "failed",
+                Problem::internal("a command did not serialize as an object"),
+            )
+        })?;
+        let mut r = super::json_bytes(StatusCode::ACCEPTED, Bytes::from(text));
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(r);
     };
+    let mut body = with_position(&stored.json, &stored.position).map_err(|p| ("failed", p))?;
     match wait.outcome(timeout).await {
         Some(events) => {
             let (status, list) = outcome_body(&events)?;

@@ -124,9 +124,38 @@ pub(crate) fn with_position(
     Ok(m)
 }
 
+/// The same as [`with_position`], as text, without parsing `json`: the
+/// position members are spliced in before its closing brace. `json` must
+/// be an object the gateway serialized (no trailing whitespace).
+pub(crate) fn with_position_text(json: &[u8], position: &Position) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let body = json.strip_suffix(b"}")?;
+    let mut out = Vec::with_capacity(json.len() + 96);
+    out.extend_from_slice(body);
+    if body.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"topic\":");
+    serde_json::to_writer(&mut out, &*position.topic).ok()?;
+    write!(
+        out,
+        ",\"partition\":{},\"offset\":{},\"position\":",
+        position.partition, position.offset
+    )
+    .ok()?;
+    serde_json::to_writer(&mut out, &position.to_string()).ok()?;
+    out.push(b'}');
+    Some(out)
+}
+
 /// A JSON answer.
 pub(crate) fn json(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, Bytes::from(body.to_string())).into_response();
+    json_bytes(status, Bytes::from(body.to_string()))
+}
+
+/// A JSON answer already serialized.
+pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> Response {
+    let mut r = (status, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -141,4 +170,27 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Problem::internal(format!("query task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spliced_positions_equal_parsed_ones() {
+        let position: Position = "commands/3/17".parse().unwrap();
+        for json in [
+            &br#"{"id":"x","data":{"a":[1,{"b":"}"}]}}"#[..],
+            br#"{}"#,
+            br#"{"key":"quote\" }"}"#,
+        ] {
+            let spliced: Value =
+                serde_json::from_slice(&with_position_text(json, &position).unwrap()).unwrap();
+            assert_eq!(
+                spliced,
+                Value::Object(with_position(json, &position).unwrap())
+            );
+        }
+        assert!(with_position_text(b"[1]", &position).is_none());
+    }
 }
