@@ -77,6 +77,8 @@ pub(crate) struct State {
     pub(crate) partitions: u32,
     /// End offsets of the indexed topics at start: ready once indexed.
     pub(crate) start_ends: Vec<(TopicPartition, u64)>,
+    /// Set when the service shuts down: live streams end.
+    pub(crate) closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Builds a gateway: register actions, views and routes, then start it.
@@ -149,6 +151,27 @@ impl Gateway {
             .streams()
             .wait_for_processed(&targets, timeout)?
             && self.is_ready())
+    }
+
+    /// Ends every live stream (within a second), so a graceful shutdown of
+    /// the HTTP server does not wait for streaming clients forever.
+    ///
+    /// ```no_run
+    /// # async fn demo(gateway: kappa_gateway::Gateway, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// let gateway = std::sync::Arc::new(gateway);
+    /// let closer = gateway.clone();
+    /// axum::serve(listener, gateway.router())
+    ///     .with_graceful_shutdown(async move {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///         closer.close_live_streams();
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    pub fn close_live_streams(&self) {
+        self.state
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether the index has caught up with what was in the log at start and
@@ -257,6 +280,7 @@ impl GatewayBuilder {
                 metrics: Metrics::default(),
                 partitions,
                 start_ends,
+                closing: Arc::default(),
             }),
             routes,
         })

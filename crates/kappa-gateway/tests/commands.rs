@@ -90,7 +90,13 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
     assert_eq!(events[0]["action"], "added");
     assert_eq!(events[0]["parent"], answer["id"]);
     assert_eq!(events[0]["data"]["total"], 3);
-    let event_position = events[0]["position"].as_str().unwrap();
+    // The index reads commands and events: wait for both records.
+    let both = format!(
+        "{},{}",
+        answer["position"].as_str().unwrap(),
+        events[0]["position"].as_str().unwrap()
+    );
+    let event_position = both.as_str();
     let r = c
         .get(&format!(
             "/commands/{}?min_position={event_position}&wait_ms=10000",
@@ -119,7 +125,12 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
     let p = assert_problem(&r, 409);
     assert_eq!(p["events"][0]["error"], true);
     assert_eq!(p["events"][0]["parent"], p["id"]);
-    let failed_position = p["events"][0]["position"].as_str().unwrap();
+    let failed_both = format!(
+        "{},{}",
+        p["position"].as_str().unwrap(),
+        p["events"][0]["position"].as_str().unwrap()
+    );
+    let failed_position = failed_both.as_str();
     let r = c
         .get(&format!(
             "/commands/{}?min_position={failed_position}&wait_ms=10000",
@@ -255,14 +266,15 @@ async fn history_pages_by_offset_and_by_cursor_and_filters_events_by_action() {
         sent.push(answer["id"].as_str().unwrap().to_owned());
         last_event = answer["events"][0]["position"].as_str().unwrap().to_owned();
     }
-    // Wait until the index has every event of every partition.
-    let ends = s.ends("events");
-    let all: Vec<String> = ends
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| **e > 0)
-        .map(|(p, e)| format!("events/{p}/{}", e - 1))
-        .collect();
+    // Wait until the index has every command and event of every partition.
+    let mut all = Vec::new();
+    for topic in ["commands", "events"] {
+        for (p, end) in s.ends(topic).iter().enumerate() {
+            if *end > 0 {
+                all.push(format!("{topic}/{p}/{}", end - 1));
+            }
+        }
+    }
     assert!(all.contains(&last_event));
     let r = c
         .get(&format!(

@@ -70,6 +70,8 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
         let (g, s) = kappa_gateway::demo::start(log, config, interval)?;
         (g, Some(s))
     };
+    let gateway = Arc::new(gateway);
+    let closer = gateway.clone();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
@@ -77,8 +79,9 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         println!("listening on http://{addr} (API documentation at http://{addr}/docs)");
         axum::serve(listener, gateway.router())
-            .with_graceful_shutdown(async {
+            .with_graceful_shutdown(async move {
                 let _ = tokio::signal::ctrl_c().await;
+                closer.close_live_streams();
             })
             .await
             .context("serving HTTP")

@@ -353,11 +353,26 @@ async fn replay(
             true,
         ));
     }
-    // Registered before looking, so an outcome indexed later is not missed.
+    // Outcomes written from now on reach the waiter; those written before
+    // are below the current end offsets, so the index has them once it has
+    // processed up to those ends.
     let wait = state.outcomes.register(original.id);
     let s = state.clone();
     let id = original.id;
     let indexed = super::blocking(move || {
+        let mut targets = Vec::new();
+        for topic in &s.config.event_topics {
+            for p in 0..s.partitions {
+                let tp = kappa_log::TopicPartition::new(topic.as_str(), p);
+                let end = s.log.offsets(&tp)?.end;
+                if end > 0 {
+                    targets.push((tp, end - 1));
+                }
+            }
+        }
+        if !s.index.streams().wait_for_processed(&targets, timeout)? {
+            return Ok(Vec::new());
+        }
         let mut events = Vec::new();
         for (event_id, _) in s.index.outcomes(&id)? {
             let Ok(event_id) = event_id.parse() else {

@@ -117,7 +117,10 @@ fn stream(
     let (tx, rx) = mpsc::channel::<Event>(BUFFER);
     let log = state.log.clone();
     let action = q.action;
-    tokio::task::spawn_blocking(move || follow(&*log, cursor, action.as_deref(), name, &tx));
+    let closing = state.closing.clone();
+    tokio::task::spawn_blocking(move || {
+        follow(&*log, cursor, action.as_deref(), name, &tx, &closing);
+    });
     let events = futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
         rx.recv()
             .await
@@ -135,6 +138,7 @@ fn follow(
     action: Option<&str>,
     name: &'static str,
     tx: &mpsc::Sender<Event>,
+    closing: &std::sync::atomic::AtomicBool,
 ) {
     let mut records = Vec::new();
     let limits = FetchLimits {
@@ -149,7 +153,7 @@ fn follow(
         .enumerate()
         .map(|(i, (tp, _))| ((tp.topic.clone(), tp.partition), i))
         .collect();
-    while !tx.is_closed() {
+    while !tx.is_closed() && !closing.load(std::sync::atomic::Ordering::Acquire) {
         records.clear();
         let fetched = match log.fetch(&cursor.0, limits, &mut records) {
             Ok(f) => f,

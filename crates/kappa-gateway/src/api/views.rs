@@ -162,6 +162,11 @@ pub(crate) async fn get(
     let found = blocking(move || {
         Ok(match q.as_of {
             Some(t) => v2.store.get_as_of(&k, t)?.map(|(v, from)| (v, Some(from))),
+            // A versioned store answers with its latest version.
+            None if v2.kind == ViewKind::Versioned => v2
+                .store
+                .get_as_of(&k, i64::MAX)?
+                .map(|(v, from)| (v, Some(from))),
             None => v2.store.get(&k)?.map(|v| (v, None)),
         })
     })
