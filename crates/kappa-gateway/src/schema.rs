@@ -25,15 +25,16 @@ struct Action {
 /// The registered actions and their schemas.
 ///
 /// ```
-/// use kappa_gateway::Actions;
+/// use kappa_gateway::{Actions, Refusal};
 /// let mut actions = Actions::new();
 /// actions.register("set-limit", "Sets a card's limit", serde_json::json!({
 ///     "type": "object", "required": ["limit"],
 ///     "properties": {"limit": {"type": "integer", "minimum": 0}}
 /// }))?;
 /// assert!(actions.validate("set-limit", &serde_json::json!({"limit": 5})).is_ok());
-/// let errors = actions.validate("set-limit", &serde_json::json!({"limit": -1})).unwrap_err();
-/// assert_eq!(errors[0].pointer, "/limit");
+/// let refused = actions.validate("set-limit", &serde_json::json!({"limit": -1}));
+/// let Err(Refusal::Invalid(violations)) = refused else { panic!("{refused:?}") };
+/// assert_eq!(violations[0].pointer, "/limit");
 /// # Ok::<_, kappa_gateway::GatewayError>(())
 /// ```
 #[derive(Default)]

@@ -1,7 +1,5 @@
 //! The history of commands and events, from the index.
 
-use std::time::Duration;
-
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -39,13 +37,17 @@ async fn indexed(
     min_position: Option<&str>,
     wait_ms: Option<u64>,
 ) -> Result<(), Problem> {
-    let Some(min) = min_position else {
-        return Ok(());
-    };
-    let wait = wait_ms
-        .map_or(Duration::from_secs(1), Duration::from_millis)
-        .min(state.config.wait_max);
-    crate::api::views::wait_for_position(state.index.streams(), min, wait).await
+    super::views::wait_if_asked(state, state.index.streams(), min_position, wait_ms).await
+}
+
+/// The id of a by-id request, once the index has reached its `min_position`.
+async fn indexed_id(state: &Shared, id: &str, uri: &axum::http::Uri) -> Result<Uuid, Problem> {
+    let id = id
+        .parse()
+        .map_err(|_| Problem::bad_request(format!("{id:?} is not an id (a UUID)")))?;
+    let q: ByIdQuery = query(uri)?;
+    indexed(state, q.min_position.as_deref(), q.wait_ms).await?;
+    Ok(id)
 }
 
 /// Default page size.
@@ -108,19 +110,12 @@ pub(crate) async fn list_events(
     list(state, &uri, Kind::Event).await
 }
 
-fn parse_id(text: &str) -> Result<Uuid, Problem> {
-    text.parse()
-        .map_err(|_| Problem::bad_request(format!("{text:?} is not an id (a UUID)")))
-}
-
 pub(crate) async fn get_command(
     State(state): State<Shared>,
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let id = parse_id(&id)?;
-    let q: ByIdQuery = query(&uri)?;
-    indexed(&state, q.min_position.as_deref(), q.wait_ms).await?;
+    let id = indexed_id(&state, &id, &uri).await?;
     let s = state.clone();
     let (stored, outcomes) =
         blocking(move || Ok((s.index.get(Kind::Command, &id)?, s.index.outcomes(&id)?))).await?;
@@ -150,9 +145,7 @@ pub(crate) async fn get_event(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let id = parse_id(&id)?;
-    let q: ByIdQuery = query(&uri)?;
-    indexed(&state, q.min_position.as_deref(), q.wait_ms).await?;
+    let id = indexed_id(&state, &id, &uri).await?;
     let s = state.clone();
     let (stored, parent) = blocking(move || {
         let Some(stored) = s.index.get(Kind::Event, &id)? else {

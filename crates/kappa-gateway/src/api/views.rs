@@ -96,9 +96,11 @@ fn find<'a>(state: &'a Shared, name: &str) -> Result<&'a View, Problem> {
         .ok_or_else(|| Problem::not_found(format!("no view {name:?}")))
 }
 
-async fn ready_for(
+/// Applies a request's optional `min_position` and `wait_ms` to `streams`
+/// (waiting at most the configured maximum; one second by default).
+pub(crate) async fn wait_if_asked(
     state: &Shared,
-    view: &View,
+    streams: &Arc<Streams>,
     min_position: Option<&str>,
     wait_ms: Option<u64>,
 ) -> Result<(), Problem> {
@@ -108,7 +110,16 @@ async fn ready_for(
     let wait = wait_ms
         .map_or(Duration::from_secs(1), Duration::from_millis)
         .min(state.config.wait_max);
-    wait_for_position(&view.streams, min, wait).await
+    wait_for_position(streams, min, wait).await
+}
+
+async fn ready_for(
+    state: &Shared,
+    view: &View,
+    min_position: Option<&str>,
+    wait_ms: Option<u64>,
+) -> Result<(), Problem> {
+    wait_if_asked(state, &view.streams, min_position, wait_ms).await
 }
 
 /// The positions a read reflects: of one partition, or of all.
