@@ -189,6 +189,17 @@ async fn handle(
                 return replay(state, &command, stored, q.sync, timeout).await;
             }
             Claim::Mine(guard) => {
+                // Keys of commands written before this start are only known
+                // once the index has caught up with them.
+                if let Err(why) = super::ops::index_caught_up(state) {
+                    return Err((
+                        "not-ready",
+                        Problem::unavailable(
+                            format!("idempotent commands wait for the index: {why}"),
+                            1,
+                        ),
+                    ));
+                }
                 let s = state.clone();
                 let key = k.clone();
                 let found = super::blocking(move || {
@@ -215,23 +226,24 @@ async fn handle(
         .with_key(command.record_key())
         .with_timestamp(command.timestamp);
     let wait = q.sync.then(|| state.outcomes.register(command.id));
-    let position = state.writer.write(record).await.map_err(|e| {
-        (
-            "failed",
-            Problem::unavailable(format!("the command could not be written: {e}"), 1),
-        )
-    })?;
-    state.metrics.command(&command.action);
-    let stored = Stored {
-        position,
-        json: value,
+    let stored = match claim {
+        None => write(state, record, value).await?,
+        Some(guard) => {
+            // Finished on a task of its own: a client that hangs up must not
+            // free the key between the write and its record in the table.
+            let s = state.clone();
+            tokio::spawn(async move {
+                let stored = write(&s, record, value).await?;
+                guard.finish(stored.clone(), now);
+                s.idempotency
+                    .sweep(&s.index.streams().committed_positions());
+                Ok(stored)
+            })
+            .await
+            .map_err(|e| ("failed", Problem::internal(format!("write task: {e}"))))??
+        }
     };
-    if let Some(guard) = claim {
-        guard.finish(stored.clone(), now);
-        state
-            .idempotency
-            .sweep(&state.index.streams().committed_positions());
-    }
+    state.metrics.command(&command.action);
     let location = format!("/commands/{}", command.id);
     let Some(wait) = wait else {
         // The hot path: splice the position in rather than re-parse the command.
@@ -256,6 +268,21 @@ async fn handle(
         }
         None => Err(("sync-timeout", timed_out(&location, &stored, timeout))),
     }
+}
+
+/// Writes a command down; returns where it landed.
+async fn write(
+    state: &Shared,
+    record: ProducerRecord,
+    json: Bytes,
+) -> Result<Stored, (&'static str, Problem)> {
+    let position = state.writer.write(record).await.map_err(|e| {
+        (
+            "failed",
+            Problem::unavailable(format!("the command could not be written: {e}"), 1),
+        )
+    })?;
+    Ok(Stored { position, json })
 }
 
 fn timed_out(location: &str, stored: &Stored, timeout: Duration) -> Problem {

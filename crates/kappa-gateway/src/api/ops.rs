@@ -29,7 +29,13 @@ pub(crate) fn ready(state: &GatewayState) -> Result<(), String> {
             return Err(format!("the topology of view {:?} stopped", v.name()));
         }
     }
-    let committed = index.committed_positions();
+    index_caught_up(state)
+}
+
+/// Whether the index has processed what the log held when the gateway
+/// started (until then it may miss commands written before the start).
+pub(crate) fn index_caught_up(state: &GatewayState) -> Result<(), String> {
+    let committed = state.index.streams().committed_positions();
     for (tp, end) in &state.start_ends {
         let at = committed
             .iter()
