@@ -156,8 +156,31 @@ impl HttpClient {
     }
 }
 
+/// Makes the body of the n-th command of a run (n counts from 0 over all
+/// connections). Called on the generator's threads, so keep it cheap.
+pub type CommandMaker = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
+
+/// Commands `{"action": action, "key": "key-<n mod keys>", "data": {"amount": 1 + n mod 100}}`.
+///
+/// ```
+/// let make = kappa_gateway::load::amounts("add", 10);
+/// let body: serde_json::Value = serde_json::from_slice(&make(12)).unwrap();
+/// assert_eq!(body, serde_json::json!({"action": "add", "key": "key-2", "data": {"amount": 13}}));
+/// ```
+pub fn amounts(action: &str, keys: u64) -> CommandMaker {
+    let action = Value::from(action).to_string();
+    let keys = keys.max(1);
+    Arc::new(move |n| {
+        Bytes::from(format!(
+            "{{\"action\":{action},\"key\":\"key-{}\",\"data\":{{\"amount\":{}}}}}",
+            n % keys,
+            1 + n % 100
+        ))
+    })
+}
+
 /// What to send and how hard.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LoadConfig {
     /// The server.
     pub addr: SocketAddr,
@@ -169,10 +192,20 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// `?sync=true`: wait for each command's outcome.
     pub sync: bool,
-    /// The action to send.
-    pub action: String,
-    /// Distinct entity keys to spread commands over.
-    pub keys: u64,
+    /// The commands to send.
+    pub commands: CommandMaker,
+}
+
+impl std::fmt::Debug for LoadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadConfig")
+            .field("addr", &self.addr)
+            .field("connections", &self.connections)
+            .field("rate", &self.rate)
+            .field("duration", &self.duration)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a run measured.
@@ -242,9 +275,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, ClientError> {
     let mut tasks = Vec::with_capacity(config.connections);
     for (c, mut client) in clients.into_iter().enumerate() {
         let path = path.clone();
-        // The action as a JSON string, once.
-        let action = Value::from(config.action.as_str()).to_string();
-        let keys = config.keys.max(1);
+        let make = config.commands.clone();
         let stride = config.connections as u64;
         tasks.push(tokio::spawn(async move {
             let mut report = LoadReport::default();
@@ -266,15 +297,9 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, ClientError> {
                 if scheduled >= deadline {
                     break;
                 }
-                let body = format!(
-                    "{{\"action\":{action},\"key\":\"key-{}\",\"data\":{{\"amount\":{}}}}}",
-                    n % keys,
-                    1 + n % 100
-                );
+                let body = make(n);
                 n += stride;
-                let result = client
-                    .request(Method::POST, &path, &[], Bytes::from(body))
-                    .await;
+                let result = client.request(Method::POST, &path, &[], body).await;
                 let took = scheduled.elapsed();
                 match result {
                     Ok(r) if r.status.is_success() => {

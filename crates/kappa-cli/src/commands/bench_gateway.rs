@@ -112,8 +112,7 @@ pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         rate: None,
         duration,
         sync: false,
-        action: "add".to_owned(),
-        keys: 10_000,
+        commands: kappa_gateway::load::amounts("add", 10_000),
     };
     let baseline = measure(&baseline_config)?;
     drop(server);

@@ -57,8 +57,7 @@ impl LoadArgs {
             rate: self.rate,
             duration: Duration::from(self.duration),
             sync: self.sync,
-            action: self.action.clone(),
-            keys: self.keys,
+            commands: kappa_gateway::load::amounts(&self.action, self.keys),
         })
     }
 }
