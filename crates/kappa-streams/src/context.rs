@@ -247,6 +247,16 @@ impl TaskContext {
         Ok(self.stores[store].scan_prefix(&*self.log, prefix)?)
     }
 
+    pub(crate) fn store_range(
+        &mut self,
+        store: usize,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        last: &[u8],
+    ) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        Ok(self.stores[store].range(&*self.log, prefix, after, last)?)
+    }
+
     /// Queues the input record itself, unchanged but for provenance and a
     /// reason header, to `topic` (late records, dead letters).
     pub(crate) fn emit_input(&mut self, topic: &Arc<str>, reason: String) {

@@ -31,6 +31,7 @@ mod store;
 mod stream_join;
 mod topology;
 mod versioned;
+mod window_store;
 mod windows;
 
 pub use context::TaskContext;
@@ -52,6 +53,7 @@ pub use store::{ReadOnlyStore, StoreKind, StoreSpec};
 pub use stream_join::{JoinSerdes, JoinWindows};
 pub use topology::{Materialized, StreamsBuilder, Topology};
 pub use versioned::VersionedStoreHandle;
+pub use window_store::WindowStoreHandle;
 pub use windows::{
     Emit, TimeWindowedKStream, TimeWindows, Window, Windowed, WindowedKStream, WindowedSerde,
 };

@@ -65,6 +65,43 @@ pub(crate) fn app_prefix(app: &str) -> Vec<u8> {
     p
 }
 
+/// Committed entries under `base` (a store partition's prefix) whose key,
+/// without `base`, starts with `prefix`, is greater than `after` (when
+/// given) and at most `last`; keys returned without `base`. Reads pages, so
+/// it never loads more of the prefix than the range.
+fn committed_range(
+    log: &dyn Log,
+    base: &[u8],
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    last: &[u8],
+) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+    const PAGE: usize = 256;
+    let mut full_prefix = base.to_vec();
+    full_prefix.extend_from_slice(prefix);
+    let mut cursor = after.map(|a| {
+        let mut k = base.to_vec();
+        k.extend_from_slice(a);
+        k
+    });
+    let mut out = Vec::new();
+    loop {
+        let page = log.metadata_page(&full_prefix, cursor.as_deref(), PAGE)?;
+        let full = page.len() == PAGE;
+        for (k, v) in page {
+            let short = k.slice(base.len()..);
+            if &short[..] > last {
+                return Ok(out);
+            }
+            cursor = Some(k.to_vec());
+            out.push((short, v));
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
 /// One task's view of one store.
 pub(crate) struct TaskStore {
     pub(crate) name: String,
@@ -148,6 +185,49 @@ impl TaskStore {
             .range(Bytes::copy_from_slice(prefix)..)
             .take_while(|(k, _)| k.starts_with(prefix));
         for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    /// Entries whose key starts with `prefix`, is greater than `after` (when
+    /// given) and at most `last`, committed and pending merged, in key order:
+    /// a bounded read, never the whole prefix.
+    pub(crate) fn range(
+        &self,
+        log: &dyn Log,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        last: &[u8],
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        use std::ops::Bound;
+        // An empty range (BTreeMap::range panics on one).
+        if after.is_some_and(|a| a >= last) || prefix > last {
+            return Ok(Vec::new());
+        }
+        let lower = match after {
+            Some(a) => Bound::Excluded(Bytes::copy_from_slice(a)),
+            None => Bound::Included(Bytes::copy_from_slice(prefix)),
+        };
+        let upper = Bound::Included(Bytes::copy_from_slice(last));
+        let mut merged: BTreeMap<Bytes, Bytes> = match &self.committed {
+            Some(map) => map
+                .range((lower.clone(), upper.clone()))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => committed_range(log, &self.prefix, prefix, after, last)?
+                .into_iter()
+                .collect(),
+        };
+        for (k, v) in self
+            .pending
+            .range((lower, upper))
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
@@ -286,6 +366,20 @@ impl ReadOnlyStore {
                 return Ok(out);
             }
         }
+    }
+
+    /// Committed entries of the partition holding `partition_key` with keys
+    /// starting with `prefix`, greater than `after` and at most `last`.
+    pub(crate) fn range_in_key_partition(
+        &self,
+        partition_key: &[u8],
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        last: &[u8],
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        let partition = kappa_log::partition_for_key(partition_key, self.partitions);
+        let base = store_prefix(&self.app, &self.name, partition);
+        committed_range(&*self.log, &base, prefix, after, last)
     }
 
     /// Committed entries of the partition of `partition_key` whose key starts with `prefix`.

@@ -65,20 +65,23 @@ impl StreamsBuilder {
     }
 }
 
-fn key_prefix(key: &[u8]) -> Vec<u8> {
+/// `len u32 | key`: the prefix of every entry of one key (shared with window stores).
+pub(crate) fn key_prefix(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + key.len() + 8);
     k.extend_from_slice(&(key.len() as u32).to_be_bytes());
     k.extend_from_slice(key);
     k
 }
 
-fn version_key(key: &[u8], valid_from: i64) -> Bytes {
+/// `len u32 | key | time (sign-flipped big-endian)`: byte order is time order within a key.
+pub(crate) fn version_key(key: &[u8], valid_from: i64) -> Bytes {
     let mut k = key_prefix(key);
     k.extend_from_slice(&((valid_from as u64) ^ (1 << 63)).to_be_bytes());
     Bytes::from(k)
 }
 
-fn valid_from_of(entry: &[u8]) -> Option<i64> {
+/// The time at the end of an entry key made by [`version_key`].
+pub(crate) fn valid_from_of(entry: &[u8]) -> Option<i64> {
     let b: [u8; 8] = entry.get(entry.len().checked_sub(8)?..)?.try_into().ok()?;
     Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
 }
