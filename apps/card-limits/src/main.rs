@@ -1,0 +1,3 @@
+//! `card-limits`: serve the service.
+
+fn main() {}

@@ -1,0 +1,429 @@
+//! The command processor: decides each command from the card's state and
+//! emits its events. One instance per task; all of a card's commands reach
+//! the same task, in log order (the record key is the card).
+//!
+//! Settled spending and pending holds are kept as daily panes in window
+//! stores, so a balance adds up at most `period_days` (or 7) panes of one
+//! card, never its history.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kappa_gateway::Envelope;
+use kappa_log::Log;
+use kappa_streams::{
+    I64, Json, Materialized, Processor, ProcessorContext, StoreHandle, Streams, StreamsBuilder,
+    StreamsConfig, StreamsError, Topology, Utf8, WindowStoreHandle,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::model::{
+    AuthRecord, AuthStatus, Authorize, Balance, Card, DAY_MS, HOLD_MS, LATENESS_MS, RemoveLimit,
+    SetLimit, Settle, TxnRecord, at_least, day, limit_fields,
+};
+
+/// Store names (also the names of their views).
+pub mod stores {
+    /// Card → limit, period, latest timestamp.
+    pub const CARDS: &str = "cards";
+    /// `card/auth_id` → the authorization and its decision.
+    pub const AUTHS: &str = "authorizations";
+    /// `card/txn_id` → the settlement.
+    pub const TXNS: &str = "settlements";
+    /// Card → settled cents per day.
+    pub const SETTLED: &str = "settled-by-day";
+    /// Card → pending (approved, unsettled) cents per day of the authorization.
+    pub const PENDING: &str = "pending-by-day";
+    /// `card/threshold/day` → a notification was sent.
+    pub const NOTICES: &str = "notices";
+}
+
+/// Longest limit period, days.
+pub const PERIOD_DAYS_MAX: i64 = 366;
+
+/// Window-store retention by stream time: none in practice.
+const KEEP_FOREVER_DAYS: u64 = 100 * 366;
+
+/// Panes a balance can still need, behind a card's latest event time: the
+/// longest window plus the lateness bound (an accepted record is at most
+/// that late), and a day of margin.
+const SETTLED_KEEP_MS: i64 = (PERIOD_DAYS_MAX + 3) * DAY_MS;
+const PENDING_KEEP_MS: i64 = HOLD_MS + 3 * DAY_MS;
+
+/// The stores a processor uses.
+#[derive(Clone)]
+pub struct Stores {
+    cards: StoreHandle<String, Card>,
+    auths: StoreHandle<String, AuthRecord>,
+    txns: StoreHandle<String, TxnRecord>,
+    settled: WindowStoreHandle<String, i64>,
+    pending: WindowStoreHandle<String, i64>,
+    notices: StoreHandle<String, i64>,
+}
+
+impl Stores {
+    fn declare(b: &StreamsBuilder) -> Self {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        Self {
+            cards: b.add_state_store(Materialized::persistent(stores::CARDS), Utf8, Json::new()),
+            auths: b.add_state_store(Materialized::persistent(stores::AUTHS), Utf8, Json::new()),
+            txns: b.add_state_store(Materialized::persistent(stores::TXNS), Utf8, Json::new()),
+            // Record timestamps are arrival times, not the commands' event
+            // times, so the stores keep everything by stream time and panes
+            // are dropped per card instead (see `add_to_pane`).
+            settled: b.add_window_store(
+                Materialized::persistent(stores::SETTLED),
+                Utf8,
+                I64,
+                days(KEEP_FOREVER_DAYS),
+            ),
+            pending: b.add_window_store(
+                Materialized::persistent(stores::PENDING),
+                Utf8,
+                I64,
+                days(KEEP_FOREVER_DAYS),
+            ),
+            notices: b.add_state_store(Materialized::persistent(stores::NOTICES), Utf8, I64),
+        }
+    }
+}
+
+/// The processor of one task.
+struct Decide(Stores);
+
+type Ctx<'a, 'b> = ProcessorContext<'a, String, Envelope>;
+
+fn parse<T: DeserializeOwned>(command: &Envelope) -> Result<T, String> {
+    serde_json::from_value(command.data.clone())
+        .map_err(|e| format!("the data of {} does not fit: {e}", command.action))
+}
+
+impl Decide {
+    fn card(&self, ctx: &mut Ctx<'_, '_>, card: &str) -> Result<Card, StreamsError> {
+        Ok(ctx
+            .get(&self.0.cards, &card.to_owned())?
+            .unwrap_or_default())
+    }
+
+    /// Settled and pending spending of `card` evaluated at time `t`.
+    fn balance(
+        &self,
+        ctx: &mut Ctx<'_, '_>,
+        card: &Card,
+        key: &String,
+        t: i64,
+    ) -> Result<Balance, StreamsError> {
+        let today = day(t);
+        let period = card.period_days() * DAY_MS;
+        let settled = ctx.window_fetch(&self.0.settled, key, today - period + DAY_MS, today)?;
+        let pending = ctx.window_fetch(&self.0.pending, key, today - HOLD_MS + DAY_MS, today)?;
+        Ok(Balance {
+            settled: settled.iter().map(|(_, v)| v).sum(),
+            pending: pending.iter().map(|(_, v)| v).sum(),
+        })
+    }
+
+    /// Adds `amount` to the pane of day(`t`), and drops panes no balance at
+    /// or after `latest` can reach (older than `keep_ms` behind it).
+    #[allow(clippy::too_many_arguments)]
+    fn add_to_pane(
+        &self,
+        ctx: &mut Ctx<'_, '_>,
+        store: &WindowStoreHandle<String, i64>,
+        key: &String,
+        t: i64,
+        amount: i64,
+        latest: i64,
+        keep_ms: i64,
+    ) -> Result<(), StreamsError> {
+        let pane = day(t);
+        let total = ctx
+            .window_get(store, key, pane)?
+            .unwrap_or(0)
+            .saturating_add(amount);
+        ctx.window_put(store, key, pane, (total != 0).then_some(&total))?;
+        let horizon = day(latest).saturating_sub(keep_ms);
+        for (old, _) in ctx.window_fetch(store, key, i64::MIN, horizon.saturating_sub(1))? {
+            ctx.window_put(store, key, old, None)?;
+        }
+        Ok(())
+    }
+
+    fn is_late(card: &Card, t: i64) -> bool {
+        card.latest
+            .is_some_and(|latest| t < latest.saturating_sub(LATENESS_MS))
+    }
+
+    fn notify(
+        &self,
+        ctx: &mut Ctx<'_, '_>,
+        command: &Envelope,
+        threshold: i64,
+        spent: i64,
+        limit: i64,
+        t: i64,
+    ) -> Result<(), StreamsError> {
+        let card = command.key.clone().unwrap_or_default();
+        let key = format!("{card}/{threshold}/{}", day(t));
+        if ctx.get(&self.0.notices, &key)?.is_some() {
+            return Ok(());
+        }
+        ctx.put(&self.0.notices, &key, &1)?;
+        let event = command.event(
+            "limit-threshold-reached",
+            json!({"card": card, "threshold": threshold, "spent": spent, "limit": limit, "day": day(t)}),
+        );
+        ctx.forward(card, event)
+    }
+
+    fn set_limit(
+        &self,
+        ctx: &mut Ctx<'_, '_>,
+        command: &Envelope,
+        d: SetLimit,
+    ) -> Result<(), StreamsError> {
+        let mut card = self.card(ctx, &d.card)?;
+        card.limit = Some(d.limit);
+        card.period_days = d.period_days.unwrap_or(crate::model::DEFAULT_PERIOD_DAYS);
+        ctx.put(&self.0.cards, &d.card, &card)?;
+        let data = json!({"card": d.card, "limit": d.limit, "period_days": card.period_days});
+        ctx.forward(d.card, command.event("limit-set", data))
+    }
+
+    fn remove_limit(
+        &self,
+        ctx: &mut Ctx<'_, '_>,
+        command: &Envelope,
+        d: RemoveLimit,
+    ) -> Result<(), StreamsError> {
+        let mut card = self.card(ctx, &d.card)?;
+        card.limit = None;
+        ctx.put(&self.0.cards, &d.card, &card)?;
+        ctx.forward(
+            d.card.clone(),
+            command.event("limit-removed", json!({"card": d.card})),
+        )
+    }
+
+    fn authorize(
+        &self,
+        ctx: &mut Ctx<'_, '_>,
+        command: &Envelope,
+        d: Authorize,
+    ) -> Result<(), StreamsError> {
+        let auth_key = format!("{}/{}", d.card, d.auth_id);
+        if let Some(original) = ctx.get(&self.0.auths, &auth_key)? {
+            let mut data = original.data.clone();
+            data["duplicate"] = Value::Bool(true);
+            return ctx.forward(d.card, command.event(&original.decision, data));
+        }
+        let mut card = self.card(ctx, &d.card)?;
+        if Self::is_late(&card, d.timestamp) {
+            let data = json!({"auth_id": d.auth_id, "card": d.card, "reason": "late"});
+            return ctx.forward(d.card, command.reject("authorization-rejected", data));
+        }
+        let before = self.balance(ctx, &card, &d.card, d.timestamp)?.spent();
+        let approve = card
+            .limit
+            .is_none_or(|l| i128::from(before) + i128::from(d.amount) <= i128::from(l));
+        let latest = card.latest.map_or(d.timestamp, |l| l.max(d.timestamp));
+        let (decision, spent, status) = if approve {
+            let pending = self.0.pending.clone();
+            self.add_to_pane(
+                ctx,
+                &pending,
+                &d.card,
+                d.timestamp,
+                d.amount,
+                latest,
+                PENDING_KEEP_MS,
+            )?;
+            (
+                "authorization-approved",
+                before.saturating_add(d.amount),
+                AuthStatus::Pending,
+            )
+        } else {
+            ("authorization-declined", before, AuthStatus::Declined)
+        };
+        let (limit, available) = limit_fields(card.limit, spent);
+        let mut data = json!({
+            "auth_id": d.auth_id, "card": d.card, "amount": d.amount,
+            "spent": spent, "limit": limit, "available": available,
+        });
+        if !approve {
+            data["reason"] = json!("limit-exceeded");
+        }
+        card.latest = Some(latest);
+        ctx.put(&self.0.cards, &d.card, &card)?;
+        let record = AuthRecord {
+            amount: d.amount,
+            timestamp: d.timestamp,
+            merchant: d.merchant.clone(),
+            status,
+            decision: decision.to_owned(),
+            data: data.clone(),
+        };
+        ctx.put(&self.0.auths, &auth_key, &record)?;
+        ctx.forward(d.card.clone(), command.event(decision, data))?;
+        if let Some(l) = card.limit {
+            if approve {
+                if !at_least(before, 80, l) && at_least(spent, 80, l) {
+                    self.notify(ctx, command, 80, spent, l, d.timestamp)?;
+                }
+                if spent == l {
+                    self.notify(ctx, command, 100, spent, l, d.timestamp)?;
+                }
+            } else {
+                self.notify(ctx, command, 100, spent, l, d.timestamp)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(
+        &self,
+        ctx: &mut Ctx<'_, '_>,
+        command: &Envelope,
+        d: Settle,
+    ) -> Result<(), StreamsError> {
+        let txn_key = format!("{}/{}", d.card, d.txn_id);
+        if ctx.get(&self.0.txns, &txn_key)?.is_some() {
+            let data = json!({"txn_id": d.txn_id, "card": d.card});
+            return ctx.forward(d.card, command.event("settlement-duplicate", data));
+        }
+        let mut card = self.card(ctx, &d.card)?;
+        if Self::is_late(&card, d.timestamp) {
+            let data = json!({"txn_id": d.txn_id, "card": d.card, "reason": "late"});
+            return ctx.forward(d.card, command.reject("settlement-rejected", data));
+        }
+        let latest = card.latest.map_or(d.timestamp, |l| l.max(d.timestamp));
+        let mut matched = false;
+        if let Some(auth_id) = &d.auth_id {
+            let auth_key = format!("{}/{auth_id}", d.card);
+            if let Some(mut hold) = ctx.get(&self.0.auths, &auth_key)?
+                && hold.status == AuthStatus::Pending
+            {
+                let pending = self.0.pending.clone();
+                // A hold past every window it could count in has no pane left to take from.
+                if day(hold.timestamp) >= day(latest).saturating_sub(PENDING_KEEP_MS) {
+                    self.add_to_pane(
+                        ctx,
+                        &pending,
+                        &d.card,
+                        hold.timestamp,
+                        -hold.amount,
+                        latest,
+                        PENDING_KEEP_MS,
+                    )?;
+                }
+                hold.status = AuthStatus::Settled;
+                ctx.put(&self.0.auths, &auth_key, &hold)?;
+                matched = true;
+            }
+        }
+        let settled = self.0.settled.clone();
+        self.add_to_pane(
+            ctx,
+            &settled,
+            &d.card,
+            d.timestamp,
+            d.amount,
+            latest,
+            SETTLED_KEEP_MS,
+        )?;
+        let record = TxnRecord {
+            amount: d.amount,
+            timestamp: d.timestamp,
+            auth_id: d.auth_id.clone(),
+            matched,
+        };
+        ctx.put(&self.0.txns, &txn_key, &record)?;
+        card.latest = Some(latest);
+        ctx.put(&self.0.cards, &d.card, &card)?;
+        let data = json!({
+            "txn_id": d.txn_id, "card": d.card, "amount": d.amount,
+            "auth_id": d.auth_id, "matched": matched,
+        });
+        ctx.forward(d.card, command.event("transaction-settled", data))
+    }
+}
+
+impl Processor<String, Envelope, String, Envelope> for Decide {
+    fn process(
+        &mut self,
+        ctx: &mut Ctx<'_, '_>,
+        key: String,
+        command: Envelope,
+    ) -> Result<(), StreamsError> {
+        let card_of = |data: &Value| data.get("card").and_then(Value::as_str).map(str::to_owned);
+        // A command keyed by another card would split that card's state over two tasks.
+        if card_of(&command.data).as_deref() != Some(key.as_str()) {
+            let data = json!({"reason": "the command's key must be its data.card", "key": key});
+            return ctx.forward(key, command.reject("command-rejected", data));
+        }
+        let outcome = match command.action.as_str() {
+            "set-limit" => parse(&command).map(|d| self.set_limit(ctx, &command, d)),
+            "remove-limit" => parse(&command).map(|d| self.remove_limit(ctx, &command, d)),
+            "authorize" => parse(&command).map(|d| self.authorize(ctx, &command, d)),
+            "settle" => parse(&command).map(|d| self.settle(ctx, &command, d)),
+            other => Err(format!("unknown action {other:?}")),
+        };
+        match outcome {
+            Ok(result) => result,
+            Err(reason) => {
+                tracing::warn!(action = %command.action, %reason, "command refused by the processor");
+                ctx.forward(
+                    key,
+                    command.reject("command-rejected", json!({"reason": reason})),
+                )
+            }
+        }
+    }
+}
+
+/// The topology: commands in, events out.
+///
+/// # Errors
+///
+/// Never for this topology; kept fallible like [`StreamsBuilder::build`].
+pub fn topology(commands: &str, events: &str) -> Result<Topology, StreamsError> {
+    let b = StreamsBuilder::new();
+    let stores = Stores::declare(&b);
+    let names = [
+        stores::CARDS,
+        stores::AUTHS,
+        stores::TXNS,
+        stores::SETTLED,
+        stores::PENDING,
+        stores::NOTICES,
+    ];
+    b.stream(commands, Utf8, Json::<Envelope>::new())
+        .process(move || Decide(stores.clone()), &names)
+        .to(events, Utf8, Json::<Envelope>::new());
+    b.build()
+}
+
+/// The application id of the processor.
+pub const APPLICATION_ID: &str = "card-limits";
+
+/// Starts the processor on `log` (its topics must exist).
+///
+/// # Errors
+///
+/// Missing topics or log failures.
+pub fn start(
+    log: Arc<dyn Log>,
+    commands: &str,
+    events: &str,
+    commit_interval: Duration,
+) -> Result<Arc<Streams>, StreamsError> {
+    let mut config = StreamsConfig::new(APPLICATION_ID);
+    config.commit_interval = commit_interval;
+    Ok(Arc::new(Streams::start(
+        log,
+        topology(commands, events)?,
+        config,
+    )?))
+}
