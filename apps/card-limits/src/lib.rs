@@ -9,3 +9,5 @@
 
 pub mod model;
 pub mod processor;
+pub mod service;
+pub mod traffic;

@@ -1,3 +1,259 @@
-//! `card-limits`: serve the service.
+//! `card-limits`: run the card spending-limit service, or drive one.
+//!
+//! ```text
+//! card-limits serve [--log ./kappa-data] [--http 127.0.0.1:8080] [--demo-rate 200]
+//! card-limits load --cards 1000 --rate 2000 --duration 10s [--sync] [--url http://127.0.0.1:8080]
+//! card-limits load --direct --cards 1000 --commands 200000
+//! ```
 
-fn main() {}
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kappa_gateway::Envelope;
+use kappa_gateway::GatewayConfig;
+use kappa_log::{Commit, Durability, EmbeddedLog, EmbeddedOptions, Log, ProducerRecord};
+
+/// The card spending-limit service.
+#[derive(Debug, Parser)]
+#[command(
+    name = "card-limits",
+    version,
+    about = "Card spending limits on a Kappa log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: gateway, processor and views in one process.
+    Serve(ServeArgs),
+    /// Send commands to a running service (or, with --direct, straight to a log) and measure.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The log: a directory (embedded); kafka://… once the Kafka backend exists.
+    #[arg(long, env = "KAPPA_LOG", default_value = "./kappa-data")]
+    log: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Embedded log durability: always, interval:<ms>, never.
+    #[arg(long, default_value = "interval:20")]
+    durability: Durability,
+    /// Also send a steady demo stream of commands to itself, per second (0: none).
+    #[arg(long, default_value_t = 0)]
+    demo_rate: u64,
+    /// Cards in the demo stream.
+    #[arg(long, default_value_t = 2000)]
+    demo_cards: u64,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// The service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Distinct cards.
+    #[arg(long, default_value_t = 1000)]
+    cards: u64,
+    /// Commands per second (default: as fast as answered).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to send.
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Wait for each decision (?sync=true).
+    #[arg(long)]
+    sync: bool,
+    /// Measure processing alone: write --commands commands to a scratch log,
+    /// then time the processor through them (no HTTP).
+    #[arg(long)]
+    direct: bool,
+    /// Commands for --direct.
+    #[arg(long, default_value_t = 200_000)]
+    commands: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG_LEVEL")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(&args),
+        Command::Load(args) if args.direct => direct(&args),
+        Command::Load(args) => load(&args),
+    }
+}
+
+fn open_log(location: &str, durability: Durability) -> anyhow::Result<Arc<dyn Log>> {
+    anyhow::ensure!(
+        !location.starts_with("kafka://"),
+        "the Kafka backend is not built yet; use a directory for the embedded log"
+    );
+    Ok(Arc::new(
+        EmbeddedLog::open_with(location, EmbeddedOptions::default().durability(durability))
+            .with_context(|| format!("opening the log in {location}"))?,
+    ))
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let log = open_log(&args.log, args.durability)?;
+    let config = GatewayConfig {
+        title: "Card spending limits".to_owned(),
+        ..GatewayConfig::default()
+    };
+    let service = card_limits::service::start(log, config, Duration::from_millis(5))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let gateway = Arc::new(service.gateway);
+    let closer = gateway.clone();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.http)
+            .await
+            .with_context(|| format!("binding {}", args.http))?;
+        let addr = listener.local_addr()?;
+        println!("card-limits listening on http://{addr} (API documentation at http://{addr}/docs, cards at http://{addr}/cards/card-1)");
+        if args.demo_rate > 0 {
+            let config = kappa_gateway::load::LoadConfig {
+                addr,
+                connections: 4,
+                rate: Some(args.demo_rate as f64),
+                duration: Duration::from_secs(365 * 86_400),
+                sync: false,
+                commands: card_limits::traffic::bodies(args.demo_cards),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = kappa_gateway::load::run(&config).await {
+                    tracing::warn!(error = %e, "the demo stream stopped");
+                }
+            });
+            println!("sending {} demo commands/s over {} cards", args.demo_rate, args.demo_cards);
+        }
+        axum::serve(listener, gateway.router())
+            .with_graceful_shutdown(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                closer.close_live_streams();
+            })
+            .await
+            .context("serving HTTP")
+    })?;
+    drop(gateway);
+    if let Ok(s) = Arc::try_unwrap(service.streams) {
+        s.close()?;
+    }
+    Ok(())
+}
+
+fn load(args: &LoadArgs) -> anyhow::Result<()> {
+    let host = args
+        .url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host.trim_end_matches('/'))?
+        .next()
+        .context("no address")?;
+    let config = kappa_gateway::load::LoadConfig {
+        addr,
+        connections: args.connections,
+        rate: args.rate,
+        duration: args.duration.into(),
+        sync: args.sync,
+        commands: card_limits::traffic::bodies(args.cards),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(kappa_gateway::load::run(&config))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!(
+            "{} {} commands: {:.0}/s ok, {} errors; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+            report.ok,
+            if args.sync { "sync" } else { "async" },
+            report.throughput(),
+            report.errors,
+            report.percentile_ms(0.5),
+            report.percentile_ms(0.9),
+            report.percentile_ms(0.99),
+            report.percentile_ms(0.999),
+            report.percentile_ms(1.0)
+        );
+    }
+    Ok(())
+}
+
+/// Processing throughput without HTTP: commands are written to a scratch
+/// log first, then the processor is timed until it has committed them all.
+fn direct(args: &LoadArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("making a scratch directory")?;
+    let log = open_log(
+        &dir.path().to_string_lossy(),
+        Durability::Interval(Duration::from_millis(100)),
+    )?;
+    let config = GatewayConfig::default();
+    kappa_gateway::ensure_topics(&*log, &config)?;
+    let mut n = 0;
+    while n < args.commands {
+        let mut commit = Commit::new();
+        let end = (n + 10_000).min(args.commands);
+        let records: Vec<ProducerRecord> = (n..end)
+            .map(|i| {
+                let (action, data) = card_limits::traffic::command(i, args.cards);
+                let card = data["card"].as_str().unwrap_or_default().to_owned();
+                let e = Envelope::command(action, data, Some(card.clone()));
+                ProducerRecord::value(serde_json::to_vec(&e).unwrap_or_default()).with_key(card)
+            })
+            .collect();
+        commit.append_all(&config.commands_topic, None, records);
+        log.commit(commit)?;
+        n = end;
+    }
+    let started = Instant::now();
+    let streams = card_limits::processor::start(
+        log.clone(),
+        &config.commands_topic,
+        &config.event_topics[0],
+        Duration::from_millis(100),
+    )?;
+    streams.wait_for_inputs()?;
+    let took = started.elapsed();
+    let processed = streams.metrics().records_processed;
+    if let Ok(s) = Arc::try_unwrap(streams) {
+        s.close()?;
+    }
+    let rate = processed as f64 / took.as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"commands": processed, "cards": args.cards, "seconds": took.as_secs_f64(), "per_s": rate, "target_per_s": 200_000, "ratio_to_target": rate / 200_000.0})
+        );
+    } else {
+        println!(
+            "direct: {processed} commands over {} cards processed in {:.2} s: {rate:.0}/s (target 200000/s, ratio {:.2})",
+            args.cards,
+            took.as_secs_f64(),
+            rate / 200_000.0
+        );
+    }
+    drop(log);
+    Ok(())
+}

@@ -45,11 +45,14 @@ pub const PERIOD_DAYS_MAX: i64 = 366;
 /// Window-store retention by stream time: none in practice.
 const KEEP_FOREVER_DAYS: u64 = 100 * 366;
 
-/// Panes a balance can still need, behind a card's latest event time: the
-/// longest window plus the lateness bound (an accepted record is at most
-/// that late), and a day of margin.
-const SETTLED_KEEP_MS: i64 = (PERIOD_DAYS_MAX + 3) * DAY_MS;
-const PENDING_KEEP_MS: i64 = HOLD_MS + 3 * DAY_MS;
+/// How far back from a card's latest event time `balance?at=` answers.
+pub const BALANCE_HISTORY_MS: i64 = 400 * DAY_MS;
+
+/// Panes kept behind a card's latest event time: enough for any window of a
+/// balance within [`BALANCE_HISTORY_MS`] (the longest period plus margin).
+/// Older panes are dropped when the card is written.
+const SETTLED_KEEP_MS: i64 = BALANCE_HISTORY_MS + (PERIOD_DAYS_MAX + 3) * DAY_MS;
+const PENDING_KEEP_MS: i64 = BALANCE_HISTORY_MS + HOLD_MS + 3 * DAY_MS;
 
 /// The stores a processor uses.
 #[derive(Clone)]

@@ -115,7 +115,7 @@ pub fn start(
 ) -> Result<(Gateway, Arc<Streams>), GatewayError> {
     // The gateway creates the topics; the processor reads them.
     let gateway = actions(Gateway::builder(log.clone(), config.clone()))?;
-    crate::gateway::ensure_topics(&*log, &config)?;
+    crate::ensure_topics(&*log, &config)?;
     let streams = processor(log, &config, commit_interval)?;
     let view = View::new(TOTALS, &streams, TOTALS).values(crate::views::ValueFormat::I64);
     Ok((gateway.view(view).start()?, streams))

@@ -288,8 +288,13 @@ impl GatewayBuilder {
 }
 
 /// Creates the command and event topics when missing; returns their
-/// partition count, which must be the same for all.
-pub(crate) fn ensure_topics(log: &dyn Log, config: &GatewayConfig) -> Result<u32, GatewayError> {
+/// partition count, which must be the same for all. [`GatewayBuilder::start`]
+/// does this too; call it first when a topology must start before the gateway.
+///
+/// # Errors
+///
+/// Unequal partition counts, or log failures.
+pub fn ensure_topics(log: &dyn Log, config: &GatewayConfig) -> Result<u32, GatewayError> {
     let mut topics = vec![config.commands_topic.clone()];
     topics.extend(config.event_topics.iter().cloned());
     let mut partitions = None;

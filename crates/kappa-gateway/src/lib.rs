@@ -44,7 +44,7 @@ mod writer;
 pub use api::views::wait_for_position;
 pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name};
 pub use error::GatewayError;
-pub use gateway::{Gateway, GatewayBuilder, GatewayConfig};
+pub use gateway::{Gateway, GatewayBuilder, GatewayConfig, ensure_topics};
 pub use problem::Problem;
 pub use schema::{Actions, Refusal, Violation};
 pub use views::{KeyFormat, ValueFormat, View, ViewKind};

@@ -1,0 +1,297 @@
+//! The whole service in one process: the gateway with the card actions, the
+//! processor, and the card views (`/cards/...` plus the generic `/views`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::routing::get;
+use kappa_gateway::{Gateway, GatewayBuilder, GatewayConfig, GatewayError, Problem, View};
+use kappa_log::{Log, TopicPartition};
+use kappa_streams::Streams;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::model::{AuthRecord, Balance, Card, DAY_MS, HOLD_MS, day, limit_fields};
+use crate::processor::{self, stores};
+
+/// Ids: cards, authorizations, transactions.
+const ID: &str = "^[A-Za-z0-9-]{1,64}$";
+/// Largest amount or limit, cents.
+pub const AMOUNT_MAX: i64 = 1_000_000_000_000;
+
+/// Registers the four commands with their schemas.
+///
+/// # Errors
+///
+/// Never for these schemas.
+pub fn actions(builder: GatewayBuilder) -> Result<GatewayBuilder, GatewayError> {
+    let id = json!({"type": "string", "pattern": ID});
+    let amount = json!({"type": "integer", "minimum": 1, "maximum": AMOUNT_MAX});
+    let time = json!({"type": "integer", "minimum": 0});
+    builder
+        .action(
+            "set-limit",
+            "Sets a card's spending limit (cents) over a period of days (default 30)",
+            json!({"type": "object", "additionalProperties": false, "required": ["card", "limit"],
+                "properties": {"card": id, "limit": {"type": "integer", "minimum": 0, "maximum": AMOUNT_MAX},
+                    "period_days": {"type": "integer", "minimum": 1, "maximum": processor::PERIOD_DAYS_MAX}}}),
+        )?
+        .action(
+            "remove-limit",
+            "Removes a card's limit (its history stays)",
+            json!({"type": "object", "additionalProperties": false, "required": ["card"], "properties": {"card": id}}),
+        )?
+        .action(
+            "authorize",
+            "Asks to approve a card payment against the card's limit",
+            json!({"type": "object", "additionalProperties": false,
+                "required": ["auth_id", "card", "amount", "merchant", "timestamp"],
+                "properties": {"auth_id": id, "card": id, "amount": amount,
+                    "merchant": {"type": "string", "minLength": 1, "maxLength": 128}, "timestamp": time}}),
+        )?
+        .action(
+            "settle",
+            "Records a settled transaction, releasing the authorization it names",
+            json!({"type": "object", "additionalProperties": false,
+                "required": ["txn_id", "card", "amount", "timestamp"],
+                "properties": {"txn_id": id, "card": id, "amount": amount, "timestamp": time, "auth_id": id}}),
+        )
+}
+
+/// A running service.
+pub struct Service {
+    /// The gateway (serve `gateway.router()`).
+    pub gateway: Gateway,
+    /// The processor's runtime.
+    pub streams: Arc<Streams>,
+}
+
+/// Starts the processor and the gateway on `log`.
+///
+/// # Errors
+///
+/// Log or topology failures.
+pub fn start(
+    log: Arc<dyn Log>,
+    config: GatewayConfig,
+    commit_interval: Duration,
+) -> Result<Service, GatewayError> {
+    let commands = config.commands_topic.clone();
+    let events = config
+        .event_topics
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "events".to_owned());
+    let builder = actions(Gateway::builder(log.clone(), config.clone()))?;
+    // The processor reads the topics, so they must exist before it starts.
+    kappa_gateway::ensure_topics(&*log, &config)?;
+    let streams = processor::start(log, &commands, &events, commit_interval)?;
+    let gateway = builder
+        .view(View::new(stores::CARDS, &streams, stores::CARDS))
+        .view(View::new(stores::AUTHS, &streams, stores::AUTHS))
+        .routes(routes(streams.clone()))
+        .start()?;
+    Ok(Service { gateway, streams })
+}
+
+/// `/cards/...`: balances and authorizations of one card.
+pub fn routes(streams: Arc<Streams>) -> Router {
+    Router::new()
+        .route("/cards/{card}", get(card))
+        .route("/cards/{card}/balance", get(balance))
+        .route("/cards/{card}/authorizations", get(authorizations))
+        .with_state(streams)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Read {
+    at: Option<i64>,
+    status: Option<String>,
+    min_position: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+/// Parses the query, checks the card id, and waits for `min_position` if asked.
+async fn prepare(
+    streams: &Arc<Streams>,
+    card: &str,
+    uri: &axum::http::Uri,
+) -> Result<Read, Problem> {
+    let q: Read = Query::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| Problem::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let valid = !card.is_empty()
+        && card.len() <= 64
+        && card.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !valid {
+        return Err(Problem::bad_request(format!(
+            "{card:?} is not a card id (1 to 64 of A-Z a-z 0-9 -)"
+        )));
+    }
+    if let Some(min) = &q.min_position {
+        let wait = Duration::from_millis(q.wait_ms.unwrap_or(1000).min(60_000));
+        kappa_gateway::wait_for_position(streams, min, wait).await?;
+    }
+    Ok(q)
+}
+
+/// Positions of the card's task that the answer reflects.
+fn position(streams: &Streams, card: &str) -> String {
+    let partition = streams.store(stores::CARDS).partition_of(card.as_bytes());
+    let committed: Vec<(TopicPartition, u64)> = streams
+        .committed_positions()
+        .into_iter()
+        .filter(|(tp, _)| tp.partition == partition)
+        .collect();
+    kappa_gateway::position::processed_token(&committed)
+}
+
+fn pane_sum(
+    streams: &Streams,
+    store: &str,
+    card: &str,
+    from: i64,
+    to: i64,
+) -> Result<i64, Problem> {
+    let panes = streams
+        .store(store)
+        .fetch_key_windows(card.as_bytes(), from, to)
+        .map_err(Problem::internal)?;
+    Ok(panes
+        .iter()
+        .filter_map(|(_, v)| v[..].try_into().ok().map(i64::from_be_bytes))
+        .sum())
+}
+
+/// The card's state and its balance at `t` (its latest event time if none).
+fn card_balance(streams: &Streams, card: &str, at: Option<i64>) -> Result<Value, Problem> {
+    let position = position(streams, card);
+    let state: Card = match streams
+        .store(stores::CARDS)
+        .get(card.as_bytes())
+        .map_err(Problem::internal)?
+    {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(Problem::internal)?,
+        None => {
+            return Err(Problem::not_found(format!("no card {card:?}")).with("position", position));
+        }
+    };
+    let t = at.or(state.latest);
+    if let (Some(at), Some(latest)) = (at, state.latest)
+        && at < latest.saturating_sub(processor::BALANCE_HISTORY_MS)
+    {
+        return Err(Problem::unprocessable(format!(
+            "at={at} is more than {} days before the card's latest event ({latest}); older panes are not kept",
+            processor::BALANCE_HISTORY_MS / DAY_MS
+        )));
+    }
+    let balance = match t {
+        Some(t) => {
+            let today = day(t);
+            Balance {
+                settled: pane_sum(
+                    streams,
+                    stores::SETTLED,
+                    card,
+                    today - state.period_days() * DAY_MS + DAY_MS,
+                    today,
+                )?,
+                pending: pane_sum(
+                    streams,
+                    stores::PENDING,
+                    card,
+                    today - HOLD_MS + DAY_MS,
+                    today,
+                )?,
+            }
+        }
+        None => Balance::default(),
+    };
+    let (limit, available) = limit_fields(state.limit, balance.spent());
+    Ok(json!({
+        "card": card, "limit": limit, "period_days": state.period_days(),
+        "settled": balance.settled, "pending": balance.pending, "spent": balance.spent(),
+        "available": available, "as_of": t, "position": position,
+    }))
+}
+
+async fn card(
+    State(streams): State<Arc<Streams>>,
+    Path(card): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<axum::Json<Value>, Problem> {
+    let q = prepare(&streams, &card, &uri).await?;
+    if q.at.is_some() || q.status.is_some() {
+        return Err(Problem::bad_request(
+            "use /cards/{card}/balance?at= or /authorizations?status=",
+        ));
+    }
+    let s = streams.clone();
+    blocking(move || card_balance(&s, &card, None)).await
+}
+
+async fn balance(
+    State(streams): State<Arc<Streams>>,
+    Path(card): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<axum::Json<Value>, Problem> {
+    let q = prepare(&streams, &card, &uri).await?;
+    let Some(at) = q.at else {
+        return Err(Problem::bad_request("at=MS is required"));
+    };
+    let s = streams.clone();
+    blocking(move || card_balance(&s, &card, Some(at))).await
+}
+
+async fn authorizations(
+    State(streams): State<Arc<Streams>>,
+    Path(card): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<axum::Json<Value>, Problem> {
+    let q = prepare(&streams, &card, &uri).await?;
+    let wanted = match q.status.as_deref() {
+        None => None,
+        Some(s @ ("pending" | "settled" | "declined")) => Some(s.to_owned()),
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "status={other:?}: use pending, settled or declined"
+            )));
+        }
+    };
+    let s = streams.clone();
+    blocking(move || {
+        let position = position(&s, &card);
+        let prefix = format!("{card}/");
+        let mut list = Vec::new();
+        for (k, v) in s
+            .store(stores::AUTHS)
+            .prefix(prefix.as_bytes())
+            .map_err(Problem::internal)?
+        {
+            let record: AuthRecord = serde_json::from_slice(&v).map_err(Problem::internal)?;
+            let status = serde_json::to_value(record.status).map_err(Problem::internal)?;
+            if wanted.as_deref().is_some_and(|w| status != w) {
+                continue;
+            }
+            list.push(json!({
+                "auth_id": String::from_utf8_lossy(&k[prefix.len()..]),
+                "amount": record.amount, "merchant": record.merchant, "timestamp": record.timestamp,
+                "status": status, "decision": record.decision,
+            }));
+        }
+        Ok(json!({"card": card, "authorizations": list, "position": position}))
+    })
+    .await
+}
+
+async fn blocking(
+    f: impl FnOnce() -> Result<Value, Problem> + Send + 'static,
+) -> Result<axum::Json<Value>, Problem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(Problem::internal)?
+        .map(axum::Json)
+}

@@ -1,0 +1,55 @@
+//! Realistic command streams for the demo and the load generator: each card
+//! first gets a limit, then authorizations, most of which settle a little
+//! later, in event time that moves a minute per card step.
+
+use bytes::Bytes;
+use kappa_gateway::load::CommandMaker;
+use serde_json::{Value, json};
+
+/// Event time of the first commands (2026-06-01).
+pub const START_MS: i64 = 1_780_272_000_000;
+
+/// The `n`-th command of a stream over `cards` cards: (action, data).
+///
+/// ```
+/// let (action, data) = card_limits::traffic::command(0, 10);
+/// assert_eq!(action, "set-limit");
+/// assert_eq!(data["card"], "card-0");
+/// ```
+pub fn command(n: u64, cards: u64) -> (&'static str, Value) {
+    let cards = cards.max(1);
+    let card = format!("card-{}", n % cards);
+    let step = n / cards;
+    let t = START_MS + i64::try_from(step).unwrap_or(i64::MAX / 60_000) * 60_000;
+    // A deterministic spread of amounts (no two neighbours alike).
+    let amount = 100 + (n.wrapping_mul(2_654_435_761) % 9_900) as i64;
+    match step % 10 {
+        0 => {
+            let limit = 20_000 + (n.wrapping_mul(40_503) % 20) as i64 * 10_000;
+            (
+                "set-limit",
+                json!({"card": card, "limit": limit, "period_days": 30}),
+            )
+        }
+        1..=7 => (
+            "authorize",
+            json!({"auth_id": format!("a{step}"), "card": card, "amount": amount,
+                "merchant": format!("m-{}", n % 37), "timestamp": t}),
+        ),
+        // Settles the authorization made seven steps before (same card).
+        _ => (
+            "settle",
+            json!({"txn_id": format!("t{step}"), "card": card, "amount": amount,
+                "auth_id": format!("a{}", step - 7), "timestamp": t}),
+        ),
+    }
+}
+
+/// The same stream as request bodies for `kappa_gateway::load`.
+pub fn bodies(cards: u64) -> CommandMaker {
+    std::sync::Arc::new(move |n| {
+        let (action, data) = command(n, cards);
+        let card = data["card"].clone();
+        Bytes::from(json!({"action": action, "key": card, "data": data}).to_string())
+    })
+}
