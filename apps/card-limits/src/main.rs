@@ -131,6 +131,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", args.http))?;
         let addr = listener.local_addr()?;
         println!("card-limits listening on http://{addr} (API documentation at http://{addr}/docs, cards at http://{addr}/cards/card-1)");
+        // Said once the views have caught up with the log (what /ready reports).
+        let waiter = gateway.clone();
+        tokio::task::spawn_blocking(move || match waiter.wait_ready(Duration::from_secs(3600)) {
+            Ok(true) => println!("ready"),
+            Ok(false) => tracing::warn!("not ready after an hour"),
+            Err(e) => tracing::error!(error = %e, "the views stopped"),
+        });
         if args.demo_rate > 0 {
             let config = kappa_gateway::load::LoadConfig {
                 addr,
