@@ -34,6 +34,16 @@ enum Command {
     Serve(ServeArgs),
     /// Send commands to a running service (or, with --direct, straight to a log) and measure.
     Load(LoadArgs),
+    /// Drop the service's stores so its next start rebuilds them from the log
+    /// (run it while the service is stopped).
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct RebuildArgs {
+    /// The log directory.
+    #[arg(long, env = "KAPPA_LOG", default_value = "./kappa-data")]
+    log: String,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +109,12 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(&args),
         Command::Load(args) if args.direct => direct(&args),
         Command::Load(args) => load(&args),
+        Command::Rebuild(args) => {
+            let log = open_log(&args.log, Durability::Always)?;
+            let dropped = card_limits::service::rebuild(&*log, &GatewayConfig::default())?;
+            println!("dropped {dropped} store entries; the next start rebuilds them from the log");
+            Ok(())
+        }
     }
 }
 

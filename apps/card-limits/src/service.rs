@@ -96,6 +96,21 @@ pub fn start(
     Ok(Service { gateway, streams })
 }
 
+/// Drops the service's stores (the processor's and the gateway index's) so
+/// that the next start rebuilds them from the log, without deciding any
+/// command again. Run it while the service is stopped.
+///
+/// # Errors
+///
+/// Log failures; a rebuild cut short can be run again.
+pub fn rebuild(log: &dyn Log, config: &GatewayConfig) -> Result<usize, kappa_log::LogError> {
+    let mut dropped =
+        kappa_streams::rebuild_application(log, processor::APPLICATION_ID)?.store_entries_dropped;
+    dropped += kappa_streams::rebuild_application(log, &config.index_application_id)?
+        .store_entries_dropped;
+    Ok(dropped)
+}
+
 /// `/cards/...`: balances and authorizations of one card.
 pub fn routes(streams: Arc<Streams>) -> Router {
     Router::new()

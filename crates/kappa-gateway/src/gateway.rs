@@ -77,6 +77,9 @@ pub(crate) struct State {
     pub(crate) partitions: u32,
     /// End offsets of the indexed topics at start: ready once indexed.
     pub(crate) start_ends: Vec<(TopicPartition, u64)>,
+    /// Per view (same order): its inputs' end offsets at start; the view
+    /// is restored once its topology has processed them.
+    pub(crate) view_start_ends: Vec<Vec<(TopicPartition, u64)>>,
     /// Set when the service shuts down: live streams end.
     pub(crate) closing: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -138,19 +141,24 @@ impl Gateway {
     ///
     /// The index topology stopped.
     pub fn wait_ready(&self, timeout: std::time::Duration) -> Result<bool, GatewayError> {
-        let targets: Vec<(TopicPartition, u64)> = self
-            .state
-            .start_ends
-            .iter()
-            .filter(|(_, end)| *end > 0)
-            .map(|(tp, end)| (tp.clone(), end - 1))
-            .collect();
-        Ok(self
-            .state
-            .index
-            .streams()
-            .wait_for_processed(&targets, timeout)?
-            && self.is_ready())
+        let deadline = std::time::Instant::now() + timeout;
+        let last_records = |ends: &[(TopicPartition, u64)]| -> Vec<(TopicPartition, u64)> {
+            ends.iter()
+                .filter(|(_, end)| *end > 0)
+                .map(|(tp, end)| (tp.clone(), end - 1))
+                .collect()
+        };
+        let index = self.state.index.streams();
+        if !index.wait_for_processed(&last_records(&self.state.start_ends), timeout)? {
+            return Ok(false);
+        }
+        for (view, ends) in self.state.views.iter().zip(&self.state.view_start_ends) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !view.streams.wait_for_processed(&last_records(ends), left)? {
+                return Ok(false);
+            }
+        }
+        Ok(self.is_ready())
     }
 
     /// Ends every live stream (within a second), so a graceful shutdown of
@@ -250,6 +258,18 @@ impl GatewayBuilder {
                 start_ends.push((tp, end));
             }
         }
+        let mut view_start_ends = Vec::with_capacity(views.len());
+        for v in &views {
+            let mut ends = Vec::new();
+            for t in v.streams.input_topics() {
+                for p in 0..v.streams.partitions() {
+                    let tp = TopicPartition::new(t.as_str(), p);
+                    let end = log.offsets(&tp)?.end;
+                    ends.push((tp, end));
+                }
+            }
+            view_start_ends.push(ends);
+        }
         let index = Index::start(
             log.clone(),
             &config.index_application_id,
@@ -280,6 +300,7 @@ impl GatewayBuilder {
                 metrics: Metrics::default(),
                 partitions,
                 start_ends,
+                view_start_ends,
                 closing: Arc::default(),
             }),
             routes,

@@ -50,6 +50,9 @@ pub struct TaskContext {
         std::collections::HashMap<usize, std::collections::BTreeSet<(i64, Bytes)>>,
     /// The global tables, shared by every task of the application.
     pub(crate) globals: Arc<crate::global::GlobalStores>,
+    /// Set (to the application id) while the current record is below its
+    /// partition's replay mark: outputs except to internal topics are dropped.
+    pub(crate) replaying: Option<Arc<str>>,
 }
 
 impl TaskContext {
@@ -78,6 +81,7 @@ impl TaskContext {
             late_records: 0,
             time_indexes: std::collections::HashMap::new(),
             globals,
+            replaying: None,
         }
     }
 
@@ -193,11 +197,20 @@ impl TaskContext {
     /// Queues a record for `topic`, stamped with the input's timestamp and
     /// provenance headers; it is written with the task's next commit.
     pub(crate) fn emit(&mut self, topic: &Arc<str>, key: Option<Bytes>, value: Option<Bytes>) {
-        let headers = vec![
+        let replayed = match &self.replaying {
+            // Rebuilding state: this output was written the first time.
+            Some(app) if !crate::store::is_internal_topic(app, topic) => return,
+            Some(_) => true,
+            None => false,
+        };
+        let mut headers = vec![
             Header::new(SOURCE_HEADER, self.current.source.clone()),
             Header::new(CAUSATION_HEADER, self.current.source.clone()),
             Header::new(CORRELATION_HEADER, self.current.correlation.clone()),
         ];
+        if replayed {
+            headers.push(Header::new(crate::runtime::REPLAY_HEADER, "1"));
+        }
         self.outputs.push((
             topic.clone(),
             ProducerRecord {

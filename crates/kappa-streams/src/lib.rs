@@ -44,7 +44,7 @@ pub use ktable::{KGroupedStream, KTable};
 pub use node::Data;
 pub use ops::{ERROR_HEADER, TimestampExtractor};
 pub use processor::{Processor, ProcessorContext, Punctuation, StoreHandle};
-pub use reset::{ResetReport, reset_application};
+pub use reset::{ResetReport, rebuild_application, reset_application};
 pub use runtime::{Streams, StreamsConfig, StreamsMetrics};
 pub use serde::{I64, Json, RawBytes, Serde, SerdeError, Utf8};
 pub use sessions::{SessionWindowedKStream, SessionWindowedSerde, SessionWindows};

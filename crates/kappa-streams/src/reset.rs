@@ -3,7 +3,7 @@
 
 use kappa_log::{Commit, Log, LogError};
 
-use crate::store::app_prefix;
+use crate::store::{app_prefix, replay_mark_key, replay_mark_prefix};
 
 /// What a reset did.
 ///
@@ -36,12 +36,39 @@ pub struct ResetReport {
 ///
 /// Log failures; a reset that fails part-way can be run again.
 pub fn reset_application(log: &dyn Log, application_id: &str) -> Result<ResetReport, LogError> {
+    reset(log, application_id, false)
+}
+
+/// Like [`reset_application`], but the restarted application rebuilds its
+/// stores without writing its outputs again: up to the positions it had
+/// reached, records are processed for their state only (outputs to its
+/// own repartition topics still flow, so downstream state is rebuilt too);
+/// after them it carries on as usual. Use it when stores are lost or must
+/// be recomputed and the outputs already in the log must not repeat.
+///
+/// ```
+/// # use kappa_log::MemoryLog;
+/// let log = MemoryLog::new();
+/// let report = kappa_streams::rebuild_application(&log, "card-limits")?;
+/// assert_eq!(report.store_entries_dropped, 0);
+/// # Ok::<_, kappa_log::LogError>(())
+/// ```
+///
+/// # Errors
+///
+/// Log failures; a rebuild that fails part-way can be run again.
+pub fn rebuild_application(log: &dyn Log, application_id: &str) -> Result<ResetReport, LogError> {
+    reset(log, application_id, true)
+}
+
+fn reset(log: &dyn Log, application_id: &str, keep_outputs: bool) -> Result<ResetReport, LogError> {
     let mut report = ResetReport::default();
     let internal_prefix = format!("{application_id}-");
     let mut reset = Commit::new();
     let is_internal =
         |topic: &str| topic.starts_with(&internal_prefix) && topic.ends_with("-repartition");
-    for (tp, _) in log.group_positions(application_id)? {
+    let mut replay = Vec::new();
+    for (tp, at) in log.group_positions(application_id)? {
         let range = match log.offsets(&tp) {
             Ok(range) => range,
             Err(LogError::UnknownTopic(_)) => continue,
@@ -51,15 +78,35 @@ pub fn reset_application(log: &dyn Log, application_id: &str) -> Result<ResetRep
             // Skip what is already there: the reprocessed inputs write it again.
             reset.set_group_position(application_id, tp, range.end);
         } else {
-            reset.set_group_position(application_id, tp, range.start);
+            reset.set_group_position(application_id, tp.clone(), range.start);
             report.positions_reset += 1;
+            if keep_outputs && at > range.start {
+                replay.push((tp, at));
+            }
         }
     }
     // One commit: positions back to the start and every store entry gone
     // together, so a crash can't leave stores that disagree with positions.
+    let marks = replay_mark_prefix(application_id);
     for (k, _) in log.metadata_scan(&app_prefix(application_id))? {
+        if k.starts_with(&marks) {
+            // Replaced below when rebuilding; dropped by a plain reset.
+            if !keep_outputs {
+                reset.delete_metadata(k);
+            }
+            continue;
+        }
         reset.delete_metadata(k);
         report.store_entries_dropped += 1;
+    }
+    for (tp, at) in replay {
+        // A mark already there (an unfinished rebuild) is further along: keep it.
+        let key = replay_mark_key(application_id, &tp.topic, tp.partition);
+        let previous = log
+            .metadata(&key)?
+            .and_then(|m| m[..].try_into().ok())
+            .map_or(0, u64::from_be_bytes);
+        reset.put_metadata(key, at.max(previous).to_be_bytes().to_vec());
     }
     log.commit(reset)?;
     // Then the internal topics: if this is cut short, the restarted

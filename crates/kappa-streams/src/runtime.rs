@@ -22,7 +22,7 @@ use crate::context::TaskContext;
 use crate::error::StreamsError;
 use crate::global::GlobalStores;
 use crate::node::{SourceNode, TaskInit};
-use crate::store::{ReadOnlyStore, TaskStore, stream_time_key};
+use crate::store::{ReadOnlyStore, TaskStore, replay_mark_key, stream_time_key};
 use crate::topology::Topology;
 
 /// How a topology runs.
@@ -125,7 +125,21 @@ pub(crate) struct Worker {
     processed_committed: u64,
     processed: u64,
     commits: u64,
+    /// Per cursor (same order): below this offset the task rebuilds state
+    /// without writing outputs ([`crate::rebuild_application`]); 0 = none.
+    replay_until: Vec<u64>,
+    /// The application id, for the replay marks.
+    app: Arc<str>,
+    /// Per cursor: whether it reads one of the application's internal topics.
+    internal: Vec<bool>,
+    /// Whether records may need replay handling (marks, or internal topics
+    /// that may carry records written by a replay).
+    replays: bool,
 }
+
+/// Marks a record a replaying task wrote to an internal topic, so the task
+/// that reads it replays it too (no outputs again).
+pub(crate) const REPLAY_HEADER: &str = "kappa-replay";
 
 /// Topics, partitions and stores a topology runs with, checked against the log.
 pub(crate) struct Plan {
@@ -286,6 +300,21 @@ impl Worker {
                 sources,
             });
         }
+        let mut replay_until = Vec::with_capacity(cursors.len());
+        for (tp, _) in &cursors {
+            let mark = log.metadata(&replay_mark_key(app, &tp.topic, tp.partition))?;
+            replay_until.push(
+                mark.and_then(|m| m[..].try_into().ok())
+                    .map_or(0, u64::from_be_bytes),
+            );
+        }
+        if replay_until.iter().all(|u| *u == 0) {
+            replay_until.clear();
+        }
+        let internal: Vec<bool> = cursors
+            .iter()
+            .map(|(tp, _)| crate::store::is_internal_topic(app, &tp.topic))
+            .collect();
         Ok(Self {
             log,
             group: app.to_owned(),
@@ -301,6 +330,10 @@ impl Worker {
             processed_committed: 0,
             processed: 0,
             commits: 0,
+            replays: !replay_until.is_empty() || internal.iter().any(|i| *i),
+            replay_until,
+            app: Arc::from(app),
+            internal,
         })
     }
 
@@ -316,7 +349,7 @@ impl Worker {
         };
         let outcome = self.log.fetch(&self.cursors, limits, &mut records)?;
         // A fetch returns runs of records of one partition: remember the last match.
-        let mut last: Option<(*const u8, u32, (usize, usize))> = None;
+        let mut last: Option<(*const u8, u32, (usize, usize, usize))> = None;
         for r in &records {
             let task = match last {
                 Some((topic, partition, found))
@@ -329,7 +362,7 @@ impl Worker {
                         .cursors
                         .iter()
                         .position(|(tp, _)| tp.partition == r.partition && tp.topic == r.topic)
-                        .map(|i| self.cursor_task[i]);
+                        .map(|i| (self.cursor_task[i].0, self.cursor_task[i].1, i));
                     if let Some(f) = found {
                         last = Some((r.topic.as_ptr(), r.partition, f));
                     }
@@ -337,7 +370,14 @@ impl Worker {
                 }
             };
             match task {
-                Some((t, source)) => {
+                Some((t, source, cursor)) => {
+                    if self.replays {
+                        // Below its mark, or written by a replay into an internal topic.
+                        let replaying =
+                            self.replay_until.get(cursor).is_some_and(|u| r.offset < *u)
+                                || (self.internal[cursor] && r.header(REPLAY_HEADER).is_some());
+                        self.tasks[t].ctx.replaying = replaying.then(|| self.app.clone());
+                    }
                     if let Err(e) = self.tasks[t].process(source, r) {
                         // Half-processed state is in the buffers: never commit it.
                         self.failed = true;
@@ -429,6 +469,22 @@ impl Worker {
         }
         for (tp, at) in &self.cursors {
             commit.set_group_position(&self.group, tp.clone(), *at);
+        }
+        // Replay marks the positions have passed are done with.
+        let mut marks_done = false;
+        for ((tp, at), until) in self.cursors.iter().zip(&mut self.replay_until) {
+            if *until > 0 && *at >= *until {
+                commit.delete_metadata(replay_mark_key(&self.app, &tp.topic, tp.partition));
+                *until = 0;
+                marks_done = true;
+            }
+        }
+        if marks_done && self.replay_until.iter().all(|u| *u == 0) {
+            self.replay_until.clear();
+            self.replays = self.internal.iter().any(|i| *i);
+            for task in &mut self.tasks {
+                task.ctx.replaying = None;
+            }
         }
         self.log.commit(commit)?;
         for task in &mut self.tasks {

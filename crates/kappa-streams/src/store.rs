@@ -57,6 +57,32 @@ pub(crate) fn stream_time_key(app: &str, partition: u32) -> Vec<u8> {
     k
 }
 
+/// Where [`crate::rebuild_application`] notes, per input partition, the
+/// position the application had reached: below it, a restarted topology
+/// rebuilds its state without writing outputs again.
+pub(crate) fn replay_mark_key(app: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = replay_mark_prefix(app);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// The prefix of [`replay_mark_key`]s.
+pub(crate) fn replay_mark_prefix(app: &str) -> Vec<u8> {
+    let mut k = app_prefix(app);
+    k.extend_from_slice(b"!replay-until/");
+    k
+}
+
+/// Whether `topic` is one of `app`'s internal (repartition) topics.
+pub(crate) fn is_internal_topic(app: &str, topic: &str) -> bool {
+    topic.len() > app.len()
+        && topic.starts_with(app)
+        && topic.as_bytes()[app.len()] == b'-'
+        && topic.ends_with("-repartition")
+}
+
 /// The prefix of every store of an application.
 pub(crate) fn app_prefix(app: &str) -> Vec<u8> {
     let mut p = b"kappa-streams/".to_vec();

@@ -17,8 +17,8 @@ pub(crate) async fn health() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// Ready once the index has caught up with what the log held at start and
-/// every topology (the index and each view's) is running.
+/// Ready once the index and every view's topology have caught up with what
+/// the log held at start (their stores are restored) and all are running.
 pub(crate) fn ready(state: &GatewayState) -> Result<(), String> {
     let index = state.index.streams();
     if !index.is_running() {
@@ -29,23 +29,34 @@ pub(crate) fn ready(state: &GatewayState) -> Result<(), String> {
             return Err(format!("the topology of view {:?} stopped", v.name()));
         }
     }
-    index_caught_up(state)
+    index_caught_up(state)?;
+    for (view, ends) in state.views.iter().zip(&state.view_start_ends) {
+        caught_up(&view.streams, ends)
+            .map_err(|lag| format!("view {:?} is restoring: {lag}", view.name()))?;
+    }
+    Ok(())
 }
 
-/// Whether the index has processed what the log held when the gateway
-/// started (until then it may miss commands written before the start).
-pub(crate) fn index_caught_up(state: &GatewayState) -> Result<(), String> {
-    let committed = state.index.streams().committed_positions();
-    for (tp, end) in &state.start_ends {
+/// Whether `streams` has processed up to `ends`; else where it is behind.
+fn caught_up(streams: &Streams, ends: &[(kappa_log::TopicPartition, u64)]) -> Result<(), String> {
+    let committed = streams.committed_positions();
+    for (tp, end) in ends {
         let at = committed
             .iter()
             .find(|(c, _)| c == tp)
             .map_or(0, |(_, o)| *o);
         if at < *end {
-            return Err(format!("the index is catching up: {tp} at {at} of {end}"));
+            return Err(format!("{tp} at {at} of {end}"));
         }
     }
     Ok(())
+}
+
+/// Whether the index has processed what the log held when the gateway
+/// started (until then it may miss commands written before the start).
+pub(crate) fn index_caught_up(state: &GatewayState) -> Result<(), String> {
+    caught_up(state.index.streams(), &state.start_ends)
+        .map_err(|lag| format!("the index is catching up: {lag}"))
 }
 
 pub(crate) async fn ready_handler(State(state): State<Shared>) -> Response {
