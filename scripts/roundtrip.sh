@@ -35,3 +35,26 @@ url=$(grep -o 'http://[0-9.:]*' "$out" | head -1)
 [ -n "$url" ] || { echo "kappa demo did not start" >&2; exit 1; }
 echo "demo gateway at $url (API documentation at $url/docs)"
 "$kappa" load --url "$url" --sync --rate 500 --connections 8 --duration 2s
+kill "$demo" 2>/dev/null || true
+wait "$demo" 2>/dev/null || true
+
+# The reference service, card spending limits, on its own log, with a
+# steady demo stream of limits, authorizations and settlements for a few
+# seconds; then one card's balance.
+cargo build --release --locked -p card-limits
+cards_log="${KAPPA_LOG}-card-limits"
+target/release/card-limits serve --log "$cards_log" --http 127.0.0.1:0 --demo-rate 400 --demo-cards 100 > "$out" &
+demo=$!
+for _ in $(seq 1 100); do
+    grep -q '^ready' "$out" 2>/dev/null && break
+    kill -0 "$demo" 2>/dev/null || { echo "card-limits stopped" >&2; exit 1; }
+    sleep 0.1
+done
+head -2 "$out"
+sleep 4
+port=$(grep -o 'http://127.0.0.1:[0-9]*' "$out" | head -1 | sed 's/.*://')
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /cards/card-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+echo "GET /cards/card-1:"
+tail -1 <&3
+echo

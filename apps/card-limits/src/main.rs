@@ -63,6 +63,9 @@ struct ServeArgs {
     /// Cards in the demo stream.
     #[arg(long, default_value_t = 2000)]
     demo_cards: u64,
+    /// How often the processor commits (the floor of a sync command's latency).
+    #[arg(long, default_value_t = 2)]
+    commit_interval_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -135,7 +138,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         title: "Card spending limits".to_owned(),
         ..GatewayConfig::default()
     };
-    let service = card_limits::service::start(log, config, Duration::from_millis(5))?;
+    let service =
+        card_limits::service::start(log, config, Duration::from_millis(args.commit_interval_ms))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,6 +1,9 @@
 //! Realistic command streams for the demo and the load generator: each card
-//! first gets a limit, then authorizations, most of which settle a little
-//! later, in event time that moves a minute per card step.
+//! first gets a limit (renewed every ten steps), then authorizations, most
+//! of which settle seven steps later; one in twenty is a retried
+//! authorization (a duplicate), and the settlement naming it finds no hold.
+//! Limits are small enough that some authorizations are declined. Event time
+//! moves a minute per card step.
 
 use bytes::Bytes;
 use kappa_gateway::load::CommandMaker;
@@ -23,6 +26,14 @@ pub fn command(n: u64, cards: u64) -> (&'static str, Value) {
     let t = START_MS + i64::try_from(step).unwrap_or(i64::MAX / 60_000) * 60_000;
     // A deterministic spread of amounts (no two neighbours alike).
     let amount = 100 + (n.wrapping_mul(2_654_435_761) % 9_900) as i64;
+    if step % 20 == 17 {
+        // A retried authorization: the same id as the step before (decided already).
+        return (
+            "authorize",
+            json!({"auth_id": format!("a{}", step - 1), "card": card, "amount": amount,
+                "merchant": format!("m-{}", n % 37), "timestamp": t}),
+        );
+    }
     match step % 10 {
         0 => {
             let limit = 20_000 + (n.wrapping_mul(40_503) % 20) as i64 * 10_000;
