@@ -144,7 +144,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let gateway = Arc::new(service.gateway);
-    let closer = gateway.clone();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
@@ -174,11 +173,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             });
             println!("sending {} demo commands/s over {} cards", args.demo_rate, args.demo_cards);
         }
-        axum::serve(listener, gateway.router())
-            .with_graceful_shutdown(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                closer.close_live_streams();
-            })
+        gateway
+            .clone()
+            .serve_until_interrupted(listener)
             .await
             .context("serving HTTP")
     })?;

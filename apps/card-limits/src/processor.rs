@@ -95,7 +95,7 @@ impl Stores {
 /// The processor of one task.
 struct Decide(Stores);
 
-type Ctx<'a, 'b> = ProcessorContext<'a, String, Envelope>;
+type Ctx<'a> = ProcessorContext<'a, String, Envelope>;
 
 fn parse<T: DeserializeOwned>(command: &Envelope) -> Result<T, String> {
     serde_json::from_value(command.data.clone())
@@ -103,7 +103,7 @@ fn parse<T: DeserializeOwned>(command: &Envelope) -> Result<T, String> {
 }
 
 impl Decide {
-    fn card(&self, ctx: &mut Ctx<'_, '_>, card: &str) -> Result<Card, StreamsError> {
+    fn card(&self, ctx: &mut Ctx<'_>, card: &str) -> Result<Card, StreamsError> {
         Ok(ctx
             .get(&self.0.cards, &card.to_owned())?
             .unwrap_or_default())
@@ -112,7 +112,7 @@ impl Decide {
     /// Settled and pending spending of `card` evaluated at time `t`.
     fn balance(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         card: &Card,
         key: &String,
         t: i64,
@@ -132,7 +132,7 @@ impl Decide {
     #[allow(clippy::too_many_arguments)]
     fn add_to_pane(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         store: &WindowStoreHandle<String, i64>,
         key: &String,
         t: i64,
@@ -160,7 +160,7 @@ impl Decide {
 
     fn notify(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         command: &Envelope,
         threshold: i64,
         spent: i64,
@@ -182,7 +182,7 @@ impl Decide {
 
     fn set_limit(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         command: &Envelope,
         d: SetLimit,
     ) -> Result<(), StreamsError> {
@@ -196,7 +196,7 @@ impl Decide {
 
     fn remove_limit(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         command: &Envelope,
         d: RemoveLimit,
     ) -> Result<(), StreamsError> {
@@ -211,7 +211,7 @@ impl Decide {
 
     fn authorize(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         command: &Envelope,
         d: Authorize,
     ) -> Result<(), StreamsError> {
@@ -232,10 +232,9 @@ impl Decide {
             .is_none_or(|l| i128::from(before) + i128::from(d.amount) <= i128::from(l));
         let latest = card.latest.map_or(d.timestamp, |l| l.max(d.timestamp));
         let (decision, spent, status) = if approve {
-            let pending = self.0.pending.clone();
             self.add_to_pane(
                 ctx,
-                &pending,
+                &self.0.pending,
                 &d.card,
                 d.timestamp,
                 d.amount,
@@ -285,12 +284,7 @@ impl Decide {
         Ok(())
     }
 
-    fn settle(
-        &self,
-        ctx: &mut Ctx<'_, '_>,
-        command: &Envelope,
-        d: Settle,
-    ) -> Result<(), StreamsError> {
+    fn settle(&self, ctx: &mut Ctx<'_>, command: &Envelope, d: Settle) -> Result<(), StreamsError> {
         let txn_key = format!("{}/{}", d.card, d.txn_id);
         if ctx.get(&self.0.txns, &txn_key)?.is_some() {
             let data = json!({"txn_id": d.txn_id, "card": d.card});
@@ -308,12 +302,11 @@ impl Decide {
             if let Some(mut hold) = ctx.get(&self.0.auths, &auth_key)?
                 && hold.status == AuthStatus::Pending
             {
-                let pending = self.0.pending.clone();
                 // A hold past every window it could count in has no pane left to take from.
                 if day(hold.timestamp) >= day(latest).saturating_sub(PENDING_KEEP_MS) {
                     self.add_to_pane(
                         ctx,
-                        &pending,
+                        &self.0.pending,
                         &d.card,
                         hold.timestamp,
                         -hold.amount,
@@ -326,10 +319,9 @@ impl Decide {
                 matched = true;
             }
         }
-        let settled = self.0.settled.clone();
         self.add_to_pane(
             ctx,
-            &settled,
+            &self.0.settled,
             &d.card,
             d.timestamp,
             d.amount,
@@ -356,7 +348,7 @@ impl Decide {
 impl Processor<String, Envelope, String, Envelope> for Decide {
     fn process(
         &mut self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         key: String,
         command: Envelope,
     ) -> Result<(), StreamsError> {

@@ -182,8 +182,28 @@ impl Gateway {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Whether the index has caught up with what was in the log at start and
-    /// every topology is running: `/ready`.
+    /// Serves the gateway on `listener` until ctrl-c, then shuts down
+    /// gracefully: live streams end, answers in flight complete.
+    ///
+    /// # Errors
+    ///
+    /// The listener failed.
+    pub async fn serve_until_interrupted(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> std::io::Result<()> {
+        let closer = self.clone();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                closer.close_live_streams();
+            })
+            .await
+    }
+
+    /// Whether the index and every view's topology have caught up with what
+    /// the log held at start (their stores are restored) and all are
+    /// running: `/ready`.
     pub fn is_ready(&self) -> bool {
         api::ops::ready(&self.state).is_ok()
     }

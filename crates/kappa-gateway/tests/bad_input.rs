@@ -321,6 +321,7 @@ fn fuzzed_requests_get_answers_never_failures() {
             prop_assert_eq!(problem["status"].as_u64(), Some(u64::from(status)));
         }
     });
+    drop(router);
     runtime.block_on(s.stop());
 }
 

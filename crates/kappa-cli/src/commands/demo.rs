@@ -71,18 +71,15 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
         (g, Some(s))
     };
     let gateway = Arc::new(gateway);
-    let closer = gateway.clone();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .with_context(|| format!("binding {}", args.http))?;
         let addr = listener.local_addr()?;
         println!("listening on http://{addr} (API documentation at http://{addr}/docs)");
-        axum::serve(listener, gateway.router())
-            .with_graceful_shutdown(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                closer.close_live_streams();
-            })
+        gateway
+            .clone()
+            .serve_until_interrupted(listener)
             .await
             .context("serving HTTP")
     })?;

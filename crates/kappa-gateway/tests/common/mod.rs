@@ -88,10 +88,13 @@ impl Service {
             ..
         } = self;
         drop(gateway);
+        // A connection task can still be dropping its router (and with it
+        // the gateway's state) just after the server returns.
+        let streams = unique(streams).await;
         if let Ok(s) = Arc::try_unwrap(streams) {
             s.close().expect("close demo processor");
         }
-        drop(log);
+        drop(unique(log).await);
     }
 
     /// End offsets of every partition of `topic`.
@@ -128,4 +131,17 @@ pub fn assert_problem(r: &Reply, status: u16) -> Value {
     assert_eq!(p["status"], status);
     assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
     p
+}
+
+/// Waits (a bounded time) until `arc` is the last reference, and returns it.
+pub async fn unique<T: ?Sized>(mut arc: Arc<T>) -> Arc<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Arc::get_mut(&mut arc).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still shared after 30 s"
+        );
+        tokio::task::yield_now().await;
+    }
+    arc
 }
