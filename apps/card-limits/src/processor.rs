@@ -98,7 +98,7 @@ struct Decide(Stores);
 type Ctx<'a> = ProcessorContext<'a, String, Envelope>;
 
 fn parse<T: DeserializeOwned>(command: &Envelope) -> Result<T, String> {
-    serde_json::from_value(command.data.clone())
+    T::deserialize(&command.data)
         .map_err(|e| format!("the data of {} does not fit: {e}", command.action))
 }
 
@@ -127,8 +127,9 @@ impl Decide {
         })
     }
 
-    /// Adds `amount` to the pane of day(`t`), and drops panes no balance at
-    /// or after `latest` can reach (older than `keep_ms` behind it).
+    /// Adds `amount` to the pane of day(`t`), and, when the card's latest
+    /// event moved to a new day (`new_day`), drops panes no balance at or
+    /// after `latest` can reach (older than `keep_ms` behind it).
     #[allow(clippy::too_many_arguments)]
     fn add_to_pane(
         &self,
@@ -139,6 +140,7 @@ impl Decide {
         amount: i64,
         latest: i64,
         keep_ms: i64,
+        new_day: bool,
     ) -> Result<(), StreamsError> {
         let pane = day(t);
         let total = ctx
@@ -146,6 +148,10 @@ impl Decide {
             .unwrap_or(0)
             .saturating_add(amount);
         ctx.window_put(store, key, pane, (total != 0).then_some(&total))?;
+        if !new_day {
+            // Nothing fell behind the horizon since the card's last write.
+            return Ok(());
+        }
         let horizon = day(latest).saturating_sub(keep_ms);
         for (old, _) in ctx.window_fetch(store, key, i64::MIN, horizon.saturating_sub(1))? {
             ctx.window_put(store, key, old, None)?;
@@ -231,6 +237,7 @@ impl Decide {
             .limit
             .is_none_or(|l| i128::from(before) + i128::from(d.amount) <= i128::from(l));
         let latest = card.latest.map_or(d.timestamp, |l| l.max(d.timestamp));
+        let new_day = card.latest.is_none_or(|l| day(latest) > day(l));
         let (decision, spent, status) = if approve {
             self.add_to_pane(
                 ctx,
@@ -240,6 +247,7 @@ impl Decide {
                 d.amount,
                 latest,
                 PENDING_KEEP_MS,
+                new_day,
             )?;
             (
                 "authorization-approved",
@@ -296,6 +304,7 @@ impl Decide {
             return ctx.forward(d.card, command.reject("settlement-rejected", data));
         }
         let latest = card.latest.map_or(d.timestamp, |l| l.max(d.timestamp));
+        let new_day = card.latest.is_none_or(|l| day(latest) > day(l));
         let mut matched = false;
         if let Some(auth_id) = &d.auth_id {
             let auth_key = format!("{}/{auth_id}", d.card);
@@ -312,6 +321,7 @@ impl Decide {
                         -hold.amount,
                         latest,
                         PENDING_KEEP_MS,
+                        new_day,
                     )?;
                 }
                 hold.status = AuthStatus::Settled;
@@ -327,6 +337,7 @@ impl Decide {
             d.amount,
             latest,
             SETTLED_KEEP_MS,
+            new_day,
         )?;
         let record = TxnRecord {
             amount: d.amount,

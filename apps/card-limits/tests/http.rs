@@ -30,7 +30,7 @@ async fn a_history_sent_over_http_gets_the_oracles_outcomes_and_balances() {
 
     let mut oracle = Oracle::default();
     let mut last_position = std::collections::HashMap::new();
-    for (i, command) in history(7, 30, 1500).iter().enumerate() {
+    for (i, command) in history(7, 40, 3000).iter().enumerate() {
         let r = c
             .post("/commands?sync=true", &command.body())
             .await

@@ -258,7 +258,8 @@ impl Rng {
     }
 }
 
-/// `n` commands over `cards` cards and about four months of event time,
+/// `n` commands over `cards` cards, about a day of event time per command
+/// of a card (so months for a few thousand commands),
 /// with limit changes, duplicates, late records and settlements with and
 /// without matching holds.
 pub fn history(seed: u64, cards: usize, n: usize) -> Vec<Command> {
@@ -271,7 +272,9 @@ pub fn history(seed: u64, cards: usize, n: usize) -> Vec<Command> {
     for i in 0..n {
         let c = rng.below(cards as u64) as usize;
         let card = format!("card-{c}");
-        clock[c] += rng.below(H as u64 / 3) as i64;
+        // About a day per command of a card: a few thousand commands over
+        // dozens of cards span months.
+        clock[c] += rng.below(2 * H as u64) as i64;
         let t = match rng.below(100) {
             0..=2 => clock[c] - G - H - rng.below(5 * H as u64) as i64,
             3..=14 => clock[c] - rng.below(G as u64) as i64,

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job: the card spending-limit service on the embedded log, with a
+# steady demo stream (limits for a few thousand cards, authorizations, later
+# settlements, some over the limit, some retried). It prints the address of
+# its API and serves until interrupted (ctrl-c); DEMO_SECONDS=N stops it
+# after N seconds instead. The log lives in ./kappa-data (KAPPA_LOG=<dir>).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --locked -p card-limits
+export KAPPA_LOG="${KAPPA_LOG:-./kappa-data}"
+args=(serve --log "$KAPPA_LOG" --http "${DEMO_HTTP:-127.0.0.1:8080}"
+      --demo-rate "${DEMO_RATE:-200}" --demo-cards "${DEMO_CARDS:-3000}")
+if [ -n "${DEMO_SECONDS:-}" ]; then
+    exec timeout --signal=INT "$DEMO_SECONDS" target/release/card-limits "${args[@]}"
+fi
+exec target/release/card-limits "${args[@]}"
