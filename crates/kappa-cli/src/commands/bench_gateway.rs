@@ -131,7 +131,12 @@ pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         ..base.clone()
     };
     let processed = measure(&processed_config)?;
+    drop(server);
+    // Sync on a fresh server: the async run leaves work behind (indexing,
+    // compaction) that would be measured as sync latency.
+    let (server, addr) = spawn_demo(args, scratch.path(), "sync", &[])?;
     let sync_config = LoadConfig {
+        addr,
         connections: args.sync_connections,
         rate: Some(args.sync_rate),
         sync: true,
