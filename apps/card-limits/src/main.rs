@@ -192,21 +192,14 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn load(args: &LoadArgs) -> anyhow::Result<()> {
-    let host = args
-        .url
-        .strip_prefix("http://")
-        .context("--url must start with http://")?;
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host.trim_end_matches('/'))?
-        .next()
-        .context("no address")?;
-    let config = kappa_gateway::load::LoadConfig {
-        addr,
-        connections: args.connections,
-        rate: args.rate,
-        duration: args.duration.into(),
-        sync: args.sync,
-        commands: card_limits::traffic::bodies(args.cards),
-    };
+    let config = kappa_gateway::load::LoadConfig::new(
+        &args.url,
+        args.connections,
+        args.rate,
+        args.duration.into(),
+        args.sync,
+        card_limits::traffic::bodies(args.cards),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -214,18 +207,7 @@ fn load(args: &LoadArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", report.to_json());
     } else {
-        println!(
-            "{} {} commands: {:.0}/s ok, {} errors; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
-            report.ok,
-            if args.sync { "sync" } else { "async" },
-            report.throughput(),
-            report.errors,
-            report.percentile_ms(0.5),
-            report.percentile_ms(0.9),
-            report.percentile_ms(0.99),
-            report.percentile_ms(0.999),
-            report.percentile_ms(1.0)
-        );
+        println!("{}", report.summary(args.sync));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::routing::get;
 use kappa_gateway::{Gateway, GatewayBuilder, GatewayConfig, GatewayError, Problem, View};
-use kappa_log::{Log, TopicPartition};
+use kappa_log::Log;
 use kappa_streams::Streams;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -156,12 +156,7 @@ async fn prepare(
 /// Positions of the card's task that the answer reflects.
 fn position(streams: &Streams, card: &str) -> String {
     let partition = streams.store(stores::CARDS).partition_of(card.as_bytes());
-    let committed: Vec<(TopicPartition, u64)> = streams
-        .committed_positions()
-        .into_iter()
-        .filter(|(tp, _)| tp.partition == partition)
-        .collect();
-    kappa_gateway::position::processed_token(&committed)
+    kappa_gateway::position::reflected(streams, Some(partition))
 }
 
 fn pane_sum(

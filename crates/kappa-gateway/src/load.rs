@@ -196,6 +196,55 @@ pub struct LoadConfig {
     pub commands: CommandMaker,
 }
 
+impl LoadConfig {
+    /// A load on the server at `url` (`http://host:port`), checked.
+    ///
+    /// # Errors
+    ///
+    /// The URL is not `http://host:port` or does not resolve, no
+    /// connections, or a rate that is not positive.
+    ///
+    /// ```
+    /// use kappa_gateway::load::{LoadConfig, amounts};
+    /// use std::time::Duration;
+    /// let c = LoadConfig::new("http://127.0.0.1:8080/", 4, Some(100.0), Duration::from_secs(1), false, amounts("add", 10));
+    /// assert_eq!(c.unwrap().addr.port(), 8080);
+    /// assert!(LoadConfig::new("127.0.0.1:8080", 4, None, Duration::from_secs(1), false, amounts("add", 10)).is_err());
+    /// ```
+    pub fn new(
+        url: &str,
+        connections: usize,
+        rate: Option<f64>,
+        duration: Duration,
+        sync: bool,
+        commands: CommandMaker,
+    ) -> Result<Self, ClientError> {
+        let bad = |m: String| ClientError::Http(m);
+        let host = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad(format!("{url:?}: the URL must start with http://")))?
+            .trim_end_matches('/');
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+            .map_err(|e| bad(format!("resolving {host}: {e}")))?
+            .next()
+            .ok_or_else(|| bad(format!("{host} has no address")))?;
+        if connections == 0 {
+            return Err(bad("at least one connection is needed".to_owned()));
+        }
+        if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(bad("the rate must be positive".to_owned()));
+        }
+        Ok(Self {
+            addr,
+            connections,
+            rate,
+            duration,
+            sync,
+            commands,
+        })
+    }
+}
+
 impl std::fmt::Debug for LoadConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadConfig")
@@ -234,6 +283,22 @@ impl LoadReport {
         }
         let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
         f64::from(self.latencies_us[i]) / 1000.0
+    }
+
+    /// The figures on one line: count, throughput, errors, latency percentiles.
+    pub fn summary(&self, sync: bool) -> String {
+        format!(
+            "{} {} commands: {:.0}/s ok, {} errors; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+            self.ok,
+            if sync { "sync" } else { "async" },
+            self.throughput(),
+            self.errors,
+            self.percentile_ms(0.5),
+            self.percentile_ms(0.9),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+            self.percentile_ms(1.0),
+        )
     }
 
     /// The figures as JSON.

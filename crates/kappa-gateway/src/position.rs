@@ -49,6 +49,18 @@ pub fn processed_token(committed: &[(TopicPartition, u64)]) -> String {
     out
 }
 
+/// The positions a read of `streams`' stores reflects: of one partition
+/// (the task holding the key read), or of all when `partition` is `None`.
+/// Read it before the store, so the value read is at least as new.
+pub fn reflected(streams: &kappa_streams::Streams, partition: Option<u32>) -> String {
+    let committed: Vec<(TopicPartition, u64)> = streams
+        .committed_positions()
+        .into_iter()
+        .filter(|(tp, _)| partition.is_none_or(|p| tp.partition == p))
+        .collect();
+    processed_token(&committed)
+}
+
 /// Next offsets per partition of several topics: where a live stream resumes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor(pub Vec<(TopicPartition, u64)>);

@@ -365,33 +365,23 @@ impl ReadOnlyStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, Bytes)>, LogError> {
-        const PAGE: usize = 1024;
+        use crate::windows::{entry_key, split_entry_key};
         let partition = kappa_log::partition_for_key(key, self.partitions);
         let base = store_prefix(&self.app, &self.name, partition);
-        let mut after = base.clone();
-        after.extend_from_slice(&crate::windows::entry_key(from.saturating_sub(1), b""));
-        let mut out = Vec::new();
-        loop {
-            let page = self.log.metadata_page(&base, Some(&after), PAGE)?;
-            let full = page.len() == PAGE;
-            for (k, v) in page {
-                after.clear();
-                after.extend_from_slice(&k);
-                let Some((start, found)) = crate::windows::split_entry_key(&k.slice(base.len()..))
-                else {
-                    continue;
-                };
-                if start > to {
-                    return Ok(out);
-                }
-                if start >= from && found == key {
-                    out.push((start, v));
-                }
-            }
-            if !full {
-                return Ok(out);
-            }
-        }
+        // Entry keys are start (8 bytes) then key: every window starting in
+        // from..=to lies after `entry_key(from - 1, "")` and before
+        // `entry_key(to + 1, "")`; the filter below drops the other keys.
+        let after = entry_key(from.saturating_sub(1), b"");
+        let last = entry_key(to.saturating_add(1), b"");
+        Ok(
+            committed_range(&*self.log, &base, b"", Some(&after), &last)?
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let (start, found) = split_entry_key(&k)?;
+                    (start >= from && start <= to && found == key).then_some((start, v))
+                })
+                .collect(),
+        )
     }
 
     /// Committed entries of the partition holding `partition_key` with keys

@@ -38,27 +38,14 @@ pub struct LoadArgs {
 
 impl LoadArgs {
     pub(crate) fn config(&self) -> anyhow::Result<LoadConfig> {
-        let host = self
-            .url
-            .strip_prefix("http://")
-            .context("--url must start with http://")?
-            .trim_end_matches('/');
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
-            .with_context(|| format!("resolving {host}"))?
-            .next()
-            .with_context(|| format!("{host} has no address"))?;
-        anyhow::ensure!(self.connections > 0, "--connections must be at least 1");
-        if let Some(r) = self.rate {
-            anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be positive");
-        }
-        Ok(LoadConfig {
-            addr,
-            connections: self.connections,
-            rate: self.rate,
-            duration: Duration::from(self.duration),
-            sync: self.sync,
-            commands: kappa_gateway::load::amounts(&self.action, self.keys),
-        })
+        Ok(LoadConfig::new(
+            &self.url,
+            self.connections,
+            self.rate,
+            Duration::from(self.duration),
+            self.sync,
+            kappa_gateway::load::amounts(&self.action, self.keys),
+        )?)
     }
 }
 
@@ -84,20 +71,12 @@ pub(crate) fn drive(config: &LoadConfig) -> anyhow::Result<LoadReport> {
 }
 
 pub(crate) fn print_report(name: &str, config: &LoadConfig, r: &LoadReport) {
+    let offered = config
+        .rate
+        .map_or(String::new(), |x| format!(" at {x:.0}/s offered"));
     println!(
-        "{name}: {} {} commands over {} connections{}: {:.0}/s ok, {} errors; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
-        r.ok,
-        if config.sync { "sync" } else { "async" },
+        "{name}, {} connections{offered}: {}",
         config.connections,
-        config
-            .rate
-            .map_or(String::new(), |x| format!(" at {x:.0}/s offered")),
-        r.throughput(),
-        r.errors,
-        r.percentile_ms(0.5),
-        r.percentile_ms(0.9),
-        r.percentile_ms(0.99),
-        r.percentile_ms(0.999),
-        r.percentile_ms(1.0),
+        r.summary(config.sync)
     );
 }

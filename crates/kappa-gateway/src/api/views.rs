@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Shared, blocking, json as json_response, query};
-use crate::position::{parse_positions, processed_token};
+use crate::position::parse_positions;
 use crate::problem::Problem;
 use crate::views::{View, ViewKind};
 
@@ -122,15 +122,9 @@ async fn ready_for(
     wait_if_asked(state, &view.streams, min_position, wait_ms).await
 }
 
-/// The positions a read reflects: of one partition, or of all.
+/// The positions a read of `view` reflects.
 fn reflected(view: &View, partition: Option<u32>) -> String {
-    let committed: Vec<(TopicPartition, u64)> = view
-        .streams
-        .committed_positions()
-        .into_iter()
-        .filter(|(tp, _)| partition.is_none_or(|p| tp.partition == p))
-        .collect();
-    processed_token(&committed)
+    crate::position::reflected(&view.streams, partition)
 }
 
 pub(crate) async fn list(State(state): State<Shared>) -> Response {
