@@ -12,6 +12,10 @@ export KAPPA_LOG="${KAPPA_LOG:-./kappa-data}"
 args=(serve --log "$KAPPA_LOG" --http "${DEMO_HTTP:-127.0.0.1:8080}"
       --demo-rate "${DEMO_RATE:-200}" --demo-cards "${DEMO_CARDS:-3000}")
 if [ -n "${DEMO_SECONDS:-}" ]; then
-    exec timeout --signal=INT "$DEMO_SECONDS" target/release/card-limits "${args[@]}"
+    # timeout says 124 when it stopped the service as asked: that is success.
+    status=0
+    timeout --signal=INT "$DEMO_SECONDS" target/release/card-limits "${args[@]}" || status=$?
+    [ "$status" -eq 124 ] && status=0
+    exit "$status"
 fi
 exec target/release/card-limits "${args[@]}"
