@@ -6,8 +6,11 @@
 //! notification event goes out when spending reaches 80% and 100% of the
 //! limit. Commands come through the gateway (`POST /commands`, key = card);
 //! one topology decides them; the card views answer `GET /cards/...`.
+//! The shell (`shell`) notifies a webhook of thresholds and keeps tables in
+//! PostgreSQL and a full-text index of authorizations.
 
 pub mod model;
 pub mod processor;
 pub mod service;
+pub mod shell;
 pub mod traffic;

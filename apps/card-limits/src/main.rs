@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! card-limits serve [--log ./kappa-data] [--http 127.0.0.1:8080] [--demo-rate 200]
+//!     [--notify-url http://127.0.0.1:9000/notify] [--postgres "host=… user=…"] [--search-dir ./kappa-search]
+//! card-limits postgres-schema --postgres "host=… user=…"
 //! card-limits load --cards 1000 --rate 2000 --duration 10s [--sync] [--url http://127.0.0.1:8080]
 //! card-limits load --direct --cards 1000 --commands 200000
 //! ```
@@ -39,9 +41,12 @@ enum Command {
     Serve(ServeArgs),
     /// Send commands to a running service (or, with --direct, straight to a log) and measure.
     Load(LoadArgs),
-    /// Drop the service's stores so its next start rebuilds them from the log
+    /// Drop the service's stores (and its PostgreSQL tables and full-text
+    /// index, when named) so its next start rebuilds them from the log
     /// (run it while the service is stopped).
     Rebuild(RebuildArgs),
+    /// Create the PostgreSQL tables the service keeps (when missing) and print their SQL.
+    PostgresSchema(PostgresArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +54,19 @@ struct RebuildArgs {
     /// The log directory.
     #[arg(long, env = "KAPPA_LOG", default_value = "./kappa-data")]
     log: String,
+    /// Also empty the PostgreSQL tables.
+    #[arg(long, env = "CARD_LIMITS_POSTGRES")]
+    postgres: Option<String>,
+    /// Also drop the full-text index in this directory.
+    #[arg(long)]
+    search_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PostgresArgs {
+    /// PostgreSQL connection string (`host=… port=… user=… dbname=…` or a URL).
+    #[arg(long, env = "CARD_LIMITS_POSTGRES")]
+    postgres: String,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +89,16 @@ struct ServeArgs {
     /// How often the processor commits (the floor of a sync command's latency).
     #[arg(long, default_value_t = 2)]
     commit_interval_ms: u64,
+    /// Deliver each limit-threshold-reached to this webhook (POST, JSON, Idempotency-Key).
+    #[arg(long, env = "CARD_LIMITS_NOTIFY_URL")]
+    notify_url: Option<kappa_effects::reqwest::Url>,
+    /// Keep the card_limits and card_authorizations tables in this PostgreSQL
+    /// database (create them first with `card-limits postgres-schema`).
+    #[arg(long, env = "CARD_LIMITS_POSTGRES")]
+    postgres: Option<String>,
+    /// Keep a full-text index of authorizations in this directory, served at /search/authorizations?q=.
+    #[arg(long)]
+    search_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -120,7 +148,15 @@ fn main() -> anyhow::Result<()> {
         Command::Rebuild(args) => {
             let log = open_log(&args.log, Durability::Always)?;
             let dropped = card_limits::service::rebuild(&*log, &GatewayConfig::default())?;
+            card_limits::shell::rebuild(args.postgres.as_deref(), args.search_dir.as_deref())?;
             println!("dropped {dropped} store entries; the next start rebuilds them from the log");
+            Ok(())
+        }
+        Command::PostgresSchema(args) => {
+            print!(
+                "{}",
+                card_limits::shell::create_postgres_schema(&args.postgres)?
+            );
             Ok(())
         }
     }
@@ -143,11 +179,23 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         title: "Card spending limits".to_owned(),
         ..GatewayConfig::default()
     };
-    let service =
-        card_limits::service::start(log, config, Duration::from_millis(args.commit_interval_ms))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    kappa_gateway::ensure_topics(&*log, &config)?;
+    let shell_config = card_limits::shell::ShellConfig {
+        notify_url: args.notify_url.clone(),
+        postgres: args.postgres.clone(),
+        search_dir: args.search_dir.clone(),
+        events_topic: config.event_topics[0].clone(),
+    };
+    let shell = card_limits::shell::Shell::start(&log, &shell_config, runtime.handle().clone())?;
+    let service = card_limits::service::start_with(
+        log,
+        config,
+        Duration::from_millis(args.commit_interval_ms),
+        |b| shell.register(b),
+    )?;
     let gateway = Arc::new(service.gateway);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.http)
@@ -185,6 +233,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .context("serving HTTP")
     })?;
     drop(gateway);
+    shell.close()?;
     if let Ok(s) = Arc::try_unwrap(service.streams) {
         s.close()?;
     }

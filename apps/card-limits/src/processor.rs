@@ -259,7 +259,7 @@ impl Decide {
         };
         let (limit, available) = limit_fields(card.limit, spent);
         let mut data = json!({
-            "auth_id": d.auth_id, "card": d.card, "amount": d.amount,
+            "auth_id": d.auth_id, "card": d.card, "amount": d.amount, "merchant": d.merchant,
             "spent": spent, "limit": limit, "available": available,
         });
         if !approve {

@@ -78,6 +78,21 @@ pub fn start(
     config: GatewayConfig,
     commit_interval: Duration,
 ) -> Result<Service, GatewayError> {
+    start_with(log, config, commit_interval, |b| b)
+}
+
+/// As [`start`], letting `extend` add to the gateway (the shell's routes
+/// and figures) before it starts.
+///
+/// # Errors
+///
+/// Log or topology failures.
+pub fn start_with(
+    log: Arc<dyn Log>,
+    config: GatewayConfig,
+    commit_interval: Duration,
+    extend: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> Result<Service, GatewayError> {
     let commands = config.commands_topic.clone();
     let events = config
         .event_topics
@@ -88,7 +103,7 @@ pub fn start(
     // The processor reads the topics, so they must exist before it starts.
     kappa_gateway::ensure_topics(&*log, &config)?;
     let streams = processor::start(log, &commands, &events, commit_interval)?;
-    let gateway = builder
+    let gateway = extend(builder)
         .view(View::new(stores::CARDS, &streams, stores::CARDS))
         .view(View::new(stores::AUTHS, &streams, stores::AUTHS))
         .routes(routes(streams.clone()))

@@ -9,6 +9,47 @@ use bytes::Bytes;
 use kappa_gateway::load::CommandMaker;
 use serde_json::{Value, json};
 
+/// Merchants of the demo stream (searchable by any word of their names).
+pub const MERCHANTS: [&str; 37] = [
+    "Corner Coffee",
+    "Harbor Books",
+    "Green Grocer",
+    "Night Owl Pharmacy",
+    "Blue Line Taxi",
+    "Summit Outdoor",
+    "Pixel Electronics",
+    "Golden Wok",
+    "River Bakery",
+    "Metro Transit",
+    "Sunrise Coffee",
+    "Oak Hardware",
+    "City Cinema",
+    "Lakeside Fuel",
+    "Bright Dental",
+    "Urban Florist",
+    "Northside Books",
+    "Fresh Market",
+    "Velvet Salon",
+    "Harbor Fuel",
+    "Maple Diner",
+    "Quick Parking",
+    "Stone Pizza",
+    "Atlas Travel",
+    "Echo Music",
+    "Cedar Pharmacy",
+    "Silver Gym",
+    "Orchard Grocer",
+    "Little Pet Shop",
+    "Beacon Hotel",
+    "Copper Kettle Coffee",
+    "Prime Electronics",
+    "Willow Books",
+    "Central Bakery",
+    "Ridge Outdoor",
+    "Bay Cinema",
+    "Lantern Diner",
+];
+
 /// Event time of the first commands (2026-06-01).
 pub const START_MS: i64 = 1_780_272_000_000;
 
@@ -31,7 +72,7 @@ pub fn command(n: u64, cards: u64) -> (&'static str, Value) {
         return (
             "authorize",
             json!({"auth_id": format!("a{}", step - 1), "card": card, "amount": amount,
-                "merchant": format!("m-{}", n % 37), "timestamp": t}),
+                "merchant": MERCHANTS[(n % 37) as usize], "timestamp": t}),
         );
     }
     match step % 10 {
@@ -45,7 +86,7 @@ pub fn command(n: u64, cards: u64) -> (&'static str, Value) {
         1..=7 => (
             "authorize",
             json!({"auth_id": format!("a{step}"), "card": card, "amount": amount,
-                "merchant": format!("m-{}", n % 37), "timestamp": t}),
+                "merchant": MERCHANTS[(n % 37) as usize], "timestamp": t}),
         ),
         // Settles the authorization made seven steps before (same card).
         _ => (

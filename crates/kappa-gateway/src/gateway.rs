@@ -12,7 +12,7 @@ use crate::api;
 use crate::error::GatewayError;
 use crate::idempotency::Idempotency;
 use crate::index::Index;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsSource};
 use crate::outcomes::OutcomeWatcher;
 use crate::schema::Actions;
 use crate::views::View;
@@ -74,6 +74,8 @@ pub(crate) struct State {
     pub(crate) outcomes: OutcomeWatcher,
     pub(crate) idempotency: Idempotency,
     pub(crate) metrics: Metrics,
+    /// Figures of parts the application runs beside the gateway.
+    pub(crate) metric_sources: Vec<Arc<dyn MetricsSource>>,
     pub(crate) partitions: u32,
     /// End offsets of the indexed topics at start: ready once indexed.
     pub(crate) start_ends: Vec<(TopicPartition, u64)>,
@@ -105,6 +107,7 @@ pub struct GatewayBuilder {
     actions: Actions,
     views: Vec<View>,
     routes: Option<Router>,
+    metric_sources: Vec<Arc<dyn MetricsSource>>,
 }
 
 /// A started gateway.
@@ -122,6 +125,7 @@ impl Gateway {
             actions: Actions::new(),
             views: Vec::new(),
             routes: None,
+            metric_sources: Vec::new(),
         }
     }
 
@@ -241,6 +245,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves the figures of `source` (an effect runner, a sink) in `/metrics`.
+    pub fn metrics(mut self, source: Arc<dyn MetricsSource>) -> Self {
+        self.metric_sources.push(source);
+        self
+    }
+
     /// Creates missing topics, starts the index, the writer and the outcome
     /// watcher.
     ///
@@ -255,6 +265,7 @@ impl GatewayBuilder {
             actions,
             views,
             routes,
+            metric_sources,
         } = self;
         if config.event_topics.is_empty() {
             return Err(GatewayError::Config("no event topics".to_owned()));
@@ -318,6 +329,7 @@ impl GatewayBuilder {
                 outcomes,
                 idempotency: Idempotency::default(),
                 metrics: Metrics::default(),
+                metric_sources,
                 partitions,
                 start_ends,
                 view_start_ends,

@@ -45,6 +45,7 @@ pub use api::views::wait_for_position;
 pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name};
 pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayConfig, ensure_topics};
+pub use metrics::{MetricFamilies, MetricsSource, label as metric_label};
 pub use problem::Problem;
 pub use schema::{Actions, Refusal, Violation};
 pub use views::{KeyFormat, ValueFormat, View, ViewKind};

@@ -154,7 +154,7 @@ impl Oracle {
                 let approve = card.limit.is_none_or(|l| before + amount <= l);
                 let spent = if approve { before + amount } else { before };
                 let (limit, available) = limit_json(card.limit, spent);
-                let mut data = json!({"auth_id": auth_id, "card": card_id, "amount": amount, "spent": spent, "limit": limit, "available": available});
+                let mut data = json!({"auth_id": auth_id, "card": card_id, "amount": amount, "merchant": d["merchant"], "spent": spent, "limit": limit, "available": available});
                 let action = if approve {
                     "authorization-approved"
                 } else {

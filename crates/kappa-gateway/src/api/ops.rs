@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{Shared, json as json_response};
 use crate::gateway::State as GatewayState;
-use crate::metrics::label;
+use crate::metrics::{MetricFamilies, label};
 use crate::problem::Problem;
 
 pub(crate) async fn health() -> Response {
@@ -66,18 +66,12 @@ pub(crate) async fn ready_handler(State(state): State<Shared>) -> Response {
     }
 }
 
-/// Samples per metric family, so each family's lines stay together.
-type Families = std::collections::BTreeMap<&'static str, (&'static str, Vec<String>)>;
-
 /// Processed and committed counts and lag per task of one topology.
-fn render_streams(f: &mut Families, state: &GatewayState, streams: &Streams) {
+fn render_streams(f: &mut MetricFamilies, state: &GatewayState, streams: &Streams) {
     let app = label(streams.application_id());
     let m = streams.metrics();
     let mut add = |name: &'static str, kind: &'static str, labels: String, value: u64| {
-        f.entry(name)
-            .or_insert_with(|| (kind, Vec::new()))
-            .1
-            .push(format!("{name}{{{labels}}} {value}"));
+        f.add(name, kind, &labels, value);
     };
     let a = format!("application=\"{app}\"");
     add(
@@ -127,7 +121,7 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
     let text = super::blocking(move || {
         let mut out = String::new();
         s.metrics.render(&mut out);
-        let mut families = Families::new();
+        let mut families = MetricFamilies::default();
         render_streams(&mut families, &s, s.index.streams());
         let mut seen = vec![s.index.streams().application_id().to_owned()];
         for v in &s.views {
@@ -136,13 +130,10 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
                 render_streams(&mut families, &s, &v.streams);
             }
         }
-        for (name, (kind, lines)) in families {
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for l in lines {
-                out.push_str(&l);
-                out.push('\n');
-            }
+        for source in &s.metric_sources {
+            source.collect(&mut families);
         }
+        families.render(&mut out);
         let _ = writeln!(
             out,
             "# TYPE kappa_ready gauge\nkappa_ready {}",

@@ -1,0 +1,847 @@
+//! Effect runners: one effect per subscribed event, retried with backoff,
+//! guarded per target by a concurrency bound and a circuit breaker, with
+//! every outcome written back to the log exactly once.
+//!
+//! Three threads of work:
+//!
+//! * the **reader** follows the input topic, skips events of other actions
+//!   (and events finished before a restart), and starts one delivery task
+//!   per subscribed event, at most `max_in_flight` at a time;
+//! * **delivery tasks** (on the tokio runtime) make the attempts;
+//! * the **committer** writes the finished outcomes, the dead letters and
+//!   the runner's progress in one [`Commit`]. Progress names the offsets
+//!   still running, so after a crash exactly the events without a recorded
+//!   outcome are tried again, with the same idempotency key.
+
+mod breaker;
+mod effect;
+mod policy;
+mod progress;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kappa_gateway::{Envelope, MetricFamilies, MetricsSource, metric_label};
+use kappa_log::{Commit, Log, LogError, ProducerRecord, Record, TopicPartition, TopicSpec};
+use kappa_streams::provenance::{CAUSATION_HEADER, CORRELATION_HEADER, SOURCE_HEADER};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+pub use breaker::Circuit;
+pub use effect::{
+    Attempt, Call, Done, Effect, Failure, FnEffect, HttpEffect, HttpRequest, RequestBuilder,
+};
+pub use policy::{BreakerPolicy, RetryPolicy};
+
+use crate::error::EffectsError;
+use crate::follower::Follower;
+use breaker::Breaker;
+use progress::Progress;
+
+/// Settings of a runner.
+///
+/// ```
+/// use kappa_effects::RunnerConfig;
+/// let config = RunnerConfig::new("notification", &["limit-threshold-reached"]);
+/// assert_eq!(config.dead_letter_topic, "notification-dead-letters");
+/// ```
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// The runner's name (kebab-case). Outcomes are `<name>-delivered` and
+    /// `<name>-failed`; progress is stored under it.
+    pub name: String,
+    /// The topic whose events are followed.
+    pub input_topic: String,
+    /// Event actions that get the effect; others are passed over.
+    pub actions: Vec<String>,
+    /// Where outcome events go (the gateway's event topic, so they show in
+    /// its history).
+    pub outcomes_topic: String,
+    /// Where events go after their last failed attempt (created when missing).
+    pub dead_letter_topic: String,
+    /// Attempts and waits.
+    pub retry: RetryPolicy,
+    /// When a target's circuit opens.
+    pub breaker: BreakerPolicy,
+    /// Attempts running at once against one target.
+    pub concurrency_per_target: usize,
+    /// Events being worked on at once, waits included.
+    pub max_in_flight: usize,
+    /// Finished outcomes wait this long to share a commit.
+    pub commit_interval: Duration,
+}
+
+impl RunnerConfig {
+    /// A runner `name` for events with `actions` on the `events` topic.
+    pub fn new(name: &str, actions: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            input_topic: "events".to_owned(),
+            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+            outcomes_topic: "events".to_owned(),
+            dead_letter_topic: format!("{name}-dead-letters"),
+            retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
+            concurrency_per_target: 16,
+            max_in_flight: 1024,
+            commit_interval: Duration::from_millis(5),
+        }
+    }
+
+    fn check(&self) -> Result<(), EffectsError> {
+        let bad = |why: &str| {
+            Err(EffectsError::Config(format!(
+                "runner {:?}: {why}",
+                self.name
+            )))
+        };
+        if !kappa_gateway::is_action_name(&self.name) || self.name.len() > 50 {
+            return bad("the name must be kebab-case, at most 50 bytes");
+        }
+        if self.actions.is_empty() {
+            return bad("it subscribes to no action");
+        }
+        let own = [self.delivered_action(), self.failed_action()];
+        if self.input_topic == self.outcomes_topic && self.actions.iter().any(|a| own.contains(a)) {
+            return bad("it would follow its own outcomes");
+        }
+        if self.retry.max_attempts == 0
+            || self.concurrency_per_target == 0
+            || self.max_in_flight == 0
+        {
+            return bad("attempts, per-target concurrency and in-flight events must be at least 1");
+        }
+        if self.breaker.failures_to_open == 0 {
+            return bad("failures_to_open must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The action of a success outcome.
+    pub fn delivered_action(&self) -> String {
+        format!("{}-delivered", self.name)
+    }
+
+    /// The action of a failure outcome.
+    pub fn failed_action(&self) -> String {
+        format!("{}-failed", self.name)
+    }
+
+    /// The consumer group whose positions show the runner's progress.
+    pub fn group(&self) -> String {
+        format!("kappa-effects-{}", self.name)
+    }
+
+    fn progress_key(&self, partition: u32) -> Vec<u8> {
+        format!(
+            "kappa-effects/runners/{}/progress/{}/{partition}",
+            self.name, self.input_topic
+        )
+        .into_bytes()
+    }
+}
+
+/// Per-target state: its circuit, its concurrency bound and its figures.
+struct Target {
+    breaker: Breaker,
+    permits: Arc<Semaphore>,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+    attempt_micros: AtomicU64,
+}
+
+/// What the committer takes next.
+#[derive(Default)]
+struct Pending {
+    progress: Vec<Progress>,
+    dirty: Vec<bool>,
+    outcomes: Vec<ProducerRecord>,
+    dead_letters: Vec<ProducerRecord>,
+}
+
+#[derive(Default)]
+struct Counters {
+    events: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dead_letters: AtomicU64,
+    retries: AtomicU64,
+    commits: AtomicU64,
+    undecodable: AtomicU64,
+}
+
+struct Shared {
+    config: RunnerConfig,
+    log: Arc<dyn Log>,
+    effect: Arc<dyn Effect>,
+    runtime: tokio::runtime::Handle,
+    partitions: u32,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    stopping: AtomicBool,
+    failure: Mutex<Option<String>>,
+    targets: Mutex<BTreeMap<String, Arc<Target>>>,
+    in_flight: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    counters: Counters,
+    /// Per partition, the lowest unfinished offset as last committed.
+    committed: Mutex<Vec<u64>>,
+    committed_changed: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running effect runner.
+///
+/// ```no_run
+/// # fn demo(log: std::sync::Arc<dyn kappa_log::Log>) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use kappa_effects::{HttpEffect, HttpRequest, Runner, RunnerConfig};
+/// let url: reqwest::Url = "http://127.0.0.1:9000/sms".parse()?;
+/// let effect = HttpEffect::new(move |e| Ok(HttpRequest::post(url.clone(), e.data.clone())))?;
+/// let runtime = tokio::runtime::Runtime::new()?;
+/// let runner = Runner::start(
+///     log,
+///     RunnerConfig::new("sms", &["limit-threshold-reached"]),
+///     Arc::new(effect),
+///     runtime.handle().clone(),
+/// )?;
+/// // ... serve; its figures: gateway builder `.metrics(runner.metrics_source())`
+/// runner.close()?;
+/// # Ok(()) }
+/// ```
+pub struct Runner {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    reader: Option<JoinHandle<()>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl Runner {
+    /// Starts following the input from the stored progress.
+    ///
+    /// # Errors
+    ///
+    /// Invalid settings, missing input or outcome topics, unreadable progress.
+    pub fn start(
+        log: Arc<dyn Log>,
+        config: RunnerConfig,
+        effect: Arc<dyn Effect>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, EffectsError> {
+        config.check()?;
+        let partitions = log.describe_topic(&config.input_topic)?.spec.partitions;
+        log.describe_topic(&config.outcomes_topic)?;
+        match log.create_topic(&TopicSpec::new(&config.dead_letter_topic, partitions)) {
+            Ok(()) | Err(LogError::TopicExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut progress = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let stored = match log.metadata(&config.progress_key(p))? {
+                Some(v) => {
+                    serde_json::from_slice(&v).map_err(|e| EffectsError::CorruptProgress {
+                        what: format!("runner {:?} partition {p}", config.name),
+                        detail: e.to_string(),
+                    })?
+                }
+                None => Progress::default(),
+            };
+            progress.push(stored);
+        }
+        let redo: usize = progress.iter().map(Progress::running).sum();
+        let starts: Vec<u64> = progress.iter().map(Progress::next).collect();
+        tracing::info!(runner = %config.name, topic = %config.input_topic, partitions, redo, "effect runner starting");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            log,
+            effect,
+            runtime,
+            partitions,
+            pending: Mutex::new(Pending {
+                dirty: vec![false; progress.len()],
+                progress,
+                ..Pending::default()
+            }),
+            wake: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            targets: Mutex::new(BTreeMap::new()),
+            stop: stop_rx,
+            counters: Counters::default(),
+            committed: Mutex::new(starts),
+            committed_changed: Condvar::new(),
+        });
+        let spawn = |what: &str, f: fn(&Arc<Shared>) -> Result<(), EffectsError>| {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("effects-{what}"))
+                .spawn(move || {
+                    if let Err(e) = f(&s) {
+                        tracing::error!(runner = %s.config.name, error = %e, "effect runner stopped");
+                        s.fail(e.to_string());
+                    }
+                })
+                .map_err(|e| EffectsError::io("starting a runner thread", e))
+        };
+        let reader = spawn("reader", read_loop)?;
+        let committer = spawn("committer", commit_loop)?;
+        Ok(Self {
+            shared,
+            stop: stop_tx,
+            reader: Some(reader),
+            committer: Some(committer),
+        })
+    }
+
+    /// Whether the runner is working (not stopped by a failure or `close`).
+    pub fn is_running(&self) -> bool {
+        !self.shared.stopping.load(Ordering::Acquire)
+    }
+
+    /// Why the runner stopped, if a failure stopped it.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.failure).clone()
+    }
+
+    /// The runner's figures, for the gateway's `/metrics`.
+    pub fn metrics_source(&self) -> Arc<dyn MetricsSource> {
+        self.shared.clone()
+    }
+
+    /// Events whose outcome is not recorded yet, in all partitions.
+    pub fn unfinished(&self) -> usize {
+        let p = lock(&self.shared.pending);
+        p.progress.iter().map(Progress::running).sum()
+    }
+
+    /// Waits until every event the input holds now has its outcome
+    /// committed (or needs none); false on timeout or when the runner stopped.
+    ///
+    /// # Errors
+    ///
+    /// Log failures.
+    pub fn wait_caught_up(&self, timeout: Duration) -> Result<bool, EffectsError> {
+        let s = &self.shared;
+        let mut ends = Vec::with_capacity(s.partitions as usize);
+        for p in 0..s.partitions {
+            let tp = TopicPartition::new(s.config.input_topic.as_str(), p);
+            ends.push(s.log.offsets(&tp)?.end);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut committed = lock(&s.committed);
+        loop {
+            if committed.iter().zip(&ends).all(|(c, e)| c >= e) {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || s.stopping.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            committed = s
+                .committed_changed
+                .wait_timeout(committed, left.min(Duration::from_millis(200)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Stops reading, abandons the attempts in flight (they are made again
+    /// after a restart) and commits every outcome already finished.
+    ///
+    /// # Errors
+    ///
+    /// The runner had stopped on a failure, which is returned.
+    pub fn close(mut self) -> Result<(), EffectsError> {
+        self.shutdown();
+        match self.failure() {
+            Some(f) => Err(EffectsError::Config(format!("the runner had failed: {f}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        self.shared.wake.notify_all();
+        for t in [self.reader.take(), self.committer.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        lock(&self.failure).get_or_insert(why);
+        self.stopping.store(true, Ordering::Release);
+        self.wake.notify_all();
+    }
+
+    fn target(&self, name: &str) -> Arc<Target> {
+        let mut targets = lock(&self.targets);
+        if let Some(t) = targets.get(name) {
+            return t.clone();
+        }
+        let t = Arc::new(Target {
+            breaker: Breaker::new(self.config.breaker.clone()),
+            permits: Arc::new(Semaphore::new(self.config.concurrency_per_target)),
+            attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            attempt_micros: AtomicU64::new(0),
+        });
+        targets.insert(name.to_owned(), t.clone());
+        t
+    }
+
+    /// Records a finished event: its outcome (and dead letter) join the
+    /// next commit together with the progress that marks it finished.
+    fn finish(
+        &self,
+        partition: u32,
+        offset: u64,
+        outcome: ProducerRecord,
+        dead_letter: Option<ProducerRecord>,
+    ) {
+        let mut p = lock(&self.pending);
+        p.progress[partition as usize].finish(offset);
+        p.dirty[partition as usize] = true;
+        p.outcomes.push(outcome);
+        p.dead_letters.extend(dead_letter);
+        drop(p);
+        self.wake.notify_one();
+    }
+}
+
+/// The fields needed to choose events.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    action: std::borrow::Cow<'a, str>,
+}
+
+/// The event in `record` if the runner subscribes to its action.
+fn subscribed(config: &RunnerConfig, record: &Record) -> Result<Option<Envelope>, String> {
+    let Some(value) = record.value.as_deref() else {
+        return Ok(None);
+    };
+    let head: Head<'_> = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    if !config.actions.iter().any(|a| *a == head.action) {
+        return Ok(None);
+    }
+    serde_json::from_slice(value)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+fn read_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
+    let config = &shared.config;
+    let starts: Vec<u64> = lock(&shared.pending)
+        .progress
+        .iter()
+        .map(Progress::next)
+        .collect();
+    let mut follower = Follower::new(shared.log.clone(), &config.input_topic, |p| {
+        starts.get(p as usize).copied().unwrap_or(0)
+    })?;
+    let mut batch = Vec::new();
+    while !shared.stopping.load(Ordering::Acquire) {
+        batch.clear();
+        follower.next_batch(Duration::from_millis(200), &mut batch)?;
+        for record in batch.drain(..) {
+            let p = record.partition as usize;
+            if lock(&shared.pending).progress[p].is_finished(record.offset) {
+                continue;
+            }
+            let event = match subscribed(config, &record) {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    let mut pending = lock(&shared.pending);
+                    pending.progress[p].skip(record.offset);
+                    pending.dirty[p] = true;
+                    continue;
+                }
+                Err(why) => {
+                    shared.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(runner = %config.name, position = %record.position(), %why, "passing over a record that is not an envelope");
+                    let mut pending = lock(&shared.pending);
+                    pending.progress[p].skip(record.offset);
+                    pending.dirty[p] = true;
+                    continue;
+                }
+            };
+            let Some(permit) = acquire(shared) else {
+                return Ok(());
+            };
+            {
+                let mut pending = lock(&shared.pending);
+                pending.progress[p].start(record.offset);
+                pending.dirty[p] = true;
+            }
+            shared.counters.events.fetch_add(1, Ordering::Relaxed);
+            shared
+                .runtime
+                .spawn(deliver(shared.clone(), Arc::new(event), record, permit));
+        }
+        shared.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// A place among the events in flight, or `None` once stopping.
+fn acquire(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        let permits = shared.in_flight.clone();
+        // The timer must be made inside the runtime.
+        let wait = async move {
+            tokio::time::timeout(Duration::from_millis(200), permits.acquire_owned()).await
+        };
+        if let Ok(Ok(permit)) = shared.runtime.block_on(wait) {
+            return Some(permit);
+        }
+    }
+}
+
+/// Resolves once the runner stops.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Why an event ended without success.
+enum GaveUp {
+    /// The target refused it for good.
+    Permanent,
+    /// Every attempt failed.
+    Exhausted,
+    /// The event waited longer than `give_up_after`.
+    TimedOut,
+}
+
+async fn deliver(
+    shared: Arc<Shared>,
+    event: Arc<Envelope>,
+    record: Record,
+    _in_flight: OwnedSemaphorePermit,
+) {
+    let config = &shared.config;
+    let policy = &config.retry;
+    let target_name = shared.effect.target(&event);
+    let target = shared.target(&target_name);
+    let idempotency_key = format!("{}:{}", config.name, event.id);
+    let began = Instant::now();
+    let mut errors = Vec::new();
+    let mut attempt = 0u32;
+    let mut last_status = None;
+    let mut last_latency = Duration::ZERO;
+    let result = loop {
+        if let Some(wait) = target.breaker.admit(Instant::now()) {
+            if began.elapsed() + wait > policy.give_up_after {
+                errors
+                    .push(json!({"attempt": attempt, "error": "the target's circuit stayed open"}));
+                break Err(GaveUp::TimedOut);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => continue,
+                () = stopped(shared.stop.clone()) => return,
+            }
+        }
+        let permit = tokio::select! {
+            p = target.permits.clone().acquire_owned() => p,
+            () = stopped(shared.stop.clone()) => return,
+        };
+        attempt += 1;
+        let call = Call {
+            event: event.clone(),
+            idempotency_key: idempotency_key.clone(),
+            attempt,
+        };
+        let started = Instant::now();
+        let answer = tokio::select! {
+            a = tokio::time::timeout(policy.attempt_timeout, shared.effect.attempt(call)) => a,
+            () = stopped(shared.stop.clone()) => return,
+        };
+        drop(permit);
+        last_latency = started.elapsed();
+        target.attempts.fetch_add(1, Ordering::Relaxed);
+        target
+            .attempt_micros
+            .fetch_add(last_latency.as_micros() as u64, Ordering::Relaxed);
+        let failure = match answer {
+            Ok(Ok(done)) => {
+                target.breaker.success();
+                last_status = done.status;
+                break Ok(done);
+            }
+            Ok(Err(f)) => f,
+            Err(_) => Failure::transient(format!(
+                "no answer within {} ms",
+                policy.attempt_timeout.as_millis()
+            )),
+        };
+        target.failures.fetch_add(1, Ordering::Relaxed);
+        if failure.target_unhealthy {
+            target.breaker.failure(Instant::now());
+        } else {
+            target.breaker.success();
+        }
+        last_status = failure.status;
+        errors.push(json!({
+            "attempt": attempt,
+            "error": failure.message,
+            "status": failure.status,
+            "latency_ms": last_latency.as_millis() as u64,
+        }));
+        if !failure.retryable {
+            break Err(GaveUp::Permanent);
+        }
+        if attempt >= policy.max_attempts {
+            break Err(GaveUp::Exhausted);
+        }
+        let wait = policy.backoff(attempt).max(
+            failure
+                .retry_after
+                .unwrap_or_default()
+                .min(policy.max_backoff),
+        );
+        if began.elapsed() + wait > policy.give_up_after {
+            break Err(GaveUp::TimedOut);
+        }
+        shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stopped(shared.stop.clone()) => return,
+        }
+    };
+    let source = record.position().to_string();
+    let mut data = json!({
+        "runner": config.name,
+        "target": target_name,
+        "attempts": attempt,
+        "status": last_status,
+        "latency_ms": last_latency.as_millis() as u64,
+        "elapsed_ms": began.elapsed().as_millis() as u64,
+        "errors": errors,
+        "source": source,
+    });
+    let (outcome, dead_letter) = match result {
+        Ok(_) => {
+            shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            (event.event(&config.delivered_action(), data), None)
+        }
+        Err(why) => {
+            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+            shared.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+            data["reason"] = json!(match why {
+                GaveUp::Permanent => "permanent",
+                GaveUp::Exhausted => "attempts exhausted",
+                GaveUp::TimedOut => "gave up waiting",
+            });
+            data["dead_letter_topic"] = json!(config.dead_letter_topic);
+            let letter = json!({"event": &*event, "outcome": &data});
+            let failed = event.reject(&config.failed_action(), data);
+            (failed, Some(letter))
+        }
+    };
+    let correlation = record
+        .header(CORRELATION_HEADER)
+        .cloned()
+        .unwrap_or_else(|| Bytes::from(source.clone()));
+    let to_record = |value: Vec<u8>| {
+        ProducerRecord::value(value)
+            .with_key(event.record_key())
+            .with_header(SOURCE_HEADER, source.clone())
+            .with_header(CAUSATION_HEADER, source.clone())
+            .with_header(CORRELATION_HEADER, correlation.clone())
+    };
+    let outcome = to_record(serde_json::to_vec(&outcome).unwrap_or_default());
+    let dead_letter = dead_letter.map(|l| to_record(serde_json::to_vec(&l).unwrap_or_default()));
+    shared.finish(record.partition, record.offset, outcome, dead_letter);
+}
+
+fn commit_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
+    let config = &shared.config;
+    loop {
+        {
+            let mut p = lock(&shared.pending);
+            while p.outcomes.is_empty()
+                && !p.dirty.contains(&true)
+                && !shared.stopping.load(Ordering::Acquire)
+            {
+                p = shared
+                    .wake
+                    .wait_timeout(p, Duration::from_millis(500))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        }
+        let stopping = shared.stopping.load(Ordering::Acquire);
+        if !stopping {
+            // Let outcomes finishing close together share one commit.
+            std::thread::sleep(config.commit_interval);
+        }
+        let mut commit = Commit::new();
+        let nexts: Vec<u64>;
+        {
+            let mut p = lock(&shared.pending);
+            nexts = p.progress.iter().map(Progress::next).collect();
+            let outcomes = std::mem::take(&mut p.outcomes);
+            let dead_letters = std::mem::take(&mut p.dead_letters);
+            if !outcomes.is_empty() {
+                commit.append_all(&config.outcomes_topic, None, outcomes);
+            }
+            if !dead_letters.is_empty() {
+                commit.append_all(&config.dead_letter_topic, None, dead_letters);
+            }
+            let group = config.group();
+            for partition in 0..shared.partitions {
+                let i = partition as usize;
+                if !std::mem::take(&mut p.dirty[i]) {
+                    continue;
+                }
+                let progress = &p.progress[i];
+                let json = serde_json::to_vec(progress).unwrap_or_default();
+                commit.put_metadata(config.progress_key(partition), json);
+                commit.set_group_position(
+                    &group,
+                    TopicPartition::new(config.input_topic.as_str(), partition),
+                    progress.next(),
+                );
+            }
+        }
+        if !commit.is_empty() {
+            shared.log.commit(commit)?;
+            shared.counters.commits.fetch_add(1, Ordering::Relaxed);
+            *lock(&shared.committed) = nexts;
+            shared.committed_changed.notify_all();
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
+
+impl MetricsSource for Shared {
+    fn collect(&self, f: &mut MetricFamilies) {
+        let c = &self.counters;
+        let r = format!("runner=\"{}\"", metric_label(&self.config.name));
+        let counter = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        f.add(
+            "kappa_effects_events_total",
+            "counter",
+            &r,
+            counter(&c.events),
+        );
+        f.add(
+            "kappa_effects_delivered_total",
+            "counter",
+            &r,
+            counter(&c.delivered),
+        );
+        f.add(
+            "kappa_effects_failed_total",
+            "counter",
+            &r,
+            counter(&c.failed),
+        );
+        f.add(
+            "kappa_effects_dead_letters_total",
+            "counter",
+            &r,
+            counter(&c.dead_letters),
+        );
+        f.add(
+            "kappa_effects_retries_total",
+            "counter",
+            &r,
+            counter(&c.retries),
+        );
+        f.add(
+            "kappa_effects_commits_total",
+            "counter",
+            &r,
+            counter(&c.commits),
+        );
+        f.add(
+            "kappa_effects_undecodable_total",
+            "counter",
+            &r,
+            counter(&c.undecodable),
+        );
+        f.add(
+            "kappa_effects_in_flight",
+            "gauge",
+            &r,
+            self.config.max_in_flight - self.in_flight.available_permits(),
+        );
+        f.add(
+            "kappa_effects_running",
+            "gauge",
+            &r,
+            u8::from(!self.stopping.load(Ordering::Acquire)),
+        );
+        for (name, t) in lock(&self.targets).iter() {
+            let l = format!("{r},target=\"{}\"", metric_label(name));
+            let (circuit, opened) = t.breaker.state();
+            f.add(
+                "kappa_effects_attempts_total",
+                "counter",
+                &l,
+                counter(&t.attempts),
+            );
+            f.add(
+                "kappa_effects_attempt_failures_total",
+                "counter",
+                &l,
+                counter(&t.failures),
+            );
+            f.add(
+                "kappa_effects_attempt_seconds_total",
+                "counter",
+                &l,
+                counter(&t.attempt_micros) as f64 / 1e6,
+            );
+            f.add("kappa_effects_circuit_state", "gauge", &l, circuit.gauge());
+            f.add("kappa_effects_circuit_opened_total", "counter", &l, opened);
+        }
+        let nexts: Vec<u64> = lock(&self.pending)
+            .progress
+            .iter()
+            .map(Progress::next)
+            .collect();
+        for (partition, next) in nexts.into_iter().enumerate() {
+            let tp = TopicPartition::new(self.config.input_topic.as_str(), partition as u32);
+            if let Ok(offsets) = self.log.offsets(&tp) {
+                let l = format!(
+                    "{r},topic=\"{}\",partition=\"{partition}\"",
+                    metric_label(&self.config.input_topic)
+                );
+                f.add(
+                    "kappa_effects_lag_records",
+                    "gauge",
+                    &l,
+                    offsets.end.saturating_sub(next),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `GET /search/{index}?q=&limit=&min_position=&wait_ms=`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kappa_gateway::Problem;
+use kappa_gateway::position::parse_positions;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{SearchError, SearchSink, Searchable};
+use crate::sink::Shared;
+
+/// Longest query accepted, in bytes.
+const QUERY_BYTES_MAX: usize = 1024;
+/// Most hits one answer returns.
+const LIMIT_MAX: usize = 1000;
+/// Longest `wait_ms`.
+const WAIT_MAX: Duration = Duration::from_secs(60);
+
+type Indexes = Arc<Vec<(Arc<Searchable>, Arc<Shared>)>>;
+
+/// Routes serving `sinks` at `/search/{name}`; merge them into the gateway
+/// with `GatewayBuilder::routes`.
+///
+/// Parameters: `q` (tantivy's query language), `limit` (default 20, at most
+/// 1000), and `min_position=topic/partition/offset,…` with `wait_ms` to
+/// read your writes. Every answer carries the `position` it reflects.
+pub fn routes(sinks: &[&SearchSink]) -> Router {
+    let indexes: Indexes = Arc::new(
+        sinks
+            .iter()
+            .map(|s| (s.searchable.clone(), s.thread.shared()))
+            .collect(),
+    );
+    Router::new()
+        .route("/search/{index}", get(search))
+        .with_state(indexes)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: Option<String>,
+    limit: Option<usize>,
+    min_position: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+fn position(shared: &Shared) -> String {
+    let committed: Vec<(kappa_log::TopicPartition, u64)> = shared
+        .committed()
+        .into_iter()
+        .enumerate()
+        .map(|(p, next)| {
+            (
+                kappa_log::TopicPartition::new(shared.topic(), p as u32),
+                next,
+            )
+        })
+        .collect();
+    kappa_gateway::position::processed_token(&committed)
+}
+
+async fn search(
+    State(indexes): State<Indexes>,
+    Path(name): Path<String>,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Some((searchable, shared)) = indexes.iter().find(|(s, _)| s.name == name).cloned() else {
+        let known: Vec<&str> = indexes.iter().map(|(s, _)| s.name.as_str()).collect();
+        return Err(Problem::not_found(format!(
+            "no index {name:?}; there are {known:?}"
+        )));
+    };
+    let q = query.q.unwrap_or_default();
+    if q.trim().is_empty() {
+        return Err(Problem::bad_request("q is required: what to search for"));
+    }
+    if q.len() > QUERY_BYTES_MAX {
+        return Err(Problem::bad_request(format!(
+            "q is longer than {QUERY_BYTES_MAX} bytes"
+        )));
+    }
+    let limit = query.limit.unwrap_or(20);
+    if limit == 0 || limit > LIMIT_MAX {
+        return Err(Problem::bad_request(format!(
+            "limit must be 1 to {LIMIT_MAX}"
+        )));
+    }
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0));
+    if wait > WAIT_MAX {
+        return Err(Problem::bad_request(format!(
+            "wait_ms must be at most {}",
+            WAIT_MAX.as_millis()
+        )));
+    }
+    let mut targets = Vec::new();
+    if let Some(min) = &query.min_position {
+        for p in parse_positions(min).map_err(Problem::bad_request)? {
+            if *p.topic != *shared.topic() || p.partition >= shared.partitions() {
+                return Err(Problem::bad_request(format!(
+                    "min_position {p}: index {name:?} reads {} with {} partitions",
+                    shared.topic(),
+                    shared.partitions()
+                )));
+            }
+            targets.push((p.partition, p.offset + 1));
+        }
+    }
+    let answer = tokio::task::spawn_blocking(move || {
+        if !targets.is_empty() && !shared.wait_for(&targets, wait) {
+            return Err(Problem::unavailable(
+                format!(
+                    "the index has not reached min_position within {} ms; retry",
+                    wait.as_millis()
+                ),
+                1,
+            ));
+        }
+        let position = position(&shared);
+        let hits = searchable.search(&q, limit).map_err(|e| match e {
+            SearchError::Query(why) => Problem::bad_request(why),
+            SearchError::Index(e) => Problem::internal(e),
+        })?;
+        Ok(json!({
+            "index": searchable.name,
+            "query": q,
+            "total": hits.total,
+            "hits": hits.hits,
+            "position": position,
+        }))
+    })
+    .await
+    .map_err(Problem::internal)??;
+    Ok((StatusCode::OK, axum::Json(answer)).into_response())
+}
