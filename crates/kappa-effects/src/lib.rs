@@ -29,7 +29,7 @@ pub use follower::Follower;
 pub use postgres::PostgresSink;
 pub use runner::{
     BreakerPolicy, Call, Circuit, Done, Effect, Failure, FnEffect, HttpEffect, HttpRequest,
-    RetryPolicy, Runner, RunnerConfig,
+    RetryPolicy, Runner, RunnerConfig, http_client,
 };
 pub use search::SearchSink;
 pub use sink::Applied;

@@ -178,19 +178,29 @@ impl HttpEffect {
     pub fn new(
         build: impl Fn(&Envelope) -> Result<HttpRequest, String> + Send + Sync + 'static,
     ) -> Result<Self, crate::EffectsError> {
-        // reqwest leaves the choice of cryptography to the application.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("kappa-effects/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| crate::EffectsError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
-            client,
+            client: http_client()?,
             build: Box::new(build),
         })
     }
+}
+
+/// The HTTP client effects use: HTTPS through rustls (ring), a 5 s connect
+/// timeout, idle connections kept 30 s.
+///
+/// # Errors
+///
+/// The client could not be built (no TLS roots).
+pub fn http_client() -> Result<reqwest::Client, crate::EffectsError> {
+    // reqwest leaves the choice of cryptography to the application; an
+    // application that installed another provider keeps it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("kappa-effects/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| crate::EffectsError::Config(format!("HTTP client: {e}")))
 }
 
 /// Whether an HTTP status is worth retrying.

@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 pub use breaker::Circuit;
 pub use effect::{
     Attempt, Call, Done, Effect, Failure, FnEffect, HttpEffect, HttpRequest, RequestBuilder,
+    http_client,
 };
 pub use policy::{BreakerPolicy, RetryPolicy};
 
