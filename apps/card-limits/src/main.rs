@@ -92,6 +92,9 @@ struct ServeArgs {
     /// Deliver each limit-threshold-reached to this webhook (POST, JSON, Idempotency-Key).
     #[arg(long, env = "CARD_LIMITS_NOTIFY_URL")]
     notify_url: Option<kappa_effects::reqwest::Url>,
+    /// A notification attempt with no answer within this long fails (and is retried).
+    #[arg(long, default_value = "10s")]
+    notify_timeout: humantime::Duration,
     /// Keep the card_limits and card_authorizations tables in this PostgreSQL
     /// database (create them first with `card-limits postgres-schema`).
     #[arg(long, env = "CARD_LIMITS_POSTGRES")]
@@ -185,6 +188,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     kappa_gateway::ensure_topics(&*log, &config)?;
     let shell_config = card_limits::shell::ShellConfig {
         notify_url: args.notify_url.clone(),
+        notify_timeout: args.notify_timeout.into(),
         postgres: args.postgres.clone(),
         search_dir: args.search_dir.clone(),
         events_topic: config.event_topics[0].clone(),

@@ -22,10 +22,12 @@ pub const NOTIFIER: &str = "notification";
 pub const SEARCH_INDEX: &str = "authorizations";
 
 /// Where the shell's parts are, when they run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ShellConfig {
     /// The webhook that receives threshold notifications.
     pub notify_url: Option<kappa_effects::reqwest::Url>,
+    /// How long one notification attempt may take.
+    pub notify_timeout: std::time::Duration,
     /// PostgreSQL connection string for the tables.
     pub postgres: Option<String>,
     /// Directory of the full-text index.
@@ -62,6 +64,7 @@ impl Shell {
             let mut c = RunnerConfig::new(NOTIFIER, &["limit-threshold-reached"]);
             c.input_topic = config.events_topic.clone();
             c.outcomes_topic = config.events_topic.clone();
+            c.retry.attempt_timeout = config.notify_timeout;
             shell.notifier = Some(Runner::start(
                 log.clone(),
                 c,

@@ -6,173 +6,37 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command as Process, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
+use common::service::{Load, read_all, serve};
 use common::{Command, Oracle};
-use hyper::Method;
 use kappa_gateway::Envelope;
 use kappa_gateway::load::HttpClient;
-use kappa_log::{EmbeddedLog, FetchLimits, Log, TopicPartition};
+use kappa_log::EmbeddedLog;
 use serde_json::Value;
 
 const COMMANDS: u64 = 1200;
 const CARDS: u64 = 40;
 const CONNECTIONS: u64 = 8;
 
-/// Starts the service and waits until it says it is ready; returns it and its address.
-fn serve(dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Process::new(env!("CARGO_BIN_EXE_card-limits"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--durability",
-            "always",
-            "--log",
-        ])
-        .arg(dir)
-        .env_remove("KAPPA_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    (child, addr)
-}
-
-fn command(n: u64) -> Command {
-    let (action, data) = card_limits::traffic::command(n, CARDS);
-    Command { action, data }
-}
-
-/// Sends commands `n` (those of this connection) not yet acknowledged, with
-/// idempotency key `n`; stops at the first failure (the server died).
-async fn send(
-    addr: SocketAddr,
-    conn: u64,
-    acked: Arc<Vec<AtomicUsize>>,
-    stop_after: Option<Arc<AtomicUsize>>,
-) {
-    let Ok(mut c) = HttpClient::connect(addr).await else {
-        return;
-    };
-    let mut n = conn;
-    while n < COMMANDS {
-        if acked[n as usize].load(Ordering::Acquire) == 0 {
-            if stop_after
-                .as_ref()
-                .is_some_and(|s| s.load(Ordering::Acquire) == 0)
-            {
-                return;
-            }
-            let key = n.to_string();
-            let body = Bytes::from(command(n).body().to_string());
-            match c
-                .request(
-                    Method::POST,
-                    "/commands",
-                    &[("idempotency-key", &key)],
-                    body,
-                )
-                .await
-            {
-                Ok(r) if r.status == 202 => {
-                    acked[n as usize].store(1, Ordering::Release);
-                    if let Some(s) = &stop_after {
-                        let _ = s.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                            v.checked_sub(1)
-                        });
-                    }
-                }
-                Ok(r) => panic!(
-                    "command {n}: {} {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                ),
-                Err(_) => return,
-            }
-        }
-        n += CONNECTIONS;
-    }
-}
-
-fn read_all(log: &dyn Log, topic: &str) -> Vec<kappa_log::Record> {
-    let mut out = Vec::new();
-    for p in 0..4 {
-        let tp = TopicPartition::new(topic, p);
-        let end = log.offsets(&tp).unwrap().end;
-        let mut at = 0;
-        while at < end {
-            let mut batch = Vec::new();
-            log.fetch(
-                &[(tp.clone(), at)],
-                FetchLimits {
-                    records_max: 10_000,
-                    ..Default::default()
-                },
-                &mut batch,
-            )
-            .unwrap();
-            at = batch.last().unwrap().offset + 1;
-            out.extend(batch);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_load_loses_and_repeats_no_decision() {
     let dir = tempfile::tempdir().unwrap();
-    let acked: Arc<Vec<AtomicUsize>> =
-        Arc::new((0..COMMANDS).map(|_| AtomicUsize::new(0)).collect());
+    let load = Load::new(COMMANDS, CARDS, CONNECTIONS);
 
     // First run: killed once about a third of the commands are acknowledged,
     // while the others are in flight.
-    let (mut server, addr) = serve(dir.path());
-    let budget = Arc::new(AtomicUsize::new((COMMANDS / 3) as usize));
-    let senders: Vec<_> = (0..CONNECTIONS)
-        .map(|conn| tokio::spawn(send(addr, conn, acked.clone(), Some(budget.clone()))))
-        .collect();
-    while budget.load(Ordering::Acquire) > 0 {
-        tokio::task::yield_now().await;
-    }
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
-    for s in senders {
-        s.await.unwrap();
-    }
-    let first = acked
-        .iter()
-        .filter(|a| a.load(Ordering::Acquire) == 1)
-        .count();
+    let (server, addr) = serve(dir.path(), &[]);
+    load.run_and_kill(server, addr, (COMMANDS / 3) as usize)
+        .await;
+    let first = load.acked();
     assert!(
         first >= (COMMANDS / 3) as usize && first < COMMANDS as usize,
         "{first}"
     );
 
     // Second run: finish, retrying everything not acknowledged.
-    let (mut server, addr) = serve(dir.path());
-    let senders: Vec<_> = (0..CONNECTIONS)
-        .map(|conn| tokio::spawn(send(addr, conn, acked.clone(), None)))
-        .collect();
-    for s in senders {
-        s.await.unwrap();
-    }
-    assert!(acked.iter().all(|a| a.load(Ordering::Acquire) == 1));
+    let (mut server, addr) = serve(dir.path(), &[]);
+    load.finish(addr).await;
     // Wait until everything written is decided: a sync command per partition
     // is answered after every earlier command of its partition.
     let mut c = HttpClient::connect(addr).await.unwrap();
@@ -219,7 +83,11 @@ async fn sigkill_mid_load_loses_and_repeats_no_decision() {
         if let Some(k) = &e.idempotency_key {
             let n: usize = k.parse().unwrap();
             seen[n] += 1;
-            assert_eq!(e.data, command(n as u64).data, "command {n} as written");
+            assert_eq!(
+                e.data,
+                load.command(n as u64).data,
+                "command {n} as written"
+            );
         }
         expected.insert(e.id.to_string(), oracle.apply(&c));
     }

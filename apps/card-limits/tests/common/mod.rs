@@ -2,6 +2,8 @@
 //! implementation of the rules (the oracle) to check the service against.
 #![allow(dead_code)]
 
+pub mod service;
+
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};

@@ -1,0 +1,200 @@
+//! Running the `card-limits` binary and loading it over HTTP with
+//! idempotent commands, for the tests that kill it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use hyper::Method;
+use kappa_gateway::load::HttpClient;
+use kappa_log::{FetchLimits, Log, TopicPartition};
+
+use super::Command;
+
+/// Starts `card-limits serve` on the log in `dir` (durability `always`),
+/// with `extra` arguments, and waits until it says it is ready.
+pub fn serve(dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Process::new(env!("CARGO_BIN_EXE_card-limits"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--durability",
+            "always",
+            "--log",
+        ])
+        .arg(dir)
+        .args(extra)
+        .env_remove("KAPPA_LOG")
+        .env_remove("CARD_LIMITS_POSTGRES")
+        .env_remove("CARD_LIMITS_NOTIFY_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    (child, addr)
+}
+
+/// Stops a server with SIGINT (a graceful stop) and waits for it.
+pub fn interrupt(mut server: Child) {
+    let status = Process::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "{exit}");
+}
+
+/// A load of `commands` commands from the traffic stream over `cards`
+/// cards, sent on `connections` connections; command `n` carries
+/// idempotency key `n`, so a retry after a crash writes nothing twice.
+#[derive(Clone)]
+pub struct Load {
+    pub commands: u64,
+    pub cards: u64,
+    pub connections: u64,
+    /// `acked[n]` is 1 once command `n` was answered 202.
+    pub acked: Arc<Vec<AtomicUsize>>,
+}
+
+impl Load {
+    pub fn new(commands: u64, cards: u64, connections: u64) -> Self {
+        Self {
+            commands,
+            cards,
+            connections,
+            acked: Arc::new((0..commands).map(|_| AtomicUsize::new(0)).collect()),
+        }
+    }
+
+    pub fn command(&self, n: u64) -> Command {
+        let (action, data) = card_limits::traffic::command(n, self.cards);
+        Command { action, data }
+    }
+
+    pub fn acked(&self) -> usize {
+        self.acked
+            .iter()
+            .filter(|a| a.load(Ordering::Acquire) == 1)
+            .count()
+    }
+
+    /// Sends every command not yet acknowledged; with `budget`, each
+    /// connection stops once that many more were acknowledged in all.
+    /// Returns the senders (each ends at its first failure: the server died).
+    pub fn send(
+        &self,
+        addr: SocketAddr,
+        budget: Option<Arc<AtomicUsize>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.connections)
+            .map(|conn| tokio::spawn(self.clone().connection(addr, conn, budget.clone())))
+            .collect()
+    }
+
+    async fn connection(self, addr: SocketAddr, conn: u64, budget: Option<Arc<AtomicUsize>>) {
+        let Ok(mut c) = HttpClient::connect(addr).await else {
+            return;
+        };
+        let mut n = conn;
+        while n < self.commands {
+            if self.acked[n as usize].load(Ordering::Acquire) == 0 {
+                if budget
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::Acquire) == 0)
+                {
+                    return;
+                }
+                let key = n.to_string();
+                let body = Bytes::from(self.command(n).body().to_string());
+                match c
+                    .request(
+                        Method::POST,
+                        "/commands",
+                        &[("idempotency-key", &key)],
+                        body,
+                    )
+                    .await
+                {
+                    Ok(r) if r.status == 202 => {
+                        self.acked[n as usize].store(1, Ordering::Release);
+                        if let Some(s) = &budget {
+                            let _ = s.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                                v.checked_sub(1)
+                            });
+                        }
+                    }
+                    Ok(r) => panic!(
+                        "command {n}: {} {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    ),
+                    Err(_) => return,
+                }
+            }
+            n += self.connections;
+        }
+    }
+
+    /// One run killed with SIGKILL once `budget` more commands were
+    /// acknowledged, while the others are in flight.
+    pub async fn run_and_kill(&self, mut server: Child, addr: SocketAddr, budget: usize) {
+        let left = Arc::new(AtomicUsize::new(budget));
+        let senders = self.send(addr, Some(left.clone()));
+        while left.load(Ordering::Acquire) > 0 {
+            tokio::task::yield_now().await;
+        }
+        server.kill().unwrap(); // SIGKILL
+        server.wait().unwrap();
+        for s in senders {
+            s.await.unwrap();
+        }
+    }
+
+    /// Sends everything not acknowledged yet, to the end.
+    pub async fn finish(&self, addr: SocketAddr) {
+        for s in self.send(addr, None) {
+            s.await.unwrap();
+        }
+        assert_eq!(self.acked(), self.commands as usize);
+    }
+}
+
+/// Every record of a topic's 4 partitions.
+pub fn read_all(log: &dyn Log, topic: &str) -> Vec<kappa_log::Record> {
+    let mut out = Vec::new();
+    for p in 0..4 {
+        let tp = TopicPartition::new(topic, p);
+        let end = log.offsets(&tp).unwrap().end;
+        let mut at = 0;
+        while at < end {
+            let mut batch = Vec::new();
+            log.fetch(
+                &[(tp.clone(), at)],
+                FetchLimits {
+                    records_max: 10_000,
+                    ..Default::default()
+                },
+                &mut batch,
+            )
+            .unwrap();
+            at = batch.last().unwrap().offset + 1;
+            out.extend(batch);
+        }
+    }
+    out
+}
