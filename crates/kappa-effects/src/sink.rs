@@ -26,17 +26,20 @@ pub struct Applied {
 }
 
 /// A sink's storage: applies batches and stores the positions after them
-/// in the same transaction.
+/// in the same transaction. It may work on one batch while the next is
+/// read (PostgreSQL) or hold changes for a later commit (tantivy).
 pub(crate) trait Apply: Send + 'static {
     /// Applies `records`; `next` is the next offset of every partition once
-    /// they are applied. A storage whose commits are costly may hold the
-    /// changes until [`Apply::commit`].
+    /// they are applied, to be made durable with them.
     fn apply(&mut self, records: &[Record], next: &[u64]) -> Result<Applied, EffectsError>;
 
-    /// Makes what was applied durable together with `next`, if it is time
-    /// to (always when `idle`: no records are waiting). Returns whether
-    /// everything applied is now committed.
-    fn commit(&mut self, next: &[u64], idle: bool) -> Result<bool, EffectsError>;
+    /// The positions whose changes became durable since the last call, if
+    /// any. When `idle` (no records are waiting), everything applied is made
+    /// durable first.
+    fn durable(&mut self, idle: bool) -> Result<Option<Vec<u64>>, EffectsError>;
+
+    /// Whether applied changes are not durable yet.
+    fn holding(&self) -> bool;
 }
 
 pub(crate) struct Shared {
@@ -101,37 +104,40 @@ impl SinkThread {
             .name(format!("{kind}-{name}"))
             .spawn(move || {
                 let mut batch = Vec::new();
-                // Changes applied but not yet committed.
-                let mut held = false;
+                let publish = |positions: Vec<u64>| {
+                    *lock(&s.committed) = positions;
+                    s.advanced.notify_all();
+                };
                 let result = (|| -> Result<(), EffectsError> {
                     while !s.stopping.load(Ordering::Acquire) {
                         batch.clear();
+                        let held = apply.holding();
                         let wait = if held {
                             Duration::ZERO
                         } else {
                             Duration::from_millis(200)
                         };
                         follower.next_batch(wait, &mut batch)?;
-                        let next: Vec<u64> = follower.positions().iter().map(|(_, o)| *o).collect();
                         if batch.is_empty() {
-                            if held && apply.commit(&next, true)? {
-                                held = false;
-                                *lock(&s.committed) = next;
-                                s.advanced.notify_all();
+                            if let Some(p) = apply.durable(true)? {
+                                publish(p);
                             }
                             continue;
                         }
+                        let next: Vec<u64> = follower.positions().iter().map(|(_, o)| *o).collect();
                         let applied = apply.apply(&batch, &next)?;
                         s.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         s.upserted.fetch_add(applied.upserted, Ordering::Relaxed);
                         s.deleted.fetch_add(applied.deleted, Ordering::Relaxed);
                         s.skipped.fetch_add(applied.skipped, Ordering::Relaxed);
                         s.batches.fetch_add(1, Ordering::Relaxed);
-                        held = !apply.commit(&next, false)?;
-                        if !held {
-                            *lock(&s.committed) = next;
-                            s.advanced.notify_all();
+                        if let Some(p) = apply.durable(false)? {
+                            publish(p);
                         }
+                    }
+                    // Whatever was applied is made durable before stopping.
+                    if let Some(p) = apply.durable(true)? {
+                        publish(p);
                     }
                     Ok(())
                 })();

@@ -32,6 +32,8 @@ pub enum BenchCommand {
     Streams(super::bench_streams::StreamsBenchArgs),
     /// The HTTP command API: async throughput and sync latency.
     Gateway(super::bench_gateway::GatewayBenchArgs),
+    /// The PostgreSQL sink against a batched binary COPY of the same rows.
+    Postgres(super::bench_postgres::PostgresBenchArgs),
 }
 
 /// Arguments of `kappa bench log`.
@@ -93,6 +95,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Log(args) => bench_log(&args),
         BenchCommand::Streams(args) => super::bench_streams::run(&args),
         BenchCommand::Gateway(args) => super::bench_gateway::run(&args),
+        BenchCommand::Postgres(args) => super::bench_postgres::run(&args),
     }
 }
 

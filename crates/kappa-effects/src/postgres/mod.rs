@@ -215,7 +215,11 @@ impl PostgresSink {
         let partitions = log.describe_topic(&config.topic)?.spec.partitions;
         let (rt, client, start) = std::thread::scope(|s| {
             s.spawn(|| -> Result<_, EffectsError> {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                // One worker: it writes a batch while the sink's thread
+                // reads and prepares the next.
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("postgres-sink")
                     .enable_all()
                     .build()
                     .map_err(|e| EffectsError::io("starting a runtime", e))?;
@@ -269,10 +273,23 @@ impl PostgresSink {
         tracing::info!(sink = %config.name, table = %config.table.name, topic = %config.topic, from = ?start, "PostgreSQL sink starting");
         let apply = PgApply {
             rt,
-            client,
-            upsert: statements.0,
-            delete: statements.1,
-            positions: statements.2,
+            client: Some(client),
+            statements: Arc::new(Statements {
+                upsert: statements.0,
+                copy: config.table.copy_sql(),
+                copy_types: config
+                    .table
+                    .columns
+                    .iter()
+                    .map(|c| c.kind.copy_type())
+                    .collect(),
+                delete: statements.1,
+                positions: statements.2,
+            }),
+            append_after: 0,
+            append_gap: 1,
+            in_flight: None,
+            durable: None,
             mapping: Box::new(mapping),
             config: config.clone(),
         };
@@ -329,13 +346,43 @@ impl PostgresSink {
 
 struct PgApply {
     rt: tokio::runtime::Runtime,
-    client: Client,
-    upsert: Statement,
-    delete: Statement,
-    positions: Statement,
+    /// The connection, when no write holds it.
+    client: Option<Client>,
+    statements: Arc<Statements>,
+    /// Batches to write with `upsert` before trying `append` again.
+    append_after: u32,
+    /// How long the last wait for `append` was (doubles while keys keep existing).
+    append_gap: u32,
+    /// The batch being written, and the positions after it.
+    in_flight: Option<(tokio::task::JoinHandle<Written>, Vec<u64>)>,
+    /// Positions written since `durable` was last asked.
+    durable: Option<Vec<u64>>,
     mapping: Box<Mapping>,
     config: PostgresSinkConfig,
 }
+
+struct Statements {
+    upsert: Statement,
+    /// A binary `COPY` of all columns.
+    copy: String,
+    copy_types: Vec<tokio_postgres::types::Type>,
+    delete: Statement,
+    positions: Statement,
+}
+
+/// A batch ready to send: one array per column.
+struct Prepared {
+    rows: Vec<ColumnValues>,
+    keys: Vec<ColumnValues>,
+    upserts: u64,
+    deletes: u64,
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+    try_append: bool,
+}
+
+/// What a write hands back: the connection and whether the append worked.
+type Written = (Client, Result<Option<bool>, EffectsError>);
 
 impl PgApply {
     /// The batch's final change per key: later records win.
@@ -398,10 +445,31 @@ impl PgApply {
     }
 }
 
-impl Apply for PgApply {
-    fn apply(&mut self, records: &[Record], next: &[u64]) -> Result<Applied, EffectsError> {
-        let mut applied = Applied::default();
-        let folded = self.fold(records, &mut applied);
+impl PgApply {
+    /// Waits for the batch being written; its positions become durable.
+    fn finish_in_flight(&mut self) -> Result<(), EffectsError> {
+        let Some((handle, positions)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (client, result) = self
+            .rt
+            .block_on(handle)
+            .map_err(|e| EffectsError::Config(format!("the write task failed: {e}")))?;
+        self.client = Some(client);
+        match result? {
+            Some(true) => self.append_gap = 1,
+            Some(false) => {
+                self.append_after = self.append_gap;
+                self.append_gap = (self.append_gap * 2).min(1024);
+            }
+            None => {}
+        }
+        self.durable = Some(positions);
+        Ok(())
+    }
+
+    fn prepare(&mut self, records: &[Record], next: &[u64], applied: &mut Applied) -> Prepared {
+        let folded = self.fold(records, applied);
         let table = &self.config.table;
         let mut rows: Vec<ColumnValues> = table
             .columns
@@ -430,40 +498,124 @@ impl Apply for PgApply {
                 }
             }
         }
-        let partitions: Vec<i32> = (0..next.len() as i32).collect();
-        let offsets: Vec<i64> = next.iter().map(|o| *o as i64).collect();
-        let client = &mut self.client;
-        let (upsert, delete, positions) = (&self.upsert, &self.delete, &self.positions);
-        let config = &self.config;
-        self.rt.block_on(async {
-            let tx = client.transaction().await?;
-            if applied.deleted > 0 {
-                let params: Vec<_> = keys.iter().map(ColumnValues::as_sql).collect();
-                tx.execute(delete, &params).await?;
+        // Appending (a binary COPY) is much faster than upserting and
+        // is the common case: a first load, a rebuild, a stream of new
+        // entities. A batch with a key that exists already falls back to
+        // the upsert; while that keeps happening, appends are tried less often.
+        let try_append = self.append_after == 0;
+        self.append_after = self.append_after.saturating_sub(1);
+        Prepared {
+            rows,
+            keys,
+            upserts: applied.upserted,
+            deletes: applied.deleted,
+            partitions: (0..next.len() as i32).collect(),
+            offsets: next.iter().map(|o| *o as i64).collect(),
+            try_append,
+        }
+    }
+}
+
+/// Adds the rows with a binary `COPY` (refused if a key exists).
+async fn copy(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &Statements,
+    rows: &[ColumnValues],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(&statements.copy).await?;
+    let mut writer = std::pin::pin!(tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+        sink,
+        &statements.copy_types
+    ));
+    let n = rows.first().map_or(0, ColumnValues::len);
+    let mut row = Vec::with_capacity(rows.len());
+    for i in 0..n {
+        row.clear();
+        row.extend(rows.iter().map(|c| c.at(i)));
+        writer.as_mut().write(&row).await?;
+    }
+    writer.as_mut().finish().await?;
+    Ok(())
+}
+
+/// One batch in one transaction: deletes, the rows, the positions.
+async fn write(
+    client: &mut Client,
+    statements: &Statements,
+    config: &PostgresSinkConfig,
+    batch: Prepared,
+) -> Result<Option<bool>, EffectsError> {
+    let mut tx = client.transaction().await?;
+    if batch.deletes > 0 {
+        let params: Vec<_> = batch.keys.iter().map(ColumnValues::as_sql).collect();
+        tx.execute(&statements.delete, &params).await?;
+    }
+    let mut appended = None;
+    if batch.upserts > 0 {
+        let params: Vec<_> = batch.rows.iter().map(ColumnValues::as_sql).collect();
+        if batch.try_append {
+            let attempt = tx.savepoint("kappa_append").await?;
+            match copy(&attempt, statements, &batch.rows).await {
+                Ok(()) => {
+                    attempt.commit().await?;
+                    appended = Some(true);
+                }
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    attempt.rollback().await?;
+                    appended = Some(false);
+                }
+                Err(e) => return Err(e.into()),
             }
-            if applied.upserted > 0 {
-                let params: Vec<_> = rows.iter().map(ColumnValues::as_sql).collect();
-                tx.execute(upsert, &params).await?;
-            }
-            tx.execute(
-                positions,
-                &[
-                    &config.name,
-                    &config.topic,
-                    &partitions,
-                    &offsets,
-                    &config.table.name,
-                ],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok::<_, EffectsError>(())
-        })?;
+        }
+        if appended != Some(true) {
+            tx.execute(&statements.upsert, &params).await?;
+        }
+    }
+    tx.execute(
+        &statements.positions,
+        &[
+            &config.name,
+            &config.topic,
+            &batch.partitions,
+            &batch.offsets,
+            &config.table.name,
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(appended)
+}
+
+impl Apply for PgApply {
+    /// Prepares the batch while the previous one is being written, then
+    /// starts writing it: reading and mapping overlap the database's work.
+    fn apply(&mut self, records: &[Record], next: &[u64]) -> Result<Applied, EffectsError> {
+        let mut applied = Applied::default();
+        let batch = self.prepare(records, next, &mut applied);
+        self.finish_in_flight()?;
+        let Some(mut client) = self.client.take() else {
+            return Err(EffectsError::Config(
+                "the PostgreSQL connection was lost".to_owned(),
+            ));
+        };
+        let statements = self.statements.clone();
+        let config = self.config.clone();
+        let handle = self.rt.spawn(async move {
+            let result = write(&mut client, &statements, &config, batch).await;
+            (client, result)
+        });
+        self.in_flight = Some((handle, next.to_vec()));
         Ok(applied)
     }
 
-    fn commit(&mut self, _next: &[u64], _idle: bool) -> Result<bool, EffectsError> {
-        // Every batch is its own transaction.
-        Ok(true)
+    fn durable(&mut self, idle: bool) -> Result<Option<Vec<u64>>, EffectsError> {
+        if idle {
+            self.finish_in_flight()?;
+        }
+        Ok(self.durable.take())
+    }
+
+    fn holding(&self) -> bool {
+        self.in_flight.is_some()
     }
 }

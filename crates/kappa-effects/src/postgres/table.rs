@@ -37,11 +37,25 @@ impl ColumnType {
         }
     }
 
+    /// The type of one value in a binary `COPY`.
+    pub(crate) fn copy_type(self) -> tokio_postgres::types::Type {
+        use tokio_postgres::types::Type;
+        match self {
+            ColumnType::Text => Type::TEXT,
+            ColumnType::BigInt => Type::INT8,
+            ColumnType::Double => Type::FLOAT8,
+            ColumnType::Boolean => Type::BOOL,
+            ColumnType::Json => Type::JSONB,
+            ColumnType::TimestampMs => Type::TIMESTAMPTZ,
+        }
+    }
+
     /// The array type the sink sends the column's values as.
     pub(crate) fn array(self) -> &'static str {
         match self {
             ColumnType::Text => "text[]",
-            ColumnType::BigInt | ColumnType::TimestampMs => "int8[]",
+            ColumnType::BigInt => "int8[]",
+            ColumnType::TimestampMs => "timestamptz[]",
             ColumnType::Double => "float8[]",
             ColumnType::Boolean => "bool[]",
             ColumnType::Json => "jsonb[]",
@@ -215,6 +229,10 @@ impl Table {
     /// `INSERT … SELECT FROM unnest(arrays) ON CONFLICT … DO UPDATE`: one
     /// statement per batch whatever its size.
     pub(crate) fn upsert_sql(&self) -> String {
+        self.insert_sql(true)
+    }
+
+    fn insert_sql(&self, upsert: bool) -> String {
         let names: Vec<String> = self
             .columns
             .iter()
@@ -227,20 +245,38 @@ impl Table {
             .filter(|c| !self.key.contains(&c.name))
             .map(|c| format!("\"{0}\" = EXCLUDED.\"{0}\"", c.name))
             .collect();
-        let action = if updates.is_empty() {
-            "DO NOTHING".to_owned()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
+        let on_conflict = match (upsert, updates.is_empty()) {
+            (false, _) => String::new(),
+            (true, true) => format!(" ON CONFLICT ({}) DO NOTHING", self.key_list()),
+            (true, false) => format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                self.key_list(),
+                updates.join(", ")
+            ),
         };
         format!(
-            "INSERT INTO {} ({}) SELECT {select} FROM unnest({arrays}) AS u({}) ON CONFLICT ({}) {action}",
+            "INSERT INTO {} ({}) SELECT {select} FROM unnest({arrays}) AS u({}){on_conflict}",
             quoted(&self.name),
             names.join(", "),
             (0..self.columns.len())
                 .map(|i| format!("c{i}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.key_list(),
+        )
+    }
+
+    /// `COPY … FROM STDIN BINARY` of every column: the fastest way to add
+    /// rows whose keys do not exist yet.
+    pub(crate) fn copy_sql(&self) -> String {
+        let names: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("\"{}\"", c.name))
+            .collect();
+        format!(
+            "COPY {} ({}) FROM STDIN BINARY",
+            quoted(&self.name),
+            names.join(", ")
         )
     }
 
@@ -260,7 +296,7 @@ impl Table {
     }
 }
 
-/// The `unnest` arguments and the select list converting each element.
+/// The `unnest` arguments and the select list.
 fn unnest(columns: &[&Column]) -> (String, String) {
     let arrays = columns
         .iter()
@@ -268,13 +304,8 @@ fn unnest(columns: &[&Column]) -> (String, String) {
         .map(|(i, c)| format!("${}::{}", i + 1, c.kind.array()))
         .collect::<Vec<_>>()
         .join(", ");
-    let select = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match c.kind {
-            ColumnType::TimestampMs => format!("to_timestamp(c{i} / 1000.0)"),
-            _ => format!("c{i}"),
-        })
+    let select = (0..columns.len())
+        .map(|i| format!("c{i}"))
         .collect::<Vec<_>>()
         .join(", ");
     (arrays, select)
@@ -288,13 +319,15 @@ pub(crate) enum ColumnValues {
     Double(Vec<Option<f64>>),
     Bool(Vec<Option<bool>>),
     Json(Vec<Option<Value>>),
+    Time(Vec<Option<std::time::SystemTime>>),
 }
 
 impl ColumnValues {
     pub(crate) fn new(kind: ColumnType, capacity: usize) -> Self {
         match kind {
             ColumnType::Text => Self::Text(Vec::with_capacity(capacity)),
-            ColumnType::BigInt | ColumnType::TimestampMs => Self::Int(Vec::with_capacity(capacity)),
+            ColumnType::BigInt => Self::Int(Vec::with_capacity(capacity)),
+            ColumnType::TimestampMs => Self::Time(Vec::with_capacity(capacity)),
             ColumnType::Double => Self::Double(Vec::with_capacity(capacity)),
             ColumnType::Boolean => Self::Bool(Vec::with_capacity(capacity)),
             ColumnType::Json => Self::Json(Vec::with_capacity(capacity)),
@@ -312,6 +345,31 @@ impl ColumnValues {
             Self::Double(a) => a.push(v.as_f64()),
             Self::Bool(a) => a.push(v.as_bool()),
             Self::Json(a) => a.push((!v.is_null()).then_some(v)),
+            Self::Time(a) => a.push(v.as_i64().map(time_of_ms)),
+        }
+    }
+
+    /// Values held.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Text(a) => a.len(),
+            Self::Int(a) => a.len(),
+            Self::Double(a) => a.len(),
+            Self::Bool(a) => a.len(),
+            Self::Json(a) => a.len(),
+            Self::Time(a) => a.len(),
+        }
+    }
+
+    /// The `i`-th value (for a row of a binary `COPY`).
+    pub(crate) fn at(&self, i: usize) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Self::Text(a) => &a[i],
+            Self::Int(a) => &a[i],
+            Self::Double(a) => &a[i],
+            Self::Bool(a) => &a[i],
+            Self::Json(a) => &a[i],
+            Self::Time(a) => &a[i],
         }
     }
 
@@ -322,7 +380,18 @@ impl ColumnValues {
             Self::Double(a) => a,
             Self::Bool(a) => a,
             Self::Json(a) => a,
+            Self::Time(a) => a,
         }
+    }
+}
+
+/// Milliseconds since the epoch (negative before it) as a time.
+fn time_of_ms(ms: i64) -> std::time::SystemTime {
+    let offset = std::time::Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        std::time::UNIX_EPOCH + offset
+    } else {
+        std::time::UNIX_EPOCH - offset
     }
 }
 

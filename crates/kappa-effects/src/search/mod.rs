@@ -312,7 +312,7 @@ impl SearchSink {
             name: config.name.clone(),
             commit_interval: config.commit_interval,
             last_commit: Instant::now(),
-            pending: false,
+            pending: None,
         };
         let thread = SinkThread::start(
             log,
@@ -403,11 +403,12 @@ struct SearchApply {
     name: String,
     commit_interval: Duration,
     last_commit: Instant,
-    pending: bool,
+    /// Positions after the changes applied but not committed yet.
+    pending: Option<Vec<u64>>,
 }
 
 impl Apply for SearchApply {
-    fn apply(&mut self, records: &[Record], _next: &[u64]) -> Result<Applied, EffectsError> {
+    fn apply(&mut self, records: &[Record], next: &[u64]) -> Result<Applied, EffectsError> {
         let mut applied = Applied::default();
         for r in records {
             match (self.mapping)(r) {
@@ -440,20 +441,20 @@ impl Apply for SearchApply {
                 }
             }
         }
-        self.pending = true;
+        self.pending = Some(next.to_vec());
         Ok(applied)
     }
 
-    fn commit(&mut self, next: &[u64], idle: bool) -> Result<bool, EffectsError> {
-        if !self.pending {
-            return Ok(true);
-        }
+    fn durable(&mut self, idle: bool) -> Result<Option<Vec<u64>>, EffectsError> {
+        let Some(next) = &self.pending else {
+            return Ok(None);
+        };
         if !idle && self.last_commit.elapsed() < self.commit_interval {
-            return Ok(false);
+            return Ok(None);
         }
         let payload = serde_json::to_string(&Payload {
             topic: self.topic.clone(),
-            next: next.to_vec(),
+            next: next.clone(),
         })
         .unwrap_or_default();
         let mut prepared = self.writer.prepare_commit()?;
@@ -461,7 +462,10 @@ impl Apply for SearchApply {
         prepared.commit()?;
         self.searchable.reader.reload()?;
         self.last_commit = Instant::now();
-        self.pending = false;
-        Ok(true)
+        Ok(self.pending.take())
+    }
+
+    fn holding(&self) -> bool {
+        self.pending.is_some()
     }
 }
