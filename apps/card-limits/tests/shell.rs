@@ -74,6 +74,54 @@ async fn settled(addr: std::net::SocketAddr) {
     }
 }
 
+/// Outcomes show in the gateway's event history and figures, and the
+/// index answers at `/search`.
+async fn visible_over_http(addr: std::net::SocketAddr) {
+    let mut c = HttpClient::connect(addr).await.unwrap();
+    let r = c
+        .get("/events?action=notification-failed&limit=1")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let outcome = r.json()["items"][0].clone();
+    assert_eq!(outcome["data"]["reason"], "permanent", "{outcome}");
+    let parent = outcome["parent"].as_str().unwrap();
+    let r = c.get(&format!("/events/{parent}")).await.unwrap();
+    assert_eq!(r.json()["action"], "limit-threshold-reached");
+    assert_eq!(
+        r.json()["events"],
+        json!([outcome["id"]]),
+        "the threshold event lists its outcome"
+    );
+    let metrics = String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    for family in [
+        "kappa_effects_delivered_total{runner=\"notification\"}",
+        "kappa_effects_retries_total{runner=\"notification\"}",
+        "kappa_effects_circuit_state{runner=\"notification\"",
+        "kappa_sink_records_total{sink=\"card-limits-authorizations\",kind=\"postgres\"}",
+    ] {
+        assert!(metrics.contains(family), "{family} in\n{metrics}");
+    }
+    let r = c
+        .get("/search/authorizations?q=merchant:coffee%20AND%20decision:approved&limit=5")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let body = r.json();
+    assert!(body["total"].as_u64().unwrap() > 5, "{body}");
+    assert_eq!(body["hits"].as_array().unwrap().len(), 5);
+    for hit in body["hits"].as_array().unwrap() {
+        assert!(
+            hit["fields"]["merchant"]
+                .as_str()
+                .unwrap()
+                .contains("Coffee"),
+            "{hit}"
+        );
+        assert_eq!(hit["fields"]["decision"], "approved");
+    }
+}
+
 /// Sends a sync `remove-limit` per card: once answered, every earlier
 /// command of the card is decided (and `card_limits` loses its rows).
 async fn decide_everything(addr: std::net::SocketAddr) {
@@ -282,6 +330,7 @@ async fn sigkill_loses_and_repeats_no_outcome_and_the_views_equal_the_log() {
     load.finish(addr).await;
     decide_everything(addr).await;
     settled(addr).await;
+    visible_over_http(addr).await;
     interrupt(server);
 
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(&log_dir).unwrap());

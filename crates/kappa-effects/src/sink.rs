@@ -80,6 +80,15 @@ impl SinkThread {
         batch_max: usize,
         mut apply: impl Apply,
     ) -> Result<Self, EffectsError> {
+        for (p, at) in start.iter().enumerate() {
+            let end = log.offsets(&TopicPartition::new(topic, p as u32))?.end;
+            if *at > end {
+                return Err(EffectsError::Config(format!(
+                    "{kind} sink {name:?} has seen {topic}/{p} up to offset {at}, but the log ends at {end}: \
+                     it was built from another log; drop its state (rebuild) so it is built from this one"
+                )));
+            }
+        }
         let mut follower = Follower::new(log.clone(), topic, |p| {
             start.get(p as usize).copied().unwrap_or(0)
         })?

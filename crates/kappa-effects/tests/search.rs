@@ -153,6 +153,16 @@ fn answers_equal_a_recomputation_after_restarts_and_rebuilds() {
         .unwrap()
         .to_string();
     assert!(err.contains("delete it to rebuild"), "{err}");
+
+    // So is an index of a longer log than this one (the log was replaced).
+    drop(log);
+    let fresh: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("fresh")).unwrap());
+    fresh.create_topic(&TopicSpec::new(TOPIC, 2)).unwrap();
+    let err = SearchSink::start(fresh, config(&index_dir), mapping)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("built from another log"), "{err}");
 }
 
 #[test]

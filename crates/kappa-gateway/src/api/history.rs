@@ -147,9 +147,9 @@ pub(crate) async fn get_event(
 ) -> Result<Response, Problem> {
     let id = indexed_id(&state, &id, &uri).await?;
     let s = state.clone();
-    let (stored, parent) = blocking(move || {
+    let (stored, parent, caused) = blocking(move || {
         let Some(stored) = s.index.get(Kind::Event, &id)? else {
-            return Ok((None, None));
+            return Ok((None, None, Vec::new()));
         };
         let parent_id = serde_json::from_slice::<Value>(&stored.json)
             .ok()
@@ -165,7 +165,9 @@ pub(crate) async fn get_event(
             },
             None => None,
         };
-        Ok((Some(stored), parent))
+        // Events this one caused (an effect's outcome, say).
+        let caused = s.index.outcomes(&id)?;
+        Ok((Some(stored), parent, caused))
     })
     .await?;
     let Some(stored) = stored else {
@@ -178,5 +180,9 @@ pub(crate) async fn get_event(
             Value::Object(with_position(&p.json, &p.position)?),
         );
     }
+    body.insert(
+        "events".to_owned(),
+        Value::from(caused.into_iter().map(|(id, _)| id).collect::<Vec<_>>()),
+    );
     Ok(json_response(StatusCode::OK, &Value::Object(body)))
 }
