@@ -32,4 +32,4 @@ pub use runner::{
     RetryPolicy, Runner, RunnerConfig, http_client,
 };
 pub use search::SearchSink;
-pub use sink::Applied;
+pub use sink::{Applied, SinkHandle};

@@ -56,30 +56,46 @@ pub(crate) struct Shared {
     deleted: AtomicU64,
     skipped: AtomicU64,
     batches: AtomicU64,
+    restarts: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A running sink's thread and what it has committed.
-pub(crate) struct SinkThread {
+/// What every running sink offers (both sinks dereference to it): its
+/// progress, its health and its figures.
+pub struct SinkHandle {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl SinkThread {
-    /// Follows `topic` from `start` (one offset per partition), applying
-    /// batches of at most `batch_max` records with `apply`.
+/// Opens a sink's storage: its applier and the positions it has stored.
+/// Called again after a failure (a lost connection, say).
+pub(crate) type Open = Box<dyn FnMut() -> Result<(Box<dyn Apply>, Vec<u64>), EffectsError> + Send>;
+
+/// Longest wait before opening a failed sink again.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+impl SinkHandle {
+    /// Opens the storage with `open` and follows `topic` from the positions
+    /// it stored, applying batches of at most `batch_max` records. After a
+    /// failure the storage is opened again (waiting 0.5 s, doubling to 30 s)
+    /// and the sink resumes from the positions it stored.
+    ///
+    /// # Errors
+    ///
+    /// The first `open` failed, or the stored positions are past the end of
+    /// the log (the state was built from another log).
     pub(crate) fn start(
         log: Arc<dyn Log>,
         kind: &'static str,
         name: &str,
         topic: &str,
-        start: Vec<u64>,
         batch_max: usize,
-        mut apply: impl Apply,
+        mut open: Open,
     ) -> Result<Self, EffectsError> {
+        let (apply, start) = open()?;
         for (p, at) in start.iter().enumerate() {
             let end = log.offsets(&TopicPartition::new(topic, p as u32))?.end;
             if *at > end {
@@ -89,16 +105,12 @@ impl SinkThread {
                 )));
             }
         }
-        let mut follower = Follower::new(log.clone(), topic, |p| {
-            start.get(p as usize).copied().unwrap_or(0)
-        })?
-        .batch_max(batch_max);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             kind,
             topic: topic.to_owned(),
             log,
-            committed: Mutex::new(follower.positions().iter().map(|(_, o)| *o).collect()),
+            committed: Mutex::new(start.clone()),
             advanced: Condvar::new(),
             stopping: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -107,52 +119,34 @@ impl SinkThread {
             deleted: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{kind}-{name}"))
             .spawn(move || {
-                let mut batch = Vec::new();
-                let publish = |positions: Vec<u64>| {
-                    *lock(&s.committed) = positions;
-                    s.advanced.notify_all();
-                };
-                let result = (|| -> Result<(), EffectsError> {
-                    while !s.stopping.load(Ordering::Acquire) {
-                        batch.clear();
-                        let held = apply.holding();
-                        let wait = if held {
-                            Duration::ZERO
-                        } else {
-                            Duration::from_millis(200)
-                        };
-                        follower.next_batch(wait, &mut batch)?;
-                        if batch.is_empty() {
-                            if let Some(p) = apply.durable(true)? {
-                                publish(p);
+                let mut opened = Some((apply, start));
+                let mut backoff = Duration::from_millis(500);
+                while !s.stopping.load(Ordering::Acquire) {
+                    let (mut apply, start) = match opened.take() {
+                        Some(o) => o,
+                        None => match open() {
+                            Ok(o) => o,
+                            Err(e) => {
+                                s.wait_to_retry(&e, &mut backoff);
+                                continue;
                             }
-                            continue;
-                        }
-                        let next: Vec<u64> = follower.positions().iter().map(|(_, o)| *o).collect();
-                        let applied = apply.apply(&batch, &next)?;
-                        s.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        s.upserted.fetch_add(applied.upserted, Ordering::Relaxed);
-                        s.deleted.fetch_add(applied.deleted, Ordering::Relaxed);
-                        s.skipped.fetch_add(applied.skipped, Ordering::Relaxed);
-                        s.batches.fetch_add(1, Ordering::Relaxed);
-                        if let Some(p) = apply.durable(false)? {
-                            publish(p);
+                        },
+                    };
+                    match s.run(&mut *apply, &start, batch_max, &mut backoff) {
+                        Ok(()) => break,
+                        Err(e) => {
+                            s.restarts.fetch_add(1, Ordering::Relaxed);
+                            // The storage is closed before it is opened again.
+                            drop(apply);
+                            s.wait_to_retry(&e, &mut backoff);
                         }
                     }
-                    // Whatever was applied is made durable before stopping.
-                    if let Some(p) = apply.durable(true)? {
-                        publish(p);
-                    }
-                    Ok(())
-                })();
-                if let Err(e) = result {
-                    tracing::error!(sink = %s.name, kind = s.kind, error = %e, "sink stopped");
-                    lock(&s.failure).get_or_insert(e.to_string());
                 }
                 s.stopping.store(true, Ordering::Release);
                 s.advanced.notify_all();
@@ -164,21 +158,29 @@ impl SinkThread {
         })
     }
 
-    pub(crate) fn is_running(&self) -> bool {
+    /// Whether the sink runs (possibly recovering from a failure).
+    pub fn is_running(&self) -> bool {
         !self.shared.stopping.load(Ordering::Acquire)
     }
 
-    pub(crate) fn failure(&self) -> Option<String> {
+    /// The failure the sink is recovering from (it opens its storage
+    /// again with growing waits), if any.
+    pub fn failure(&self) -> Option<String> {
         lock(&self.shared.failure).clone()
     }
 
-    pub(crate) fn committed(&self) -> Vec<u64> {
+    /// The next offset per partition that the external system reflects.
+    pub fn committed(&self) -> Vec<u64> {
         self.shared.committed()
     }
 
-    /// Waits until every partition's committed position reaches the log's
-    /// end offset as it is now; false on timeout or when the sink stopped.
-    pub(crate) fn wait_caught_up(&self, timeout: Duration) -> Result<bool, EffectsError> {
+    /// Waits until the external system reflects everything the topic holds
+    /// now; false on timeout or when the sink stopped.
+    ///
+    /// # Errors
+    ///
+    /// Log failures.
+    pub fn wait_caught_up(&self, timeout: Duration) -> Result<bool, EffectsError> {
         let mut ends = Vec::new();
         for p in 0..lock(&self.shared.committed).len() {
             let tp = TopicPartition::new(self.shared.topic.as_str(), p as u32);
@@ -191,7 +193,8 @@ impl SinkThread {
         self.shared.clone()
     }
 
-    pub(crate) fn metrics_source(&self) -> Arc<dyn MetricsSource> {
+    /// The sink's figures, for the gateway's `/metrics`.
+    pub fn metrics_source(&self) -> Arc<dyn MetricsSource> {
         self.shared.clone()
     }
 
@@ -201,19 +204,84 @@ impl SinkThread {
             let _ = t.join();
         }
         match self.failure() {
-            Some(f) => Err(EffectsError::Config(format!("the sink had failed: {f}"))),
+            Some(f) => Err(EffectsError::Config(format!(
+                "the sink was failing when stopped: {f}"
+            ))),
             None => Ok(()),
         }
     }
 }
 
-impl Drop for SinkThread {
+impl Drop for SinkHandle {
     fn drop(&mut self) {
         let _ = self.stop();
     }
 }
 
 impl Shared {
+    fn publish(&self, positions: Vec<u64>) {
+        *lock(&self.committed) = positions;
+        self.advanced.notify_all();
+    }
+
+    /// Follows the topic from `start` until stopped (`Ok`) or a failure.
+    fn run(
+        &self,
+        apply: &mut dyn Apply,
+        start: &[u64],
+        batch_max: usize,
+        backoff: &mut Duration,
+    ) -> Result<(), EffectsError> {
+        let mut follower = Follower::new(self.log.clone(), &self.topic, |p| {
+            start.get(p as usize).copied().unwrap_or(0)
+        })?
+        .batch_max(batch_max);
+        self.publish(start.to_vec());
+        let mut batch = Vec::new();
+        while !self.stopping.load(Ordering::Acquire) {
+            batch.clear();
+            let wait = if apply.holding() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(200)
+            };
+            follower.next_batch(wait, &mut batch)?;
+            if !batch.is_empty() {
+                let next: Vec<u64> = follower.positions().iter().map(|(_, o)| *o).collect();
+                let applied = apply.apply(&batch, &next)?;
+                self.records
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.upserted.fetch_add(applied.upserted, Ordering::Relaxed);
+                self.deleted.fetch_add(applied.deleted, Ordering::Relaxed);
+                self.skipped.fetch_add(applied.skipped, Ordering::Relaxed);
+                self.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(p) = apply.durable(batch.is_empty())? {
+                self.publish(p);
+                // Working again: a later failure starts its waits afresh.
+                *backoff = Duration::from_millis(500);
+                lock(&self.failure).take();
+            }
+        }
+        // Whatever was applied is made durable before stopping.
+        if let Some(p) = apply.durable(true)? {
+            self.publish(p);
+        }
+        Ok(())
+    }
+
+    /// Records a failure and waits before the storage is opened again
+    /// (less if the sink is stopped meanwhile).
+    fn wait_to_retry(&self, e: &EffectsError, backoff: &mut Duration) {
+        tracing::warn!(sink = %self.name, kind = self.kind, error = %e, retry_in = ?*backoff, "sink failed; opening it again");
+        *lock(&self.failure) = Some(e.to_string());
+        let until = Instant::now() + *backoff;
+        while Instant::now() < until && !self.stopping.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        *backoff = (*backoff * 2).min(RETRY_MAX);
+    }
+
     /// The topic followed.
     pub(crate) fn topic(&self) -> &str {
         &self.topic
@@ -272,6 +340,18 @@ impl MetricsSource for Shared {
         f.add("kappa_sink_deleted_total", "counter", &l, n(&self.deleted));
         f.add("kappa_sink_skipped_total", "counter", &l, n(&self.skipped));
         f.add("kappa_sink_batches_total", "counter", &l, n(&self.batches));
+        f.add(
+            "kappa_sink_restarts_total",
+            "counter",
+            &l,
+            n(&self.restarts),
+        );
+        f.add(
+            "kappa_sink_failing",
+            "gauge",
+            &l,
+            u8::from(lock(&self.failure).is_some()),
+        );
         f.add(
             "kappa_sink_running",
             "gauge",

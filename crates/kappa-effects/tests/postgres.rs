@@ -202,6 +202,29 @@ fn table_equals_the_topic_after_runs_rebuilds_and_a_dropped_table() {
     );
     sink.close().unwrap();
 
+    // PostgreSQL crashes while records arrive: the sink opens its
+    // connection again and resumes from the positions it committed.
+    let sink = start(&log, &url);
+    let more = records(&mut rng, 2000);
+    log.append(TOPIC, more[..1000].to_vec()).unwrap();
+    pg.crash_and_restart().unwrap();
+    log.append(TOPIC, more[1000..].to_vec()).unwrap();
+    written.extend(more);
+    caught_up(&sink);
+    assert_eq!(table_rows(&url), model(&written));
+    let mut families = kappa_gateway::MetricFamilies::default();
+    sink.metrics_source().collect(&mut families);
+    let mut text = String::new();
+    families.render(&mut text);
+    let restarts = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("kappa_sink_restarts_total{sink=\"accounts-sink\",kind=\"postgres\"} ")
+        })
+        .unwrap();
+    assert_ne!(restarts, "0", "the sink opened its connection again");
+    sink.close().unwrap();
+
     // Rebuild: emptied, then filled again from the log.
     postgres::rebuild(&url, "accounts-sink", &table()).unwrap();
     assert!(table_rows(&url).is_empty());

@@ -104,21 +104,44 @@ impl TempCluster {
                 .arg(&data),
             "initdb",
         )?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    fn start_server(&self) -> Result<(), EffectsError> {
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=50",
-            cluster.dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=50",
+            self.port,
+            self.dir.path().display()
         );
         run(
-            cluster
-                .command("pg_ctl")
+            self.command("pg_ctl")
                 .args(["-w", "-t", "60", "-D"])
-                .arg(&data)
+                .arg(self.data())
                 .args(["-l"])
-                .arg(cluster.dir.path().join("server.log"))
+                .arg(self.log_file())
                 .args(["-o", &options, "start"]),
             "pg_ctl start",
+        )
+    }
+
+    /// Crashes the server (immediate stop: no checkpoint, connections cut)
+    /// and starts it again on the same port; it recovers from its WAL.
+    ///
+    /// # Errors
+    ///
+    /// `pg_ctl` failed.
+    pub fn crash_and_restart(&self) -> Result<(), EffectsError> {
+        run(
+            self.command("pg_ctl").args(["-D"]).arg(self.data()).args([
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ]),
+            "pg_ctl stop",
         )?;
-        Ok(cluster)
+        self.start_server()
     }
 
     fn data(&self) -> PathBuf {

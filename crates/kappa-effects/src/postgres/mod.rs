@@ -17,9 +17,7 @@ mod table;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use kappa_gateway::MetricsSource;
 use kappa_log::{Log, Record};
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls, Statement};
@@ -28,7 +26,7 @@ pub use cluster::TempCluster;
 pub use table::{Column, ColumnType, POSITIONS_TABLE, Table};
 
 use crate::error::EffectsError;
-use crate::sink::{Applied, Apply, SinkThread};
+use crate::sink::{Applied, Apply, SinkHandle};
 use table::{ColumnValues, fits, quoted};
 
 /// What one record does to the table.
@@ -195,7 +193,15 @@ pub fn rebuild(url: &str, sink: &str, table: &Table) -> Result<(), EffectsError>
 /// # Ok(()) }
 /// ```
 pub struct PostgresSink {
-    thread: SinkThread,
+    thread: SinkHandle,
+}
+
+impl std::ops::Deref for PostgresSink {
+    type Target = SinkHandle;
+
+    fn deref(&self) -> &SinkHandle {
+        &self.thread
+    }
 }
 
 impl PostgresSink {
@@ -212,126 +218,23 @@ impl PostgresSink {
         mapping: impl Fn(&Record) -> Result<Change, String> + Send + Sync + 'static,
     ) -> Result<Self, EffectsError> {
         config.table.check()?;
-        let partitions = log.describe_topic(&config.topic)?.spec.partitions;
-        let (rt, client, start) = std::thread::scope(|s| {
-            s.spawn(|| -> Result<_, EffectsError> {
-                // One worker: it writes a batch while the sink's thread
-                // reads and prepares the next.
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("postgres-sink")
-                    .enable_all()
-                    .build()
-                    .map_err(|e| EffectsError::io("starting a runtime", e))?;
-                let (client, start) = rt.block_on(async {
-                    let client = connect(&rt, url).await?;
-                    let row = client
-                        .query_one(
-                            "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
-                            &[&POSITIONS_TABLE, &quoted(&config.table.name)],
-                        )
-                        .await?;
-                    if !(row.get::<_, bool>(0) && row.get::<_, bool>(1)) {
-                        return Err(EffectsError::Config(format!(
-                            "table {:?} or {POSITIONS_TABLE:?} does not exist: create them first (kappa_effects::postgres::create_schema)",
-                            config.table.name
-                        )));
-                    }
-                    let mut start = vec![0u64; partitions as usize];
-                    let rows = client
-                        .query(
-                            &format!("SELECT partition, next_offset FROM {POSITIONS_TABLE} WHERE sink = $1 AND topic = $2"),
-                            &[&config.name, &config.topic],
-                        )
-                        .await?;
-                    for r in rows {
-                        let (p, o): (i32, i64) = (r.get(0), r.get(1));
-                        if let Some(slot) = usize::try_from(p).ok().and_then(|p| start.get_mut(p)) {
-                            *slot = u64::try_from(o).unwrap_or(0);
-                        }
-                    }
-                    Ok::<_, EffectsError>((client, start))
-                })?;
-                Ok((rt, client, start))
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })?;
-        let statements = rt.block_on(async {
-            Ok::<_, EffectsError>((
-                client.prepare(&config.table.upsert_sql()).await?,
-                client.prepare(&config.table.delete_sql()).await?,
-                client
-                    .prepare(&format!(
-                        "INSERT INTO {POSITIONS_TABLE} (sink, topic, partition, next_offset, target) \
-                         SELECT $1, $2, p, o, $5 FROM unnest($3::int4[], $4::int8[]) AS u(p, o) \
-                         ON CONFLICT (sink, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, target = EXCLUDED.target"
-                    ))
-                    .await?,
-            ))
-        })?;
-        tracing::info!(sink = %config.name, table = %config.table.name, topic = %config.topic, from = ?start, "PostgreSQL sink starting");
-        let apply = PgApply {
-            rt,
-            client: Some(client),
-            statements: Arc::new(Statements {
-                upsert: statements.0,
-                copy: config.table.copy_sql(),
-                copy_types: config
-                    .table
-                    .columns
-                    .iter()
-                    .map(|c| c.kind.copy_type())
-                    .collect(),
-                delete: statements.1,
-                positions: statements.2,
-            }),
-            append_after: 0,
-            append_gap: 1,
-            in_flight: None,
-            durable: None,
-            mapping: Box::new(mapping),
-            config: config.clone(),
-        };
-        let thread = SinkThread::start(
+        let partitions = log.describe_topic(&config.topic)?.spec.partitions as usize;
+        let mapping: Arc<Mapping> = Arc::new(mapping);
+        let url = url.to_owned();
+        let c = config.clone();
+        let open: crate::sink::Open = Box::new(move || {
+            let (apply, start) = open(&url, &c, partitions, mapping.clone())?;
+            Ok((Box::new(apply), start))
+        });
+        let thread = SinkHandle::start(
             log,
             "postgres",
             &config.name,
             &config.topic,
-            start,
             config.batch_max,
-            apply,
+            open,
         )?;
         Ok(Self { thread })
-    }
-
-    /// Waits until the table reflects everything the topic holds now.
-    ///
-    /// # Errors
-    ///
-    /// Log failures.
-    pub fn wait_caught_up(&self, timeout: Duration) -> Result<bool, EffectsError> {
-        self.thread.wait_caught_up(timeout)
-    }
-
-    /// The next offset per partition that the table reflects.
-    pub fn committed(&self) -> Vec<u64> {
-        self.thread.committed()
-    }
-
-    /// Whether the sink is working.
-    pub fn is_running(&self) -> bool {
-        self.thread.is_running()
-    }
-
-    /// Why the sink stopped, if a failure stopped it.
-    pub fn failure(&self) -> Option<String> {
-        self.thread.failure()
-    }
-
-    /// The sink's figures, for the gateway's `/metrics`.
-    pub fn metrics_source(&self) -> Arc<dyn MetricsSource> {
-        self.thread.metrics_source()
     }
 
     /// Stops after the batch in progress.
@@ -342,6 +245,85 @@ impl PostgresSink {
     pub fn close(mut self) -> Result<(), EffectsError> {
         self.thread.stop()
     }
+}
+
+/// Connects, checks the tables, reads the sink's positions and prepares
+/// its statements; on a thread of its own, as callers may be async.
+fn open(
+    url: &str,
+    config: &PostgresSinkConfig,
+    partitions: usize,
+    mapping: Arc<Mapping>,
+) -> Result<(PgApply, Vec<u64>), EffectsError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // One worker: it writes a batch while the sink's thread reads
+            // and prepares the next.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("postgres-sink")
+                .enable_all()
+                .build()
+                .map_err(|e| EffectsError::io("starting a runtime", e))?;
+            let (client, start, statements) = rt.block_on(async {
+                let client = connect(&rt, url).await?;
+                let row = client
+                    .query_one(
+                        "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                        &[&POSITIONS_TABLE, &quoted(&config.table.name)],
+                    )
+                    .await?;
+                if !(row.get::<_, bool>(0) && row.get::<_, bool>(1)) {
+                    return Err(EffectsError::Config(format!(
+                        "table {:?} or {POSITIONS_TABLE:?} does not exist: create them first (kappa_effects::postgres::create_schema)",
+                        config.table.name
+                    )));
+                }
+                let mut start = vec![0u64; partitions];
+                let rows = client
+                    .query(
+                        &format!("SELECT partition, next_offset FROM {POSITIONS_TABLE} WHERE sink = $1 AND topic = $2"),
+                        &[&config.name, &config.topic],
+                    )
+                    .await?;
+                for r in rows {
+                    let (p, o): (i32, i64) = (r.get(0), r.get(1));
+                    if let Some(slot) = usize::try_from(p).ok().and_then(|p| start.get_mut(p)) {
+                        *slot = u64::try_from(o).unwrap_or(0);
+                    }
+                }
+                let statements = Statements {
+                    upsert: client.prepare(&config.table.upsert_sql()).await?,
+                    copy: config.table.copy_sql(),
+                    copy_types: config.table.columns.iter().map(|c| c.kind.copy_type()).collect(),
+                    delete: client.prepare(&config.table.delete_sql()).await?,
+                    positions: client
+                        .prepare(&format!(
+                            "INSERT INTO {POSITIONS_TABLE} (sink, topic, partition, next_offset, target) \
+                             SELECT $1, $2, p, o, $5 FROM unnest($3::int4[], $4::int8[]) AS u(p, o) \
+                             ON CONFLICT (sink, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, target = EXCLUDED.target"
+                        ))
+                        .await?,
+                };
+                Ok::<_, EffectsError>((client, start, statements))
+            })?;
+            tracing::info!(sink = %config.name, table = %config.table.name, topic = %config.topic, from = ?start, "PostgreSQL sink starting");
+            let apply = PgApply {
+                rt,
+                client: Some(client),
+                statements: Arc::new(statements),
+                append_after: 0,
+                append_gap: 1,
+                in_flight: None,
+                durable: None,
+                mapping,
+                config: config.clone(),
+            };
+            Ok((apply, start))
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 struct PgApply {
@@ -357,7 +339,7 @@ struct PgApply {
     in_flight: Option<(tokio::task::JoinHandle<Written>, Vec<u64>)>,
     /// Positions written since `durable` was last asked.
     durable: Option<Vec<u64>>,
-    mapping: Box<Mapping>,
+    mapping: Arc<Mapping>,
     config: PostgresSinkConfig,
 }
 

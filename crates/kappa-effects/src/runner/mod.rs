@@ -746,48 +746,17 @@ impl MetricsSource for Shared {
         let c = &self.counters;
         let r = format!("runner=\"{}\"", metric_label(&self.config.name));
         let counter = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        f.add(
-            "kappa_effects_events_total",
-            "counter",
-            &r,
-            counter(&c.events),
-        );
-        f.add(
-            "kappa_effects_delivered_total",
-            "counter",
-            &r,
-            counter(&c.delivered),
-        );
-        f.add(
-            "kappa_effects_failed_total",
-            "counter",
-            &r,
-            counter(&c.failed),
-        );
-        f.add(
-            "kappa_effects_dead_letters_total",
-            "counter",
-            &r,
-            counter(&c.dead_letters),
-        );
-        f.add(
-            "kappa_effects_retries_total",
-            "counter",
-            &r,
-            counter(&c.retries),
-        );
-        f.add(
-            "kappa_effects_commits_total",
-            "counter",
-            &r,
-            counter(&c.commits),
-        );
-        f.add(
-            "kappa_effects_undecodable_total",
-            "counter",
-            &r,
-            counter(&c.undecodable),
-        );
+        for (name, value) in [
+            ("kappa_effects_events_total", &c.events),
+            ("kappa_effects_delivered_total", &c.delivered),
+            ("kappa_effects_failed_total", &c.failed),
+            ("kappa_effects_dead_letters_total", &c.dead_letters),
+            ("kappa_effects_retries_total", &c.retries),
+            ("kappa_effects_commits_total", &c.commits),
+            ("kappa_effects_undecodable_total", &c.undecodable),
+        ] {
+            f.add(name, "counter", &r, counter(value));
+        }
         f.add(
             "kappa_effects_in_flight",
             "gauge",

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kappa_gateway::MetricsSource;
 use kappa_log::{Log, Record};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -26,7 +25,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 pub use routes::routes;
 
 use crate::error::EffectsError;
-use crate::sink::{Applied, Apply, SinkThread};
+use crate::sink::{Applied, Apply, SinkHandle};
 
 /// How a field is indexed (every field is also stored and returned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,8 +202,16 @@ impl Searchable {
 /// # Ok(()) }
 /// ```
 pub struct SearchSink {
-    thread: SinkThread,
+    thread: SinkHandle,
     searchable: Arc<Searchable>,
+}
+
+impl std::ops::Deref for SearchSink {
+    type Target = SinkHandle;
+
+    fn deref(&self) -> &SinkHandle {
+        &self.thread
+    }
 }
 
 impl SearchSink {
@@ -260,28 +267,8 @@ impl SearchSink {
                 config.dir.display()
             ))
         })?;
-        let start = match index.load_metas()?.payload {
-            Some(p) => {
-                let payload: Payload =
-                    serde_json::from_str(&p).map_err(|e| EffectsError::CorruptProgress {
-                        what: format!("index {:?}", config.name),
-                        detail: e.to_string(),
-                    })?;
-                if payload.topic != config.topic || payload.next.len() != partitions {
-                    return Err(EffectsError::Config(format!(
-                        "index {:?} in {} was built from {} ({} partitions), not {} ({partitions}): delete it to rebuild",
-                        config.name,
-                        config.dir.display(),
-                        payload.topic,
-                        payload.next.len(),
-                        config.topic
-                    )));
-                }
-                payload.next
-            }
-            None => vec![0; partitions],
-        };
-        let writer: IndexWriter = index.writer(32 * 1024 * 1024)?;
+        // Checks the index was built from this topic before anything else.
+        stored_positions(&index, &config, partitions)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -302,27 +289,25 @@ impl SearchSink {
             },
             fields,
         });
-        tracing::info!(index = %config.name, dir = %config.dir.display(), from = ?start, "full-text sink starting");
-        let apply = SearchApply {
-            writer,
-            id,
-            searchable: searchable.clone(),
-            mapping: Box::new(mapping),
-            topic: config.topic.clone(),
-            name: config.name.clone(),
-            commit_interval: config.commit_interval,
-            last_commit: Instant::now(),
-            pending: None,
-        };
-        let thread = SinkThread::start(
-            log,
-            "search",
-            &config.name,
-            &config.topic,
-            start,
-            5_000,
-            apply,
-        )?;
+        let mapping: Arc<DocMapping> = Arc::new(mapping);
+        let (searching, c) = (searchable.clone(), config.clone());
+        let open: crate::sink::Open = Box::new(move || {
+            let start = stored_positions(&searching.index, &c, partitions)?;
+            tracing::info!(index = %c.name, dir = %c.dir.display(), from = ?start, "full-text sink starting");
+            let apply = SearchApply {
+                writer: searching.index.writer(32 * 1024 * 1024)?,
+                id,
+                searchable: searching.clone(),
+                mapping: mapping.clone(),
+                topic: c.topic.clone(),
+                name: c.name.clone(),
+                commit_interval: c.commit_interval,
+                last_commit: Instant::now(),
+                pending: None,
+            };
+            Ok((Box::new(apply), start))
+        });
+        let thread = SinkHandle::start(log, "search", &config.name, &config.topic, 5_000, open)?;
         Ok(Self { thread, searchable })
     }
 
@@ -338,35 +323,6 @@ impl SearchSink {
     /// A query that does not parse, or index failures.
     pub fn search(&self, query: &str, limit: usize) -> Result<Hits, SearchError> {
         self.searchable.search(query, limit)
-    }
-
-    /// Waits until the index reflects everything the topic holds now.
-    ///
-    /// # Errors
-    ///
-    /// Log failures.
-    pub fn wait_caught_up(&self, timeout: Duration) -> Result<bool, EffectsError> {
-        self.thread.wait_caught_up(timeout)
-    }
-
-    /// The next offset per partition that the index reflects.
-    pub fn committed(&self) -> Vec<u64> {
-        self.thread.committed()
-    }
-
-    /// Whether the sink is working.
-    pub fn is_running(&self) -> bool {
-        self.thread.is_running()
-    }
-
-    /// Why the sink stopped, if a failure stopped it.
-    pub fn failure(&self) -> Option<String> {
-        self.thread.failure()
-    }
-
-    /// The sink's figures, for the gateway's `/metrics`.
-    pub fn metrics_source(&self) -> Arc<dyn MetricsSource> {
-        self.thread.metrics_source()
     }
 
     /// Stops after the batch in progress (changes not committed yet are
@@ -394,11 +350,41 @@ pub fn rebuild(dir: &Path) -> Result<(), EffectsError> {
     }
 }
 
+/// The positions in the payload of the index's last commit (zeros for a
+/// new index).
+fn stored_positions(
+    index: &Index,
+    config: &SearchConfig,
+    partitions: usize,
+) -> Result<Vec<u64>, EffectsError> {
+    Ok(match index.load_metas()?.payload {
+        Some(p) => {
+            let payload: Payload =
+                serde_json::from_str(&p).map_err(|e| EffectsError::CorruptProgress {
+                    what: format!("index {:?}", config.name),
+                    detail: e.to_string(),
+                })?;
+            if payload.topic != config.topic || payload.next.len() != partitions {
+                return Err(EffectsError::Config(format!(
+                    "index {:?} in {} was built from {} ({} partitions), not {} ({partitions}): delete it to rebuild",
+                    config.name,
+                    config.dir.display(),
+                    payload.topic,
+                    payload.next.len(),
+                    config.topic
+                )));
+            }
+            payload.next
+        }
+        None => vec![0; partitions],
+    })
+}
+
 struct SearchApply {
     writer: IndexWriter,
     id: Field,
     searchable: Arc<Searchable>,
-    mapping: Box<DocMapping>,
+    mapping: Arc<DocMapping>,
     topic: String,
     name: String,
     commit_interval: Duration,
