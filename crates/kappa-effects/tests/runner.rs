@@ -369,6 +369,7 @@ fn a_dead_target_does_not_stall_a_live_one() {
     .unwrap();
     let mut config = RunnerConfig::new("relay", &["ping"]);
     config.concurrency_per_target = 3;
+    config.drain_timeout = Duration::from_millis(100);
     config.retry = RetryPolicy {
         max_attempts: 1_000,
         initial_backoff: Duration::from_millis(20),
@@ -443,4 +444,41 @@ fn a_dead_target_does_not_stall_a_live_one() {
         0.0
     );
     runner.close().unwrap();
+}
+
+#[test]
+fn close_lets_attempts_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let hook = rt
+        .block_on(Webhook::start(|_| {
+            Reply::after(Duration::from_millis(400), 200)
+        }))
+        .unwrap();
+    let log = open(dir.path());
+    let events = write_events(&*log, "limit-threshold-reached", 2);
+    let runner = Runner::start(
+        log.clone(),
+        RunnerConfig::new("notify", &["limit-threshold-reached"]),
+        webhook_effect(hook.url("notify")),
+        rt.handle().clone(),
+    )
+    .unwrap();
+    // Close once every call is being answered (each takes 400 ms).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hook.calls().len() < events.len() {
+        assert!(Instant::now() < deadline, "calls: {}", hook.calls().len());
+        std::thread::yield_now();
+    }
+    runner.close().unwrap();
+    let outcomes = envelopes(&all_records(&log, "events"))
+        .into_iter()
+        .filter(|e| e.action == "notify-delivered")
+        .count();
+    assert_eq!(
+        outcomes,
+        events.len(),
+        "the attempts in flight finished and were recorded"
+    );
+    assert_eq!(hook.calls().len(), events.len());
 }

@@ -75,6 +75,10 @@ pub struct RunnerConfig {
     pub max_in_flight: usize,
     /// Finished outcomes wait this long to share a commit.
     pub commit_interval: Duration,
+    /// On close, attempts in flight get this long to finish (and have their
+    /// outcomes recorded) before they are abandoned, to be made again at
+    /// the next start.
+    pub drain_timeout: Duration,
 }
 
 impl RunnerConfig {
@@ -91,6 +95,7 @@ impl RunnerConfig {
             concurrency_per_target: 16,
             max_in_flight: 1024,
             commit_interval: Duration::from_millis(5),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 
@@ -184,6 +189,8 @@ struct Shared {
     partitions: u32,
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Set by `close`: no new event is read.
+    closing: AtomicBool,
     stopping: AtomicBool,
     failure: Mutex<Option<String>>,
     targets: Mutex<BTreeMap<String, Arc<Target>>>,
@@ -274,6 +281,7 @@ impl Runner {
                 ..Pending::default()
             }),
             wake: Condvar::new(),
+            closing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             failure: Mutex::new(None),
             targets: Mutex::new(BTreeMap::new()),
@@ -356,8 +364,9 @@ impl Runner {
         }
     }
 
-    /// Stops reading, abandons the attempts in flight (they are made again
-    /// after a restart) and commits every outcome already finished.
+    /// Stops reading, lets the attempts in flight finish for up to
+    /// `drain_timeout` (then abandons them: they are made again after a
+    /// restart) and commits every outcome finished.
     ///
     /// # Errors
     ///
@@ -371,13 +380,34 @@ impl Runner {
     }
 
     fn shutdown(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        let _ = self.stop.send(true);
-        self.shared.wake.notify_all();
-        for t in [self.reader.take(), self.committer.take()]
-            .into_iter()
-            .flatten()
+        let s = &self.shared;
+        s.closing.store(true, Ordering::Release);
+        if let Some(t) = self.reader.take() {
+            let _ = t.join();
+        }
+        // Let the attempts in flight finish, so their calls are not made
+        // again after the restart.
+        let deadline = Instant::now() + s.config.drain_timeout;
+        let mut pending = lock(&s.pending);
+        while s.in_flight.available_permits() < s.config.max_in_flight
+            && !s.stopping.load(Ordering::Acquire)
         {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::info!(runner = %s.config.name, "abandoning attempts still in flight; they are made again at the next start");
+                break;
+            }
+            pending = s
+                .wake
+                .wait_timeout(pending, left.min(Duration::from_millis(50)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        drop(pending);
+        s.stopping.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        s.wake.notify_all();
+        if let Some(t) = self.committer.take() {
             let _ = t.join();
         }
     }
@@ -427,7 +457,8 @@ impl Shared {
         p.outcomes.push(outcome);
         p.dead_letters.extend(dead_letter);
         drop(p);
-        self.wake.notify_one();
+        // The committer, and a `close` waiting for the attempts in flight.
+        self.wake.notify_all();
     }
 }
 
@@ -463,7 +494,7 @@ fn read_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
         starts.get(p as usize).copied().unwrap_or(0)
     })?;
     let mut batch = Vec::new();
-    while !shared.stopping.load(Ordering::Acquire) {
+    while !shared.closing.load(Ordering::Acquire) && !shared.stopping.load(Ordering::Acquire) {
         batch.clear();
         follower.next_batch(Duration::from_millis(200), &mut batch)?;
         for record in batch.drain(..) {
@@ -509,7 +540,7 @@ fn read_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
 /// A place among the events in flight, or `None` once stopping.
 fn acquire(shared: &Shared) -> Option<OwnedSemaphorePermit> {
     loop {
-        if shared.stopping.load(Ordering::Acquire) {
+        if shared.closing.load(Ordering::Acquire) || shared.stopping.load(Ordering::Acquire) {
             return None;
         }
         let permits = shared.in_flight.clone();
