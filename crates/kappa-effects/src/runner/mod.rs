@@ -44,6 +44,10 @@ use crate::follower::Follower;
 use breaker::Breaker;
 use progress::Progress;
 
+/// How often progress over events that need no effect is committed when
+/// no outcome is.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Settings of a runner.
 ///
 /// ```
@@ -532,7 +536,7 @@ fn read_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
                 .runtime
                 .spawn(deliver(shared.clone(), Arc::new(event), record, permit));
         }
-        shared.wake.notify_one();
+        shared.wake.notify_all();
     }
     Ok(())
 }
@@ -712,16 +716,30 @@ async fn deliver(
 
 fn commit_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
     let config = &shared.config;
+    let mut last_commit = Instant::now();
     loop {
         {
+            // Outcomes are committed promptly. Progress over events that
+            // need no effect only saves re-reading them after a crash, so
+            // it waits for an outcome or PROGRESS_INTERVAL: a busy input
+            // does not cost a commit (an fsync) every few milliseconds.
             let mut p = lock(&shared.pending);
-            while p.outcomes.is_empty()
-                && !p.dirty.contains(&true)
-                && !shared.stopping.load(Ordering::Acquire)
-            {
+            loop {
+                if !p.outcomes.is_empty() || shared.stopping.load(Ordering::Acquire) {
+                    break;
+                }
+                let due = PROGRESS_INTERVAL.saturating_sub(last_commit.elapsed());
+                if p.dirty.contains(&true) && due.is_zero() {
+                    break;
+                }
+                let wait = if p.dirty.contains(&true) {
+                    due
+                } else {
+                    Duration::from_millis(500)
+                };
                 p = shared
                     .wake
-                    .wait_timeout(p, Duration::from_millis(500))
+                    .wait_timeout(p, wait)
                     .map(|(g, _)| g)
                     .unwrap_or_else(|e| e.into_inner().0);
             }
@@ -761,6 +779,7 @@ fn commit_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
             }
         }
         if !commit.is_empty() {
+            last_commit = Instant::now();
             shared.log.commit(commit)?;
             shared.counters.commits.fetch_add(1, Ordering::Relaxed);
             *lock(&shared.committed) = nexts;
