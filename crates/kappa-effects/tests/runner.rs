@@ -27,12 +27,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn open(dir: &std::path::Path) -> Arc<dyn Log> {
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir).unwrap());
-    for t in ["events"] {
-        if log.describe_topic(t).is_err() {
-            log.create_topic(&TopicSpec::new(t, 3)).unwrap();
-        }
-    }
+    with_events(Arc::new(EmbeddedLog::open(dir).unwrap()))
+}
+
+fn with_events(log: Arc<dyn Log>) -> Arc<dyn Log> {
+    log.create_topic(&TopicSpec::new("events", 3)).unwrap();
     log
 }
 
@@ -101,9 +100,21 @@ fn metric(source: &Arc<dyn kappa_gateway::MetricsSource>, line_prefix: &str) -> 
         .unwrap_or_else(|| panic!("no {line_prefix} in\n{text}"))
 }
 
+/// The runner only uses the `Log` trait: the same test on each backend.
 #[test]
-fn every_event_gets_one_outcome_with_retries_and_dead_letters() {
+fn every_event_gets_one_outcome_with_retries_and_dead_letters_on_the_embedded_log() {
     let dir = tempfile::tempdir().unwrap();
+    every_event_gets_one_outcome_with_retries_and_dead_letters(open(dir.path()));
+}
+
+#[test]
+fn every_event_gets_one_outcome_with_retries_and_dead_letters_in_memory() {
+    every_event_gets_one_outcome_with_retries_and_dead_letters(with_events(Arc::new(
+        kappa_log::MemoryLog::new(),
+    )));
+}
+
+fn every_event_gets_one_outcome_with_retries_and_dead_letters(log: Arc<dyn Log>) {
     let rt = runtime();
     let hook = rt
         .block_on(Webhook::start(|call| {
@@ -122,7 +133,6 @@ fn every_event_gets_one_outcome_with_retries_and_dead_letters() {
             }
         }))
         .unwrap();
-    let log = open(dir.path());
     let events = write_events(&*log, "limit-threshold-reached", 12);
     let ignored = write_events(&*log, "limit-set", 4);
     let mut config = RunnerConfig::new("notify", &["limit-threshold-reached"]);
