@@ -41,6 +41,10 @@ pub struct Envelope {
     /// The client's `Idempotency-Key`, when the command was sent with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Who sent the command (the authenticated subject), when the gateway
+    /// authenticates requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 impl Envelope {
@@ -55,6 +59,7 @@ impl Envelope {
             parent: None,
             error: false,
             idempotency_key: None,
+            principal: None,
         }
     }
 
@@ -69,6 +74,7 @@ impl Envelope {
             parent: Some(self.id),
             error: false,
             idempotency_key: None,
+            principal: None,
         }
     }
 

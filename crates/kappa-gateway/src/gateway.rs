@@ -43,6 +43,9 @@ pub struct GatewayConfig {
     pub index_application_id: String,
     /// The service's name, shown in the API documentation.
     pub title: String,
+    /// Checks every request's bearer token (all but `/health` and
+    /// `/ready`); `None` serves everyone.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +62,7 @@ impl Default for GatewayConfig {
             page_limit_max: 1000,
             index_application_id: "kappa-gateway-index".to_owned(),
             title: "Kappa service".to_owned(),
+            auth: None,
         }
     }
 }

@@ -25,6 +25,7 @@
 //! ```
 
 mod api;
+pub mod auth;
 pub mod demo;
 mod envelope;
 mod error;

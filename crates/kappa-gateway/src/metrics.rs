@@ -42,6 +42,7 @@ pub struct Metrics {
     routes: Mutex<BTreeMap<String, RouteStats>>,
     commands: Mutex<BTreeMap<String, u64>>,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    auth_denied: Mutex<BTreeMap<&'static str, u64>>,
     sse_open: AtomicI64,
 }
 
@@ -89,6 +90,11 @@ impl Metrics {
     /// Counts one refused command by reason.
     pub fn rejected(&self, reason: &'static str) {
         *lock(&self.rejected).entry(reason).or_default() += 1;
+    }
+
+    /// Counts one request refused for its credentials.
+    pub fn auth_denied(&self, reason: &'static str) {
+        *lock(&self.auth_denied).entry(reason).or_default() += 1;
     }
 
     /// A live stream opened (+1) or closed (-1).
@@ -149,6 +155,10 @@ impl Metrics {
                 out,
                 "kappa_commands_rejected_total{{reason=\"{reason}\"}} {n}"
             );
+        }
+        out.push_str("# HELP kappa_auth_denials_total Requests refused for their credentials, by reason.\n# TYPE kappa_auth_denials_total counter\n");
+        for (reason, n) in lock(&self.auth_denied).iter() {
+            let _ = writeln!(out, "kappa_auth_denials_total{{reason=\"{reason}\"}} {n}");
         }
         let _ = writeln!(
             out,

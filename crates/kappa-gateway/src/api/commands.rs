@@ -44,10 +44,12 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub(crate) async fn post(
     State(state): State<Shared>,
     OriginalUri(uri): OriginalUri,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match handle(&state, &uri, &headers, body).await {
+    let principal = principal.map(|p| p.0.subject);
+    match handle(&state, &uri, &headers, principal, body).await {
         Ok(r) => r,
         Err((reason, problem)) => {
             state.metrics.rejected(reason);
@@ -132,6 +134,7 @@ async fn handle(
     state: &Shared,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
+    principal: Option<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, (&'static str, Problem)> {
     let q: PostQuery = query(uri).map_err(|p| ("malformed", p))?;
@@ -170,6 +173,8 @@ async fn handle(
         ),
     };
     let mut command = parse_command(&state.actions, &body)?;
+    // The log shows who asked for what.
+    command.principal = principal;
     let now = command.timestamp;
     let window_ms = i64::try_from(state.config.idempotency_window.as_millis()).unwrap_or(i64::MAX);
     let mut claim = None;
@@ -361,11 +366,13 @@ async fn replay(
     if original.action != request.action
         || original.data != request.data
         || original.key != request.key
+        // Another principal's key must not replay (and reveal) a command.
+        || original.principal != request.principal
     {
         return Err((
             "idempotency-mismatch",
             Problem::unprocessable(
-                "this Idempotency-Key was used for a different command (action, key or data differ)",
+                "this Idempotency-Key was used for a different command (action, key, data or sender differ)",
             )
             .with("id", original.id.to_string()),
         ));

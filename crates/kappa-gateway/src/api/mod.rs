@@ -56,7 +56,48 @@ pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state, track))
+}
+
+/// Routes anyone may call: a load balancer's probes.
+const PUBLIC_PATHS: [&str; 2] = ["/health", "/ready"];
+
+/// Refuses requests without valid credentials (401) when the gateway
+/// authenticates; otherwise hands the [`Principal`](crate::auth::Principal)
+/// to the handlers.
+async fn authenticate(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = &state.config.auth else {
+        return next.run(request).await;
+    };
+    if PUBLIC_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    match auth.authenticate(header) {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => {
+            state.metrics.auth_denied(e.reason());
+            let mut r = Problem::new(StatusCode::UNAUTHORIZED, e.to_string())
+                .with("reason", e.reason())
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kappa\""),
+            );
+            r
+        }
+    }
 }
 
 async fn not_found(uri: Uri) -> Problem {

@@ -1,0 +1,294 @@
+//! Authentication over real HTTP: missing, malformed, expired, wrongly
+//! signed, wrong-audience and wrong-issuer tokens, unknown and revoked API
+//! keys are refused with 401 problem+json and counted, and write nothing;
+//! valid JWTs and API keys get in, and the command records who sent it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{body, config, start_with};
+use hyper::Method;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use kappa_gateway::GatewayConfig;
+use kappa_gateway::auth::{ApiKey, Authenticator, JwtKey};
+use serde_json::{Value, json};
+
+const SECRET: &[u8] = b"a test secret that is long enough for HS256";
+const AUDIENCE: &str = "kappa-demo";
+const ISSUER: &str = "https://id.example";
+
+fn now() -> i64 {
+    kappa_log::now_ms() / 1000
+}
+
+fn jwt(alg: Algorithm, secret: &[u8], claims: Value) -> String {
+    encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+fn claims(sub: &str) -> Value {
+    json!({"sub": sub, "aud": AUDIENCE, "iss": ISSUER, "exp": now() + 600, "roles": ["customer"]})
+}
+
+fn with(mut v: Value, field: &str, value: Value) -> Value {
+    v[field] = value;
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_valid_credentials_get_in_and_refusals_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = Authenticator::new()
+        .jwt_key(JwtKey::hmac(Algorithm::HS256, SECRET).unwrap())
+        .audience(AUDIENCE)
+        .issuer(ISSUER)
+        .api_key(ApiKey::from_secret(
+            "ci",
+            "kk_ci.secret-one",
+            "ci-robot",
+            &["operator"],
+        ))
+        .api_key(
+            ApiKey::from_hash("old", &ApiKey::hash("kk_old.secret-two"), "old-robot", &[])
+                .unwrap()
+                .revoked(),
+        );
+    let s = start_with(
+        dir.path(),
+        GatewayConfig {
+            auth: Some(Arc::new(auth)),
+            ..config()
+        },
+    )
+    .await;
+    let mut c = s.client().await;
+    let before = (s.ends("commands"), s.ends("events"));
+    let command = Bytes::from(body("add", Some("acct-1"), json!({"amount": 5})).to_string());
+    let bearer = |t: &str| format!("Bearer {t}");
+    let refused: Vec<(Option<String>, &str)> = vec![
+        (None, "missing"),
+        (Some("Basic YWxpY2U6c2VjcmV0".into()), "malformed"),
+        (Some("Bearer ".into()), "malformed"),
+        (Some(bearer("not-a-jwt")), "malformed"),
+        (
+            Some(bearer(&jwt(
+                Algorithm::HS256,
+                SECRET,
+                with(claims("alice"), "exp", json!(now() - 600)),
+            ))),
+            "expired",
+        ),
+        (
+            Some(bearer(&jwt(
+                Algorithm::HS256,
+                SECRET,
+                with(claims("alice"), "nbf", json!(now() + 600)),
+            ))),
+            "not-yet-valid",
+        ),
+        (
+            Some(bearer(&jwt(
+                Algorithm::HS256,
+                b"another secret, also long enough!!",
+                claims("alice"),
+            ))),
+            "bad-signature",
+        ),
+        (
+            Some(bearer(&jwt(
+                Algorithm::HS256,
+                SECRET,
+                with(claims("alice"), "aud", json!("another-service")),
+            ))),
+            "wrong-audience",
+        ),
+        (
+            Some(bearer(&jwt(
+                Algorithm::HS256,
+                SECRET,
+                with(claims("alice"), "iss", json!("https://evil.example")),
+            ))),
+            "wrong-issuer",
+        ),
+        (
+            Some(bearer(&jwt(Algorithm::HS512, SECRET, claims("alice")))),
+            "unknown-key",
+        ),
+        (
+            Some(bearer(&jwt(
+                Algorithm::HS256,
+                SECRET,
+                with(claims("alice"), "sub", json!("")),
+            ))),
+            "malformed",
+        ),
+        (Some(bearer("kk_nobody.secret")), "unknown-key"),
+        (Some(bearer("kk_ci.wrong-secret")), "unknown-key"),
+        (Some(bearer("kk_old.secret-two")), "revoked"),
+    ];
+    for (header, reason) in &refused {
+        let headers: Vec<(&str, &str)> = header
+            .iter()
+            .map(|h| ("authorization", h.as_str()))
+            .collect();
+        for (method, path, payload) in [
+            (Method::POST, "/commands", command.clone()),
+            (Method::GET, "/views/totals/acct-1", Bytes::new()),
+            (Method::GET, "/events?limit=1", Bytes::new()),
+        ] {
+            let r = c.request(method, path, &headers, payload).await.unwrap();
+            assert_eq!(
+                r.status,
+                401,
+                "{header:?} on {path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert_eq!(r.header("content-type"), Some("application/problem+json"));
+            assert!(
+                r.header("www-authenticate")
+                    .is_some_and(|h| h.starts_with("Bearer"))
+            );
+            assert_eq!(r.json()["reason"], *reason, "{header:?}");
+        }
+    }
+    assert_eq!(
+        (s.ends("commands"), s.ends("events")),
+        before,
+        "refusals write nothing"
+    );
+    for path in ["/health", "/ready"] {
+        assert_eq!(c.get(path).await.unwrap().status, 200, "{path} is public");
+    }
+
+    // Valid credentials get in; the command records who sent it.
+    let alice = bearer(&jwt(Algorithm::HS256, SECRET, claims("alice")));
+    let robot = bearer("kk_ci.secret-one");
+    for (credentials, subject) in [(&alice, "alice"), (&robot, "ci-robot")] {
+        let r = c
+            .request(
+                Method::POST,
+                "/commands",
+                &[("authorization", credentials), ("idempotency-key", "k-1")],
+                command.clone(),
+            )
+            .await
+            .unwrap();
+        if subject == "alice" {
+            assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+            assert_eq!(r.json()["principal"], subject);
+        } else {
+            // Another principal cannot replay (and read) alice's idempotent command.
+            assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+            let r = c
+                .request(
+                    Method::POST,
+                    "/commands",
+                    &[("authorization", credentials)],
+                    command.clone(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 202);
+            assert_eq!(r.json()["principal"], subject);
+        }
+    }
+    let r = c
+        .request(
+            Method::GET,
+            "/metrics",
+            &[("authorization", &robot)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&r.body).into_owned();
+    for (reason, n) in [
+        ("missing", 3),
+        ("expired", 3),
+        ("revoked", 3),
+        ("unknown-key", 9),
+        ("malformed", 12),
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "kappa_auth_denials_total{{reason=\"{reason}\"}} {n}\n"
+            )),
+            "{reason} {n}:\n{metrics}"
+        );
+    }
+    let stored: Vec<Value> = (0..2)
+        .flat_map(|p| {
+            let mut out = Vec::new();
+            s.log
+                .fetch(
+                    &[(kappa_log::TopicPartition::new("commands", p), 0)],
+                    kappa_log::FetchLimits::default(),
+                    &mut out,
+                )
+                .unwrap();
+            out
+        })
+        .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
+        .collect();
+    let mut principals: Vec<&str> = stored
+        .iter()
+        .map(|v| v["principal"].as_str().unwrap())
+        .collect();
+    principals.sort();
+    assert_eq!(principals, ["alice", "ci-robot"], "the log shows who asked");
+    s.stop().await;
+}
+
+#[test]
+fn keys_from_pem_and_jwks_are_checked() {
+    assert!(JwtKey::hmac(Algorithm::HS256, b"short").is_err());
+    assert!(JwtKey::hmac(Algorithm::RS256, SECRET).is_err());
+    assert!(JwtKey::public_pem(Algorithm::RS256, b"not a pem").is_err());
+    assert!(JwtKey::from_jwks("{}").is_err());
+    assert!(JwtKey::from_jwks(r#"{"keys": []}"#).is_err());
+    assert!(ApiKey::from_hash("x", "abc", "s", &[]).is_err());
+    // An HMAC key in a JWKS document, chosen by kid.
+    let k = "YSB0ZXN0IHNlY3JldCB0aGF0IGlzIGxvbmcgZW5vdWdoIGZvciBIUzI1Ng";
+    let keys = JwtKey::from_jwks(&format!(
+        r#"{{"keys": [{{"kty": "oct", "kid": "k1", "alg": "HS256", "k": "{k}"}}]}}"#
+    ))
+    .unwrap();
+    assert_eq!(keys[0].kid.as_deref(), Some("k1"));
+    let auth = keys
+        .into_iter()
+        .fold(Authenticator::new(), Authenticator::jwt_key);
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let token = encode(
+        &header,
+        &json!({"sub": "bob", "exp": now() + 60}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    assert_eq!(
+        auth.authenticate(Some(&format!("Bearer {token}")))
+            .unwrap()
+            .subject,
+        "bob"
+    );
+    header.kid = Some("k2".into());
+    let token = encode(
+        &header,
+        &json!({"sub": "bob", "exp": now() + 60}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    assert_eq!(
+        auth.authenticate(Some(&format!("Bearer {token}")))
+            .unwrap_err()
+            .reason(),
+        "unknown-key"
+    );
+}
