@@ -46,6 +46,9 @@ pub struct GatewayConfig {
     /// Checks every request's bearer token (all but `/health` and
     /// `/ready`); `None` serves everyone.
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// What each authenticated principal may do (403 otherwise); `None`
+    /// lets every authenticated principal do everything. Needs `auth`.
+    pub policy: Option<Arc<crate::auth::Policy>>,
 }
 
 impl Default for GatewayConfig {
@@ -63,6 +66,7 @@ impl Default for GatewayConfig {
             index_application_id: "kappa-gateway-index".to_owned(),
             title: "Kappa service".to_owned(),
             auth: None,
+            policy: None,
         }
     }
 }
@@ -273,6 +277,11 @@ impl GatewayBuilder {
         } = self;
         if config.event_topics.is_empty() {
             return Err(GatewayError::Config("no event topics".to_owned()));
+        }
+        if config.policy.is_some() && config.auth.is_none() {
+            return Err(GatewayError::Config(
+                "a policy needs an authenticator: without one nobody is known".to_owned(),
+            ));
         }
         for (i, v) in views.iter().enumerate() {
             if views[..i].iter().any(|w| w.name() == v.name()) {

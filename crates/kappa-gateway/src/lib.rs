@@ -25,7 +25,8 @@
 //! ```
 
 mod api;
-pub mod auth;
+/// Authentication and authorization (the `kappa-auth` crate).
+pub use kappa_auth as auth;
 pub mod demo;
 mod envelope;
 mod error;

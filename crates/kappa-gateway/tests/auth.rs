@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::{body, config, start_with};
 use hyper::Method;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use kappa_gateway::GatewayConfig;
+use kappa_gateway::auth::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use kappa_gateway::auth::{ApiKey, Authenticator, JwtKey};
 use serde_json::{Value, json};
 
@@ -291,4 +291,150 @@ fn keys_from_pem_and_jwks_are_checked() {
             .reason(),
         "unknown-key"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_limits_principals_to_their_actions_and_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy: kappa_gateway::auth::Policy = serde_json::from_value(json!({"rules": [
+        {"roles": ["customer"], "commands": ["add"], "views": ["totals"], "keys_from_claim": "accounts"},
+        {"roles": ["operator"], "commands": ["*"], "views": ["*"], "streams": ["*"], "routes": ["/**"]}
+    ]}))
+    .unwrap();
+    let auth = Authenticator::new()
+        .jwt_key(JwtKey::hmac(Algorithm::HS256, SECRET).unwrap())
+        .audience(AUDIENCE)
+        .issuer(ISSUER)
+        .api_key(ApiKey::from_secret(
+            "ops",
+            "kk_ops.secret",
+            "ops-robot",
+            &["operator"],
+        ));
+    let s = start_with(
+        dir.path(),
+        GatewayConfig {
+            auth: Some(Arc::new(auth)),
+            policy: Some(Arc::new(policy)),
+            ..config()
+        },
+    )
+    .await;
+    let mut c = s.client().await;
+    let alice = format!(
+        "Bearer {}",
+        jwt(
+            Algorithm::HS256,
+            SECRET,
+            with(claims("alice"), "accounts", json!(["acct-1"]))
+        )
+    );
+    let ops = "Bearer kk_ops.secret".to_owned();
+    let send = |key: &str, action: &str| {
+        Bytes::from(body(action, Some(key), json!({"amount": 2})).to_string())
+    };
+    let before = s.ends("commands");
+    for (action, key) in [
+        ("add", "acct-2"),
+        ("ping", "acct-1"),
+        ("add", "acct-1%2F..%2Facct-2"),
+    ] {
+        let r = c
+            .request(
+                Method::POST,
+                "/commands",
+                &[("authorization", &alice)],
+                send(key, action),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{action} {key}");
+        assert_eq!(r.json()["reason"], "forbidden");
+    }
+    assert_eq!(s.ends("commands"), before, "refused commands write nothing");
+    for path in [
+        "/views/totals/acct-2",
+        "/views/totals/acct-1%2F..%2Facct-2",
+        "/views/totals",
+        "/events",
+        "/events/updates",
+        "/commands",
+        "/metrics",
+        "/docs",
+    ] {
+        let r = c
+            .request(
+                Method::GET,
+                path,
+                &[("authorization", &alice)],
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{path}");
+    }
+    // Her own account, she may.
+    let r = c
+        .request(
+            Method::POST,
+            "/commands?sync=true",
+            &[("authorization", &alice)],
+            send("acct-1", "add"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let position = r.json()["position"].as_str().unwrap().to_owned();
+    let r = c
+        .request(
+            Method::GET,
+            &format!("/views/totals/acct-1?min_position={position}&wait_ms=10000"),
+            &[("authorization", &alice)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The operator may do everything.
+    for (path, status) in [
+        ("/views/totals/acct-1", 200),
+        ("/views/totals/acct-2", 404),
+        ("/views/totals", 200),
+        ("/events", 200),
+        ("/metrics", 200),
+        ("/docs", 200),
+    ] {
+        let r = c
+            .request(Method::GET, path, &[("authorization", &ops)], Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{path}");
+    }
+    let r = c
+        .request(
+            Method::GET,
+            "/metrics",
+            &[("authorization", &ops)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&r.body)
+            .contains("kappa_auth_denials_total{reason=\"forbidden\"} 11\n")
+    );
+    s.stop().await;
+
+    // A policy without an authenticator is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn kappa_log::Log> = Arc::new(kappa_log::EmbeddedLog::open(dir.path()).unwrap());
+    let refused = kappa_gateway::Gateway::builder(
+        log,
+        GatewayConfig {
+            policy: Some(Arc::new(kappa_gateway::auth::Policy::default())),
+            ..config()
+        },
+    )
+    .start();
+    assert!(refused.is_err());
 }

@@ -48,8 +48,8 @@ pub(crate) async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let principal = principal.map(|p| p.0.subject);
-    match handle(&state, &uri, &headers, principal, body).await {
+    let principal = principal.map(|p| p.0);
+    match handle(&state, &uri, &headers, principal.as_ref(), body).await {
         Ok(r) => r,
         Err((reason, problem)) => {
             state.metrics.rejected(reason);
@@ -134,7 +134,7 @@ async fn handle(
     state: &Shared,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
-    principal: Option<String>,
+    principal: Option<&crate::auth::Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, (&'static str, Problem)> {
     let q: PostQuery = query(uri).map_err(|p| ("malformed", p))?;
@@ -173,8 +173,31 @@ async fn handle(
         ),
     };
     let mut command = parse_command(&state.actions, &body)?;
+    if let (Some(p), Some(policy)) = (principal, &state.config.policy) {
+        let access = crate::auth::Access::Command {
+            action: &command.action,
+            key: command.key.as_deref(),
+        };
+        if !policy.allows(p, &access) {
+            state.metrics.auth_denied("forbidden");
+            tracing::info!(subject = %p.subject, action = %command.action, key = ?command.key, "command refused by the policy");
+            return Err((
+                "forbidden",
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{} may not send {} for {}",
+                        p.subject,
+                        command.action,
+                        command.key.as_deref().unwrap_or("no key")
+                    ),
+                )
+                .with("reason", "forbidden"),
+            ));
+        }
+    }
     // The log shows who asked for what.
-    command.principal = principal;
+    command.principal = principal.map(|p| p.subject.clone());
     let now = command.timestamp;
     let window_ms = i64::try_from(state.config.idempotency_window.as_millis()).unwrap_or(i64::MAX);
     let mut claim = None;

@@ -60,6 +60,55 @@ pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
         .layer(middleware::from_fn_with_state(state, track))
 }
 
+/// What a request asks to do, owned (percent-decoded keys).
+enum Asked<'a> {
+    View(&'a str, Option<String>),
+    Stream(&'static str),
+    Route(&'a str),
+}
+
+impl Asked<'_> {
+    fn as_access(&self) -> crate::auth::Access<'_> {
+        use crate::auth::Access;
+        match self {
+            Asked::View(store, key) => Access::View {
+                store,
+                key: key.as_deref(),
+            },
+            Asked::Stream(name) => Access::Stream { name },
+            Asked::Route(path) => Access::Route { path },
+        }
+    }
+}
+
+/// The access a request needs, from its method and path; `None` for
+/// `POST /commands`, which its handler checks once it knows the action and key.
+fn access_of<'a>(method: &axum::http::Method, path: &'a str) -> Option<Asked<'a>> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["commands"] if method == axum::http::Method::POST => None,
+        ["commands", ..] => Some(Asked::Stream("commands")),
+        ["events", ..] => Some(Asked::Stream("events")),
+        ["views", store] => Some(Asked::View(store, None)),
+        ["views", store, key] | ["views", store, key, "windows"] => {
+            Some(Asked::View(store, Some(crate::auth::decode_segment(key))))
+        }
+        _ => Some(Asked::Route(path)),
+    }
+}
+
+/// 403 for an authenticated principal the policy does not allow.
+pub(crate) fn forbidden(state: &State, principal: &crate::auth::Principal, what: &str) -> Response {
+    state.metrics.auth_denied("forbidden");
+    tracing::info!(subject = %principal.subject, %what, "refused by the policy");
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        format!("{} may not do this: {what}", principal.subject),
+    )
+    .with("reason", "forbidden")
+    .into_response()
+}
+
 /// Routes anyone may call: a load balancer's probes.
 const PUBLIC_PATHS: [&str; 2] = ["/health", "/ready"];
 
@@ -83,6 +132,12 @@ async fn authenticate(
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
     match auth.authenticate(header) {
         Ok(principal) => {
+            if let Some(policy) = &state.config.policy
+                && let Some(access) = access_of(request.method(), request.uri().path())
+                && !policy.allows(&principal, &access.as_access())
+            {
+                return forbidden(&state, &principal, request.uri().path());
+            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }

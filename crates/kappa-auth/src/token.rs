@@ -1,12 +1,11 @@
-//! Who is asking: every request but `/health` and `/ready` must carry a
-//! bearer token when the gateway has an [`Authenticator`]. A token is a
-//! JWT (HS256/384/512 with a shared secret; RS*, PS*, ES256/384 with
-//! public keys from PEM or a JWKS document) or a static API key
-//! (`kk_<id>.<secret>`, stored only as its SHA-256).
+//! Who is asking: a bearer token is a JWT (HS256/384/512 with a shared
+//! secret; RS*, PS*, ES256/384 with public keys from PEM or a JWKS
+//! document) or a static API key (`kk_<id>.<secret>`, stored only as its
+//! SHA-256).
 //!
 //! ```
-//! use kappa_gateway::auth::{ApiKey, Authenticator, JwtKey};
-//! use jsonwebtoken::Algorithm;
+//! use kappa_auth::{ApiKey, Authenticator, JwtKey};
+//! use kappa_auth::jsonwebtoken::Algorithm;
 //! let auth = Authenticator::new()
 //!     .jwt_key(JwtKey::hmac(Algorithm::HS256, b"a shared secret of 32 bytes or more!")?)
 //!     .audience("card-limits")
@@ -66,6 +65,24 @@ pub enum AuthError {
     /// The API key was revoked.
     #[error("the API key was revoked")]
     Revoked,
+}
+
+impl Principal {
+    /// A principal with no claims (an API key's, or one made in a test).
+    pub fn new(subject: &str, roles: &[&str]) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            claims: Map::new(),
+            scheme: "api-key",
+        }
+    }
+
+    /// The same principal with one more claim.
+    pub fn with_claim(mut self, name: &str, value: Value) -> Self {
+        self.claims.insert(name.to_owned(), value);
+        self
+    }
 }
 
 impl AuthError {
