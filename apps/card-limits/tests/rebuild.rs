@@ -25,6 +25,7 @@ fn config() -> GatewayConfig {
 /// Runs the service on `dir` while `f` talks to it, then stops it.
 async fn with_service<T>(dir: &Path, f: impl AsyncFnOnce(&mut HttpClient) -> T) -> T {
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir).unwrap());
+    let mut ours = log.clone();
     let service = card_limits::service::start(log, config(), Duration::from_millis(2)).unwrap();
     assert!(
         service.gateway.wait_ready(Duration::from_secs(60)).unwrap(),
@@ -58,6 +59,16 @@ async fn with_service<T>(dir: &Path, f: impl AsyncFnOnce(&mut HttpClient) -> T) 
         tokio::task::yield_now().await;
     }
     Arc::try_unwrap(streams).ok().unwrap().close().unwrap();
+    // The gateway's state (index included) holds the log too: the next
+    // open of this directory must wait until the last of it is gone.
+    while Arc::get_mut(&mut ours).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log is still shared after 30 s"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(ours);
     out
 }
 
