@@ -13,9 +13,14 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p card-limits
 export KAPPA_LOG="${KAPPA_LOG:-./kappa-data}"
+# Without CARD_LIMITS_SECURITY (a settings file, docs/security.md) the demo
+# runs in development mode: no credentials, loopback only.
 args=(serve --log "$KAPPA_LOG" --http "${DEMO_HTTP:-127.0.0.1:8080}"
       --demo-rate "${DEMO_RATE:-200}" --demo-cards "${DEMO_CARDS:-3000}"
       --search-dir "${KAPPA_SEARCH:-$KAPPA_LOG-search}")
+if [ -z "${CARD_LIMITS_SECURITY:-}" ]; then
+    args+=(--insecure-no-auth)
+fi
 if [ -n "${DEMO_NOTIFY_URL:-}" ]; then
     args+=(--notify-url "$DEMO_NOTIFY_URL")
 fi

@@ -43,7 +43,7 @@ wait "$demo" 2>/dev/null || true
 # seconds; then one card's balance.
 cargo build --release --locked -p card-limits
 cards_log="${KAPPA_LOG}-card-limits"
-target/release/card-limits serve --log "$cards_log" --http 127.0.0.1:0 --demo-rate 400 --demo-cards 100 > "$out" &
+target/release/card-limits serve --insecure-no-auth --log "$cards_log" --http 127.0.0.1:0 --demo-rate 400 --demo-cards 100 > "$out" &
 demo=$!
 for _ in $(seq 1 100); do
     grep -q '^ready' "$out" 2>/dev/null && break

@@ -102,6 +102,13 @@ struct ServeArgs {
     /// Keep a full-text index of authorizations in this directory, served at /search/authorizations?q=.
     #[arg(long)]
     search_dir: Option<std::path::PathBuf>,
+    /// Security settings (token keys, API keys, policy): a JSON file, see
+    /// docs/security.md. Required unless --insecure-no-auth.
+    #[arg(long, env = "CARD_LIMITS_SECURITY")]
+    security: Option<std::path::PathBuf>,
+    /// Development only: serve everyone without credentials, on a loopback address only.
+    #[arg(long, conflicts_with = "security")]
+    insecure_no_auth: bool,
 }
 
 #[derive(Debug, Args)]
@@ -177,11 +184,33 @@ fn open_log(location: &str, durability: Durability) -> anyhow::Result<Arc<dyn Lo
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let log = open_log(&args.log, args.durability)?;
-    let config = GatewayConfig {
+    let mut config = GatewayConfig {
         title: "Card spending limits".to_owned(),
         ..GatewayConfig::default()
     };
+    match (&args.security, args.insecure_no_auth) {
+        (Some(file), _) => {
+            let (auth, policy) = kappa_gateway::auth::config::load(file, |v| std::env::var(v).ok())
+                .with_context(|| format!("loading the security settings {}", file.display()))?;
+            config.auth = Some(Arc::new(auth));
+            config.policy = Some(Arc::new(policy));
+        }
+        (None, true) => {
+            anyhow::ensure!(
+                args.http.ip().is_loopback(),
+                "--insecure-no-auth serves only a loopback address, not {}",
+                args.http
+            );
+            eprintln!(
+                "WARNING: --insecure-no-auth: anyone who can reach {} may send any command and read every view",
+                args.http
+            );
+        }
+        (None, false) => anyhow::bail!(
+            "choose who may use the service: --security FILE (see docs/security.md), or --insecure-no-auth for development on a loopback address"
+        ),
+    }
+    let log = open_log(&args.log, args.durability)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,9 +1,10 @@
 //! Who may do what in a Kappa service. [`Authenticator`] says who a bearer
 //! token belongs to (a JWT or a static API key); [`Policy`] says what that
-//! principal may do. Pure functions over their inputs, no I/O: the gateway
-//! calls them for every request, and the fuzz targets in `fuzz/` call them
-//! with arbitrary input.
+//! principal may do. Both are pure functions over their inputs: the gateway
+//! calls them for every request. [`config::load`] reads a deployment's
+//! settings file.
 
+pub mod config;
 mod policy;
 mod token;
 

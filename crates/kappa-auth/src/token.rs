@@ -121,10 +121,16 @@ impl std::fmt::Debug for JwtKey {
     }
 }
 
-/// Why a key could not be configured.
+/// Why a key (or the settings holding it) could not be configured.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct KeyError(String);
+
+impl KeyError {
+    pub(crate) fn new(message: String) -> Self {
+        Self(message)
+    }
+}
 
 impl JwtKey {
     /// A shared secret for HS256, HS384 or HS512 (at least 32 bytes).
