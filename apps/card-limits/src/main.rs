@@ -109,6 +109,12 @@ struct ServeArgs {
     /// Development only: serve everyone without credentials, on a loopback address only.
     #[arg(long, conflicts_with = "security")]
     insecure_no_auth: bool,
+    /// Requests per second each authenticated principal may make (429 above; 0: no limit).
+    #[arg(long, default_value_t = 200.0)]
+    rate_per_principal: f64,
+    /// Requests a principal may make at once after a quiet spell.
+    #[arg(long, default_value_t = 400)]
+    rate_burst: u32,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +200,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("loading the security settings {}", file.display()))?;
             config.auth = Some(Arc::new(auth));
             config.policy = Some(Arc::new(policy));
+            anyhow::ensure!(
+                args.rate_per_principal >= 0.0 && args.rate_per_principal.is_finite(),
+                "--rate-per-principal must be a non-negative number"
+            );
+            if args.rate_per_principal > 0.0 {
+                config.rate_limit = Some(kappa_gateway::RateLimit {
+                    per_second: args.rate_per_principal,
+                    burst: args.rate_burst.max(1),
+                });
+            }
         }
         (None, true) => {
             anyhow::ensure!(

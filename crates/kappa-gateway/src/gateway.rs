@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     /// What each authenticated principal may do (403 otherwise); `None`
     /// lets every authenticated principal do everything. Needs `auth`.
     pub policy: Option<Arc<crate::auth::Policy>>,
+    /// Requests each authenticated principal may make (429 with
+    /// `Retry-After` above it); `None`: no limit.
+    pub rate_limit: Option<crate::RateLimit>,
 }
 
 impl Default for GatewayConfig {
@@ -67,6 +70,7 @@ impl Default for GatewayConfig {
             title: "Kappa service".to_owned(),
             auth: None,
             policy: None,
+            rate_limit: None,
         }
     }
 }
@@ -90,6 +94,8 @@ pub(crate) struct State {
     /// Per view (same order): its inputs' end offsets at start; the view
     /// is restored once its topology has processed them.
     pub(crate) view_start_ends: Vec<Vec<(TopicPartition, u64)>>,
+    /// Per-principal request budgets.
+    pub(crate) limiter: Option<crate::rate::Limiter>,
     /// Set when the service shuts down: live streams end.
     pub(crate) closing: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -331,6 +337,7 @@ impl GatewayBuilder {
             views = views.len(),
             "gateway started"
         );
+        let limiter = config.rate_limit.map(crate::rate::Limiter::new);
         Ok(Gateway {
             state: Arc::new(State {
                 log,
@@ -343,6 +350,7 @@ impl GatewayBuilder {
                 idempotency: Idempotency::default(),
                 metrics: Metrics::default(),
                 metric_sources,
+                limiter,
                 partitions,
                 start_ends,
                 view_start_ends,

@@ -438,3 +438,54 @@ async fn the_policy_limits_principals_to_their_actions_and_entities() {
     .start();
     assert!(refused.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_principal_has_its_own_request_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = Authenticator::new()
+        .api_key(ApiKey::from_secret("a", "kk_a.first", "first", &[]))
+        .api_key(ApiKey::from_secret("b", "kk_b.second", "second", &[]));
+    let s = start_with(
+        dir.path(),
+        GatewayConfig {
+            auth: Some(Arc::new(auth)),
+            // One request per 100 s: nothing refills during the test.
+            rate_limit: Some(kappa_gateway::RateLimit {
+                per_second: 0.01,
+                burst: 3,
+            }),
+            ..config()
+        },
+    )
+    .await;
+    let mut c = s.client().await;
+    let get = async |c: &mut kappa_gateway::load::HttpClient, key: &str| {
+        c.request(
+            Method::GET,
+            "/views",
+            &[("authorization", key)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(get(&mut c, "Bearer kk_a.first").await.status, 200);
+    }
+    let r = get(&mut c, "Bearer kk_a.first").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["reason"], "rate-limited");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((90..=100).contains(&retry), "{retry}");
+    assert_eq!(
+        get(&mut c, "Bearer kk_b.second").await.status,
+        200,
+        "another principal is not limited"
+    );
+    assert_eq!(
+        c.get("/health").await.unwrap().status,
+        200,
+        "probes are not limited"
+    );
+    s.stop().await;
+}

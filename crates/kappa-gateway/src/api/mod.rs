@@ -138,6 +138,18 @@ async fn authenticate(
             {
                 return forbidden(&state, &principal, request.uri().path());
             }
+            if let Some(limiter) = &state.limiter
+                && let Err(wait) = limiter.take(&principal.subject, Instant::now())
+            {
+                state.metrics.auth_denied("rate-limited");
+                return Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("{} is sending too many requests", principal.subject),
+                )
+                .with("reason", "rate-limited")
+                .retry_after(wait.as_secs().max(1))
+                .into_response();
+            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
