@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service: gateway, processor and views in one process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send commands to a running service (or, with --direct, straight to a log) and measure.
     Load(LoadArgs),
     /// Drop the service's stores (and its PostgreSQL tables and full-text
@@ -109,6 +109,12 @@ struct ServeArgs {
     /// Development only: serve everyone without credentials, on a loopback address only.
     #[arg(long, conflicts_with = "security")]
     insecure_no_auth: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Requests per second each authenticated principal may make (429 above; 0: no limit).
     #[arg(long, default_value_t = 200.0)]
     rate_per_principal: f64,
@@ -226,6 +232,22 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             "choose who may use the service: --security FILE (see docs/security.md), or --insecure-no-auth for development on a loopback address"
         ),
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            anyhow::ensure!(
+                args.demo_rate == 0,
+                "the demo stream speaks plain HTTP: run it without --tls-cert"
+            );
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+            };
+            Some(kappa_gateway::tls::server_config(
+                &read(cert)?,
+                &read(key)?,
+            )?)
+        }
+        _ => None,
+    };
     let log = open_log(&args.log, args.durability)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -251,7 +273,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", args.http))?;
         let addr = listener.local_addr()?;
-        println!("card-limits listening on http://{addr} (API documentation at http://{addr}/docs, cards at http://{addr}/cards/card-1)");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("card-limits listening on {scheme}://{addr} (API documentation at {scheme}://{addr}/docs, cards at {scheme}://{addr}/cards/card-1)");
         // Said once the views have caught up with the log (what /ready reports).
         let waiter = gateway.clone();
         tokio::task::spawn_blocking(move || match waiter.wait_ready(Duration::from_secs(3600)) {
@@ -275,11 +298,18 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             });
             println!("sending {} demo commands/s over {} cards", args.demo_rate, args.demo_cards);
         }
-        gateway
-            .clone()
-            .serve_until_interrupted(listener)
-            .await
-            .context("serving HTTP")
+        match tls {
+            Some(tls) => gateway
+                .clone()
+                .serve_tls_until_interrupted(listener, tls)
+                .await
+                .context("serving HTTPS"),
+            None => gateway
+                .clone()
+                .serve_until_interrupted(listener)
+                .await
+                .context("serving HTTP"),
+        }
     })?;
     drop(gateway);
     shell.close()?;

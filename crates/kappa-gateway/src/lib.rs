@@ -41,6 +41,7 @@ pub mod position;
 mod problem;
 mod rate;
 mod schema;
+pub mod tls;
 mod views;
 mod writer;
 
