@@ -29,6 +29,26 @@ if [ -z "${KAPPA_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/nul
 fi
 
 cargo fmt --all --check
+rustfmt --edition 2024 --check crates/kappa-auth/fuzz/fuzz_targets/*.rs
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --doc --locked
+
+# Fuzz token parsing and policy evaluation for a bounded time (FUZZ_SECONDS
+# per target). cargo-fuzz passes flags that stable rustc accepts only with
+# RUSTC_BOOTSTRAP; no sanitizer is needed for panics and assertions.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz from crates.io" >&2
+    cargo install cargo-fuzz --locked
+fi
+for target in token policy; do
+    log="$(mktemp)"
+    if ! (cd crates/kappa-auth && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
+            "fuzz/corpus/$target" "fuzz/seeds/$target" -- -max_total_time="${FUZZ_SECONDS:-30}") >"$log" 2>&1; then
+        cat "$log"
+        echo "error: fuzz target $target failed; its input is in crates/kappa-auth/fuzz/artifacts/$target" >&2
+        exit 1
+    fi
+    echo "fuzz $target: $(grep -E '^Done' "$log" || tail -n 1 "$log")"
+    rm -f "$log"
+done
