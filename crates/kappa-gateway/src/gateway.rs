@@ -52,6 +52,9 @@ pub struct GatewayConfig {
     /// Requests each authenticated principal may make (429 with
     /// `Retry-After` above it); `None`: no limit.
     pub rate_limit: Option<crate::RateLimit>,
+    /// A connection whose request headers take longer than this to arrive
+    /// is closed (slow clients holding connections open).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -71,6 +74,7 @@ impl Default for GatewayConfig {
             auth: None,
             policy: None,
             rate_limit: None,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -200,23 +204,9 @@ impl Gateway {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Serves the gateway on `listener` until ctrl-c, then shuts down
-    /// gracefully: live streams end, answers in flight complete.
-    ///
-    /// # Errors
-    ///
-    /// The listener failed.
-    pub async fn serve_until_interrupted(
-        self: Arc<Self>,
-        listener: tokio::net::TcpListener,
-    ) -> std::io::Result<()> {
-        let closer = self.clone();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                closer.close_live_streams();
-            })
-            .await
+    /// How long a client may take to send a request's headers.
+    pub(crate) fn header_read_timeout(&self) -> std::time::Duration {
+        self.state.config.header_read_timeout
     }
 
     /// Whether the index and every view's topology have caught up with what

@@ -41,7 +41,13 @@ pub mod position;
 mod problem;
 mod rate;
 mod schema;
-pub mod tls;
+mod serve;
+
+/// HTTPS: a rustls configuration from PEM files, for
+/// [`Gateway::serve_tls_until_interrupted`] and [`Gateway::serve`].
+pub mod tls {
+    pub use crate::serve::server_config;
+}
 mod views;
 mod writer;
 

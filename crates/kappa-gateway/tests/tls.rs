@@ -65,7 +65,7 @@ async fn serves_over_tls_only_to_clients_that_trust_it() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.clone().serve_tls(listener, tls, async {
+    let server = tokio::spawn(gateway.clone().serve(listener, Some(tls), async {
         let _ = stopped.await;
     }));
 
@@ -114,6 +114,45 @@ async fn serves_over_tls_only_to_clients_that_trust_it() {
         "plain HTTP answered: {out:?}"
     );
 
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    drop(gateway);
+    drop(streams);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slow_to_send_its_headers_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+    let config = GatewayConfig {
+        partitions: 1,
+        header_read_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    };
+    let (gateway, streams) =
+        kappa_gateway::demo::start(log, config, Duration::from_millis(2)).unwrap();
+    let gateway = Arc::new(gateway);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.clone().serve(listener, None, async {
+        let _ = stopped.await;
+    }));
+    // A whole request is answered.
+    let mut c = kappa_gateway::load::HttpClient::connect(addr)
+        .await
+        .unwrap();
+    assert_eq!(c.get("/health").await.unwrap().status, 200);
+    // Half a request is not waited for: the server closes the connection.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "the connection was still open after 10 s");
+    assert!(!String::from_utf8_lossy(&out).contains(" 200 "), "{out:?}");
+    drop(c);
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     drop(gateway);

@@ -15,9 +15,32 @@ use kappa_log::{FetchLimits, Log, TopicPartition};
 
 use super::Command;
 
+/// A running service; killed when dropped, so a failing test leaves no
+/// server behind.
+pub struct Server(Child);
+
+impl Server {
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `card-limits serve` on the log in `dir` (durability `always`),
 /// with `extra` arguments, and waits until it says it is ready.
-pub fn serve(dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
+pub fn serve(dir: &Path, extra: &[&str]) -> (Server, SocketAddr) {
     let mut child = Process::new(env!("CARGO_BIN_EXE_card-limits"))
         .args([
             "serve",
@@ -47,17 +70,17 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
         .parse()
         .unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    (child, addr)
+    (Server(child), addr)
 }
 
 /// Stops a server with SIGINT (a graceful stop) and waits for it.
-pub fn interrupt(mut server: Child) {
+pub fn interrupt(mut server: Server) {
     let status = Process::new("kill")
         .args(["-INT", &server.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = server.wait().unwrap();
+    let exit = server.0.wait().unwrap();
     assert!(exit.success(), "{exit}");
 }
 
@@ -154,14 +177,13 @@ impl Load {
 
     /// One run killed with SIGKILL once `budget` more commands were
     /// acknowledged, while the others are in flight.
-    pub async fn run_and_kill(&self, mut server: Child, addr: SocketAddr, budget: usize) {
+    pub async fn run_and_kill(&self, mut server: Server, addr: SocketAddr, budget: usize) {
         let left = Arc::new(AtomicUsize::new(budget));
         let senders = self.send(addr, Some(left.clone()));
         while left.load(Ordering::Acquire) > 0 {
             tokio::task::yield_now().await;
         }
-        server.kill().unwrap(); // SIGKILL
-        server.wait().unwrap();
+        server.kill(); // SIGKILL
         for s in senders {
             s.await.unwrap();
         }

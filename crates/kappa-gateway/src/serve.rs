@@ -1,11 +1,12 @@
-//! Serving the gateway over TLS (rustls): certificates from PEM files, the
-//! handshake on each connection's own task, and the same graceful shutdown
-//! as plain HTTP.
+//! Serving the gateway, over plain HTTP or TLS (rustls): one accept loop,
+//! each connection (and its TLS handshake) on a task of its own, a bound on
+//! how long a client may take to send its headers (slowloris), and a
+//! graceful shutdown that ends live streams and lets answers complete.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -50,6 +51,22 @@ pub fn server_config(
 }
 
 impl Gateway {
+    /// Serves the gateway on `listener` (plain HTTP) until ctrl-c, then
+    /// shuts down gracefully: live streams end, answers in flight complete.
+    ///
+    /// # Errors
+    ///
+    /// The listener failed.
+    pub async fn serve_until_interrupted(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> std::io::Result<()> {
+        self.serve(listener, None, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    }
+
     /// Serves the gateway over TLS on `listener` until ctrl-c, then shuts
     /// down gracefully: live streams end, answers in flight complete.
     ///
@@ -61,25 +78,35 @@ impl Gateway {
         listener: tokio::net::TcpListener,
         tls: Arc<rustls::ServerConfig>,
     ) -> std::io::Result<()> {
-        self.serve_tls(listener, tls, async {
+        self.serve(listener, Some(tls), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
     }
 
-    /// Serves the gateway over TLS on `listener` until `stop` completes.
+    /// Serves the gateway on `listener`, over TLS when `tls` is given,
+    /// until `stop` completes; then ends live streams and waits for the
+    /// answers in flight.
+    ///
+    /// ```no_run
+    /// # async fn demo(gateway: std::sync::Arc<kappa_gateway::Gateway>) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// gateway.serve(listener, None, async { let _ = tokio::signal::ctrl_c().await; }).await
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
     /// The listener failed.
-    pub async fn serve_tls(
+    pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
-        tls: Arc<rustls::ServerConfig>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         stop: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let router = self.router();
+        let header_timeout = self.header_read_timeout();
         let graceful = GracefulShutdown::new();
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -98,18 +125,14 @@ impl Gateway {
                     let service = TowerToHyperService::new(router.clone());
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
+                        let Some(acceptor) = acceptor else {
+                            serve_connection(tcp, service, watcher, header_timeout).await;
+                            return;
                         };
-                        let builder = auto::Builder::new(TokioExecutor::new());
-                        let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(error = %e, "connection ended");
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => serve_connection(tls, service, watcher, header_timeout).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
                     });
                 }
@@ -119,5 +142,27 @@ impl Gateway {
         self.close_live_streams();
         graceful.shutdown().await;
         Ok(())
+    }
+}
+
+/// Serves one connection's requests until it closes or the server stops.
+async fn serve_connection<IO>(
+    io: IO,
+    service: TowerToHyperService<axum::Router>,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended");
     }
 }
