@@ -43,10 +43,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 for target in token policy; do
     log="$(mktemp)"
+    mkdir -p "crates/kappa-auth/fuzz/corpus/$target"
     if ! (cd crates/kappa-auth && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
             "fuzz/corpus/$target" "fuzz/seeds/$target" -- -max_total_time="${FUZZ_SECONDS:-30}") >"$log" 2>&1; then
         cat "$log"
-        echo "error: fuzz target $target failed; its input is in crates/kappa-auth/fuzz/artifacts/$target" >&2
+        echo "error: fuzz target $target failed (output above; a crashing input is kept in crates/kappa-auth/fuzz/artifacts/$target)" >&2
         exit 1
     fi
     echo "fuzz $target: $(grep -E '^Done' "$log" || tail -n 1 "$log")"

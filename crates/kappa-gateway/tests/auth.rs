@@ -264,33 +264,19 @@ fn keys_from_pem_and_jwks_are_checked() {
     let auth = keys
         .into_iter()
         .fold(Authenticator::new(), Authenticator::jwt_key);
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("k1".into());
-    let token = encode(
-        &header,
-        &json!({"sub": "bob", "exp": now() + 60}),
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap();
-    assert_eq!(
+    let bob_with_kid = |kid: &str| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid.into());
+        let token = encode(
+            &header,
+            &json!({"sub": "bob", "exp": now() + 60}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         auth.authenticate(Some(&format!("Bearer {token}")))
-            .unwrap()
-            .subject,
-        "bob"
-    );
-    header.kid = Some("k2".into());
-    let token = encode(
-        &header,
-        &json!({"sub": "bob", "exp": now() + 60}),
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap();
-    assert_eq!(
-        auth.authenticate(Some(&format!("Bearer {token}")))
-            .unwrap_err()
-            .reason(),
-        "unknown-key"
-    );
+    };
+    assert_eq!(bob_with_kid("k1").unwrap().subject, "bob");
+    assert_eq!(bob_with_kid("k2").unwrap_err().reason(), "unknown-key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

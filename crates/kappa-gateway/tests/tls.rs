@@ -11,6 +11,47 @@ use kappa_log::{EmbeddedLog, Log};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The demo service on a scratch log, served by `Gateway::serve`.
+struct Serving {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    gateway: Arc<kappa_gateway::Gateway>,
+    streams: Arc<kappa_streams::Streams>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serving(config: GatewayConfig, tls: Option<Arc<rustls::ServerConfig>>) -> Serving {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+    let (gateway, streams) =
+        kappa_gateway::demo::start(log, config, Duration::from_millis(2)).unwrap();
+    let gateway = Arc::new(gateway);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.clone().serve(listener, tls, async {
+        let _ = stopped.await;
+    }));
+    Serving {
+        addr,
+        stop,
+        server,
+        gateway,
+        streams,
+        _dir: dir,
+    }
+}
+
+impl Serving {
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.server.await.unwrap().unwrap();
+        drop(self.gateway);
+        drop(self.streams);
+    }
+}
+
 /// Sends one request over a TLS connection that trusts `roots`; the response text.
 async fn get(
     addr: std::net::SocketAddr,
@@ -53,21 +94,15 @@ async fn serves_over_tls_only_to_clients_that_trust_it() {
     assert!(err.contains("does not fit"), "{err}");
     let tls = kappa_gateway::tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
-    let config = GatewayConfig {
-        partitions: 1,
-        ..GatewayConfig::default()
-    };
-    let (gateway, streams) =
-        kappa_gateway::demo::start(log, config, Duration::from_millis(2)).unwrap();
-    let gateway = Arc::new(gateway);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.clone().serve(listener, Some(tls), async {
-        let _ = stopped.await;
-    }));
+    let s = serving(
+        GatewayConfig {
+            partitions: 1,
+            ..GatewayConfig::default()
+        },
+        Some(tls),
+    )
+    .await;
+    let addr = s.addr;
 
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -114,30 +149,18 @@ async fn serves_over_tls_only_to_clients_that_trust_it() {
         "plain HTTP answered: {out:?}"
     );
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
-    drop(gateway);
-    drop(streams);
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_slow_to_send_its_headers_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
     let config = GatewayConfig {
         partitions: 1,
         header_read_timeout: Duration::from_millis(300),
         ..GatewayConfig::default()
     };
-    let (gateway, streams) =
-        kappa_gateway::demo::start(log, config, Duration::from_millis(2)).unwrap();
-    let gateway = Arc::new(gateway);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.clone().serve(listener, None, async {
-        let _ = stopped.await;
-    }));
+    let s = serving(config, None).await;
+    let addr = s.addr;
     // A whole request is answered.
     let mut c = kappa_gateway::load::HttpClient::connect(addr)
         .await
@@ -153,8 +176,5 @@ async fn a_client_slow_to_send_its_headers_is_cut_off() {
     assert!(closed.is_ok(), "the connection was still open after 10 s");
     assert!(!String::from_utf8_lossy(&out).contains(" 200 "), "{out:?}");
     drop(c);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
-    drop(gateway);
-    drop(streams);
+    s.stop().await;
 }
