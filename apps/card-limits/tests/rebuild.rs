@@ -25,7 +25,7 @@ fn config() -> GatewayConfig {
 /// Runs the service on `dir` while `f` talks to it, then stops it.
 async fn with_service<T>(dir: &Path, f: impl AsyncFnOnce(&mut HttpClient) -> T) -> T {
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir).unwrap());
-    let mut ours = log.clone();
+    let ours = log.clone();
     let service = card_limits::service::start(log, config(), Duration::from_millis(2)).unwrap();
     assert!(
         service.gateway.wait_ready(Duration::from_secs(60)).unwrap(),
@@ -47,28 +47,11 @@ async fn with_service<T>(dir: &Path, f: impl AsyncFnOnce(&mut HttpClient) -> T) 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     drop(service.gateway);
-    // A connection task can still be dropping its router (which holds the
-    // views' topology) just after the server returns.
-    let mut streams = service.streams;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while Arc::get_mut(&mut streams).is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still shared after 30 s"
-        );
-        tokio::task::yield_now().await;
-    }
+    // The router's state holds the views' topology and, with the index,
+    // the log: the next open of this directory waits for the last of them.
+    let streams = common::service::unique(service.streams).await;
     Arc::try_unwrap(streams).ok().unwrap().close().unwrap();
-    // The gateway's state (index included) holds the log too: the next
-    // open of this directory must wait until the last of it is gone.
-    while Arc::get_mut(&mut ours).is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log is still shared after 30 s"
-        );
-        tokio::task::yield_now().await;
-    }
-    drop(ours);
+    drop(common::service::unique(ours).await);
     out
 }
 

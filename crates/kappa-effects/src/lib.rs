@@ -19,6 +19,7 @@ pub mod runner;
 pub mod search;
 mod sink;
 pub mod testing;
+mod watermark;
 
 /// The HTTP client effects use (its `Url`, `Method`), re-exported so
 /// applications build requests with the same version.

@@ -4,7 +4,7 @@
 //! and its positions change in one transaction.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use kappa_log::{Log, Record, TopicPartition};
 
 use crate::error::EffectsError;
 use crate::follower::Follower;
+use crate::watermark::Watermark;
 
 /// What one applied batch changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,8 +48,7 @@ pub(crate) struct Shared {
     kind: &'static str,
     topic: String,
     log: Arc<dyn Log>,
-    committed: Mutex<Vec<u64>>,
-    advanced: Condvar,
+    committed: Watermark,
     stopping: AtomicBool,
     failure: Mutex<Option<String>>,
     records: AtomicU64,
@@ -110,8 +110,7 @@ impl SinkHandle {
             kind,
             topic: topic.to_owned(),
             log,
-            committed: Mutex::new(start.clone()),
-            advanced: Condvar::new(),
+            committed: Watermark::new(start.clone()),
             stopping: AtomicBool::new(false),
             failure: Mutex::new(None),
             records: AtomicU64::new(0),
@@ -149,7 +148,7 @@ impl SinkHandle {
                     }
                 }
                 s.stopping.store(true, Ordering::Release);
-                s.advanced.notify_all();
+                s.committed.wake();
             })
             .map_err(|e| EffectsError::io("starting a sink thread", e))?;
         Ok(Self {
@@ -181,12 +180,10 @@ impl SinkHandle {
     ///
     /// Log failures.
     pub fn wait_caught_up(&self, timeout: Duration) -> Result<bool, EffectsError> {
-        let mut ends = Vec::new();
-        for p in 0..lock(&self.shared.committed).len() {
-            let tp = TopicPartition::new(self.shared.topic.as_str(), p as u32);
-            ends.push((p as u32, self.shared.log.offsets(&tp)?.end));
-        }
-        Ok(self.shared.wait_for(&ends, timeout))
+        let s = &self.shared;
+        Ok(s.committed.wait_caught_up(&*s.log, &s.topic, timeout, || {
+            s.stopping.load(Ordering::Acquire)
+        })?)
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
@@ -220,8 +217,7 @@ impl Drop for SinkHandle {
 
 impl Shared {
     fn publish(&self, positions: Vec<u64>) {
-        *lock(&self.committed) = positions;
-        self.advanced.notify_all();
+        self.committed.set(positions);
     }
 
     /// Follows the topic from `start` until stopped (`Ok`) or a failure.
@@ -289,36 +285,19 @@ impl Shared {
 
     /// Partitions of the topic followed.
     pub(crate) fn partitions(&self) -> u32 {
-        lock(&self.committed).len() as u32
+        self.committed.partitions() as u32
     }
 
     /// The next offset per partition that the sink's storage reflects.
     pub(crate) fn committed(&self) -> Vec<u64> {
-        lock(&self.committed).clone()
+        self.committed.get()
     }
 
     /// Waits until each `(partition, next offset)` is committed; false on
     /// timeout or when the sink stopped.
     pub(crate) fn wait_for(&self, targets: &[(u32, u64)], timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut committed = lock(&self.committed);
-        loop {
-            let reached = targets
-                .iter()
-                .all(|(p, next)| committed.get(*p as usize).is_some_and(|c| c >= next));
-            if reached {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stopping.load(Ordering::Acquire) {
-                return false;
-            }
-            committed = self
-                .advanced
-                .wait_timeout(committed, left.min(Duration::from_millis(200)))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
+        self.committed
+            .wait_for(targets, timeout, || self.stopping.load(Ordering::Acquire))
     }
 }
 
@@ -358,7 +337,7 @@ impl MetricsSource for Shared {
             &l,
             u8::from(!self.stopping.load(Ordering::Acquire)),
         );
-        let committed = lock(&self.committed).clone();
+        let committed = self.committed.get();
         for (p, at) in committed.into_iter().enumerate() {
             let tp = TopicPartition::new(self.topic.as_str(), p as u32);
             if let Ok(o) = self.log.offsets(&tp) {

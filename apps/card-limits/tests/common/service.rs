@@ -198,6 +198,21 @@ impl Load {
     }
 }
 
+/// `arc` once every other reference is gone (a connection task can still
+/// be dropping its router, and with it the service's state, just after the
+/// server returns).
+pub async fn unique<T: ?Sized>(mut arc: Arc<T>) -> Arc<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Arc::get_mut(&mut arc).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still shared after 30 s"
+        );
+        tokio::task::yield_now().await;
+    }
+    arc
+}
+
 /// Every record of a topic's 4 partitions.
 pub fn read_all(log: &dyn Log, topic: &str) -> Vec<kappa_log::Record> {
     let mut out = Vec::new();

@@ -41,6 +41,7 @@ pub use policy::{BreakerPolicy, RetryPolicy};
 
 use crate::error::EffectsError;
 use crate::follower::Follower;
+use crate::watermark::Watermark;
 use breaker::Breaker;
 use progress::Progress;
 
@@ -202,8 +203,7 @@ struct Shared {
     stop: watch::Receiver<bool>,
     counters: Counters,
     /// Per partition, the lowest unfinished offset as last committed.
-    committed: Mutex<Vec<u64>>,
-    committed_changed: Condvar,
+    committed: Watermark,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -291,8 +291,7 @@ impl Runner {
             targets: Mutex::new(BTreeMap::new()),
             stop: stop_rx,
             counters: Counters::default(),
-            committed: Mutex::new(starts),
-            committed_changed: Condvar::new(),
+            committed: Watermark::new(starts),
         });
         let spawn = |what: &str, f: fn(&Arc<Shared>) -> Result<(), EffectsError>| {
             let s = shared.clone();
@@ -345,27 +344,10 @@ impl Runner {
     /// Log failures.
     pub fn wait_caught_up(&self, timeout: Duration) -> Result<bool, EffectsError> {
         let s = &self.shared;
-        let mut ends = Vec::with_capacity(s.partitions as usize);
-        for p in 0..s.partitions {
-            let tp = TopicPartition::new(s.config.input_topic.as_str(), p);
-            ends.push(s.log.offsets(&tp)?.end);
-        }
-        let deadline = Instant::now() + timeout;
-        let mut committed = lock(&s.committed);
-        loop {
-            if committed.iter().zip(&ends).all(|(c, e)| c >= e) {
-                return Ok(true);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || s.stopping.load(Ordering::Acquire) {
-                return Ok(false);
-            }
-            committed = s
-                .committed_changed
-                .wait_timeout(committed, left.min(Duration::from_millis(200)))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
+        Ok(s.committed
+            .wait_caught_up(&*s.log, &s.config.input_topic, timeout, || {
+                s.stopping.load(Ordering::Acquire)
+            })?)
     }
 
     /// Stops reading, lets the attempts in flight finish for up to
@@ -782,8 +764,7 @@ fn commit_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
             last_commit = Instant::now();
             shared.log.commit(commit)?;
             shared.counters.commits.fetch_add(1, Ordering::Relaxed);
-            *lock(&shared.committed) = nexts;
-            shared.committed_changed.notify_all();
+            shared.committed.set(nexts);
         }
         if stopping {
             return Ok(());
