@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p card-limits
+bin="${CARGO_TARGET_DIR:-target}/release/card-limits"
 export KAPPA_LOG="${KAPPA_LOG:-./kappa-data}"
 # Without CARD_LIMITS_SECURITY (a settings file, docs/security.md) the demo
 # runs in development mode: no credentials, loopback only.
@@ -27,8 +28,8 @@ fi
 if [ -n "${DEMO_SECONDS:-}" ]; then
     # timeout says 124 when it stopped the service as asked: that is success.
     status=0
-    timeout --signal=INT "$DEMO_SECONDS" target/release/card-limits "${args[@]}" || status=$?
+    timeout --signal=INT "$DEMO_SECONDS" "$bin" "${args[@]}" || status=$?
     [ "$status" -eq 124 ] && status=0
     exit "$status"
 fi
-exec target/release/card-limits "${args[@]}"
+exec "$bin" "${args[@]}"

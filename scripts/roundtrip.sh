@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p kappa-cli
-kappa=target/release/kappa
+kappa="${CARGO_TARGET_DIR:-target}/release/kappa"
 export KAPPA_LOG="${KAPPA_LOG:-./kappa-data}"
 
 if ! "$kappa" topics describe card-commands >/dev/null 2>&1; then
@@ -43,7 +43,7 @@ wait "$demo" 2>/dev/null || true
 # seconds; then one card's balance.
 cargo build --release --locked -p card-limits
 cards_log="${KAPPA_LOG}-card-limits"
-target/release/card-limits serve --insecure-no-auth --log "$cards_log" --http 127.0.0.1:0 --demo-rate 400 --demo-cards 100 > "$out" &
+"${CARGO_TARGET_DIR:-target}/release/card-limits" serve --insecure-no-auth --log "$cards_log" --http 127.0.0.1:0 --demo-rate 400 --demo-cards 100 > "$out" &
 demo=$!
 for _ in $(seq 1 100); do
     grep -q '^ready' "$out" 2>/dev/null && break
