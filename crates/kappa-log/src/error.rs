@@ -107,6 +107,9 @@ pub enum LogError {
     /// The log has been closed.
     #[error("the log is closed")]
     Closed,
+    /// A Kafka broker refused or failed a request (the Kafka backend).
+    #[error("Kafka: {0}")]
+    Broker(String),
     /// The storage engine failed.
     #[error("storage failure: {0}")]
     Storage(String),

@@ -162,6 +162,27 @@ pub trait Log: Send + Sync {
     /// Storage failure.
     fn metadata_scan(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, LogError>;
 
+    /// Declares that metadata under `prefix`, followed by a partition
+    /// number (4 bytes, big-endian) and `/`, is the state of partition p
+    /// of a store with `partitions` partitions. A backend that keeps
+    /// metadata in topics (Kafka) gives such a store its own compacted
+    /// changelog topic named `changelog`, so each partition's state can be
+    /// restored on its own; the embedded log keeps all metadata itself and
+    /// ignores this.
+    ///
+    /// # Errors
+    ///
+    /// The changelog topic exists with another partition count, or cannot be created.
+    fn declare_changelog(
+        &self,
+        prefix: &[u8],
+        changelog: &str,
+        partitions: u32,
+    ) -> Result<(), LogError> {
+        let _ = (prefix, changelog, partitions);
+        Ok(())
+    }
+
     /// At most `limit` metadata entries with a prefix whose key is greater
     /// than `after` (when given), in key order: one page of a large scan.
     ///

@@ -206,6 +206,16 @@ pub(crate) fn plan(
             Err(e) => return Err(e.into()),
         }
     }
+    // Backends that keep state in topics give each store a changelog.
+    for store in topology.stores() {
+        let changelog = format!("{app}-{}-changelog", store.name);
+        if kappa_log::validate_topic_name(&changelog).is_ok() {
+            let mut prefix = crate::store::app_prefix(app);
+            prefix.extend_from_slice(store.name.as_bytes());
+            prefix.push(b'/');
+            log.declare_changelog(&prefix, &changelog, partitions)?;
+        }
+    }
     for topic in topology.sink_topics(app) {
         if log.describe_topic(&topic).is_err() {
             return Err(StreamsError::Topology(format!(

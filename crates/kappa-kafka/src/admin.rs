@@ -1,0 +1,199 @@
+//! Topic administration: create, delete and list topics on the cluster.
+
+use std::collections::BTreeMap;
+
+use kappa_log::{CleanupPolicy, LogError, TopicConfig, TopicSpec};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::client;
+use crate::config::KafkaConfig;
+
+/// Creates and deletes topics: the cluster's admin API, or a test
+/// cluster's own way when it has none.
+pub trait TopicAdmin: Send + Sync {
+    /// Creates a topic with its partitions and configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::TopicExists`], or the cluster refused.
+    fn create(&self, spec: &TopicSpec) -> Result<(), LogError>;
+
+    /// Deletes a topic.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`], or the cluster refused.
+    fn delete(&self, name: &str) -> Result<(), LogError>;
+}
+
+/// The cluster's admin API, used blocking.
+pub(crate) struct Admin {
+    admin: AdminClient<DefaultClientContext>,
+    options: AdminOptions,
+    replication_factor: i32,
+}
+
+impl Admin {
+    pub(crate) fn new(config: &KafkaConfig) -> Result<Self, LogError> {
+        let admin = client::base(config)
+            .create()
+            .map_err(|e| client::broker("creating an admin client", &e))?;
+        Ok(Self {
+            admin,
+            options: AdminOptions::new()
+                .request_timeout(Some(config.timeout))
+                .operation_timeout(Some(config.timeout)),
+            replication_factor: config.replication_factor,
+        })
+    }
+
+    /// Every topic and its partition count, as the cluster's metadata says.
+    pub(crate) fn partition_counts(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<BTreeMap<String, u32>, LogError> {
+        let md = self
+            .admin
+            .inner()
+            .fetch_metadata(None, timeout)
+            .map_err(|e| client::broker("listing topics", &e))?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| {
+                let n = u32::try_from(t.partitions().len()).unwrap_or(u32::MAX);
+                (t.name().to_owned(), n)
+            })
+            .collect())
+    }
+}
+
+impl TopicAdmin for Admin {
+    fn create(&self, spec: &TopicSpec) -> Result<(), LogError> {
+        let partitions = i32::try_from(spec.partitions).map_err(|_| {
+            LogError::InvalidConfig(format!("{} partitions are too many", spec.partitions))
+        })?;
+        let configs = topic_configs(&spec.config);
+        let mut topic = NewTopic::new(
+            &spec.name,
+            partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        for (k, v) in &configs {
+            topic = topic.set(k, v);
+        }
+        let results = futures_executor::block_on(self.admin.create_topics([&topic], &self.options))
+            .map_err(|e| client::broker(&format!("creating topic {:?}", spec.name), &e))?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    return Err(LogError::TopicExists(name));
+                }
+                Err((name, code)) => {
+                    return Err(LogError::Broker(format!("creating topic {name:?}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, name: &str) -> Result<(), LogError> {
+        let results = futures_executor::block_on(self.admin.delete_topics(&[name], &self.options))
+            .map_err(|e| client::broker(&format!("deleting topic {name:?}"), &e))?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((name, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                    return Err(LogError::UnknownTopic(name));
+                }
+                Err((name, code)) => {
+                    return Err(LogError::Broker(format!("deleting topic {name:?}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A topic's configuration as Kafka topic properties.
+pub(crate) fn topic_configs(c: &TopicConfig) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (
+            "cleanup.policy",
+            match c.cleanup_policy {
+                CleanupPolicy::Compact => "compact",
+                _ => "delete",
+            }
+            .to_owned(),
+        ),
+        ("max.message.bytes", c.max_record_bytes.to_string()),
+        ("delete.retention.ms", c.delete_retention_ms.to_string()),
+        ("retention.ms", c.retention_ms.unwrap_or(-1).to_string()),
+    ];
+    out.push((
+        "retention.bytes",
+        c.retention_bytes
+            .map_or_else(|| "-1".to_owned(), |b| b.to_string()),
+    ));
+    out
+}
+
+/// Encodes a topic configuration for the backend's topic registry (the
+/// same properties, one `name=value` per line), because some brokers
+/// do not describe topic configurations.
+pub(crate) fn encode_config(c: &TopicConfig) -> Vec<u8> {
+    let mut s = String::new();
+    for (k, v) in topic_configs(c) {
+        s.push_str(k);
+        s.push('=');
+        s.push_str(&v);
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+/// Decodes [`encode_config`]; unknown or malformed lines keep defaults.
+pub(crate) fn decode_config(bytes: &[u8]) -> TopicConfig {
+    let mut c = TopicConfig::default();
+    let text = String::from_utf8_lossy(bytes);
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k {
+            "cleanup.policy" if v == "compact" => c.cleanup_policy = CleanupPolicy::Compact,
+            "max.message.bytes" => {
+                if let Ok(n) = v.parse() {
+                    c.max_record_bytes = n;
+                }
+            }
+            "delete.retention.ms" => {
+                if let Ok(n) = v.parse() {
+                    c.delete_retention_ms = n;
+                }
+            }
+            "retention.ms" => c.retention_ms = v.parse().ok().filter(|n: &i64| *n >= 0),
+            "retention.bytes" => c.retention_bytes = v.parse().ok(),
+            _ => {}
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_configs_round_trip_through_the_registry_encoding() {
+        let spec = TopicSpec::new("t", 3).compacted().with_retention_ms(60_000);
+        let back = decode_config(&encode_config(&spec.config));
+        assert_eq!(back, spec.config);
+        let plain = TopicSpec::new("u", 1).with_retention_bytes(1 << 20);
+        assert_eq!(decode_config(&encode_config(&plain.config)), plain.config);
+    }
+}

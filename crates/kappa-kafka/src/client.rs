@@ -1,0 +1,58 @@
+//! Building librdkafka clients from a [`KafkaConfig`] and turning their errors into [`LogError`]s.
+
+use kappa_log::LogError;
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+
+use crate::config::KafkaConfig;
+
+/// Header naming the write-ahead entry a record was produced for:
+/// `<instance>/<slot>/<sequence>/<index>`. Stripped when Kappa reads records.
+pub(crate) const COMMIT_HEADER: &str = "kappa-commit";
+
+/// The properties every client shares: brokers, timeouts, and the
+/// operator's passthrough (security) settings.
+pub(crate) fn base(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap);
+    let ms = config.timeout.as_millis().to_string();
+    c.set("socket.timeout.ms", &ms);
+    c.set("log_level", "4");
+    for (k, v) in &config.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// An idempotent producer's properties: acks from all replicas, no
+/// duplicates or reordering on retry.
+pub(crate) fn producer(config: &KafkaConfig) -> ClientConfig {
+    let mut c = base(config);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", config.timeout.as_millis().to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    c
+}
+
+/// A reader's properties: it is assigned partitions explicitly (never joins
+/// a group) and sees only committed records.
+pub(crate) fn reader(config: &KafkaConfig) -> ClientConfig {
+    let mut c = base(config);
+    c.set("group.id", format!("kappa-reader-{}", config.instance))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "50")
+        .set("allow.auto.create.topics", "false");
+    c
+}
+
+/// Maps a client error to the log's error, naming what was being done.
+pub(crate) fn broker(doing: &str, e: &KafkaError) -> LogError {
+    LogError::Broker(format!("{doing}: {e}"))
+}

@@ -1,0 +1,925 @@
+//! [`KafkaLog`]: the [`Log`] trait on a Kafka cluster.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kappa_log::{
+    CleanupPolicy, Commit, CommitReceipt, FetchLimits, FetchOutcome, Log, LogError,
+    METADATA_KEY_BYTES_MAX, OffsetRange, PartitionDescription, Position, ProducerRecord, Record,
+    TopicConfig, TopicDescription, TopicPartition, TopicSpec,
+};
+
+use crate::admin::{self, Admin, TopicAdmin};
+use crate::cache::Cache;
+use crate::client::COMMIT_HEADER;
+use crate::config::KafkaConfig;
+use crate::produce::{Outgoing, Senders};
+use crate::read::Readers;
+use crate::writeahead::{self, ChunkHeader, Entry};
+
+/// The compacted topic holding metadata that belongs to no declared
+/// changelog: group positions, the topic registry, progress markers.
+pub const METADATA_TOPIC: &str = "kappa-metadata";
+/// Write-ahead slots (partitions of the commit topic): how many commits
+/// of one instance may be in flight at once.
+pub const COMMIT_SLOTS: u32 = 8;
+
+const GROUPS_PREFIX: &[u8] = b"kappa-log/groups/";
+const TOPICS_PREFIX: &[u8] = b"kappa-log/topics/";
+/// How long the commit topic keeps entries; only the last of each slot is ever read.
+const COMMIT_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+const RESTORE_BATCH: usize = 50_000;
+
+/// What restoring the metadata copy from the changelogs took.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RestoreStats {
+    /// Changelog records applied.
+    pub records: u64,
+    /// Time spent.
+    pub seconds: f64,
+    /// Write-ahead entries found unfinished and completed at start.
+    pub redone_entries: u64,
+    /// Records those entries still had to produce.
+    pub redone_records: u64,
+}
+
+/// One write-ahead slot: a partition of the commit topic and its next sequence number.
+struct Slot {
+    partition: u32,
+    next_seq: u64,
+    /// An entry stored but not fully produced (a failed commit): finished
+    /// before the slot is used again.
+    unfinished: Option<Entry>,
+}
+
+/// The Kafka backend of [`Log`].
+///
+/// Commits are exactly-once without broker transactions: each is first
+/// written as one write-ahead entry to this instance's commit topic (the
+/// commit point), then produced to its destinations with a header naming
+/// the entry; a restart completes an entry that was cut short, producing
+/// only what is missing. Metadata (store state, group positions) lives in
+/// compacted changelog topics, copied to a local cache with a checkpoint
+/// per changelog partition, so a restart restores only the tail.
+/// See `docs/kafka.md`.
+///
+/// ```no_run
+/// use kappa_kafka::{KafkaConfig, KafkaLog};
+/// use kappa_log::{Log, TopicSpec, ProducerRecord};
+/// let log = KafkaLog::open(KafkaConfig::from_url("kafka://127.0.0.1:9092", "/var/lib/kappa")?)?;
+/// log.create_topic(&TopicSpec::new("greetings", 3))?;
+/// log.append("greetings", vec![ProducerRecord::value("hello").with_key("k")])?;
+/// # Ok::<_, kappa_log::LogError>(())
+/// ```
+pub struct KafkaLog {
+    config: KafkaConfig,
+    admin: Admin,
+    topics: Arc<dyn TopicAdmin>,
+    senders: Senders,
+    readers: Readers,
+    cache: Cache,
+    commit_topic: Arc<str>,
+    /// Partition counts of topics seen so far.
+    partitions: RwLock<HashMap<String, u32>>,
+    /// Declared changelogs: metadata prefix and its topic.
+    routes: RwLock<Vec<(Vec<u8>, Arc<str>)>>,
+    slots: Mutex<Vec<Slot>>,
+    slot_free: Condvar,
+    /// An offset at or below the end of each partition this instance writes to.
+    known_end: Mutex<HashMap<TopicPartition, u64>>,
+    /// Changelog bounds of commits being produced, so checkpoints never pass them.
+    in_flight: Mutex<HashMap<u64, Vec<(TopicPartition, u64)>>>,
+    next_flight: AtomicU64,
+    round_robin: Mutex<HashMap<String, u32>>,
+    restore: Mutex<RestoreStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl KafkaLog {
+    /// Connects, creates the backend's own topics when missing, completes
+    /// this instance's unfinished commits and restores the metadata copy.
+    ///
+    /// # Errors
+    ///
+    /// The cluster is unreachable, the state directory is unusable or in
+    /// use, or a write-ahead entry is corrupt.
+    pub fn open(config: KafkaConfig) -> Result<Self, LogError> {
+        let admin = Arc::new(Admin::new(&config)?);
+        Self::open_with_topic_admin(config, admin)
+    }
+
+    /// As [`KafkaLog::open`], creating and deleting topics through `topics`
+    /// (for clusters without the admin API, such as the test cluster in
+    /// [`crate::testing`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`KafkaLog::open`].
+    pub fn open_with_topic_admin(
+        config: KafkaConfig,
+        topics: Arc<dyn TopicAdmin>,
+    ) -> Result<Self, LogError> {
+        let cache = Cache::open(&config.state_dir)?;
+        let log = Self {
+            admin: Admin::new(&config)?,
+            topics,
+            senders: Senders::new(config.clone()),
+            readers: Readers::new(config.clone()),
+            cache,
+            commit_topic: config.commit_topic().into(),
+            partitions: RwLock::new(HashMap::new()),
+            routes: RwLock::new(Vec::new()),
+            slots: Mutex::new(Vec::new()),
+            slot_free: Condvar::new(),
+            known_end: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            next_flight: AtomicU64::new(0),
+            round_robin: Mutex::new(HashMap::new()),
+            restore: Mutex::new(RestoreStats::default()),
+            config,
+        };
+        let started = Instant::now();
+        log.refresh_partitions()?;
+        // The backend's own topics, made before anything can be committed
+        // (so without entries in the topic registry, which is metadata).
+        for spec in [
+            TopicSpec::new(METADATA_TOPIC, 1).compacted(),
+            TopicSpec::new(&*log.commit_topic, COMMIT_SLOTS).with_retention_ms(COMMIT_RETENTION_MS),
+        ] {
+            match log.partition_count(&spec.name) {
+                Ok(_) => {}
+                Err(LogError::UnknownTopic(_)) => match log.topics.create(&spec) {
+                    Ok(()) | Err(LogError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        let mut slots = Vec::new();
+        for p in 0..COMMIT_SLOTS {
+            slots.push(log.recover_slot(p)?);
+        }
+        *lock(&log.slots) = slots;
+        let counts = log.refresh_partitions()?;
+        let mut changelogs = vec![TopicPartition::new(METADATA_TOPIC, 0)];
+        for (topic, n) in &counts {
+            if topic.ends_with("-changelog") {
+                changelogs.extend((0..*n).map(|p| TopicPartition::new(topic.as_str(), p)));
+            }
+        }
+        let records = log.restore(&changelogs)?;
+        let mut stats = lock(&log.restore);
+        stats.records += records;
+        stats.seconds += started.elapsed().as_secs_f64();
+        tracing::info!(
+            instance = %log.config.instance,
+            records,
+            seconds = stats.seconds,
+            redone_entries = stats.redone_entries,
+            "kafka log opened: metadata restored from changelogs"
+        );
+        drop(stats);
+        Ok(log)
+    }
+
+    /// What the last restores took (at open and for declared changelogs).
+    pub fn restore_stats(&self) -> RestoreStats {
+        *lock(&self.restore)
+    }
+
+    /// The settings this log was opened with.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    fn refresh_partitions(&self) -> Result<BTreeMap<String, u32>, LogError> {
+        let counts = self.admin.partition_counts(self.config.timeout)?;
+        let mut known = self
+            .partitions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.clear();
+        known.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
+        Ok(counts)
+    }
+
+    fn partition_count(&self, topic: &str) -> Result<u32, LogError> {
+        if let Some(n) = self
+            .partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(topic)
+        {
+            return Ok(*n);
+        }
+        self.refresh_partitions()?
+            .get(topic)
+            .copied()
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
+    }
+
+    fn topic_config(&self, topic: &str) -> Result<TopicConfig, LogError> {
+        Ok(self
+            .cache
+            .get(&topics_key(topic))?
+            .map_or_else(TopicConfig::default, |b| admin::decode_config(&b)))
+    }
+
+    /// Reads `tp` from `from` to its end (as far as the broker has it now).
+    fn read_to_end(
+        &self,
+        tps: &[(TopicPartition, u64)],
+        mut each: impl FnMut(&[Record], &[u64]) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let mut from = tps.to_vec();
+        if from.is_empty() {
+            return Ok(());
+        }
+        let limits = FetchLimits {
+            records_max: RESTORE_BATCH,
+            wait_max: Duration::ZERO,
+            ..FetchLimits::default()
+        };
+        let mut out = Vec::new();
+        loop {
+            out.clear();
+            let outcome = self
+                .readers
+                .with(&from, |r| r.read(&from, limits, &mut out, true))?;
+            each(&out, &outcome.next_offsets)?;
+            for ((_, at), next) in from.iter_mut().zip(&outcome.next_offsets) {
+                *at = *next;
+            }
+            if outcome.records == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Copies changelog partitions into the cache from their checkpoints.
+    fn restore(&self, tps: &[TopicPartition]) -> Result<u64, LogError> {
+        let mut from = Vec::with_capacity(tps.len());
+        for tp in tps {
+            let (low, _) = self.readers.with(&[], |r| r.watermarks(tp))?;
+            from.push((tp.clone(), self.cache.checkpoint(tp)?.max(low)));
+        }
+        let mut applied = 0u64;
+        let mut changes = Vec::new();
+        self.read_to_end(&from, |records, next| {
+            changes.clear();
+            for r in records {
+                if let Some(k) = &r.key {
+                    changes.push((k.clone(), r.value.clone()));
+                }
+            }
+            applied += records.len() as u64;
+            let checkpoints: Vec<(TopicPartition, u64)> = from
+                .iter()
+                .zip(next)
+                .map(|((tp, _), n)| (tp.clone(), *n))
+                .collect();
+            self.cache.apply(&changes, &checkpoints)
+        })?;
+        Ok(applied)
+    }
+
+    /// Reads the end of a write-ahead slot: finishes its last entry if it
+    /// is complete, and returns the slot positioned after it.
+    fn recover_slot(&self, partition: u32) -> Result<Slot, LogError> {
+        let tp = TopicPartition::new(self.commit_topic.clone(), partition);
+        let (low, high) = self.readers.with(&[], |r| r.watermarks(&tp))?;
+        let mut slot = Slot {
+            partition,
+            next_seq: 0,
+            unfinished: None,
+        };
+        if high <= low {
+            return Ok(slot);
+        }
+        let mut last: Option<Record> = None;
+        self.read_to_end(&[(tp.clone(), high - 1)], |records, _| {
+            if let Some(r) = records.last() {
+                last = Some(r.clone());
+            }
+            Ok(())
+        })?;
+        let Some(last) = last else {
+            return Ok(slot);
+        };
+        let header = last
+            .value
+            .as_deref()
+            .and_then(ChunkHeader::parse)
+            .ok_or_else(|| {
+                LogError::CorruptMetadata(format!(
+                    "{} holds a record that is not a write-ahead chunk",
+                    last.position()
+                ))
+            })?;
+        slot.next_seq = header.seq + 1;
+        if !header.is_last() {
+            // Cut short while being written: that commit never happened.
+            return Ok(slot);
+        }
+        let first = last.offset - u64::from(header.part);
+        let mut chunks = Vec::new();
+        self.read_to_end(&[(tp, first)], |records, _| {
+            for r in records {
+                if chunks.len() < header.parts as usize {
+                    chunks.push(r.value.clone().unwrap_or_default());
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(entry) = Entry::decode(&chunks)? {
+            self.finish(&entry, partition)?;
+        }
+        Ok(slot)
+    }
+
+    /// Produces what of `entry` is not yet in its destinations.
+    fn finish(&self, entry: &Entry, slot: u32) -> Result<(), LogError> {
+        let instance = &self.config.instance;
+        let mut found: HashSet<usize> = HashSet::new();
+        let from: Vec<(TopicPartition, u64)> = entry.bounds.clone();
+        self.read_to_end(&from, |records, _| {
+            for r in records {
+                if let Some(v) = r.header(COMMIT_HEADER)
+                    && let Some((s, seq, index)) = writeahead::parse_commit_id(instance, v)
+                    && s == slot
+                    && seq == entry.seq
+                {
+                    found.insert(index);
+                }
+            }
+            Ok(())
+        })?;
+        let (missing, indexes): (Vec<Outgoing>, Vec<usize>) = entry
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !found.contains(i))
+            .map(|(i, o)| (o.clone(), i))
+            .unzip();
+        if !missing.is_empty() {
+            let seq = entry.seq;
+            self.senders.with(|s| {
+                s.send_all(&missing, &|i| {
+                    Some((
+                        COMMIT_HEADER,
+                        writeahead::commit_id(instance, slot, seq, indexes[i]),
+                    ))
+                })
+            })?;
+        }
+        let mut stats = lock(&self.restore);
+        stats.redone_entries += 1;
+        stats.redone_records += missing.len() as u64;
+        tracing::info!(
+            slot,
+            seq = entry.seq,
+            missing = missing.len(),
+            "finished a write-ahead entry"
+        );
+        Ok(())
+    }
+
+    fn take_slot(&self) -> Slot {
+        let mut slots = lock(&self.slots);
+        loop {
+            if let Some(s) = slots.pop() {
+                return s;
+            }
+            slots = self
+                .slot_free
+                .wait(slots)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn put_slot(&self, slot: Slot) {
+        lock(&self.slots).push(slot);
+        self.slot_free.notify_one();
+    }
+
+    /// The changelog partition a metadata key belongs to.
+    fn route(&self, key: &[u8]) -> TopicPartition {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (prefix, topic) in routes.iter() {
+            if let Some(rest) = key.strip_prefix(prefix.as_slice())
+                && let Some(p) = rest.get(..4)
+                && let Ok(p) = <[u8; 4]>::try_from(p)
+            {
+                return TopicPartition::new(topic.clone(), u32::from_be_bytes(p));
+            }
+        }
+        TopicPartition::new(METADATA_TOPIC, 0)
+    }
+
+    fn partition_for(&self, topic: &str, n: u32, record: &ProducerRecord) -> u32 {
+        match &record.key {
+            Some(k) => kappa_log::partition_for_key(k, n),
+            None => {
+                let mut rr = lock(&self.round_robin);
+                let next = rr.entry(topic.to_owned()).or_insert(0);
+                let p = *next % n;
+                *next = next.wrapping_add(1);
+                p
+            }
+        }
+    }
+
+    /// Checks a commit and fixes every record's destination. Nothing is
+    /// written when any part is invalid.
+    fn plan(&self, commit: Commit) -> Result<Planned, LogError> {
+        let now = kappa_log::now_ms();
+        let mut records = Vec::with_capacity(commit.record_count() + commit.metadata.len());
+        for append in commit.appends {
+            let n = self.partition_count(&append.topic)?;
+            let config = self.topic_config(&append.topic)?;
+            for mut record in append.records {
+                let partition = match append.partition {
+                    Some(p) if p >= n => {
+                        return Err(LogError::PartitionOutOfRange {
+                            topic: append.topic.to_string(),
+                            partition: p,
+                            partitions: n,
+                        });
+                    }
+                    Some(p) => p,
+                    None => self.partition_for(&append.topic, n, &record),
+                };
+                let size = record.encoded_len();
+                if size > config.max_record_bytes as usize {
+                    return Err(LogError::RecordTooLarge {
+                        topic: append.topic.to_string(),
+                        size,
+                        max: config.max_record_bytes,
+                    });
+                }
+                if config.cleanup_policy == CleanupPolicy::Compact && record.key.is_none() {
+                    return Err(LogError::MissingKey(append.topic.to_string()));
+                }
+                record.timestamp.get_or_insert(now);
+                records.push(Outgoing {
+                    topic: append.topic.clone(),
+                    partition,
+                    record,
+                });
+            }
+        }
+        let outputs = records.len();
+        let mut changes = Vec::with_capacity(commit.metadata.len() + commit.group_positions.len());
+        for gp in commit.group_positions {
+            if gp.group.is_empty() || gp.group.len() > 255 || gp.group.chars().any(char::is_control)
+            {
+                return Err(LogError::InvalidGroupName(gp.group.to_string()));
+            }
+            let n = self.partition_count(&gp.partition.topic)?;
+            if gp.partition.partition >= n {
+                return Err(LogError::PartitionOutOfRange {
+                    topic: gp.partition.topic.to_string(),
+                    partition: gp.partition.partition,
+                    partitions: n,
+                });
+            }
+            changes.push((
+                Bytes::from(group_key(&gp.group, &gp.partition)),
+                Some(Bytes::copy_from_slice(&gp.offset.to_be_bytes())),
+            ));
+        }
+        for (k, v) in commit.metadata {
+            if k.is_empty() || k.len() > METADATA_KEY_BYTES_MAX {
+                return Err(LogError::InvalidConfig(format!(
+                    "metadata keys are 1 to {METADATA_KEY_BYTES_MAX} bytes; got {}",
+                    k.len()
+                )));
+            }
+            changes.push((k, v));
+        }
+        for (k, v) in &changes {
+            let tp = self.route(k);
+            records.push(Outgoing {
+                topic: tp.topic,
+                partition: tp.partition,
+                record: ProducerRecord {
+                    key: Some(k.clone()),
+                    value: v.clone(),
+                    headers: Vec::new(),
+                    timestamp: Some(now),
+                },
+            });
+        }
+        Ok(Planned {
+            records,
+            outputs,
+            changes,
+        })
+    }
+
+    /// A lower bound of the end of each partition in `records`.
+    fn bounds(&self, records: &[Outgoing]) -> Result<Vec<(TopicPartition, u64)>, LogError> {
+        let mut tps: Vec<TopicPartition> = records
+            .iter()
+            .map(|o| TopicPartition::new(o.topic.clone(), o.partition))
+            .collect();
+        tps.sort();
+        tps.dedup();
+        let mut out = Vec::with_capacity(tps.len());
+        for tp in tps {
+            let known = lock(&self.known_end).get(&tp).copied();
+            let at = match known {
+                Some(at) => at,
+                None => {
+                    let (_, high) = self.readers.with(&[], |r| r.watermarks(&tp))?;
+                    lock(&self.known_end).insert(tp.clone(), high);
+                    high
+                }
+            };
+            out.push((tp, at));
+        }
+        Ok(out)
+    }
+
+    /// Writes `entry` ahead, then produces it; returns the records' offsets.
+    fn write(&self, slot: &mut Slot, entry: &Entry) -> Result<Vec<u64>, LogError> {
+        if let Some(previous) = slot.unfinished.take()
+            && let Err(e) = self.finish(&previous, slot.partition)
+        {
+            slot.unfinished = Some(previous);
+            return Err(e);
+        }
+        let chunks: Vec<Outgoing> = entry
+            .chunks()
+            .into_iter()
+            .map(|record| Outgoing {
+                topic: self.commit_topic.clone(),
+                partition: slot.partition,
+                record,
+            })
+            .collect();
+        slot.next_seq = entry.seq + 1;
+        self.senders.with(|s| s.send_all(&chunks, &|_| None))?;
+        let instance = &self.config.instance;
+        let (partition, seq) = (slot.partition, entry.seq);
+        let produced = self.senders.with(|s| {
+            s.send_all(&entry.records, &|i| {
+                Some((
+                    COMMIT_HEADER,
+                    writeahead::commit_id(instance, partition, seq, i),
+                ))
+            })
+        });
+        if produced.is_err() {
+            // Committed but not all produced: finished before the slot's next commit.
+            slot.unfinished = Some(entry.clone());
+        }
+        produced
+    }
+
+    fn forget_group_positions_of(&self, topic: &str) -> Result<(), LogError> {
+        let mut commit = Commit::new();
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = self.cache.page(GROUPS_PREFIX, after.as_deref(), 1024)?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.0.clone());
+            for (k, _) in &page {
+                if parse_group_key(&k[GROUPS_PREFIX.len()..])
+                    .is_some_and(|(_, tp)| *tp.topic == *topic)
+                {
+                    commit.delete_metadata(k.clone());
+                }
+            }
+        }
+        commit.delete_metadata(topics_key(topic));
+        self.commit(commit).map(|_| ())
+    }
+}
+
+/// A checked commit: records with fixed destinations (outputs first, then
+/// metadata changelog records) and the metadata changes themselves.
+struct Planned {
+    records: Vec<Outgoing>,
+    outputs: usize,
+    changes: Vec<(Bytes, Option<Bytes>)>,
+}
+
+fn topics_key(topic: &str) -> Vec<u8> {
+    let mut k = TOPICS_PREFIX.to_vec();
+    k.extend_from_slice(topic.as_bytes());
+    k
+}
+
+fn group_prefix(group: &str) -> Vec<u8> {
+    let mut k = GROUPS_PREFIX.to_vec();
+    k.extend_from_slice(group.as_bytes());
+    k.push(0);
+    k
+}
+
+fn group_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
+    let mut k = group_prefix(group);
+    k.extend_from_slice(tp.topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&tp.partition.to_be_bytes());
+    k
+}
+
+/// `group \0 topic \0 partition` back into its parts.
+fn parse_group_key(k: &[u8]) -> Option<(String, TopicPartition)> {
+    let g = k.iter().position(|b| *b == 0)?;
+    let rest = &k[g + 1..];
+    let t = rest.iter().position(|b| *b == 0)?;
+    let p: [u8; 4] = rest.get(t + 1..)?.try_into().ok()?;
+    Some((
+        String::from_utf8(k[..g].to_vec()).ok()?,
+        TopicPartition::new(std::str::from_utf8(&rest[..t]).ok()?, u32::from_be_bytes(p)),
+    ))
+}
+
+/// Topics that are the backend's own machinery, not the application's.
+fn is_internal(topic: &str) -> bool {
+    topic.starts_with("__")
+        || topic == METADATA_TOPIC
+        || topic.starts_with("kappa-commits-")
+        || topic.ends_with("-changelog")
+}
+
+impl Log for KafkaLog {
+    fn create_topic(&self, spec: &TopicSpec) -> Result<(), LogError> {
+        spec.validate()?;
+        let exists = match self.partition_count(&spec.name) {
+            Ok(n) => Some(n),
+            Err(LogError::UnknownTopic(_)) => None,
+            Err(e) => return Err(e),
+        };
+        match exists {
+            Some(_) if self.cache.get(&topics_key(&spec.name))?.is_some() => {
+                return Err(LogError::TopicExists(spec.name.clone()));
+            }
+            // Made outside Kappa (or before its registry entry was written):
+            // adopt it when the partition count agrees.
+            Some(n) if n != spec.partitions => {
+                return Err(LogError::TopicExists(spec.name.clone()));
+            }
+            Some(_) => {}
+            None => {
+                self.topics.create(spec)?;
+                self.partitions
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(spec.name.clone(), spec.partitions);
+            }
+        }
+        let mut c = Commit::new();
+        c.put_metadata(topics_key(&spec.name), admin::encode_config(&spec.config));
+        self.commit(c).map(|_| ())
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        self.partition_count(name)?;
+        self.topics.delete(name)?;
+        self.partitions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        lock(&self.known_end).retain(|tp, _| *tp.topic != *name);
+        self.forget_group_positions_of(name)
+    }
+
+    fn list_topics(&self) -> Result<Vec<TopicSpec>, LogError> {
+        let mut out = Vec::new();
+        for (name, n) in self.refresh_partitions()? {
+            if is_internal(&name) {
+                continue;
+            }
+            let config = self.topic_config(&name)?;
+            out.push(TopicSpec {
+                name,
+                partitions: n,
+                config,
+            });
+        }
+        Ok(out)
+    }
+
+    fn describe_topic(&self, name: &str) -> Result<TopicDescription, LogError> {
+        let n = self.partition_count(name)?;
+        let config = self.topic_config(name)?;
+        let mut partitions = Vec::with_capacity(n as usize);
+        for p in 0..n {
+            let r = self.offsets(&TopicPartition::new(name, p))?;
+            partitions.push(PartitionDescription {
+                partition: p,
+                start_offset: r.start,
+                end_offset: r.end,
+                size_bytes: 0,
+            });
+        }
+        Ok(TopicDescription {
+            spec: TopicSpec {
+                name: name.to_owned(),
+                partitions: n,
+                config,
+            },
+            partitions,
+        })
+    }
+
+    fn commit(&self, commit: Commit) -> Result<CommitReceipt, LogError> {
+        if commit.is_empty() {
+            return Ok(CommitReceipt::default());
+        }
+        let planned = self.plan(commit)?;
+        let bounds = self.bounds(&planned.records)?;
+        let flight = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let changelog_bounds: Vec<(TopicPartition, u64)> = bounds
+            .iter()
+            .filter(|(tp, _)| {
+                planned.records[planned.outputs..]
+                    .iter()
+                    .any(|o| o.topic == tp.topic && o.partition == tp.partition)
+            })
+            .cloned()
+            .collect();
+        lock(&self.in_flight).insert(flight, changelog_bounds.clone());
+        let mut slot = self.take_slot();
+        let entry = Entry {
+            seq: slot.next_seq,
+            records: planned.records,
+            bounds,
+        };
+        let written = self.write(&mut slot, &entry);
+        self.put_slot(slot);
+        let offsets = match written {
+            Ok(o) => o,
+            Err(e) => {
+                lock(&self.in_flight).remove(&flight);
+                return Err(e);
+            }
+        };
+        // Remember ends, and never checkpoint past a commit still producing.
+        let mut ends: HashMap<TopicPartition, u64> = HashMap::new();
+        for (o, at) in entry.records.iter().zip(&offsets) {
+            let e = ends
+                .entry(TopicPartition::new(o.topic.clone(), o.partition))
+                .or_insert(0);
+            *e = (*e).max(at + 1);
+        }
+        {
+            let mut known = lock(&self.known_end);
+            for (tp, end) in &ends {
+                let k = known.entry(tp.clone()).or_insert(0);
+                *k = (*k).max(*end);
+            }
+        }
+        let checkpoints: Vec<(TopicPartition, u64)> = {
+            let mut flights = lock(&self.in_flight);
+            flights.remove(&flight);
+            changelog_bounds
+                .iter()
+                .map(|(tp, _)| {
+                    let other = flights
+                        .values()
+                        .flat_map(|b| b.iter())
+                        .filter(|(t, _)| t == tp)
+                        .map(|(_, b)| *b)
+                        .min();
+                    let mine = ends.get(tp).copied().unwrap_or(0);
+                    (tp.clone(), other.map_or(mine, |o| o.min(mine)))
+                })
+                .collect()
+        };
+        self.cache.apply(&planned.changes, &checkpoints)?;
+        let positions = entry.records[..planned.outputs]
+            .iter()
+            .zip(&offsets)
+            .map(|(o, at)| Position {
+                topic: o.topic.clone(),
+                partition: o.partition,
+                offset: *at,
+            })
+            .collect();
+        Ok(CommitReceipt { positions })
+    }
+
+    fn fetch(
+        &self,
+        from: &[(TopicPartition, u64)],
+        limits: FetchLimits,
+        out: &mut Vec<Record>,
+    ) -> Result<FetchOutcome, LogError> {
+        for (tp, _) in from {
+            let n = self.partition_count(&tp.topic)?;
+            if tp.partition >= n {
+                return Err(LogError::PartitionOutOfRange {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    partitions: n,
+                });
+            }
+        }
+        if from.is_empty() {
+            return Ok(FetchOutcome::default());
+        }
+        self.readers.with(from, |r| r.fetch(from, limits, out))
+    }
+
+    fn offsets(&self, partition: &TopicPartition) -> Result<OffsetRange, LogError> {
+        let n = self.partition_count(&partition.topic)?;
+        if partition.partition >= n {
+            return Err(LogError::PartitionOutOfRange {
+                topic: partition.topic.to_string(),
+                partition: partition.partition,
+                partitions: n,
+            });
+        }
+        let (start, end) = self.readers.with(&[], |r| r.watermarks(partition))?;
+        Ok(OffsetRange { start, end })
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        partition: &TopicPartition,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, LogError> {
+        self.offsets(partition)?;
+        self.readers
+            .with(&[], |r| r.offset_for_timestamp(partition, timestamp_ms))
+    }
+
+    fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError> {
+        if group.is_empty() || group.len() > 255 || group.chars().any(char::is_control) {
+            return Err(LogError::InvalidGroupName(group.to_owned()));
+        }
+        let prefix = group_prefix(group);
+        let mut out = Vec::new();
+        for (k, v) in self.metadata_scan(&prefix)? {
+            let parsed = parse_group_key(&k[GROUPS_PREFIX.len()..]);
+            let offset = <[u8; 8]>::try_from(&v[..]).ok().map(u64::from_be_bytes);
+            if let (Some((_, tp)), Some(offset)) = (parsed, offset) {
+                out.push((tp, offset));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn metadata(&self, key: &[u8]) -> Result<Option<Bytes>, LogError> {
+        self.cache.get(key)
+    }
+
+    fn metadata_scan(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        self.cache.page(prefix, None, usize::MAX)
+    }
+
+    fn metadata_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
+        self.cache.page(prefix, after, limit)
+    }
+
+    fn declare_changelog(
+        &self,
+        prefix: &[u8],
+        changelog: &str,
+        partitions: u32,
+    ) -> Result<(), LogError> {
+        let spec = TopicSpec::new(changelog, partitions).compacted();
+        match self.create_topic(&spec) {
+            Ok(()) => {}
+            Err(LogError::TopicExists(_)) => {
+                let n = self.partition_count(changelog)?;
+                if n != partitions {
+                    return Err(LogError::InvalidConfig(format!(
+                        "changelog topic {changelog:?} has {n} partitions but its store has {partitions}; reset the application"
+                    )));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let mut routes = self
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !routes.iter().any(|(p, _)| p == prefix) {
+            routes.push((prefix.to_vec(), changelog.into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! Producing batches of records and learning each one's offset.
+//!
+//! A [`Sender`] is one idempotent producer; a commit takes one from the
+//! [`Senders`] pool, so each producer carries one batch at a time and its
+//! delivery reports map back to the batch by index.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kappa_log::{LogError, ProducerRecord};
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+
+use crate::client;
+use crate::config::KafkaConfig;
+
+/// A record ready to produce: destination fixed, plus the header naming its
+/// write-ahead entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) record: ProducerRecord,
+}
+
+/// Delivery reports of the batch in flight.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    state: Mutex<DeliveryState>,
+}
+
+#[derive(Default)]
+struct DeliveryState {
+    offsets: Vec<i64>,
+    pending: usize,
+    first_error: Option<String>,
+}
+
+const NOT_DELIVERED: i64 = -1;
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+        let mut s = lock(&self.state);
+        s.pending = s.pending.saturating_sub(1);
+        match result {
+            Ok(m) => {
+                if let Some(slot) = s.offsets.get_mut(index) {
+                    *slot = m.offset();
+                }
+            }
+            Err((e, m)) => {
+                if s.first_error.is_none() {
+                    s.first_error = Some(format!("{}/{}: {e}", m.topic(), m.partition()));
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One idempotent producer.
+pub(crate) struct Sender {
+    producer: BaseProducer<Deliveries>,
+    timeout: Duration,
+}
+
+impl Sender {
+    fn new(config: &KafkaConfig) -> Result<Self, LogError> {
+        let producer = client::producer(config)
+            .create_with_context(Deliveries::default())
+            .map_err(|e| client::broker("creating a producer", &e))?;
+        Ok(Self {
+            producer,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Produces `records` in order (per partition) and waits until every one
+    /// is acknowledged by all in-sync replicas; returns their offsets.
+    ///
+    /// `header` adds a header to each record (its write-ahead identity),
+    /// given the record's index.
+    pub(crate) fn send_all(
+        &self,
+        records: &[Outgoing],
+        header: &dyn Fn(usize) -> Option<(&'static str, String)>,
+    ) -> Result<Vec<u64>, LogError> {
+        {
+            let mut s = lock(&self.producer.context().state);
+            s.offsets.clear();
+            s.offsets.resize(records.len(), NOT_DELIVERED);
+            s.pending = records.len();
+            s.first_error = None;
+        }
+        let deadline = Instant::now() + self.timeout;
+        for (i, out) in records.iter().enumerate() {
+            let extra = header(i);
+            let mut headers = OwnedHeaders::new_with_capacity(out.record.headers.len() + 1);
+            for h in &out.record.headers {
+                headers = headers.insert(Header {
+                    key: h.name_str(),
+                    value: Some(&h.value[..]),
+                });
+            }
+            if let Some((name, value)) = &extra {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let partition = i32::try_from(out.partition).map_err(|_| {
+                LogError::InvalidConfig(format!("partition {} is out of range", out.partition))
+            })?;
+            let mut record: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&out.topic, i)
+                    .partition(partition)
+                    .headers(headers);
+            if let Some(k) = &out.record.key {
+                record = record.key(&k[..]);
+            }
+            if let Some(v) = &out.record.value {
+                record = record.payload(&v[..]);
+            }
+            if let Some(t) = out.record.timestamp {
+                record = record.timestamp(t);
+            }
+            let mut record = record;
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        if Instant::now() >= deadline {
+                            return Err(LogError::Broker(
+                                "the producer queue stayed full past the request timeout"
+                                    .to_owned(),
+                            ));
+                        }
+                        self.producer.poll(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => {
+                        // What was queued still completes; wait so the next batch starts clean.
+                        let _ = self.producer.flush(self.timeout);
+                        return Err(client::broker(&format!("producing to {}", out.topic), &e));
+                    }
+                }
+            }
+        }
+        loop {
+            let s = lock(&self.producer.context().state);
+            if s.pending == 0 {
+                break;
+            }
+            drop(s);
+            if Instant::now() >= deadline {
+                let _ = self.producer.flush(self.timeout);
+                return Err(LogError::Broker(
+                    "records were not acknowledged within the request timeout".to_owned(),
+                ));
+            }
+            self.producer.poll(Duration::from_millis(20));
+        }
+        let s = lock(&self.producer.context().state);
+        if let Some(e) = &s.first_error {
+            return Err(LogError::Broker(format!("a record was not delivered: {e}")));
+        }
+        s.offsets
+            .iter()
+            .map(|&o| {
+                u64::try_from(o)
+                    .map_err(|_| LogError::Broker("a delivery report carried no offset".to_owned()))
+            })
+            .collect()
+    }
+}
+
+/// Producers not in use, reused by the next commit.
+pub(crate) struct Senders {
+    config: KafkaConfig,
+    idle: Mutex<Vec<Sender>>,
+}
+
+impl Senders {
+    pub(crate) fn new(config: KafkaConfig) -> Self {
+        Self {
+            config,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with a producer of its own.
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&Sender) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        let taken = lock(&self.idle).pop();
+        let sender = match taken {
+            Some(s) => s,
+            None => Sender::new(&self.config)?,
+        };
+        let result = f(&sender);
+        lock(&self.idle).push(sender);
+        result
+    }
+}

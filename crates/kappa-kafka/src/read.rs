@@ -1,0 +1,308 @@
+//! Reading partitions from given offsets with assigned (group-less) consumers.
+//!
+//! A [`Reader`] remembers where its last fetch ended; a caller that asks
+//! for exactly that again (a tailing worker) keeps the consumer's
+//! prefetched records instead of reassigning, which would drop them.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kappa_log::{FetchLimits, FetchOutcome, Header, LogError, Record, TopicPartition};
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
+
+use crate::client::{self, COMMIT_HEADER};
+use crate::config::KafkaConfig;
+
+/// One assigned consumer and where its last fetch left each partition.
+pub(crate) struct Reader {
+    consumer: BaseConsumer,
+    /// The partitions assigned and the next offset the consumer will deliver.
+    at: Vec<(TopicPartition, u64)>,
+    /// Partition numbers that reported end-of-partition since their last record.
+    eof: HashSet<i32>,
+    timeout: Duration,
+}
+
+impl Reader {
+    fn new(config: &KafkaConfig) -> Result<Self, LogError> {
+        let consumer: BaseConsumer = client::reader(config)
+            .create()
+            .map_err(|e| client::broker("creating a consumer", &e))?;
+        Ok(Self {
+            consumer,
+            at: Vec::new(),
+            eof: HashSet::new(),
+            timeout: config.timeout,
+        })
+    }
+
+    fn assign(&mut self, from: &[(TopicPartition, u64)]) -> Result<(), LogError> {
+        if self.at == from {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::with_capacity(from.len());
+        for (tp, offset) in from {
+            let offset = i64::try_from(*offset)
+                .map_err(|_| LogError::InvalidConfig(format!("offset {offset} is too large")))?;
+            tpl.add_partition_offset(
+                &tp.topic,
+                partition_i32(tp.partition)?,
+                Offset::Offset(offset),
+            )
+            .map_err(|e| client::broker("assigning partitions", &e))?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| client::broker("assigning partitions", &e))?;
+        self.at = from.to_vec();
+        self.eof.clear();
+        Ok(())
+    }
+
+    /// As [`kappa_log::Log::fetch`].
+    pub(crate) fn fetch(
+        &mut self,
+        from: &[(TopicPartition, u64)],
+        limits: FetchLimits,
+        out: &mut Vec<Record>,
+    ) -> Result<FetchOutcome, LogError> {
+        self.read(from, limits, out, false)
+    }
+
+    /// As [`Reader::fetch`], keeping the backend's write-ahead header on
+    /// each record (to find what an interrupted commit already wrote).
+    pub(crate) fn read(
+        &mut self,
+        from: &[(TopicPartition, u64)],
+        limits: FetchLimits,
+        out: &mut Vec<Record>,
+        keep_commit_header: bool,
+    ) -> Result<FetchOutcome, LogError> {
+        self.assign(from)?;
+        let mut next: Vec<u64> = from.iter().map(|(_, o)| *o).collect();
+        let started = Instant::now();
+        // Until every partition has reported its end once, records may still
+        // be on their way; after that, wait only as long as asked.
+        let settle = started + self.timeout;
+        let wait_until = started + limits.wait_max;
+        let mut got = 0usize;
+        let mut bytes = 0usize;
+        let numbers: HashSet<i32> = from
+            .iter()
+            .filter_map(|(tp, _)| i32::try_from(tp.partition).ok())
+            .collect();
+        while got < limits.records_max && (got == 0 || bytes < limits.bytes_max) {
+            let now = Instant::now();
+            let all_eof = numbers.iter().all(|p| self.eof.contains(p));
+            let timeout = if got > 0 {
+                Duration::ZERO
+            } else if all_eof {
+                if now >= wait_until {
+                    break;
+                }
+                wait_until - now
+            } else {
+                if now >= settle.max(wait_until) {
+                    break;
+                }
+                Duration::from_millis(20)
+            };
+            match self.consumer.poll(timeout) {
+                None => {
+                    if got > 0 {
+                        break;
+                    }
+                }
+                Some(Ok(m)) => {
+                    let Some(i) = from.iter().position(|(tp, _)| {
+                        i64::from(tp.partition) == i64::from(m.partition())
+                            && *tp.topic == *m.topic()
+                    }) else {
+                        continue;
+                    };
+                    let offset = u64::try_from(m.offset()).unwrap_or(0);
+                    if offset < next[i] {
+                        // Redelivered after a reassignment; already returned.
+                        continue;
+                    }
+                    self.eof.remove(&m.partition());
+                    let record = to_record(&from[i].0, &m, keep_commit_header);
+                    bytes += record.key.as_ref().map_or(0, Bytes::len)
+                        + record.value.as_ref().map_or(0, Bytes::len);
+                    out.push(record);
+                    got += 1;
+                    next[i] = offset + 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.eof.insert(p);
+                }
+                Some(Err(e)) => {
+                    self.at.clear();
+                    return Err(self.consumption_error(from, &e));
+                }
+            }
+        }
+        self.at = from
+            .iter()
+            .zip(&next)
+            .map(|((tp, _), n)| (tp.clone(), *n))
+            .collect();
+        Ok(FetchOutcome {
+            next_offsets: next,
+            records: got,
+        })
+    }
+
+    fn consumption_error(&self, from: &[(TopicPartition, u64)], e: &KafkaError) -> LogError {
+        let out_of_range = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+        );
+        if out_of_range {
+            for (tp, offset) in from {
+                if let Ok((low, high)) = self.watermarks(tp)
+                    && (*offset < low || *offset > high)
+                {
+                    return LogError::OffsetOutOfRange {
+                        topic: tp.topic.to_string(),
+                        partition: tp.partition,
+                        offset: *offset,
+                        start: low,
+                        end: high,
+                    };
+                }
+            }
+        }
+        client::broker("reading", e)
+    }
+
+    /// A partition's first and next offsets, asked of its leader.
+    pub(crate) fn watermarks(&self, tp: &TopicPartition) -> Result<(u64, u64), LogError> {
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&tp.topic, partition_i32(tp.partition)?, self.timeout)
+            .map_err(|e| match e.rdkafka_error_code() {
+                Some(
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownPartition,
+                ) => LogError::UnknownTopic(tp.topic.to_string()),
+                _ => client::broker(
+                    &format!("asking the offsets of {}/{}", tp.topic, tp.partition),
+                    &e,
+                ),
+            })?;
+        Ok((
+            u64::try_from(low).unwrap_or(0),
+            u64::try_from(high).unwrap_or(0),
+        ))
+    }
+
+    /// The first offset at or after `timestamp_ms`, as Kafka's ListOffsets by time.
+    pub(crate) fn offset_for_timestamp(
+        &self,
+        tp: &TopicPartition,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, LogError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &tp.topic,
+            partition_i32(tp.partition)?,
+            Offset::Offset(timestamp_ms),
+        )
+        .map_err(|e| client::broker("asking offsets by time", &e))?;
+        let found = self
+            .consumer
+            .offsets_for_times(tpl, self.timeout)
+            .map_err(|e| client::broker("asking offsets by time", &e))?;
+        let elem = found
+            .elements()
+            .into_iter()
+            .next()
+            .map(|e| (e.offset(), e.error().err()));
+        match elem {
+            Some((_, Some(e))) => Err(client::broker("asking offsets by time", &e)),
+            Some((Offset::Offset(o), None)) => Ok(u64::try_from(o).ok()),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Converts a fetched message, dropping the backend's own header.
+fn to_record(tp: &TopicPartition, m: &BorrowedMessage<'_>, keep_commit_header: bool) -> Record {
+    let timestamp = match m.timestamp() {
+        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
+        Timestamp::NotAvailable => 0,
+    };
+    let headers = m.headers().map_or_else(Vec::new, |hs| {
+        hs.iter()
+            .filter(|h| keep_commit_header || h.key != COMMIT_HEADER)
+            .map(|h| {
+                Header::new(
+                    Bytes::copy_from_slice(h.key.as_bytes()),
+                    Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                )
+            })
+            .collect()
+    });
+    Record {
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+        offset: u64::try_from(m.offset()).unwrap_or(0),
+        timestamp,
+        key: m.key().map(Bytes::copy_from_slice),
+        value: m.payload().map(Bytes::copy_from_slice),
+        headers,
+    }
+}
+
+pub(crate) fn partition_i32(p: u32) -> Result<i32, LogError> {
+    i32::try_from(p).map_err(|_| LogError::InvalidConfig(format!("partition {p} is out of range")))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Readers not in use. A caller gets the one whose last fetch ended where
+/// this one starts, so tailing keeps its prefetched records.
+pub(crate) struct Readers {
+    config: KafkaConfig,
+    idle: Mutex<Vec<Reader>>,
+}
+
+impl Readers {
+    pub(crate) fn new(config: KafkaConfig) -> Self {
+        Self {
+            config,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with a reader of its own, preferably one positioned at `from`.
+    pub(crate) fn with<T>(
+        &self,
+        from: &[(TopicPartition, u64)],
+        f: impl FnOnce(&mut Reader) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        let taken = {
+            let mut idle = lock(&self.idle);
+            let i = idle
+                .iter()
+                .position(|r| r.at == from)
+                .or_else(|| (!idle.is_empty()).then_some(0));
+            i.map(|i| idle.swap_remove(i))
+        };
+        let mut reader = match taken {
+            Some(r) => r,
+            None => Reader::new(&self.config)?,
+        };
+        let result = f(&mut reader);
+        lock(&self.idle).push(reader);
+        result
+    }
+}

@@ -1,0 +1,161 @@
+//! An in-process Kafka cluster for tests: librdkafka's mock cluster,
+//! owned by a thread of its own (the mock handle may not move between
+//! threads), reachable over loopback TCP by any client, including child
+//! processes.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use kappa_log::{LogError, TopicSpec};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+use crate::admin::TopicAdmin;
+
+enum Request {
+    CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
+    FailRequests(RDKafkaApiKey, Vec<RDKafkaRespErr>, mpsc::Sender<()>),
+    BrokerDown(bool, mpsc::Sender<Result<(), String>>),
+}
+
+/// A running mock cluster of one broker.
+///
+/// The mock supports produce, fetch, offsets and consumer groups, but not
+/// the admin API (topics are created through [`MockBroker::create_topic`],
+/// which [`crate::KafkaLog::open_with_topic_admin`] uses), nor offsets by
+/// time; it accepts transactional requests but does not implement their
+/// semantics, which is one reason the backend does not rely on them.
+pub struct MockBroker {
+    bootstrap: String,
+    requests: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MockBroker {
+    /// Starts the cluster.
+    ///
+    /// # Errors
+    ///
+    /// librdkafka could not create it.
+    pub fn start() -> Result<Self, LogError> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("kappa-mock-kafka".to_owned())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Serves until every sender is gone.
+                for req in rx {
+                    match req {
+                        Request::CreateTopic(name, partitions, reply) => {
+                            let r = cluster
+                                .create_topic(&name, partitions, 1)
+                                .map_err(|e| e.to_string());
+                            let _ = reply.send(r);
+                        }
+                        Request::FailRequests(key, errors, reply) => {
+                            cluster.request_errors(key, &errors);
+                            let _ = reply.send(());
+                        }
+                        Request::BrokerDown(down, reply) => {
+                            let r = if down {
+                                cluster.broker_down(1)
+                            } else {
+                                cluster.broker_up(1)
+                            };
+                            let _ = reply.send(r.map_err(|e| e.to_string()));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| LogError::Broker(format!("starting the mock cluster: {e}")))?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| LogError::Broker("the mock cluster thread ended".to_owned()))?
+            .map_err(|e| LogError::Broker(format!("starting the mock cluster: {e}")))?;
+        Ok(Self {
+            bootstrap,
+            requests: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `host:port` of the broker.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Request) -> Result<T, LogError> {
+        let (tx, rx) = mpsc::channel();
+        let gone = || LogError::Broker("the mock cluster thread ended".to_owned());
+        self.requests
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(make(tx))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())
+    }
+
+    /// Creates a topic (the mock has no admin API).
+    ///
+    /// # Errors
+    ///
+    /// The mock refused it.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<(), LogError> {
+        let n = i32::try_from(partitions)
+            .map_err(|_| LogError::InvalidConfig(format!("{partitions} partitions")))?;
+        self.ask(|tx| Request::CreateTopic(name.to_owned(), n, tx))?
+            .map_err(|e| LogError::Broker(format!("creating {name:?} on the mock: {e}")))
+    }
+
+    /// Makes the next requests of one kind fail with the given errors, in order.
+    ///
+    /// # Errors
+    ///
+    /// The mock thread is gone.
+    pub fn fail_requests(
+        &self,
+        api: RDKafkaApiKey,
+        errors: Vec<RDKafkaRespErr>,
+    ) -> Result<(), LogError> {
+        self.ask(|tx| Request::FailRequests(api, errors, tx))
+    }
+
+    /// Takes the broker down (it refuses connections) or brings it back.
+    ///
+    /// # Errors
+    ///
+    /// The mock refused it.
+    pub fn set_down(&self, down: bool) -> Result<(), LogError> {
+        self.ask(|tx| Request::BrokerDown(down, tx))?
+            .map_err(|e| LogError::Broker(format!("mock broker up/down: {e}")))
+    }
+}
+
+impl TopicAdmin for MockBroker {
+    fn create(&self, spec: &TopicSpec) -> Result<(), LogError> {
+        self.create_topic(&spec.name, spec.partitions)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), LogError> {
+        Err(LogError::Broker(format!(
+            "cannot delete {name:?}: the mock cluster has no DeleteTopics"
+        )))
+    }
+}
+
+impl Drop for MockBroker {
+    fn drop(&mut self) {
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
