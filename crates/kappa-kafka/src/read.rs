@@ -100,13 +100,14 @@ impl Reader {
         while got < limits.records_max && (got == 0 || bytes < limits.bytes_max) {
             let now = Instant::now();
             let all_eof = numbers.iter().all(|p| self.eof.contains(p));
+            let mut last_look = false;
             let timeout = if got > 0 {
                 Duration::ZERO
             } else if all_eof {
-                if now >= wait_until {
-                    break;
-                }
-                wait_until - now
+                // The ends were seen before, but records fetched since then
+                // may be waiting: always look once.
+                last_look = now >= wait_until;
+                wait_until.saturating_duration_since(now)
             } else {
                 if now >= settle.max(wait_until) {
                     break;
@@ -115,7 +116,7 @@ impl Reader {
             };
             match self.consumer.poll(timeout) {
                 None => {
-                    if got > 0 {
+                    if got > 0 || last_look {
                         break;
                     }
                 }

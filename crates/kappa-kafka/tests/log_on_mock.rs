@@ -1,5 +1,6 @@
 //! The Kafka backend's `Log` behaviour, on librdkafka's in-process mock cluster.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 use std::sync::Arc;
 
 use kappa_kafka::testing::MockBroker;
