@@ -71,7 +71,7 @@ struct PostgresArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// The log: a directory (embedded); kafka://… once the Kafka backend exists.
+    /// The log: a directory (embedded) or kafka://host:port[,…][?property=value&…] (local state under $KAPPA_STATE_DIR, default ./kappa-state).
     #[arg(long, env = "KAPPA_LOG", default_value = "./kappa-data")]
     log: String,
     /// Address to listen on.
@@ -185,10 +185,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn open_log(location: &str, durability: Durability) -> anyhow::Result<Arc<dyn Log>> {
-    anyhow::ensure!(
-        !location.starts_with("kafka://"),
-        "the Kafka backend is not built yet; use a directory for the embedded log"
-    );
+    if location.starts_with("kafka://") {
+        // Local state (the metadata copy) per instance, beside the other instances'.
+        let base = std::env::var_os("KAPPA_STATE_DIR")
+            .map_or_else(|| std::path::PathBuf::from("kappa-state"), Into::into);
+        let config = kappa_kafka::KafkaConfig::from_location(location, &base)?;
+        let log = kappa_kafka::KafkaLog::open(config)
+            .with_context(|| format!("opening the Kafka log at {location}"))?;
+        return Ok(Arc::new(log));
+    }
     Ok(Arc::new(
         EmbeddedLog::open_with(location, EmbeddedOptions::default().durability(durability))
             .with_context(|| format!("opening the log in {location}"))?,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
+use kappa_kafka::{KafkaConfig, KafkaLog};
 use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log};
 
 /// A parsed `--log` value.
@@ -11,24 +12,18 @@ use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log};
 pub enum LogLocation {
     /// A directory holding an embedded log.
     Embedded(PathBuf),
-    /// A Kafka bootstrap list.
-    Kafka(Vec<String>),
+    /// A Kafka cluster: `kafka://host:port[,host:port...][?property=value&...]`.
+    Kafka(String),
 }
 
 impl FromStr for LogLocation {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        if let Some(rest) = s.strip_prefix("kafka://") {
-            let brokers: Vec<String> = rest
-                .split(',')
-                .filter(|b| !b.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if brokers.is_empty() {
-                bail!("--log {s:?} names no broker; expected kafka://host:port[,host:port...]");
-            }
-            return Ok(Self::Kafka(brokers));
+        if s.starts_with("kafka://") {
+            // Checked now so a bad address fails before anything else runs.
+            KafkaConfig::from_url(s, "").map_err(|e| anyhow::anyhow!("--log: {e}"))?;
+            return Ok(Self::Kafka(s.to_owned()));
         }
         if s.contains("://") {
             bail!("--log {s:?}: unknown scheme; use a directory path or kafka://host:port");
@@ -50,10 +45,14 @@ impl LogLocation {
                         .with_context(|| format!("opening the log in {}", dir.display()))?;
                 Ok(Box::new(log))
             }
-            Self::Kafka(brokers) => bail!(
-                "the Kafka backend is not built yet (brokers {}); use a directory for the embedded log",
-                brokers.join(",")
-            ),
+            Self::Kafka(url) => {
+                let base = std::env::var_os("KAPPA_STATE_DIR")
+                    .map_or_else(|| PathBuf::from("kappa-state"), PathBuf::from);
+                let config = KafkaConfig::from_location(url, &base)?;
+                let log = KafkaLog::open(config)
+                    .with_context(|| format!("opening the Kafka log at {url}"))?;
+                Ok(Box::new(log))
+            }
         }
     }
 }
@@ -66,7 +65,7 @@ mod tests {
     fn parses_locations() {
         assert_eq!(
             "kafka://a:9092,b:9092".parse::<LogLocation>().unwrap(),
-            LogLocation::Kafka(vec!["a:9092".into(), "b:9092".into()])
+            LogLocation::Kafka("kafka://a:9092,b:9092".into())
         );
         assert_eq!(
             "./data".parse::<LogLocation>().unwrap(),

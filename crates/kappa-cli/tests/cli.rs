@@ -314,13 +314,31 @@ fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
 }
 
 #[test]
-fn kafka_locations_say_the_backend_is_not_built_yet() {
+fn an_unreachable_kafka_cluster_is_a_clear_error() {
+    let state = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 of loopback.
     let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
-        .args(["--log", "kafka://127.0.0.1:9092", "topics", "list"])
+        .env("KAPPA_STATE_DIR", state.path())
+        .args([
+            "--log",
+            "kafka://127.0.0.1:9?kappa.timeout.ms=1500",
+            "topics",
+            "list",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Kafka backend is not built yet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("opening the Kafka log at kafka://127.0.0.1:9"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["--log", "kafka://127.0.0.1:9?acks=0", "topics", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sets this property itself"), "{err}");
 }
 
 #[test]

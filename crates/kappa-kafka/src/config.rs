@@ -141,6 +141,19 @@ impl KafkaConfig {
         Ok(self)
     }
 
+    /// Parses a `--log kafka://…` value as [`KafkaConfig::from_url`] does, keeping
+    /// local state in `base/<instance>` (so instances sharing `base` never
+    /// share a directory).
+    ///
+    /// # Errors
+    ///
+    /// As [`KafkaConfig::from_url`].
+    pub fn from_location(url: &str, base: &std::path::Path) -> Result<Self, LogError> {
+        let mut c = Self::from_url(url, base)?;
+        c.state_dir = base.join(&c.instance);
+        Ok(c)
+    }
+
     /// The commit topic this instance writes ahead to.
     pub fn commit_topic(&self) -> String {
         format!("kappa-commits-{}", self.instance)

@@ -1,0 +1,196 @@
+//! One suite of topology tests, run on every backend: the embedded log and
+//! Kafka (librdkafka's mock cluster, in process). Each test restarts the
+//! application on a reopened log halfway through its input, so stores and
+//! positions are restored from what the backend kept.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kappa_kafka::testing::MockBroker;
+use kappa_kafka::{KafkaConfig, KafkaLog};
+use kappa_log::{
+    Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord, TopicPartition,
+    TopicSpec,
+};
+use kappa_streams::{
+    I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Topology, TopologyTestDriver,
+    Utf8,
+};
+
+const PARTITIONS: u32 = 3;
+const OUTPUTS: [&str; 3] = ["doubled", "sums", "parity"];
+
+/// Opens (or reopens) a backend's log; what it needs lives in `Backend`.
+trait Backend {
+    fn open(&self, state: &Path) -> Arc<dyn Log>;
+}
+
+struct Embedded;
+
+impl Backend for Embedded {
+    fn open(&self, state: &Path) -> Arc<dyn Log> {
+        Arc::new(
+            EmbeddedLog::open_with(
+                state,
+                EmbeddedOptions::default().durability(Durability::Never),
+            )
+            .unwrap(),
+        )
+    }
+}
+
+struct KafkaMock(Arc<MockBroker>);
+
+impl Backend for KafkaMock {
+    fn open(&self, state: &Path) -> Arc<dyn Log> {
+        let config = KafkaConfig::new(self.0.bootstrap(), state);
+        Arc::new(KafkaLog::open_with_topic_admin(config, self.0.clone()).unwrap())
+    }
+}
+
+fn topology() -> Topology {
+    let b = StreamsBuilder::new();
+    let input = b.stream("in", Utf8, Json::<i64>::new());
+    input
+        .filter(|_, v| v % 3 != 0)
+        .map_values(|v| v * 2)
+        .to("doubled", Utf8, Json::<i64>::new());
+    input
+        .group_by_key(Utf8)
+        .aggregate(
+            Materialized::persistent("sums"),
+            Json::<i64>::new(),
+            || 0,
+            |_, v, s| s + v,
+        )
+        .to("sums", Utf8, Json::<i64>::new());
+    input
+        .group_by(
+            "parity",
+            |_, v: &i64| if v % 2 == 0 { "even" } else { "odd" }.to_owned(),
+            Utf8,
+            Json::<i64>::new(),
+        )
+        .count(Materialized::in_memory("parity"))
+        .to("parity", Utf8, I64);
+    b.build().unwrap()
+}
+
+/// Output values grouped by (topic, key), in order.
+type ByKey = BTreeMap<(String, Vec<u8>), Vec<Vec<u8>>>;
+
+fn collect(log: &dyn Log) -> ByKey {
+    let mut out = ByKey::new();
+    for topic in OUTPUTS {
+        for p in 0..PARTITIONS {
+            let tp = TopicPartition::new(topic, p);
+            let end = log.offsets(&tp).unwrap().end;
+            let mut at = 0;
+            while at < end {
+                let mut records = Vec::new();
+                let o = log
+                    .fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut records)
+                    .unwrap();
+                at = o.next_offsets[0];
+                for r in records {
+                    out.entry((topic.to_owned(), r.key.unwrap().to_vec()))
+                        .or_default()
+                        .push(r.value.map(|v| v.to_vec()).unwrap_or_default());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn inputs() -> Vec<ProducerRecord> {
+    // A fixed, varied sequence: keys k0..k6, values -40..40.
+    (0..240i64)
+        .map(|i| {
+            let v = (i * 37 % 81) - 40;
+            ProducerRecord::value(v.to_string())
+                .with_key(format!("k{}", i * 5 % 7))
+                .with_timestamp(1_000 + i)
+        })
+        .collect()
+}
+
+fn run(log: &Arc<dyn Log>, records: &[ProducerRecord]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut config = StreamsConfig::new("suite");
+    config.num_threads = 2;
+    config.commit_interval = Duration::from_millis(20);
+    config.fetch_records_max = 50;
+    let streams = Streams::start(log.clone(), topology(), config).unwrap();
+    for chunk in records.chunks(40) {
+        log.append("in", chunk.to_vec()).unwrap();
+    }
+    streams.wait_for_inputs().unwrap();
+    let sums = streams.store("sums").all().unwrap();
+    streams.close().unwrap();
+    Some(
+        sums.into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+    )
+}
+
+/// Runs half the input, restarts on a reopened log, runs the rest, and
+/// compares outputs and the store with the test driver's.
+fn outputs_and_stores_survive_a_restart(backend: &dyn Backend) {
+    let input = inputs();
+    let mut driver = TopologyTestDriver::new(topology(), PARTITIONS).unwrap();
+    for r in &input {
+        driver.pipe_record("in", r.clone()).unwrap();
+    }
+    let expected = collect(&**driver.log());
+
+    let state = tempfile::tempdir().unwrap();
+    let log = backend.open(state.path());
+    for t in ["in", "doubled", "sums", "parity"] {
+        log.create_topic(&TopicSpec::new(t, PARTITIONS)).unwrap();
+    }
+    let (first, second) = input.split_at(input.len() / 2);
+    run(&log, first).unwrap();
+    // Every other holder of the log is gone once the application closed,
+    // so dropping this one closes it before it is reopened.
+    assert_eq!(
+        Arc::strong_count(&log),
+        1,
+        "the log is still shared after close"
+    );
+    drop(log);
+    let log = backend.open(state.path());
+    let sums = run(&log, second).unwrap();
+    assert_eq!(collect(&*log), expected, "outputs equal the driver's");
+    // The store equals a recomputation from the input.
+    let mut recomputed: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for r in &input {
+        let v: i64 = std::str::from_utf8(r.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        *recomputed
+            .entry(r.key.clone().unwrap().to_vec())
+            .or_default() += v;
+    }
+    let stored: BTreeMap<Vec<u8>, i64> = sums
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap()))
+        .collect();
+    assert_eq!(stored, recomputed);
+}
+
+#[test]
+fn embedded_outputs_and_stores_survive_a_restart() {
+    outputs_and_stores_survive_a_restart(&Embedded);
+}
+
+#[test]
+fn kafka_outputs_and_stores_survive_a_restart() {
+    let broker = Arc::new(MockBroker::start().unwrap());
+    outputs_and_stores_survive_a_restart(&KafkaMock(broker));
+}
