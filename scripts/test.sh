@@ -13,19 +13,37 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 \
+        || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$@" >/dev/null; }
+}
+
 # The PostgreSQL sink's tests start a private server from Debian's
 # PostgreSQL programs (kappa_effects::postgres::TempCluster).
 if [ -z "${KAPPA_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     echo "installing PostgreSQL from Debian's packages (the sink tests need its server programs)" >&2
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y --no-install-recommends postgresql >/dev/null 2>&1 \
-        || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends postgresql >/dev/null; }
+    apt_install postgresql
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         echo "error: PostgreSQL's server programs are still missing; install Debian's postgresql package" >&2
         exit 1
     fi
+fi
+
+# The Kafka backend's tests run against tansu, a Kafka-compatible broker
+# (kappa_kafka::testing::Tansu starts it), and read what Kappa wrote with kcat.
+# tansu takes minutes to build, so it is kept outside the repository.
+export KAPPA_TOOLS="${KAPPA_TOOLS:-$HOME/.cache/kappa-tools}"
+if [ -z "${KAPPA_TANSU:-}" ] && [ ! -x "$KAPPA_TOOLS/tansu/bin/tansu" ]; then
+    echo "installing the tansu broker from crates.io into $KAPPA_TOOLS/tansu (about 7 minutes)" >&2
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$KAPPA_TOOLS/tansu"
+fi
+if ! command -v kcat >/dev/null 2>&1; then
+    echo "installing kcat from Debian's packages (the Kafka interoperability test reads with it)" >&2
+    apt_install kcat
+    command -v kcat >/dev/null 2>&1 || { echo "error: kcat is still missing; install Debian's kcat package" >&2; exit 1; }
 fi
 
 cargo fmt --all --check

@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kappa_gateway::Envelope;
 use kappa_gateway::GatewayConfig;
-use kappa_log::{Commit, Durability, EmbeddedLog, EmbeddedOptions, Log, ProducerRecord};
+use kappa_log::{Commit, Durability, EmbeddedOptions, Log, ProducerRecord};
 
 /// Many small, short-lived allocations per command (JSON, keys, records);
 /// mimalloc serves them faster than the system allocator.
@@ -185,19 +185,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn open_log(location: &str, durability: Durability) -> anyhow::Result<Arc<dyn Log>> {
-    if location.starts_with("kafka://") {
-        // Local state (the metadata copy) per instance, beside the other instances'.
-        let base = std::env::var_os("KAPPA_STATE_DIR")
-            .map_or_else(|| std::path::PathBuf::from("kappa-state"), Into::into);
-        let config = kappa_kafka::KafkaConfig::from_location(location, &base)?;
-        let log = kappa_kafka::KafkaLog::open(config)
-            .with_context(|| format!("opening the Kafka log at {location}"))?;
-        return Ok(Arc::new(log));
-    }
-    Ok(Arc::new(
-        EmbeddedLog::open_with(location, EmbeddedOptions::default().durability(durability))
-            .with_context(|| format!("opening the log in {location}"))?,
-    ))
+    // Kafka: local state (the metadata copy) per instance under $KAPPA_STATE_DIR.
+    let base = std::env::var_os("KAPPA_STATE_DIR")
+        .map_or_else(|| std::path::PathBuf::from("kappa-state"), Into::into);
+    let log = kappa_kafka::open_location(
+        location,
+        EmbeddedOptions::default().durability(durability),
+        &base,
+    )
+    .with_context(|| format!("opening the log at {location}"))?;
+    Ok(Arc::from(log))
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {

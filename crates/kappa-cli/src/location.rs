@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use kappa_kafka::{KafkaConfig, KafkaLog};
-use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log};
+use kappa_kafka::KafkaConfig;
+use kappa_log::{Durability, EmbeddedOptions, Log};
 
 /// A parsed `--log` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,25 +36,24 @@ impl FromStr for LogLocation {
 }
 
 impl LogLocation {
-    /// Opens the log.
+    /// Opens the log (Kafka: local state under `$KAPPA_STATE_DIR`, default `./kappa-state`).
     pub fn open(&self, durability: Durability) -> anyhow::Result<Box<dyn Log>> {
-        match self {
-            Self::Embedded(dir) => {
-                let log =
-                    EmbeddedLog::open_with(dir, EmbeddedOptions::default().durability(durability))
-                        .with_context(|| format!("opening the log in {}", dir.display()))?;
-                Ok(Box::new(log))
-            }
-            Self::Kafka(url) => {
-                let base = std::env::var_os("KAPPA_STATE_DIR")
-                    .map_or_else(|| PathBuf::from("kappa-state"), PathBuf::from);
-                let config = KafkaConfig::from_location(url, &base)?;
-                let log = KafkaLog::open(config)
-                    .with_context(|| format!("opening the Kafka log at {url}"))?;
-                Ok(Box::new(log))
-            }
-        }
+        let (location, what) = match self {
+            Self::Embedded(dir) => (dir.to_string_lossy().into_owned(), "the log in"),
+            Self::Kafka(url) => (url.clone(), "the Kafka log at"),
+        };
+        kappa_kafka::open_location(
+            &location,
+            EmbeddedOptions::default().durability(durability),
+            &state_base(),
+        )
+        .with_context(|| format!("opening {what} {location}"))
     }
+}
+
+/// Where Kafka instances keep local state: `$KAPPA_STATE_DIR` or `./kappa-state`.
+pub fn state_base() -> PathBuf {
+    std::env::var_os("KAPPA_STATE_DIR").map_or_else(|| PathBuf::from("kappa-state"), PathBuf::from)
 }
 
 #[cfg(test)]

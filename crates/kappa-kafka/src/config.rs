@@ -36,7 +36,18 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// How long one broker request may take before the operation fails.
     pub timeout: Duration,
+    /// Work around tansu 0.6 (`kappa.compat=tansu-0.6`): it reports a
+    /// partition's end as its last batch's first offset + 1, so ends are
+    /// found by reading; and a fetch from inside a batch skips the rest of
+    /// that batch, so reads start up to [`TANSU_REWIND`] records earlier and
+    /// drop what comes before the asked offset.
+    pub compat_tansu: bool,
 }
+
+/// How far before the asked offset reads start on tansu 0.6: librdkafka's
+/// largest batch (`batch.num.messages`), so the batch holding the offset is
+/// fetched whole.
+pub const TANSU_REWIND: u64 = 10_000;
 
 /// Properties the backend sets itself; passing them would break its guarantees.
 const RESERVED: &[&str] = &[
@@ -61,6 +72,7 @@ impl KafkaConfig {
             client: BTreeMap::new(),
             replication_factor: -1,
             timeout: Duration::from_secs(30),
+            compat_tansu: false,
         }
     }
 
@@ -103,7 +115,7 @@ impl KafkaConfig {
     }
 
     /// Sets a client property, or one of the backend's own (`kappa.instance`,
-    /// `kappa.replication.factor`, `kappa.timeout.ms`).
+    /// `kappa.replication.factor`, `kappa.timeout.ms`, `kappa.compat`).
     ///
     /// # Errors
     ///
@@ -121,6 +133,13 @@ impl KafkaConfig {
             }
             "kappa.replication.factor" => {
                 self.replication_factor = value.parse().map_err(|_| bad("not a number"))?;
+            }
+            "kappa.compat" => {
+                self.compat_tansu = match value {
+                    "tansu-0.6" => true,
+                    "none" => false,
+                    _ => return Err(bad("expected `none` or `tansu-0.6`")),
+                };
             }
             "kappa.timeout.ms" => {
                 let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;

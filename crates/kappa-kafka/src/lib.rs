@@ -17,5 +17,45 @@ pub mod testing;
 mod writeahead;
 
 pub use admin::TopicAdmin;
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, TANSU_REWIND};
 pub use log::{COMMIT_SLOTS, KafkaLog, METADATA_TOPIC, RestoreStats};
+
+use std::path::Path;
+
+use kappa_log::{EmbeddedLog, EmbeddedOptions, Log, LogError};
+
+/// Opens the log a `--log` value names: `kafka://…` is a Kafka cluster
+/// (local state under `state_base/<instance>`), anything else a directory
+/// holding an embedded log opened with `embedded`.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let log = kappa_kafka::open_location(
+///     dir.path().to_str().unwrap(),
+///     kappa_log::EmbeddedOptions::default(),
+///     std::path::Path::new("kappa-state"),
+/// )?;
+/// assert!(log.list_topics()?.is_empty());
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// A malformed `kafka://` address, an unreachable cluster, or the embedded
+/// log's own errors.
+pub fn open_location(
+    location: &str,
+    embedded: EmbeddedOptions,
+    state_base: &Path,
+) -> Result<Box<dyn Log>, LogError> {
+    if location.starts_with("kafka://") {
+        let config = KafkaConfig::from_location(location, state_base)?;
+        return Ok(Box::new(KafkaLog::open(config)?));
+    }
+    if location.contains("://") {
+        return Err(LogError::InvalidConfig(format!(
+            "{location:?}: unknown scheme; use a directory path or kafka://host:port"
+        )));
+    }
+    Ok(Box::new(EmbeddedLog::open_with(location, embedded)?))
+}

@@ -50,9 +50,13 @@ pub struct RestoreStats {
 struct Slot {
     partition: u32,
     next_seq: u64,
-    /// An entry stored but not fully produced (a failed commit): finished
-    /// before the slot is used again.
-    unfinished: Option<Entry>,
+}
+
+/// Slots not in use, and how many were retired by a failed commit.
+#[derive(Default)]
+struct SlotPool {
+    idle: Vec<Slot>,
+    retired: u32,
 }
 
 /// The Kafka backend of [`Log`].
@@ -86,7 +90,7 @@ pub struct KafkaLog {
     partitions: RwLock<HashMap<String, u32>>,
     /// Declared changelogs: metadata prefix and its topic.
     routes: RwLock<Vec<(Vec<u8>, Arc<str>)>>,
-    slots: Mutex<Vec<Slot>>,
+    slots: Mutex<SlotPool>,
     slot_free: Condvar,
     /// An offset at or below the end of each partition this instance writes to.
     known_end: Mutex<HashMap<TopicPartition, u64>>,
@@ -135,7 +139,7 @@ impl KafkaLog {
             commit_topic: config.commit_topic().into(),
             partitions: RwLock::new(HashMap::new()),
             routes: RwLock::new(Vec::new()),
-            slots: Mutex::new(Vec::new()),
+            slots: Mutex::new(SlotPool::default()),
             slot_free: Condvar::new(),
             known_end: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
@@ -165,7 +169,7 @@ impl KafkaLog {
         for p in 0..COMMIT_SLOTS {
             slots.push(log.recover_slot(p)?);
         }
-        *lock(&log.slots) = slots;
+        lock(&log.slots).idle = slots;
         let counts = log.refresh_partitions()?;
         let mut changelogs = vec![TopicPartition::new(METADATA_TOPIC, 0)];
         for (topic, n) in &counts {
@@ -308,7 +312,6 @@ impl KafkaLog {
         let mut slot = Slot {
             partition,
             next_seq: 0,
-            unfinished: None,
         };
         if high <= low {
             return Ok(slot);
@@ -401,11 +404,17 @@ impl KafkaLog {
         Ok(())
     }
 
-    fn take_slot(&self) -> Slot {
+    fn take_slot(&self) -> Result<Slot, LogError> {
         let mut slots = lock(&self.slots);
         loop {
-            if let Some(s) = slots.pop() {
-                return s;
+            if let Some(s) = slots.idle.pop() {
+                return Ok(s);
+            }
+            if slots.retired == COMMIT_SLOTS {
+                return Err(LogError::Broker(
+                    "every write-ahead slot had a commit fail; reopen the log to finish them"
+                        .to_owned(),
+                ));
             }
             slots = self
                 .slot_free
@@ -415,8 +424,21 @@ impl KafkaLog {
     }
 
     fn put_slot(&self, slot: Slot) {
-        lock(&self.slots).push(slot);
+        lock(&self.slots).idle.push(slot);
         self.slot_free.notify_one();
+    }
+
+    /// Takes a slot out of use after a commit on it failed: whether its
+    /// entry was stored is unknown, so only the next start may decide
+    /// (by reading the slot's end) and finish it.
+    fn retire_slot(&self, slot: Slot) {
+        tracing::error!(
+            slot = slot.partition,
+            seq = slot.next_seq,
+            "a commit failed; its write-ahead slot is retired until the log is reopened"
+        );
+        lock(&self.slots).retired += 1;
+        self.slot_free.notify_all();
     }
 
     /// The changelog partition a metadata key belongs to.
@@ -563,12 +585,6 @@ impl KafkaLog {
 
     /// Writes `entry` ahead, then produces it; returns the records' offsets.
     fn write(&self, slot: &mut Slot, entry: &Entry) -> Result<Vec<u64>, LogError> {
-        if let Some(previous) = slot.unfinished.take()
-            && let Err(e) = self.finish(&previous, slot.partition)
-        {
-            slot.unfinished = Some(previous);
-            return Err(e);
-        }
         let chunks: Vec<Outgoing> = entry
             .chunks()
             .into_iter()
@@ -582,19 +598,14 @@ impl KafkaLog {
         self.senders.with(|s| s.send_all(&chunks, &|_| None))?;
         let instance = &self.config.instance;
         let (partition, seq) = (slot.partition, entry.seq);
-        let produced = self.senders.with(|s| {
+        self.senders.with(|s| {
             s.send_all(&entry.records, &|i| {
                 Some((
                     COMMIT_HEADER,
                     writeahead::commit_id(instance, partition, seq, i),
                 ))
             })
-        });
-        if produced.is_err() {
-            // Committed but not all produced: finished before the slot's next commit.
-            slot.unfinished = Some(entry.clone());
-        }
-        produced
+        })
     }
 
     fn forget_group_positions_of(&self, topic: &str) -> Result<(), LogError> {
@@ -766,18 +777,27 @@ impl Log for KafkaLog {
             .cloned()
             .collect();
         lock(&self.in_flight).insert(flight, changelog_bounds.clone());
-        let mut slot = self.take_slot();
+        let mut slot = match self.take_slot() {
+            Ok(s) => s,
+            Err(e) => {
+                lock(&self.in_flight).remove(&flight);
+                return Err(e);
+            }
+        };
         let entry = Entry {
             seq: slot.next_seq,
             records: planned.records,
             bounds,
         };
-        let written = self.write(&mut slot, &entry);
-        self.put_slot(slot);
-        let offsets = match written {
-            Ok(o) => o,
+        let offsets = match self.write(&mut slot, &entry) {
+            Ok(o) => {
+                self.put_slot(slot);
+                o
+            }
             Err(e) => {
-                lock(&self.in_flight).remove(&flight);
+                // The commit may yet happen (at the next start): its
+                // changelog records must stay above every checkpoint.
+                self.retire_slot(slot);
                 return Err(e);
             }
         };
@@ -857,7 +877,15 @@ impl Log for KafkaLog {
                 partitions: n,
             });
         }
-        let (start, end) = self.readers.with(&[], |r| r.watermarks(partition))?;
+        let (start, mut end) = self.readers.with(&[], |r| r.watermarks(partition))?;
+        if self.config.compat_tansu && end > start {
+            self.read_to_end(&[(partition.clone(), end - 1)], |records, _| {
+                if let Some(last) = records.last() {
+                    end = end.max(last.offset + 1);
+                }
+                Ok(())
+            })?;
+        }
         Ok(OffsetRange { start, end })
     }
 
@@ -983,7 +1011,7 @@ mod tests {
         let planned = log.plan(c).unwrap();
         let total = planned.records.len();
         let bounds = log.bounds(&planned.records).unwrap();
-        let slot = log.take_slot();
+        let slot = log.take_slot().unwrap();
         let entry = Entry {
             seq: slot.next_seq,
             records: planned.records,
@@ -1061,7 +1089,7 @@ mod tests {
         }
         let planned = log.plan(c).unwrap();
         let bounds = log.bounds(&planned.records).unwrap();
-        let slot = log.take_slot();
+        let slot = log.take_slot().unwrap();
         let entry = Entry {
             seq: slot.next_seq,
             records: planned.records,

@@ -4,7 +4,6 @@
 //! for exactly that again (a tailing worker) keeps the consumer's
 //! prefetched records instead of reassigning, which would drop them.
 
-use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,14 +18,25 @@ use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use crate::client::{self, COMMIT_HEADER};
 use crate::config::KafkaConfig;
 
+/// How often a read that has seen no end reports asks the leaders itself.
+const END_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How long nothing must arrive before a partition whose leader reports an
+/// end at or below the read position is taken to be at its end. Several
+/// fetch rounds (`fetch.wait.max.ms` is 50): whatever exists has arrived.
+const END_QUIET: Duration = Duration::from_millis(250);
+/// Longest a read waits for ends or records when it asked for no wait.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
 /// One assigned consumer and where its last fetch left each partition.
 pub(crate) struct Reader {
     consumer: BaseConsumer,
     /// The partitions assigned and the next offset the consumer will deliver.
     at: Vec<(TopicPartition, u64)>,
-    /// Partition numbers that reported end-of-partition since their last record.
-    eof: HashSet<i32>,
+    /// For each assigned partition, whether it reported its end since its last record.
+    eof: Vec<bool>,
     timeout: Duration,
+    /// How far before the asked offsets to start (a broker workaround).
+    rewind: u64,
 }
 
 impl Reader {
@@ -37,8 +47,13 @@ impl Reader {
         Ok(Self {
             consumer,
             at: Vec::new(),
-            eof: HashSet::new(),
+            eof: Vec::new(),
             timeout: config.timeout,
+            rewind: if config.compat_tansu {
+                crate::config::TANSU_REWIND
+            } else {
+                0
+            },
         })
     }
 
@@ -48,7 +63,14 @@ impl Reader {
         }
         let mut tpl = TopicPartitionList::with_capacity(from.len());
         for (tp, offset) in from {
-            let offset = i64::try_from(*offset)
+            // Records before the asked offset are dropped as they arrive.
+            let start = if self.rewind > 0 {
+                let (low, _) = self.watermarks(tp)?;
+                offset.saturating_sub(self.rewind).max(low)
+            } else {
+                *offset
+            };
+            let offset = i64::try_from(start)
                 .map_err(|_| LogError::InvalidConfig(format!("offset {offset} is too large")))?;
             tpl.add_partition_offset(
                 &tp.topic,
@@ -61,7 +83,7 @@ impl Reader {
             .assign(&tpl)
             .map_err(|e| client::broker("assigning partitions", &e))?;
         self.at = from.to_vec();
-        self.eof.clear();
+        self.eof = vec![false; from.len()];
         Ok(())
     }
 
@@ -89,17 +111,15 @@ impl Reader {
         let started = Instant::now();
         // Until every partition has reported its end once, records may still
         // be on their way; after that, wait only as long as asked.
-        let settle = started + self.timeout;
+        let settle = started + self.timeout.min(SETTLE_MAX);
         let wait_until = started + limits.wait_max;
         let mut got = 0usize;
         let mut bytes = 0usize;
-        let numbers: HashSet<i32> = from
-            .iter()
-            .filter_map(|(tp, _)| i32::try_from(tp.partition).ok())
-            .collect();
+        let mut next_end_check = started + END_CHECK_INTERVAL;
+        let mut last_arrival = started;
         while got < limits.records_max && (got == 0 || bytes < limits.bytes_max) {
             let now = Instant::now();
-            let all_eof = numbers.iter().all(|p| self.eof.contains(p));
+            let all_eof = self.eof.iter().all(|e| *e);
             let mut last_look = false;
             let timeout = if got > 0 {
                 Duration::ZERO
@@ -119,6 +139,21 @@ impl Reader {
                     if got > 0 || last_look {
                         break;
                     }
+                    // Some brokers never send what makes librdkafka report an
+                    // end (tansu's end offsets lag the records): when nothing
+                    // arrives for a while, ask the leaders where the ends are.
+                    if !all_eof && now >= next_end_check && now >= last_arrival + END_QUIET {
+                        next_end_check = now + END_CHECK_INTERVAL;
+                        for i in 0..from.len() {
+                            if !self.eof[i]
+                                && self
+                                    .watermarks(&from[i].0)
+                                    .is_ok_and(|(_, high)| next[i] >= high)
+                            {
+                                self.eof[i] = true;
+                            }
+                        }
+                    }
                 }
                 Some(Ok(m)) => {
                     let Some(i) = from.iter().position(|(tp, _)| {
@@ -132,7 +167,8 @@ impl Reader {
                         // Redelivered after a reassignment; already returned.
                         continue;
                     }
-                    self.eof.remove(&m.partition());
+                    self.eof[i] = false;
+                    last_arrival = Instant::now();
                     let record = to_record(&from[i].0, &m, keep_commit_header);
                     bytes += record.key.as_ref().map_or(0, Bytes::len)
                         + record.value.as_ref().map_or(0, Bytes::len);
@@ -140,9 +176,7 @@ impl Reader {
                     got += 1;
                     next[i] = offset + 1;
                 }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    self.eof.insert(p);
-                }
+                Some(Err(KafkaError::PartitionEOF(p))) => self.ended(from, &next, p),
                 Some(Err(e)) => {
                     self.at.clear();
                     return Err(self.consumption_error(from, &e));
@@ -158,6 +192,26 @@ impl Reader {
             next_offsets: next,
             records: got,
         })
+    }
+
+    /// Notes an end-of-partition event. librdkafka names only the partition
+    /// number; when several assigned topics share it, the leader's end
+    /// offsets tell which of them are at their end.
+    fn ended(&mut self, from: &[(TopicPartition, u64)], next: &[u64], p: i32) {
+        let same: Vec<usize> = (0..from.len())
+            .filter(|&i| i64::from(from[i].0.partition) == i64::from(p))
+            .collect();
+        if let [only] = same[..] {
+            self.eof[only] = true;
+            return;
+        }
+        for i in same {
+            if let Ok((_, high)) = self.watermarks(&from[i].0)
+                && next[i] >= high
+            {
+                self.eof[i] = true;
+            }
+        }
     }
 
     fn consumption_error(&self, from: &[(TopicPartition, u64)], e: &KafkaError) -> LogError {

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use kappa_log::{LogError, TopicSpec};
 use rdkafka::mocking::MockCluster;
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+pub use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::admin::TopicAdmin;
 
@@ -157,5 +157,114 @@ impl Drop for MockBroker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A tansu broker (a Kafka-compatible broker written in Rust) run as a
+/// child process on a free loopback port, storing in memory; killed on drop.
+///
+/// It is found at `$KAPPA_TANSU`, else `$KAPPA_TOOLS/tansu/bin/tansu`
+/// (`~/.cache/kappa-tools` by default, where `scripts/test.sh` installs it),
+/// else on `PATH`.
+pub struct Tansu {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Tansu {
+    /// Starts a broker and waits until it accepts connections.
+    ///
+    /// # Errors
+    ///
+    /// The binary is missing (the message says how to install it) or the
+    /// broker did not come up within 30 seconds.
+    pub fn start() -> Result<Self, LogError> {
+        let program = tansu_program().ok_or_else(|| {
+            LogError::Broker(
+                "the tansu broker is not installed; run scripts/test.sh, or: cargo install tansu \
+                 --version 0.6.0 --locked --features dynostore,libsql --root ~/.cache/kappa-tools/tansu"
+                    .to_owned(),
+            )
+        })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| LogError::Broker(format!("finding a free port: {e}")))?
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(&program)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| LogError::Broker(format!("starting {}: {e}", program.display())))?;
+        let mut broker = Self { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        loop {
+            if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+                .is_ok()
+            {
+                return Ok(broker);
+            }
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                return Err(LogError::Broker(format!("tansu exited at start: {status}")));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(LogError::Broker(
+                    "tansu did not accept connections within 30 s".to_owned(),
+                ));
+            }
+            // Between connection attempts while the broker binds its port.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `host:port` of the broker.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Settings for a log on this broker with state in `state_dir`, with
+    /// its workarounds on (see [`crate::KafkaConfig::compat_tansu`]).
+    pub fn config(&self, state_dir: &std::path::Path) -> crate::KafkaConfig {
+        let mut c = crate::KafkaConfig::new(self.bootstrap(), state_dir);
+        c.compat_tansu = true;
+        c
+    }
+}
+
+fn tansu_program() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("KAPPA_TANSU") {
+        return Some(p.into());
+    }
+    let tools = std::env::var_os("KAPPA_TOOLS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/kappa-tools"))
+        });
+    if let Some(t) = tools.map(|t| t.join("tansu/bin/tansu"))
+        && t.is_file()
+    {
+        return Some(t);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.is_file())
+    })
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

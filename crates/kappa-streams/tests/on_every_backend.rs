@@ -1,5 +1,6 @@
 //! One suite of topology tests, run on every backend: the embedded log and
-//! Kafka (librdkafka's mock cluster, in process). Each test restarts the
+//! Kafka, on librdkafka's mock cluster (in process) and on tansu (a
+//! Kafka-compatible broker run as a child process). Each test restarts the
 //! application on a reopened log halfway through its input, so stores and
 //! positions are restored from what the backend kept.
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kappa_kafka::testing::MockBroker;
+use kappa_kafka::testing::{MockBroker, Tansu};
 use kappa_kafka::{KafkaConfig, KafkaLog};
 use kappa_log::{
     Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord, TopicPartition,
@@ -49,6 +50,14 @@ impl Backend for KafkaMock {
     fn open(&self, state: &Path) -> Arc<dyn Log> {
         let config = KafkaConfig::new(self.0.bootstrap(), state);
         Arc::new(KafkaLog::open_with_topic_admin(config, self.0.clone()).unwrap())
+    }
+}
+
+struct KafkaTansu(Tansu);
+
+impl Backend for KafkaTansu {
+    fn open(&self, state: &Path) -> Arc<dyn Log> {
+        Arc::new(KafkaLog::open(self.0.config(state)).unwrap())
     }
 }
 
@@ -190,7 +199,12 @@ fn embedded_outputs_and_stores_survive_a_restart() {
 }
 
 #[test]
-fn kafka_outputs_and_stores_survive_a_restart() {
+fn kafka_on_the_mock_outputs_and_stores_survive_a_restart() {
     let broker = Arc::new(MockBroker::start().unwrap());
     outputs_and_stores_survive_a_restart(&KafkaMock(broker));
+}
+
+#[test]
+fn kafka_on_tansu_outputs_and_stores_survive_a_restart() {
+    outputs_and_stores_survive_a_restart(&KafkaTansu(Tansu::start().unwrap()));
 }

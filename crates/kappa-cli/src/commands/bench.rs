@@ -34,6 +34,8 @@ pub enum BenchCommand {
     Gateway(super::bench_gateway::GatewayBenchArgs),
     /// The PostgreSQL sink against a batched binary COPY of the same rows.
     Postgres(super::bench_postgres::PostgresBenchArgs),
+    /// The Kafka backend on tansu: filter+map against a plain rdkafka loop, and restore speed.
+    Kafka(super::bench_kafka::KafkaBenchArgs),
 }
 
 /// Arguments of `kappa bench log`.
@@ -96,6 +98,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Streams(args) => super::bench_streams::run(&args),
         BenchCommand::Gateway(args) => super::bench_gateway::run(&args),
         BenchCommand::Postgres(args) => super::bench_postgres::run(&args),
+        BenchCommand::Kafka(args) => super::bench_kafka::run(&args),
     }
 }
 

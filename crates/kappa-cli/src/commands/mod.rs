@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bench;
 pub mod bench_gateway;
+pub mod bench_kafka;
 pub mod bench_postgres;
 pub mod bench_streams;
 pub mod consume;

@@ -1,17 +1,40 @@
-//! The Kafka backend's `Log` behaviour, on librdkafka's in-process mock cluster.
+//! The Kafka backend's `Log` behaviour on two brokers: librdkafka's
+//! in-process mock cluster and tansu (a Kafka-compatible broker run as a
+//! child process); and what it writes, read by kcat.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 use std::sync::Arc;
 
-use kappa_kafka::testing::MockBroker;
+use kappa_kafka::testing::{MockBroker, Tansu};
 use kappa_kafka::{KafkaConfig, KafkaLog};
 use kappa_log::{
     Commit, FetchLimits, Log, LogError, ProducerRecord, Record, TopicPartition, TopicSpec,
 };
 
-fn open(broker: &Arc<MockBroker>, dir: &std::path::Path) -> KafkaLog {
-    let config = KafkaConfig::new(broker.bootstrap(), dir);
-    KafkaLog::open_with_topic_admin(config, broker.clone()).unwrap()
+/// A broker to run on: opens a log on it with its state in a directory.
+trait Broker {
+    fn open(&self, dir: &std::path::Path) -> KafkaLog;
+}
+
+impl Broker for Arc<MockBroker> {
+    fn open(&self, dir: &std::path::Path) -> KafkaLog {
+        let config = KafkaConfig::new(self.bootstrap(), dir);
+        KafkaLog::open_with_topic_admin(config, self.clone()).unwrap()
+    }
+}
+
+impl Broker for Tansu {
+    fn open(&self, dir: &std::path::Path) -> KafkaLog {
+        KafkaLog::open(self.config(dir)).unwrap()
+    }
+}
+
+fn mock() -> Arc<MockBroker> {
+    Arc::new(MockBroker::start().unwrap())
+}
+
+fn tansu() -> Tansu {
+    Tansu::start().unwrap()
 }
 
 fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
@@ -28,11 +51,9 @@ fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
     out
 }
 
-#[test]
-fn commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
-    let broker = Arc::new(MockBroker::start().unwrap());
+fn commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(broker: &dyn Broker) {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&broker, dir.path());
+    let log = broker.open(dir.path());
     log.create_topic(&TopicSpec::new("in", 3)).unwrap();
     assert!(matches!(
         log.create_topic(&TopicSpec::new("in", 3)),
@@ -98,12 +119,12 @@ fn commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
     check(&log);
     drop(log);
     // Same state directory: restores only the tail.
-    let log = open(&broker, dir.path());
+    let log = broker.open(dir.path());
     check(&log);
     drop(log);
     // A lost state directory: everything comes back from the changelog.
     let fresh = tempfile::tempdir().unwrap();
-    let log = open(&broker, fresh.path());
+    let log = broker.open(fresh.path());
     check(&log);
     assert!(
         log.restore_stats().records >= 4,
@@ -112,11 +133,9 @@ fn commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
     );
 }
 
-#[test]
-fn bad_commits_are_refused_whole() {
-    let broker = Arc::new(MockBroker::start().unwrap());
+fn bad_commits_are_refused_whole(broker: &dyn Broker) {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&broker, dir.path());
+    let log = broker.open(dir.path());
     log.create_topic(&TopicSpec::new("t", 2)).unwrap();
     log.create_topic(&TopicSpec::new("facts", 1).compacted())
         .unwrap();
@@ -164,4 +183,77 @@ fn bad_commits_are_refused_whole() {
     for p in 0..2 {
         assert_eq!(log.offsets(&TopicPartition::new("t", p)).unwrap().end, 0);
     }
+}
+
+#[test]
+fn on_the_mock_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
+    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&mock());
+}
+
+#[test]
+fn on_tansu_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
+    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&tansu());
+}
+
+#[test]
+fn on_the_mock_bad_commits_are_refused_whole() {
+    bad_commits_are_refused_whole(&mock());
+}
+
+#[test]
+fn on_tansu_bad_commits_are_refused_whole() {
+    bad_commits_are_refused_whole(&tansu());
+}
+
+/// kcat, an ordinary Kafka client, reads what Kappa wrote: keys, values,
+/// headers, on the partitions Java clients would choose.
+#[test]
+fn kcat_reads_what_kappa_wrote() {
+    let broker = tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let log = broker.open(dir.path());
+    log.create_topic(&TopicSpec::new("orders", 2)).unwrap();
+    let written: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("order-{i}"), format!("{{\"n\":{i}}}")))
+        .collect();
+    log.append(
+        "orders",
+        written
+            .iter()
+            .map(|(k, v)| {
+                ProducerRecord::value(v.clone())
+                    .with_key(k.clone())
+                    .with_header("kappa-correlation", "c-1")
+            })
+            .collect(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("kcat")
+        .args(["-b", &broker.bootstrap(), "-C", "-t", "orders", "-e", "-q"])
+        .args(["-f", "%p|%k|%s|%h\\n"])
+        .output()
+        .expect("kcat is missing: run scripts/test.sh or apt-get install kcat");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut read: Vec<(String, String)> = Vec::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let parts: Vec<&str> = line.splitn(4, '|').collect();
+        let [p, k, v, h] = parts[..] else {
+            panic!("unexpected kcat line {line:?}");
+        };
+        assert_eq!(
+            p.parse::<u32>().unwrap(),
+            kappa_log::partition_for_key(k.as_bytes(), 2),
+            "{k} is where Java clients put it"
+        );
+        assert!(h.contains("kappa-correlation=c-1"), "headers {h:?}");
+        read.push((k.to_owned(), v.to_owned()));
+    }
+    read.sort();
+    let mut expected = written;
+    expected.sort();
+    assert_eq!(read, expected);
 }

@@ -1,4 +1,4 @@
-//! `kappa-sums`: a one-binary service on the embedded log. It appends each
+//! `kappa-sums`: a one-binary service on the embedded log or Kafka. It appends each
 //! line of standard input (`KEY AMOUNT`) to the `numbers` topic, and a
 //! topology keeps a running sum per key, writing every new sum to `sums`,
 //! and counts each key's numbers per 50 ms window (by append time),
@@ -11,13 +11,15 @@
 //! printf 'a 5\nb 2\na 1\n' | kappa-sums --log ./sums-data
 //! ```
 //!
-//! It is also the child process of the streams crash test.
+//! With `--log kafka://host:port` its local state goes to `$KAPPA_STATE_DIR`
+//! (default `./kappa-state`). It is also the child process of the
+//! exactly-once crash test, on both backends.
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kappa_log::{Commit, EmbeddedLog, Log, LogError, ProducerRecord, TopicSpec};
+use kappa_log::{Commit, EmbeddedOptions, Log, LogError, ProducerRecord, TopicSpec};
 use kappa_streams::{
     Emit, I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, TimeWindows, Utf8,
     WindowedSerde,
@@ -49,11 +51,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--log" => dir = args.next(),
             "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
             "--partitions" => partitions = args.next().ok_or("--partitions needs a number")?.parse()?,
-            other => return Err(format!("unknown argument {other:?}; usage: kappa-sums --log DIR [--threads N] [--partitions N]").into()),
+            other => return Err(format!("unknown argument {other:?}; usage: kappa-sums --log DIR|kafka://host:port [--threads N] [--partitions N]").into()),
         }
     }
-    let dir = dir.ok_or("--log DIR is required")?;
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(&dir)?);
+    let location = dir.ok_or("--log DIR|kafka://host:port is required")?;
+    let state = std::env::var_os("KAPPA_STATE_DIR")
+        .map_or_else(|| std::path::PathBuf::from("kappa-state"), Into::into);
+    let log: Arc<dyn Log> = Arc::from(kappa_kafka::open_location(
+        &location,
+        EmbeddedOptions::default(),
+        &state,
+    )?);
     for topic in ["numbers", "sums", "window-counts"] {
         match log.create_topic(&TopicSpec::new(topic, partitions)) {
             Ok(()) | Err(LogError::TopicExists(_)) => {}

@@ -1,9 +1,14 @@
-//! Exactly-once under crashes: `kappa-sums` (input appender + keyed-sum
-//! topology in one process on the embedded log) is killed with SIGKILL at
+//! Exactly-once under crashes, on both backends: `kappa-sums` (input
+//! appender + keyed-sum topology in one process) is killed with SIGKILL at
 //! random points while input keeps arriving. After every kill, and after a
 //! final clean run: each committed input has exactly one output, outputs
 //! are the running sums in input order, nothing uncommitted is visible, and
 //! the store equals a from-scratch recomputation from the input topic.
+//!
+//! On Kafka (librdkafka's mock cluster, hosted by this test and reached by
+//! the child over loopback) broker faults are injected as well: produce
+//! requests failing with retriable errors, and the broker going down for a
+//! moment mid-round.
 //!
 //! Seeded; `KAPPA_CRASH_SEED=<seed>` replays a run.
 
@@ -11,13 +16,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
+use kappa_kafka::testing::{MockBroker, RDKafkaApiKey, RDKafkaRespErr};
+use kappa_kafka::{COMMIT_SLOTS, KafkaConfig, KafkaLog, METADATA_TOPIC};
 use kappa_log::{EmbeddedLog, FetchLimits, Log, Record, TopicPartition};
 use kappa_streams::provenance::SOURCE_HEADER;
 
-const ROUNDS: usize = 30;
 const PARTITIONS: u32 = 4;
 /// Lines one round may send at most.
 const LINES_PER_ROUND_MAX: u64 = 200_000;
@@ -33,7 +40,7 @@ impl Rng {
     }
 }
 
-fn read_all(log: &EmbeddedLog, topic: &str, partition: u32) -> Vec<Record> {
+fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
     let tp = TopicPartition::new(topic, partition);
     let mut out = Vec::new();
     // A kill before the child created its topics leaves none.
@@ -57,8 +64,7 @@ fn text(b: &Option<bytes::Bytes>) -> String {
 }
 
 /// Checks every invariant; returns how many inputs are committed.
-fn check(dir: &Path, all_processed: bool) -> u64 {
-    let log = EmbeddedLog::open(dir).expect("the log reopens after a kill");
+fn check(log: &dyn Log, all_processed: bool) -> u64 {
     let committed: HashMap<TopicPartition, u64> = log
         .group_positions("kappa-sums")
         .unwrap()
@@ -66,17 +72,22 @@ fn check(dir: &Path, all_processed: bool) -> u64 {
         .collect();
     let mut outputs_by_source: HashMap<String, (String, i64)> = HashMap::new();
     for p in 0..PARTITIONS {
-        for r in read_all(&log, "sums", p) {
+        for r in read_all(log, "sums", p) {
             let source = String::from_utf8(r.header(SOURCE_HEADER).unwrap().to_vec()).unwrap();
             let value: i64 = text(&r.value).parse().unwrap();
             let previous = outputs_by_source.insert(source.clone(), (text(&r.key), value));
-            assert!(previous.is_none(), "input {source} produced two outputs");
+            assert!(
+                previous.is_none(),
+                "input {source} produced two outputs: {previous:?} and {:?} at {}",
+                (text(&r.key), value),
+                r.position()
+            );
         }
     }
     let mut total = 0;
     let mut expected_store: BTreeMap<String, i64> = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let inputs = read_all(&log, "numbers", p);
+        let inputs = read_all(log, "numbers", p);
         let done = committed
             .get(&TopicPartition::new("numbers", p))
             .copied()
@@ -111,7 +122,7 @@ fn check(dir: &Path, all_processed: bool) -> u64 {
         outputs_by_source.is_empty(),
         "outputs without an input: {outputs_by_source:?}"
     );
-    let windows = check_window_counts(&log, &committed);
+    let windows = check_window_counts(log, &committed);
     if all_processed {
         eprintln!("{windows} closed windows, each emitted once with its exact count");
         assert!(
@@ -148,7 +159,7 @@ const WINDOW_MS: i64 = 50;
 
 /// Each closed (key, window) was emitted exactly once, with the count of
 /// its committed inputs; no open window was emitted.
-fn check_window_counts(log: &EmbeddedLog, committed: &HashMap<TopicPartition, u64>) -> usize {
+fn check_window_counts(log: &dyn Log, committed: &HashMap<TopicPartition, u64>) -> usize {
     let mut emitted: HashMap<(String, i64), i64> = HashMap::new();
     for p in 0..PARTITIONS {
         for r in read_all(log, "window-counts", p) {
@@ -190,30 +201,127 @@ fn check_window_counts(log: &EmbeddedLog, committed: &HashMap<TopicPartition, u6
     emitted.len()
 }
 
-fn child(dir: &Path) -> Command {
+/// Where the child's log is, how the checker opens it, and what faults
+/// the backend can suffer.
+trait Backend {
+    /// The `--log` value, and the child's environment.
+    fn child(&self) -> Command;
+    /// Opens the log as the child's next start would (on Kafka that
+    /// finishes a commit the kill cut short), for checking.
+    fn open(&self) -> Box<dyn Log>;
+    /// Injects faults during a round; `acks` is how many input commits the
+    /// child acknowledged so far.
+    fn disturb(&self, rng: &mut Rng, acks: u64);
+    fn rounds(&self) -> usize;
+}
+
+struct Embedded(tempfile::TempDir);
+
+impl Backend for Embedded {
+    fn child(&self) -> Command {
+        child(&self.0.path().to_string_lossy())
+    }
+    fn open(&self) -> Box<dyn Log> {
+        Box::new(EmbeddedLog::open(self.0.path()).expect("the log reopens after a kill"))
+    }
+    fn disturb(&self, _: &mut Rng, _: u64) {}
+    fn rounds(&self) -> usize {
+        30
+    }
+}
+
+struct Kafka {
+    broker: Arc<MockBroker>,
+    state: tempfile::TempDir,
+}
+
+impl Kafka {
+    fn start() -> Self {
+        let broker = Arc::new(MockBroker::start().unwrap());
+        // The mock has no admin API: everything the child would create exists beforehand.
+        for (topic, n) in [
+            ("numbers", PARTITIONS),
+            ("sums", PARTITIONS),
+            ("window-counts", PARTITIONS),
+            ("kappa-sums-sums-changelog", PARTITIONS),
+            ("kappa-sums-window-counts-changelog", PARTITIONS),
+            (METADATA_TOPIC, 1),
+            ("kappa-commits-0", COMMIT_SLOTS),
+        ] {
+            broker.create_topic(topic, n).unwrap();
+        }
+        Self {
+            broker,
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+impl Backend for Kafka {
+    fn child(&self) -> Command {
+        let mut c = child(&format!("kafka://{}", self.broker.bootstrap()));
+        c.env("KAPPA_STATE_DIR", self.state.path());
+        c
+    }
+    fn open(&self) -> Box<dyn Log> {
+        // A fresh copy of the metadata each time: everything checked comes from the broker.
+        let state = tempfile::tempdir().unwrap();
+        let log = KafkaLog::open_with_topic_admin(
+            KafkaConfig::new(self.broker.bootstrap(), state.path()),
+            self.broker.clone(),
+        )
+        .expect("the Kafka log opens after a kill");
+        Box::new(log)
+    }
+    fn disturb(&self, rng: &mut Rng, acks: u64) {
+        match (acks, rng.below(6)) {
+            (1, 0) => {
+                let errors = vec![
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                ];
+                self.broker
+                    .fail_requests(RDKafkaApiKey::Produce, errors)
+                    .unwrap();
+            }
+            (5, 1) => {
+                self.broker.set_down(true).unwrap();
+                // How long the fault lasts, not a wait for anything.
+                std::thread::sleep(Duration::from_millis(300));
+                self.broker.set_down(false).unwrap();
+            }
+            _ => {}
+        }
+    }
+    fn rounds(&self) -> usize {
+        12
+    }
+}
+
+fn child(location: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kappa-sums"));
-    c.arg("--log")
-        .arg(dir)
+    c.args(["--log", location])
         .args(["--threads", "2", "--partitions", &PARTITIONS.to_string()]);
     c
 }
 
-#[test]
-fn sigkill_never_loses_or_duplicates_a_result() {
+fn sigkill_never_loses_or_duplicates_a_result(backend: &dyn Backend) {
     let seed: u64 = std::env::var("KAPPA_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| kappa_log::now_ms() as u64 | 1);
     eprintln!("streams crash test seed: {seed} (replay with KAPPA_CRASH_SEED={seed})");
     let mut rng = Rng(seed);
-    let dir = tempfile::tempdir().unwrap();
+    let rounds = backend.rounds();
     let mut line = 0u64;
     let mut last_committed = 0;
-    for round in 0..ROUNDS {
-        let mut proc = child(dir.path())
+    for round in 0..rounds {
+        let mut proc = backend
+            .child()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(format!("/tmp/child-{round}.err")).unwrap())
             .spawn()
             .unwrap();
         let mut stdin = proc.stdin.take().unwrap();
@@ -241,7 +349,10 @@ fn sigkill_never_loses_or_duplicates_a_result() {
         let mut seen = 0;
         while seen < kill_after {
             match acks.next() {
-                Some(Ok(l)) if l.starts_with("appended") => seen += 1,
+                Some(Ok(l)) if l.starts_with("appended") => {
+                    seen += 1;
+                    backend.disturb(&mut rng, seen);
+                }
                 _ => break,
             }
         }
@@ -250,7 +361,7 @@ fn sigkill_never_loses_or_duplicates_a_result() {
         drop(acks);
         line = feeder.join().unwrap();
         let sent = line - first;
-        let committed = check(dir.path(), false);
+        let committed = check(&*backend.open(), false);
         eprintln!(
             "round {round}: killed after {sent} lines sent; {committed} inputs committed so far"
         );
@@ -261,13 +372,24 @@ fn sigkill_never_loses_or_duplicates_a_result() {
         last_committed = committed;
     }
     // A clean run with no new input finishes everything left.
-    let status = child(dir.path())
+    let status = backend
+        .child()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
-    let total = check(dir.path(), true);
-    eprintln!("{ROUNDS} kills, {total} inputs each with exactly one output");
+    let total = check(&*backend.open(), true);
+    eprintln!("{rounds} kills, {total} inputs each with exactly one output");
     assert!(total > 0);
+}
+
+#[test]
+fn on_the_embedded_log_sigkill_never_loses_or_duplicates_a_result() {
+    sigkill_never_loses_or_duplicates_a_result(&Embedded(tempfile::tempdir().unwrap()));
+}
+
+#[test]
+fn on_kafka_sigkill_and_broker_faults_never_lose_or_duplicate_a_result() {
+    sigkill_never_loses_or_duplicates_a_result(&Kafka::start());
 }

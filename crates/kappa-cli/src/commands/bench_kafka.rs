@@ -1,0 +1,335 @@
+//! `kappa bench kafka`: a stateless filter+map topology on the Kafka
+//! backend against a plain rdkafka consume-filter-map-produce loop over
+//! the same data, each on a fresh tansu broker in the same run; and the
+//! speed of restoring store state from a changelog topic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kappa_kafka::KafkaLog;
+use kappa_kafka::testing::Tansu;
+use kappa_log::{Commit, Log, TopicSpec};
+use kappa_streams::{Streams, StreamsBuilder, StreamsConfig, Utf8};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+/// Arguments of `kappa bench kafka`.
+#[derive(Debug, Args)]
+pub struct KafkaBenchArgs {
+    /// Input records for the filter+map comparison.
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Partitions of the input and output topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Rounds; baseline and Kappa alternate, each on a fresh broker, and
+    /// medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Store entries written to a changelog and then restored.
+    #[arg(long, default_value_t = 500_000)]
+    restore_records: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    benchmark: &'static str,
+    broker: &'static str,
+    records: u64,
+    partitions: u32,
+    rounds: usize,
+    baseline_records_per_s: f64,
+    kappa_records_per_s: f64,
+    kappa_vs_baseline_ratio: f64,
+    target_ratio: f64,
+    restore_records: u64,
+    restore_records_per_s: f64,
+    restore_raw_read_records_per_s: f64,
+    restore_target_records_per_s: f64,
+    /// Per-round seconds: (baseline, kappa).
+    samples_s: Vec<(f64, f64)>,
+}
+
+fn value(i: u64) -> String {
+    format!("order-{i}:amount={}", i * 7919 % 10_000)
+}
+
+/// The work both sides do per record.
+fn keep(v: &str) -> bool {
+    !v.ends_with('0')
+}
+
+fn transform(v: &str) -> String {
+    v.to_uppercase()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap).set("log_level", "3");
+    c
+}
+
+/// Fills `in` with the input (not measured).
+fn prefill(bootstrap: &str, args: &KafkaBenchArgs) -> anyhow::Result<()> {
+    let producer: BaseProducer = client(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    for i in 0..args.records {
+        let key = format!("k{}", i % 1000);
+        let v = value(i);
+        let p = kappa_log::partition_for_key(key.as_bytes(), args.partitions);
+        let mut record = BaseRecord::<String, String>::to("in")
+            .key(&key)
+            .payload(&v)
+            .partition(i32::try_from(p)?);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(())
+}
+
+fn topics(log: &dyn Log, partitions: u32) -> anyhow::Result<()> {
+    for t in ["in", "out"] {
+        log.create_topic(&TopicSpec::new(t, partitions))?;
+    }
+    Ok(())
+}
+
+/// A plain rdkafka loop: consume every input partition, filter, map,
+/// produce with an idempotent producer, until everything is read and acknowledged.
+fn baseline(args: &KafkaBenchArgs) -> anyhow::Result<f64> {
+    let broker = Tansu::start()?;
+    let bootstrap = broker.bootstrap();
+    let state = tempfile::tempdir()?;
+    let log = KafkaLog::open(broker.config(state.path()))?;
+    topics(&log, args.partitions)?;
+    prefill(&bootstrap, args)?;
+    let started = Instant::now();
+    let consumer: BaseConsumer = client(&bootstrap)
+        .set("group.id", "bench-baseline")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        tpl.add_partition_offset("in", i32::try_from(p)?, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let producer: BaseProducer = client(&bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .create()?;
+    let mut read = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while read < args.records {
+        if Instant::now() > deadline {
+            bail!(
+                "the baseline read only {read} of {} records in 10 minutes",
+                args.records
+            );
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m?;
+        read += 1;
+        let v = String::from_utf8_lossy(m.payload().unwrap_or_default());
+        if !keep(&v) {
+            continue;
+        }
+        let out = transform(&v);
+        let key = m.key().unwrap_or_default().to_vec();
+        let mut record = BaseRecord::<Vec<u8>, String>::to("out")
+            .key(&key)
+            .payload(&out)
+            .partition(m.partition());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The same filter and map as a Kappa topology on the Kafka backend.
+fn kappa(args: &KafkaBenchArgs) -> anyhow::Result<f64> {
+    let broker = Tansu::start()?;
+    let bootstrap = broker.bootstrap();
+    let state = tempfile::tempdir()?;
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::open(broker.config(state.path()))?);
+    topics(&*log, args.partitions)?;
+    prefill(&bootstrap, args)?;
+    let started = Instant::now();
+    let b = StreamsBuilder::new();
+    b.stream("in", Utf8, Utf8)
+        .filter(|_, v: &String| keep(v))
+        .map_values(|v: String| transform(&v))
+        .to("out", Utf8, Utf8);
+    let mut config = StreamsConfig::new("bench-filter-map");
+    config.num_threads = 1;
+    let streams = Streams::start(log.clone(), b.build()?, config)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while streams.metrics().records_processed < args.records {
+        if Instant::now() > deadline || !streams.is_running() {
+            bail!(
+                "the topology processed {} of {} records",
+                streams.metrics().records_processed,
+                args.records
+            );
+        }
+        // Sampling the committed counter; the benchmark, not a test.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    streams.close()?;
+    Ok(seconds)
+}
+
+/// Writes store entries through a declared changelog, then times a fresh
+/// instance restoring them; and a plain read of the same topic.
+fn restore(args: &KafkaBenchArgs) -> anyhow::Result<(f64, f64)> {
+    let broker = Tansu::start()?;
+    let bootstrap = broker.bootstrap();
+    let prefix = b"kappa-streams/bench/store/".to_vec();
+    {
+        let state = tempfile::tempdir()?;
+        let log = KafkaLog::open(broker.config(state.path()))?;
+        log.declare_changelog(&prefix, "bench-store-changelog", args.partitions)?;
+        let mut i = 0;
+        while i < args.restore_records {
+            let mut c = Commit::new();
+            for n in i..(i + 20_000).min(args.restore_records) {
+                let p = u32::try_from(n % u64::from(args.partitions))?;
+                let mut key = prefix.clone();
+                key.extend_from_slice(&p.to_be_bytes());
+                key.extend_from_slice(format!("/card-{n:09}").as_bytes());
+                c.put_metadata(key, format!("{{\"limit\":{n},\"used\":{}}}", n % 977));
+            }
+            log.commit(c)?;
+            i += 20_000;
+        }
+    }
+    let state = tempfile::tempdir()?;
+    let log = KafkaLog::open(broker.config(state.path()))?;
+    let stats = log.restore_stats();
+    anyhow::ensure!(
+        stats.records >= args.restore_records,
+        "restored {} of {} records",
+        stats.records,
+        args.restore_records
+    );
+    let restore_rate = stats.records as f64 / stats.seconds;
+    // A plain consumer reading the same changelog, for reference.
+    let started = Instant::now();
+    let consumer: BaseConsumer = client(&bootstrap)
+        .set("group.id", "bench-raw")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        tpl.add_partition_offset(
+            "bench-store-changelog",
+            i32::try_from(p)?,
+            Offset::Beginning,
+        )?;
+    }
+    consumer.assign(&tpl)?;
+    let (mut read, mut ended) = (0u64, 0u32);
+    while ended < args.partitions {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(_)) => read += 1,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => ended += 1,
+            Some(Err(e)) => return Err(e).context("reading the changelog"),
+            None => bail!("the plain read stalled after {read} records"),
+        }
+    }
+    let raw_rate = read as f64 / started.elapsed().as_secs_f64();
+    Ok((restore_rate, raw_rate))
+}
+
+pub fn run(args: &KafkaBenchArgs) -> anyhow::Result<()> {
+    if args.records == 0 || args.rounds == 0 || args.partitions == 0 || args.restore_records == 0 {
+        bail!("--records, --rounds, --partitions and --restore-records must be positive");
+    }
+    let mut samples = Vec::with_capacity(args.rounds);
+    for round in 0..args.rounds {
+        // Alternate which side runs first: the machine is shared and noisy.
+        let (b, k) = if round % 2 == 0 {
+            let b = baseline(args)?;
+            (b, kappa(args)?)
+        } else {
+            let k = kappa(args)?;
+            (baseline(args)?, k)
+        };
+        eprintln!("round {round}: baseline {b:.2} s, kappa {k:.2} s");
+        samples.push((b, k));
+    }
+    let records = args.records as f64;
+    let baseline_rate = median(samples.iter().map(|s| records / s.0).collect());
+    let kappa_rate = median(samples.iter().map(|s| records / s.1).collect());
+    let (restore_rate, raw_rate) = restore(args)?;
+    let report = Report {
+        benchmark: "kafka",
+        broker: "tansu 0.6 (memory storage), a fresh broker per measurement",
+        records: args.records,
+        partitions: args.partitions,
+        rounds: args.rounds,
+        baseline_records_per_s: baseline_rate,
+        kappa_records_per_s: kappa_rate,
+        kappa_vs_baseline_ratio: kappa_rate / baseline_rate,
+        target_ratio: 0.8,
+        restore_records: args.restore_records,
+        restore_records_per_s: restore_rate,
+        restore_raw_read_records_per_s: raw_rate,
+        restore_target_records_per_s: 500_000.0,
+        samples_s: samples,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "kafka (tansu): filter+map over {} records, {} partitions, median of {} rounds\n  baseline rdkafka loop:  {:>10.0} records/s\n  kappa topology:         {:>10.0} records/s  ratio {:.2} (target 0.80)\n  restore from changelog: {:>10.0} records/s  (target 500000; plain read {:.0}/s)\n{}",
+            report.records,
+            report.partitions,
+            report.rounds,
+            baseline_rate,
+            kappa_rate,
+            report.kappa_vs_baseline_ratio,
+            restore_rate,
+            raw_rate,
+            serde_json::to_string(&report)?
+        );
+    }
+    Ok(())
+}
