@@ -1,6 +1,7 @@
-//! The service over real HTTP on the embedded log: a generated history sent
-//! with `sync=true`, every outcome and the final balances compared with the
-//! oracle.
+//! The service over real HTTP, on the embedded log and on Kafka (a tansu
+//! broker): a generated history sent with `sync=true`, every outcome and
+//! the final balances compared with the oracle. The application code is the
+//! same; only the log handed to it differs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,13 +12,27 @@ use std::time::Duration;
 use common::{Oracle, history};
 use kappa_gateway::GatewayConfig;
 use kappa_gateway::load::HttpClient;
+use kappa_kafka::KafkaLog;
+use kappa_kafka::testing::Tansu;
 use kappa_log::{EmbeddedLog, Log};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_history_sent_over_http_gets_the_oracles_outcomes_and_balances() {
+async fn on_the_embedded_log_a_history_sent_over_http_gets_the_oracles_outcomes_and_balances() {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+    history_over_http(log, 3000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_a_history_sent_over_http_gets_the_oracles_outcomes_and_balances() {
+    let broker = Tansu::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::open(broker.config(dir.path())).unwrap());
+    history_over_http(log, 300).await;
+}
+
+async fn history_over_http(log: Arc<dyn Log>, commands: usize) {
     let config = GatewayConfig {
         partitions: 3,
         ..GatewayConfig::default()
@@ -30,7 +45,7 @@ async fn a_history_sent_over_http_gets_the_oracles_outcomes_and_balances() {
 
     let mut oracle = Oracle::default();
     let mut last_position = std::collections::HashMap::new();
-    for (i, command) in history(7, 40, 3000).iter().enumerate() {
+    for (i, command) in history(7, 40, commands).iter().enumerate() {
         let r = c
             .post("/commands?sync=true", &command.body())
             .await
