@@ -583,9 +583,9 @@ impl KafkaLog {
         Ok(out)
     }
 
-    /// Writes `entry` ahead, then produces it; returns the records' offsets.
-    fn write(&self, slot: &mut Slot, entry: &Entry) -> Result<Vec<u64>, LogError> {
-        let chunks: Vec<Outgoing> = entry
+    /// `entry`'s chunks, bound for `slot`'s partition of the commit topic.
+    fn chunk_records(&self, slot: &Slot, entry: &Entry) -> Vec<Outgoing> {
+        entry
             .chunks()
             .into_iter()
             .map(|record| Outgoing {
@@ -593,7 +593,12 @@ impl KafkaLog {
                 partition: slot.partition,
                 record,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Writes `entry` ahead, then produces it; returns the records' offsets.
+    fn write(&self, slot: &mut Slot, entry: &Entry) -> Result<Vec<u64>, LogError> {
+        let chunks = self.chunk_records(slot, entry);
         slot.next_seq = entry.seq + 1;
         self.senders.with(|s| s.send_all(&chunks, &|_| None))?;
         let instance = &self.config.instance;
@@ -992,6 +997,21 @@ mod tests {
         out
     }
 
+    /// A commit's entry and its chunks, on a slot taken for it (and never
+    /// given back: the process is about to "die").
+    fn entry_of(log: &KafkaLog, c: Commit) -> (Slot, Entry, Vec<Outgoing>) {
+        let planned = log.plan(c).unwrap();
+        let bounds = log.bounds(&planned.records).unwrap();
+        let slot = log.take_slot().unwrap();
+        let entry = Entry {
+            seq: slot.next_seq,
+            records: planned.records,
+            bounds,
+        };
+        let chunks = log.chunk_records(&slot, &entry);
+        (slot, entry, chunks)
+    }
+
     /// The process dies after writing a commit's entry ahead and producing
     /// `produced` of its records: the next start produces the rest, once.
     fn interrupted_after(produced: usize) {
@@ -1008,24 +1028,8 @@ mod tests {
         }
         c.put_metadata("store/x", "42");
         c.set_group_position("app", TopicPartition::new("out", 1), 17);
-        let planned = log.plan(c).unwrap();
-        let total = planned.records.len();
-        let bounds = log.bounds(&planned.records).unwrap();
-        let slot = log.take_slot().unwrap();
-        let entry = Entry {
-            seq: slot.next_seq,
-            records: planned.records,
-            bounds,
-        };
-        let chunks: Vec<Outgoing> = entry
-            .chunks()
-            .into_iter()
-            .map(|record| Outgoing {
-                topic: log.commit_topic.clone(),
-                partition: slot.partition,
-                record,
-            })
-            .collect();
+        let (slot, entry, chunks) = entry_of(&log, c);
+        let total = entry.records.len();
         log.senders
             .with(|s| s.send_all(&chunks, &|_| None))
             .unwrap();
@@ -1087,23 +1091,7 @@ mod tests {
                 ProducerRecord::value(vec![b'x'; 100_000]).with_key(format!("k{i}")),
             );
         }
-        let planned = log.plan(c).unwrap();
-        let bounds = log.bounds(&planned.records).unwrap();
-        let slot = log.take_slot().unwrap();
-        let entry = Entry {
-            seq: slot.next_seq,
-            records: planned.records,
-            bounds,
-        };
-        let mut chunks: Vec<Outgoing> = entry
-            .chunks()
-            .into_iter()
-            .map(|record| Outgoing {
-                topic: log.commit_topic.clone(),
-                partition: slot.partition,
-                record,
-            })
-            .collect();
+        let (_, _, mut chunks) = entry_of(&log, c);
         assert!(chunks.len() > 1);
         chunks.pop();
         log.senders
