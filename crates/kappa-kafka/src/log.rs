@@ -237,10 +237,12 @@ impl KafkaLog {
 
     /// Reads partitions from the given offsets to their ends: at least to
     /// the end the leader reports now, and on until a read finds nothing
-    /// more (some brokers under-report the end).
+    /// more (some brokers under-report the end). `rewind` as in
+    /// [`crate::read::Reader::read`].
     fn read_to_end(
         &self,
         tps: &[(TopicPartition, u64)],
+        rewind: bool,
         mut each: impl FnMut(&[Record], &[u64]) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         let mut from = tps.to_vec();
@@ -262,7 +264,7 @@ impl KafkaLog {
             out.clear();
             let outcome = self
                 .readers
-                .with(&from, |r| r.read(&from, limits, &mut out, true))?;
+                .with(&from, |r| r.read(&from, limits, &mut out, true, rewind))?;
             each(&out, &outcome.next_offsets)?;
             for ((_, at), next) in from.iter_mut().zip(&outcome.next_offsets) {
                 *at = *next;
@@ -286,7 +288,7 @@ impl KafkaLog {
         }
         let mut applied = 0u64;
         let mut changes = Vec::new();
-        self.read_to_end(&from, |records, next| {
+        self.read_to_end(&from, true, |records, next| {
             changes.clear();
             for r in records {
                 if let Some(k) = &r.key {
@@ -317,7 +319,8 @@ impl KafkaLog {
             return Ok(slot);
         }
         let mut last: Option<Record> = None;
-        self.read_to_end(&[(tp.clone(), high - 1)], |records, _| {
+        // Where tansu puts the end: the first record of the last batch.
+        self.read_to_end(&[(tp.clone(), high - 1)], false, |records, _| {
             if let Some(r) = records.last() {
                 last = Some(r.clone());
             }
@@ -343,7 +346,9 @@ impl KafkaLog {
         }
         let first = last.offset - u64::from(header.part);
         let mut chunks = Vec::new();
-        self.read_to_end(&[(tp, first)], |records, _| {
+        // An entry's chunks are produced alone, after the previous entry's
+        // were acknowledged: the first starts a batch.
+        self.read_to_end(&[(tp, first)], false, |records, _| {
             for r in records {
                 if chunks.len() < header.parts as usize {
                     chunks.push(r.value.clone().unwrap_or_default());
@@ -362,7 +367,7 @@ impl KafkaLog {
         let instance = &self.config.instance;
         let mut found: HashSet<usize> = HashSet::new();
         let from: Vec<(TopicPartition, u64)> = entry.bounds.clone();
-        self.read_to_end(&from, |records, _| {
+        self.read_to_end(&from, true, |records, _| {
             for r in records {
                 if let Some(v) = r.header(COMMIT_HEADER)
                     && let Some((s, seq, index)) = writeahead::parse_commit_id(instance, v)
@@ -884,7 +889,8 @@ impl Log for KafkaLog {
         }
         let (start, mut end) = self.readers.with(&[], |r| r.watermarks(partition))?;
         if self.config.compat_tansu && end > start {
-            self.read_to_end(&[(partition.clone(), end - 1)], |records, _| {
+            // On tansu the reported end is the last batch's first offset + 1.
+            self.read_to_end(&[(partition.clone(), end - 1)], false, |records, _| {
                 if let Some(last) = records.last() {
                     end = end.max(last.offset + 1);
                 }
@@ -984,7 +990,7 @@ mod tests {
         for p in 0..partitions {
             let tp = TopicPartition::new(topic, p);
             let mut records = Vec::new();
-            log.read_to_end(&[(tp, 0)], |rs, _| {
+            log.read_to_end(&[(tp, 0)], true, |rs, _| {
                 records.extend_from_slice(rs);
                 Ok(())
             })

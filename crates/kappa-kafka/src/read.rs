@@ -19,11 +19,11 @@ use crate::client::{self, COMMIT_HEADER};
 use crate::config::KafkaConfig;
 
 /// How often a read that has seen no end reports asks the leaders itself.
-const END_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// How long nothing must arrive before a partition whose leader reports an
-/// end at or below the read position is taken to be at its end. Several
-/// fetch rounds (`fetch.wait.max.ms` is 50): whatever exists has arrived.
-const END_QUIET: Duration = Duration::from_millis(250);
+/// A partition is at its end when nothing is queued locally and the read
+/// position is at or past the leader's end: a fetch response's records are
+/// queued together, so past the first record of the last batch (where
+/// tansu puts its end) the whole batch has arrived.
+const END_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Longest a read waits for ends or records when it asked for no wait.
 const SETTLE_MAX: Duration = Duration::from_secs(2);
 
@@ -57,14 +57,14 @@ impl Reader {
         })
     }
 
-    fn assign(&mut self, from: &[(TopicPartition, u64)]) -> Result<(), LogError> {
+    fn assign(&mut self, from: &[(TopicPartition, u64)], rewind: bool) -> Result<(), LogError> {
         if self.at == from {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::with_capacity(from.len());
         for (tp, offset) in from {
             // Records before the asked offset are dropped as they arrive.
-            let start = if self.rewind > 0 {
+            let start = if rewind && self.rewind > 0 {
                 let (low, _) = self.watermarks(tp)?;
                 offset.saturating_sub(self.rewind).max(low)
             } else {
@@ -94,19 +94,22 @@ impl Reader {
         limits: FetchLimits,
         out: &mut Vec<Record>,
     ) -> Result<FetchOutcome, LogError> {
-        self.read(from, limits, out, false)
+        self.read(from, limits, out, false, true)
     }
 
     /// As [`Reader::fetch`], keeping the backend's write-ahead header on
-    /// each record (to find what an interrupted commit already wrote).
+    /// each record when asked (to find what an interrupted commit already
+    /// wrote). `rewind: false` says every offset in `from` starts a record
+    /// batch, so the broker workaround that reads from earlier is not needed.
     pub(crate) fn read(
         &mut self,
         from: &[(TopicPartition, u64)],
         limits: FetchLimits,
         out: &mut Vec<Record>,
         keep_commit_header: bool,
+        rewind: bool,
     ) -> Result<FetchOutcome, LogError> {
-        self.assign(from)?;
+        self.assign(from, rewind)?;
         let mut next: Vec<u64> = from.iter().map(|(_, o)| *o).collect();
         let started = Instant::now();
         // Until every partition has reported its end once, records may still
@@ -116,7 +119,6 @@ impl Reader {
         let mut got = 0usize;
         let mut bytes = 0usize;
         let mut next_end_check = started + END_CHECK_INTERVAL;
-        let mut last_arrival = started;
         while got < limits.records_max && (got == 0 || bytes < limits.bytes_max) {
             let now = Instant::now();
             let all_eof = self.eof.iter().all(|e| *e);
@@ -140,9 +142,9 @@ impl Reader {
                         break;
                     }
                     // Some brokers never send what makes librdkafka report an
-                    // end (tansu's end offsets lag the records): when nothing
-                    // arrives for a while, ask the leaders where the ends are.
-                    if !all_eof && now >= next_end_check && now >= last_arrival + END_QUIET {
+                    // end (tansu's end offsets lag the records): ask the
+                    // leaders where the ends are.
+                    if !all_eof && now >= next_end_check {
                         next_end_check = now + END_CHECK_INTERVAL;
                         for i in 0..from.len() {
                             if !self.eof[i]
@@ -168,7 +170,6 @@ impl Reader {
                         continue;
                     }
                     self.eof[i] = false;
-                    last_arrival = Instant::now();
                     let record = to_record(&from[i].0, &m, keep_commit_header);
                     bytes += record.key.as_ref().map_or(0, Bytes::len)
                         + record.value.as_ref().map_or(0, Bytes::len);
