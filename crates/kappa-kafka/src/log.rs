@@ -32,6 +32,10 @@ const TOPICS_PREFIX: &[u8] = b"kappa-log/topics/";
 /// How long the commit topic keeps entries; only the last of each slot is ever read.
 const COMMIT_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 const RESTORE_BATCH: usize = 50_000;
+/// How long a read to the end waits for records below the reported end,
+/// and how many such waits finding nothing end it.
+const END_WAIT: Duration = Duration::from_millis(200);
+const END_WAITS_MAX: u32 = 5;
 
 /// What restoring the metadata copy from the changelogs took.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -249,18 +253,21 @@ impl KafkaLog {
         if from.is_empty() {
             return Ok(());
         }
-        let limits = FetchLimits {
-            records_max: RESTORE_BATCH,
-            wait_max: Duration::ZERO,
-            ..FetchLimits::default()
-        };
         let mut ends = Vec::with_capacity(from.len());
         for (tp, _) in &from {
             ends.push(self.readers.with(&[], |r| r.watermarks(tp))?.1);
         }
         let mut out = Vec::new();
-        let mut empty_before = false;
+        let mut empty_waits = 0;
         loop {
+            let reached = from.iter().zip(&ends).all(|((_, at), end)| at >= end);
+            // Below the reported ends records exist: wait for them (a
+            // reused reader's end reports can be older than they are).
+            let limits = FetchLimits {
+                records_max: RESTORE_BATCH,
+                wait_max: if reached { Duration::ZERO } else { END_WAIT },
+                ..FetchLimits::default()
+            };
             out.clear();
             let outcome = self
                 .readers
@@ -269,13 +276,19 @@ impl KafkaLog {
             for ((_, at), next) in from.iter_mut().zip(&outcome.next_offsets) {
                 *at = *next;
             }
-            let reached = from.iter().zip(&ends).all(|((_, at), end)| at >= end);
-            // A second empty read at the ends: offsets below the reported
-            // end that hold no readable record (transaction markers).
-            if outcome.records == 0 && (reached || empty_before) {
+            if outcome.records > 0 {
+                empty_waits = 0;
+                continue;
+            }
+            if reached {
                 return Ok(());
             }
-            empty_before = outcome.records == 0;
+            // Offsets below the reported end that hold nothing readable
+            // (another producer's transaction markers) end the read too.
+            empty_waits += 1;
+            if empty_waits >= END_WAITS_MAX {
+                return Ok(());
+            }
         }
     }
 
@@ -827,14 +840,14 @@ impl Log for KafkaLog {
             }
         }
         let checkpoints: Vec<(TopicPartition, u64)> = {
-            let mut flights = lock(&self.in_flight);
-            flights.remove(&flight);
+            let flights = lock(&self.in_flight);
             changelog_bounds
                 .iter()
                 .map(|(tp, _)| {
                     let other = flights
-                        .values()
-                        .flat_map(|b| b.iter())
+                        .iter()
+                        .filter(|(id, _)| **id != flight)
+                        .flat_map(|(_, b)| b.iter())
                         .filter(|(t, _)| t == tp)
                         .map(|(_, b)| *b)
                         .min();
@@ -843,7 +856,11 @@ impl Log for KafkaLog {
                 })
                 .collect()
         };
+        // Still registered until its changes are in the cache: a commit
+        // finishing meanwhile must not checkpoint past this one's records.
+        // (If applying fails it stays registered, which is safe.)
         self.cache.apply(&planned.changes, &checkpoints)?;
+        lock(&self.in_flight).remove(&flight);
         let positions = entry.records[..planned.outputs]
             .iter()
             .zip(&offsets)
