@@ -4,81 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{collect, topology};
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use kappa_log::{
-    Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord, TopicPartition,
-    TopicSpec,
-};
-use kappa_streams::{
-    I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Topology, TopologyTestDriver,
-    Utf8,
-};
+use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log, ProducerRecord, TopicSpec};
+use kappa_streams::{Streams, StreamsConfig, TopologyTestDriver};
 use proptest::prelude::*;
 
 const PARTITIONS: u32 = 2;
-const OUTPUTS: [&str; 3] = ["doubled", "sums", "parity"];
-
-fn topology() -> Topology {
-    let b = StreamsBuilder::new();
-    let input = b.stream("in", Utf8, Json::<i64>::new());
-    input
-        .filter(|_, v| v % 3 != 0)
-        .map_values(|v| v * 2)
-        .to("doubled", Utf8, Json::<i64>::new());
-    input
-        .group_by_key(Utf8)
-        .aggregate(
-            Materialized::persistent("sums"),
-            Json::<i64>::new(),
-            || 0,
-            |_, v, s| s + v,
-        )
-        .to("sums", Utf8, Json::<i64>::new());
-    input
-        .group_by(
-            "parity",
-            |_, v: &i64| {
-                if v % 2 == 0 {
-                    "even".to_owned()
-                } else {
-                    "odd".to_owned()
-                }
-            },
-            Utf8,
-            Json::<i64>::new(),
-        )
-        .count(Materialized::in_memory("parity"))
-        .to("parity", Utf8, I64);
-    b.build().unwrap()
-}
-
-/// Output values grouped by (topic, key), in order.
-type ByKey = BTreeMap<(String, Vec<u8>), Vec<Vec<u8>>>;
-
-fn collect(log: &dyn Log) -> ByKey {
-    let mut out = ByKey::new();
-    for topic in OUTPUTS {
-        for p in 0..PARTITIONS {
-            let tp = TopicPartition::new(topic, p);
-            let mut records = Vec::new();
-            let limits = FetchLimits {
-                records_max: usize::MAX,
-                bytes_max: usize::MAX,
-                ..FetchLimits::default()
-            };
-            log.fetch(&[(tp, 0)], limits, &mut records).unwrap();
-            for r in records {
-                out.entry((topic.to_owned(), r.key.unwrap().to_vec()))
-                    .or_default()
-                    .push(r.value.map(|v| v.to_vec()).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
 
 fn input_record(key: u8, value: i64, ts: i64) -> ProducerRecord {
     ProducerRecord::value(value.to_string())
@@ -95,7 +32,7 @@ proptest! {
         for &(k, v, ts) in &inputs {
             driver.pipe_record("in", input_record(k, v, ts)).unwrap();
         }
-        let expected = collect(&**driver.log());
+        let expected = collect(&**driver.log(), PARTITIONS);
         prop_assert!(expected.keys().any(|(t, _)| t == "sums"));
 
         let dir = tempfile::tempdir().unwrap();
@@ -116,7 +53,7 @@ proptest! {
         streams.wait_for_inputs().unwrap();
         let sums = streams.store("sums");
         streams.close().unwrap();
-        prop_assert_eq!(collect(&*log), expected);
+        prop_assert_eq!(collect(&*log, PARTITIONS), expected);
         // The store agrees with the last sum emitted per key.
         for (k, v) in sums.all().unwrap() {
             let emitted = driver.store("sums").get(&k).unwrap();

@@ -6,6 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::{collect, topology};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,17 +17,10 @@ use std::time::Duration;
 
 use kappa_kafka::testing::{MockBroker, Tansu};
 use kappa_kafka::{KafkaConfig, KafkaLog};
-use kappa_log::{
-    Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord, TopicPartition,
-    TopicSpec,
-};
-use kappa_streams::{
-    I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Topology, TopologyTestDriver,
-    Utf8,
-};
+use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log, ProducerRecord, TopicSpec};
+use kappa_streams::{Streams, StreamsConfig, TopologyTestDriver};
 
 const PARTITIONS: u32 = 3;
-const OUTPUTS: [&str; 3] = ["doubled", "sums", "parity"];
 
 /// Opens (or reopens) a backend's log; what it needs lives in `Backend`.
 trait Backend {
@@ -59,61 +56,6 @@ impl Backend for KafkaTansu {
     fn open(&self, state: &Path) -> Arc<dyn Log> {
         Arc::new(KafkaLog::open(self.0.config(state)).unwrap())
     }
-}
-
-fn topology() -> Topology {
-    let b = StreamsBuilder::new();
-    let input = b.stream("in", Utf8, Json::<i64>::new());
-    input
-        .filter(|_, v| v % 3 != 0)
-        .map_values(|v| v * 2)
-        .to("doubled", Utf8, Json::<i64>::new());
-    input
-        .group_by_key(Utf8)
-        .aggregate(
-            Materialized::persistent("sums"),
-            Json::<i64>::new(),
-            || 0,
-            |_, v, s| s + v,
-        )
-        .to("sums", Utf8, Json::<i64>::new());
-    input
-        .group_by(
-            "parity",
-            |_, v: &i64| if v % 2 == 0 { "even" } else { "odd" }.to_owned(),
-            Utf8,
-            Json::<i64>::new(),
-        )
-        .count(Materialized::in_memory("parity"))
-        .to("parity", Utf8, I64);
-    b.build().unwrap()
-}
-
-/// Output values grouped by (topic, key), in order.
-type ByKey = BTreeMap<(String, Vec<u8>), Vec<Vec<u8>>>;
-
-fn collect(log: &dyn Log) -> ByKey {
-    let mut out = ByKey::new();
-    for topic in OUTPUTS {
-        for p in 0..PARTITIONS {
-            let tp = TopicPartition::new(topic, p);
-            let end = log.offsets(&tp).unwrap().end;
-            let mut at = 0;
-            while at < end {
-                let mut records = Vec::new();
-                let o = log
-                    .fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut records)
-                    .unwrap();
-                at = o.next_offsets[0];
-                for r in records {
-                    out.entry((topic.to_owned(), r.key.unwrap().to_vec()))
-                        .or_default()
-                        .push(r.value.map(|v| v.to_vec()).unwrap_or_default());
-                }
-            }
-        }
-    }
-    out
 }
 
 fn inputs() -> Vec<ProducerRecord> {
@@ -155,7 +97,7 @@ fn outputs_and_stores_survive_a_restart(backend: &dyn Backend) {
     for r in &input {
         driver.pipe_record("in", r.clone()).unwrap();
     }
-    let expected = collect(&**driver.log());
+    let expected = collect(&**driver.log(), PARTITIONS);
 
     let state = tempfile::tempdir().unwrap();
     let log = backend.open(state.path());
@@ -174,7 +116,11 @@ fn outputs_and_stores_survive_a_restart(backend: &dyn Backend) {
     drop(log);
     let log = backend.open(state.path());
     let sums = run(&log, second).unwrap();
-    assert_eq!(collect(&*log), expected, "outputs equal the driver's");
+    assert_eq!(
+        collect(&*log, PARTITIONS),
+        expected,
+        "outputs equal the driver's"
+    );
     // The store equals a recomputation from the input.
     let mut recomputed: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
     for r in &input {
