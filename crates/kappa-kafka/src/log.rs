@@ -232,6 +232,19 @@ impl KafkaLog {
             .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
     }
 
+    /// Checks that `topic` exists and has `partition`.
+    fn check_partition(&self, topic: &str, partition: u32) -> Result<(), LogError> {
+        let n = self.partition_count(topic)?;
+        if partition >= n {
+            return Err(LogError::PartitionOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                partitions: n,
+            });
+        }
+        Ok(())
+    }
+
     fn topic_config(&self, topic: &str) -> Result<TopicConfig, LogError> {
         Ok(self
             .cache
@@ -499,14 +512,10 @@ impl KafkaLog {
             let config = self.topic_config(&append.topic)?;
             for mut record in append.records {
                 let partition = match append.partition {
-                    Some(p) if p >= n => {
-                        return Err(LogError::PartitionOutOfRange {
-                            topic: append.topic.to_string(),
-                            partition: p,
-                            partitions: n,
-                        });
+                    Some(p) => {
+                        self.check_partition(&append.topic, p)?;
+                        p
                     }
-                    Some(p) => p,
                     None => self.partition_for(&append.topic, n, &record),
                 };
                 let size = record.encoded_len();
@@ -531,18 +540,10 @@ impl KafkaLog {
         let outputs = records.len();
         let mut changes = Vec::with_capacity(commit.metadata.len() + commit.group_positions.len());
         for gp in commit.group_positions {
-            if gp.group.is_empty() || gp.group.len() > 255 || gp.group.chars().any(char::is_control)
-            {
+            if !kappa_log::valid_group_name(&gp.group) {
                 return Err(LogError::InvalidGroupName(gp.group.to_string()));
             }
-            let n = self.partition_count(&gp.partition.topic)?;
-            if gp.partition.partition >= n {
-                return Err(LogError::PartitionOutOfRange {
-                    topic: gp.partition.topic.to_string(),
-                    partition: gp.partition.partition,
-                    partitions: n,
-                });
-            }
+            self.check_partition(&gp.partition.topic, gp.partition.partition)?;
             changes.push((
                 Bytes::from(group_key(&gp.group, &gp.partition)),
                 Some(Bytes::copy_from_slice(&gp.offset.to_be_bytes())),
@@ -880,14 +881,7 @@ impl Log for KafkaLog {
         out: &mut Vec<Record>,
     ) -> Result<FetchOutcome, LogError> {
         for (tp, _) in from {
-            let n = self.partition_count(&tp.topic)?;
-            if tp.partition >= n {
-                return Err(LogError::PartitionOutOfRange {
-                    topic: tp.topic.to_string(),
-                    partition: tp.partition,
-                    partitions: n,
-                });
-            }
+            self.check_partition(&tp.topic, tp.partition)?;
         }
         if from.is_empty() {
             return Ok(FetchOutcome::default());
@@ -896,14 +890,7 @@ impl Log for KafkaLog {
     }
 
     fn offsets(&self, partition: &TopicPartition) -> Result<OffsetRange, LogError> {
-        let n = self.partition_count(&partition.topic)?;
-        if partition.partition >= n {
-            return Err(LogError::PartitionOutOfRange {
-                topic: partition.topic.to_string(),
-                partition: partition.partition,
-                partitions: n,
-            });
-        }
+        self.check_partition(&partition.topic, partition.partition)?;
         let (start, mut end) = self.readers.with(&[], |r| r.watermarks(partition))?;
         if self.config.compat_tansu && end > start {
             // On tansu the reported end is the last batch's first offset + 1.
@@ -928,7 +915,7 @@ impl Log for KafkaLog {
     }
 
     fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError> {
-        if group.is_empty() || group.len() > 255 || group.chars().any(char::is_control) {
+        if !kappa_log::valid_group_name(group) {
             return Err(LogError::InvalidGroupName(group.to_owned()));
         }
         let prefix = group_prefix(group);

@@ -149,7 +149,8 @@ pub struct CommitReceipt {
     pub positions: Vec<Position>,
 }
 
-/// Checks a consumer group name.
-pub(crate) fn valid_group_name(name: &str) -> bool {
+/// Whether `name` is a valid consumer group name: 1 to
+/// [`GROUP_NAME_BYTES_MAX`] bytes, no control characters.
+pub fn valid_group_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= GROUP_NAME_BYTES_MAX && !name.chars().any(char::is_control)
 }

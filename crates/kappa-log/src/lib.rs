@@ -15,7 +15,8 @@ mod record;
 mod topic;
 
 pub use commit::{
-    Commit, CommitReceipt, GROUP_NAME_BYTES_MAX, GroupPosition, METADATA_KEY_BYTES_MAX, TopicAppend,
+    Commit, CommitReceipt, GROUP_NAME_BYTES_MAX, GroupPosition, METADATA_KEY_BYTES_MAX,
+    TopicAppend, valid_group_name,
 };
 pub use embedded::{
     Durability, EmbeddedLog, EmbeddedOptions, EmbeddedStats, FORMAT_VERSION, MaintenanceReport,
