@@ -9,6 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::Rng;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,17 +21,6 @@ use kappa_log::{EmbeddedLog, FetchLimits, Log, TopicPartition};
 const ROUNDS: usize = 30;
 /// Most lines one round may send, so a round ends even if the kill came late.
 const LINES_PER_ROUND_MAX: u64 = 2_000_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 fn kappa() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kappa"))
@@ -63,12 +55,7 @@ fn verify_prefix(dir: &Path) -> u64 {
 
 #[test]
 fn sigkill_during_appends_loses_and_duplicates_nothing() {
-    let seed: u64 = std::env::var("KAPPA_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| kappa_log::now_ms() as u64 | 1);
-    eprintln!("crash test seed: {seed} (replay with KAPPA_CRASH_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("crash test");
     let dir = tempfile::tempdir().unwrap();
     let log_arg = dir.path().to_str().unwrap().to_owned();
     let created = kappa()

@@ -14,6 +14,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -28,17 +31,6 @@ use kappa_streams::provenance::SOURCE_HEADER;
 const PARTITIONS: u32 = 4;
 /// Lines one round may send at most.
 const LINES_PER_ROUND_MAX: u64 = 200_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
     let tp = TopicPartition::new(topic, partition);
@@ -307,12 +299,7 @@ fn child(location: &str) -> Command {
 }
 
 fn sigkill_never_loses_or_duplicates_a_result(backend: &dyn Backend) {
-    let seed: u64 = std::env::var("KAPPA_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| kappa_log::now_ms() as u64 | 1);
-    eprintln!("streams crash test seed: {seed} (replay with KAPPA_CRASH_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("streams crash test");
     let rounds = backend.rounds();
     let mut line = 0u64;
     let mut last_committed = 0;
