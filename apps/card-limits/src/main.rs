@@ -185,13 +185,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn open_log(location: &str, durability: Durability) -> anyhow::Result<Arc<dyn Log>> {
-    // Kafka: local state (the metadata copy) per instance under $KAPPA_STATE_DIR.
-    let base = std::env::var_os("KAPPA_STATE_DIR")
-        .map_or_else(|| std::path::PathBuf::from("kappa-state"), Into::into);
     let log = kappa_kafka::open_location(
         location,
         EmbeddedOptions::default().durability(durability),
-        &base,
+        &kappa_kafka::state_base_from_env(),
     )
     .with_context(|| format!("opening the log at {location}"))?;
     Ok(Arc::from(log))

@@ -45,15 +45,10 @@ impl LogLocation {
         kappa_kafka::open_location(
             &location,
             EmbeddedOptions::default().durability(durability),
-            &state_base(),
+            &kappa_kafka::state_base_from_env(),
         )
         .with_context(|| format!("opening {what} {location}"))
     }
-}
-
-/// Where Kafka instances keep local state: `$KAPPA_STATE_DIR` or `./kappa-state`.
-pub fn state_base() -> PathBuf {
-    std::env::var_os("KAPPA_STATE_DIR").map_or_else(|| PathBuf::from("kappa-state"), PathBuf::from)
 }
 
 #[cfg(test)]

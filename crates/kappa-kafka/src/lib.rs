@@ -24,6 +24,12 @@ use std::path::Path;
 
 use kappa_log::{EmbeddedLog, EmbeddedOptions, Log, LogError};
 
+/// Where the binaries keep Kafka instances' local state: `$KAPPA_STATE_DIR`,
+/// or `./kappa-state`; each instance uses its own subdirectory.
+pub fn state_base_from_env() -> std::path::PathBuf {
+    std::env::var_os("KAPPA_STATE_DIR").map_or_else(|| "kappa-state".into(), Into::into)
+}
+
 /// Opens the log a `--log` value names: `kafka://…` is a Kafka cluster
 /// (local state under `state_base/<instance>`), anything else a directory
 /// holding an embedded log opened with `embedded`.

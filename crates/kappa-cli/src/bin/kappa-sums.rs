@@ -55,8 +55,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let location = dir.ok_or("--log DIR|kafka://host:port is required")?;
-    let state = std::env::var_os("KAPPA_STATE_DIR")
-        .map_or_else(|| std::path::PathBuf::from("kappa-state"), Into::into);
+    let state = kappa_kafka::state_base_from_env();
     let log: Arc<dyn Log> = Arc::from(kappa_kafka::open_location(
         &location,
         EmbeddedOptions::default(),
