@@ -121,6 +121,16 @@ struct ServeArgs {
     /// Requests a principal may make at once after a quiet spell.
     #[arg(long, default_value_t = 400)]
     rate_burst: u32,
+    /// Share the work with the service's other instances on this Kafka
+    /// log, telling them this instance is reachable at URL
+    /// (http://host:port); card reads for cards another instance runs are
+    /// forwarded to it. Give each instance its own kappa.instance in --log.
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
+    /// With --advertise: keep warm copies of the other instances' stores
+    /// (any number above 0 follows them all; see docs/kafka.md).
+    #[arg(long, default_value_t = 0, requires = "advertise")]
+    standby_replicas: u32,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +257,29 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let scale_out = match &args.advertise {
+        Some(url) => {
+            anyhow::ensure!(
+                url.starts_with("http://") && url.len() > "http://".len(),
+                "--advertise takes the http://host:port other instances reach this one at, not {url:?}"
+            );
+            anyhow::ensure!(
+                args.log.starts_with("kafka://"),
+                "--advertise shares the work of instances on one Kafka log; --log {} is a directory only this process can use",
+                args.log
+            );
+            // Effects would run once per instance: keep them on one.
+            anyhow::ensure!(
+                args.notify_url.is_none() && args.postgres.is_none() && args.search_dir.is_none(),
+                "--notify-url, --postgres and --search-dir run in a single instance; start that one without --advertise"
+            );
+            Some(card_limits::service::ScaleOut {
+                advertised_url: url.trim_end_matches('/').to_owned(),
+                standby_replicas: args.standby_replicas,
+            })
+        }
+        None => None,
+    };
     let log = open_log(&args.log, args.durability)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -260,10 +293,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         events_topic: config.event_topics[0].clone(),
     };
     let shell = card_limits::shell::Shell::start(&log, &shell_config, runtime.handle().clone())?;
-    let service = card_limits::service::start_with(
+    let service = card_limits::service::start_scaled(
         log,
         config,
         Duration::from_millis(args.commit_interval_ms),
+        scale_out,
         |b| shell.register(b),
     )?;
     let gateway = Arc::new(service.gateway);

@@ -427,6 +427,20 @@ pub fn start(
 ) -> Result<Arc<Streams>, StreamsError> {
     let mut config = StreamsConfig::new(APPLICATION_ID);
     config.commit_interval = commit_interval;
+    start_configured(log, commands, events, config)
+}
+
+/// As [`start`], with every runtime setting given.
+///
+/// # Errors
+///
+/// Missing topics or log failures.
+pub fn start_configured(
+    log: Arc<dyn Log>,
+    commands: &str,
+    events: &str,
+    config: StreamsConfig,
+) -> Result<Arc<Streams>, StreamsError> {
     Ok(Arc::new(Streams::start(
         log,
         topology(commands, events)?,

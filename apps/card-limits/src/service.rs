@@ -9,7 +9,7 @@ use axum::extract::{OriginalUri, Path, Query, State};
 use axum::routing::get;
 use kappa_gateway::{Gateway, GatewayBuilder, GatewayConfig, GatewayError, Problem, View};
 use kappa_log::Log;
-use kappa_streams::Streams;
+use kappa_streams::{Assignment, Streams, StreamsConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -93,6 +93,50 @@ pub fn start_with(
     commit_interval: Duration,
     extend: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
 ) -> Result<Service, GatewayError> {
+    start_scaled(log, config, commit_interval, None, extend)
+}
+
+/// How one of several instances sharing the processor's work runs.
+#[derive(Clone, Debug)]
+pub struct ScaleOut {
+    /// The URL the other instances reach this one's HTTP server at.
+    pub advertised_url: String,
+    /// Warm copies of other instances' stores to keep (see
+    /// [`kappa_streams::Assignment::Group`]).
+    pub standby_replicas: u32,
+}
+
+/// As [`start_with`]; with `scale_out`, this instance shares the
+/// processor's tasks with the other instances of the service (a consumer
+/// group on Kafka), and forwards card reads to the instance that runs the
+/// card's task.
+///
+/// # Errors
+///
+/// Log or topology failures.
+pub fn start_scaled(
+    log: Arc<dyn Log>,
+    mut config: GatewayConfig,
+    commit_interval: Duration,
+    scale_out: Option<ScaleOut>,
+    extend: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> Result<Service, GatewayError> {
+    let mut streams_config = StreamsConfig::new(processor::APPLICATION_ID);
+    streams_config.commit_interval = commit_interval;
+    if let Some(s) = &scale_out {
+        streams_config.assignment = Assignment::Group;
+        streams_config.application_server = Some(s.advertised_url.clone());
+        streams_config.num_standby_replicas = s.standby_replicas;
+        // Each instance keeps a whole index of the commands and events of
+        // its own (the index serves lookups by id, which any instance answers).
+        let suffix: String = s
+            .advertised_url
+            .trim_start_matches("http://")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        config.index_application_id = format!("{}-{suffix}", config.index_application_id);
+    }
     let commands = config.commands_topic.clone();
     let events = config
         .event_topics
@@ -102,7 +146,7 @@ pub fn start_with(
     let builder = actions(Gateway::builder(log.clone(), config.clone()))?;
     // The processor reads the topics, so they must exist before it starts.
     kappa_gateway::ensure_topics(&*log, &config)?;
-    let streams = processor::start(log, &commands, &events, commit_interval)?;
+    let streams = processor::start_configured(log, &commands, &events, streams_config)?;
     let gateway = extend(builder)
         .view(View::new(stores::CARDS, &streams, stores::CARDS))
         .view(View::new(stores::AUTHS, &streams, stores::AUTHS))
@@ -132,7 +176,27 @@ pub fn routes(streams: Arc<Streams>) -> Router {
         .route("/cards/{card}", get(card))
         .route("/cards/{card}/balance", get(balance))
         .route("/cards/{card}/authorizations", get(authorizations))
+        .route_layer(axum::middleware::from_fn_with_state(
+            streams.clone(),
+            to_owner,
+        ))
         .with_state(streams)
+}
+
+/// Sends a card read to the instance that runs the card's task.
+async fn to_owner(
+    State(streams): State<Arc<Streams>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let card = request
+        .uri()
+        .path()
+        .strip_prefix("/cards/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    let task = streams.store(stores::CARDS).partition_of(card.as_bytes());
+    kappa_gateway::forward::to_owner(&streams, task, request, async |r| next.run(r).await).await
 }
 
 #[derive(Deserialize)]

@@ -174,13 +174,34 @@ impl Gateway {
         if !index.wait_for_processed(&last_records(&self.state.start_ends), timeout)? {
             return Ok(false);
         }
-        for (view, ends) in self.state.views.iter().zip(&self.state.view_start_ends) {
+        // Views are ready once the tasks this instance runs caught up; with
+        // tasks shared by several instances, they arrive (and may move)
+        // while this waits.
+        loop {
+            if self.is_ready() {
+                return Ok(true);
+            }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if !view.streams.wait_for_processed(&last_records(ends), left)? {
+            if left.is_zero() {
                 return Ok(false);
             }
+            let step = left.min(std::time::Duration::from_millis(200));
+            let mut waited = false;
+            for (view, ends) in self.state.views.iter().zip(&self.state.view_start_ends) {
+                let running = view.streams.task_state().running;
+                let targets: Vec<(TopicPartition, u64)> = last_records(ends)
+                    .into_iter()
+                    .filter(|(tp, _)| running.contains(&tp.partition))
+                    .collect();
+                if !targets.is_empty() && !view.streams.wait_for_processed(&targets, step)? {
+                    waited = true;
+                }
+            }
+            if !waited {
+                // Nothing to wait on yet (tasks not given, or restoring).
+                std::thread::sleep(step.min(std::time::Duration::from_millis(50)));
+            }
         }
-        Ok(self.is_ready())
     }
 
     /// Ends every live stream (within a second), so a graceful shutdown of

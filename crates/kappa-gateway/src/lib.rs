@@ -30,6 +30,7 @@ pub use kappa_auth as auth;
 pub mod demo;
 mod envelope;
 mod error;
+pub mod forward;
 mod gateway;
 mod idempotency;
 pub mod index;

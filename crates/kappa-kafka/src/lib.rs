@@ -10,6 +10,7 @@ mod admin;
 mod cache;
 mod client;
 mod config;
+mod group;
 mod log;
 mod produce;
 mod read;
@@ -18,7 +19,7 @@ mod writeahead;
 
 pub use admin::TopicAdmin;
 pub use config::{KafkaConfig, TANSU_REWIND};
-pub use log::{COMMIT_SLOTS, KafkaLog, METADATA_TOPIC, RestoreStats};
+pub use log::{COMMIT_SLOTS, KafkaLog, METADATA_TOPIC, RestoreStats, TASKS_TOPIC_PREFIX};
 
 use std::path::Path;
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kappa_log::{
-    CleanupPolicy, Commit, CommitReceipt, FetchLimits, FetchOutcome, Log, LogError,
-    METADATA_KEY_BYTES_MAX, OffsetRange, PartitionDescription, Position, ProducerRecord, Record,
-    TopicConfig, TopicDescription, TopicPartition, TopicSpec,
+    CleanupPolicy, Commit, CommitReceipt, FetchLimits, FetchOutcome, GroupMembership, Log,
+    LogError, METADATA_KEY_BYTES_MAX, OffsetRange, PartitionDescription, Position, ProducerRecord,
+    RebalanceListener, Record, TopicConfig, TopicDescription, TopicPartition, TopicSpec,
 };
 
 use crate::admin::{self, Admin, TopicAdmin};
@@ -27,6 +27,8 @@ pub const METADATA_TOPIC: &str = "kappa-metadata";
 /// of one instance may be in flight at once.
 pub const COMMIT_SLOTS: u32 = 8;
 
+/// Groups' task slots live in `kappa-tasks-<group>`, one partition per task.
+pub const TASKS_TOPIC_PREFIX: &str = "kappa-tasks-";
 const GROUPS_PREFIX: &[u8] = b"kappa-log/groups/";
 const TOPICS_PREFIX: &[u8] = b"kappa-log/topics/";
 /// How long the commit topic keeps entries; only the last of each slot is ever read.
@@ -50,8 +52,18 @@ pub struct RestoreStats {
     pub redone_records: u64,
 }
 
-/// One write-ahead slot: a partition of the commit topic and its next sequence number.
+/// One write-ahead slot: a partition of a commit topic, who writes it,
+/// and its next sequence number.
+///
+/// An instance's own slots (`kappa-commits-<instance>`) carry commits that
+/// belong to no task; each task of a group has a slot of its own
+/// (partition `task` of `kappa-tasks-<group>`), written by whichever
+/// instance holds the task, so the next holder finishes what the last one
+/// left half-written.
 struct Slot {
+    topic: Arc<str>,
+    /// Names the writer in commit headers: the instance, or `@<group>`.
+    writer: Arc<str>,
     partition: u32,
     next_seq: u64,
 }
@@ -103,6 +115,17 @@ pub struct KafkaLog {
     next_flight: AtomicU64,
     round_robin: Mutex<HashMap<String, u32>>,
     restore: Mutex<RestoreStats>,
+    /// Task slots of the tasks this instance holds, by group and task.
+    task_slots: Mutex<HashMap<(String, u32), Slot>>,
+    /// For each key this instance wrote to the shared metadata topic, the
+    /// offset of its latest write: reading the topic never puts an older
+    /// value over it.
+    own_metadata: Mutex<HashMap<Bytes, u64>>,
+    /// Held while copying changelogs into the cache.
+    restoring: Mutex<()>,
+    /// Groups whose positions live per task ([`kappa_log::task_changelog`]):
+    /// the topic and its partition count.
+    task_groups: RwLock<HashMap<String, (Arc<str>, u32)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,6 +173,10 @@ impl KafkaLog {
             next_flight: AtomicU64::new(0),
             round_robin: Mutex::new(HashMap::new()),
             restore: Mutex::new(RestoreStats::default()),
+            task_slots: Mutex::new(HashMap::new()),
+            own_metadata: Mutex::new(HashMap::new()),
+            restoring: Mutex::new(()),
+            task_groups: RwLock::new(HashMap::new()),
             config,
         };
         let started = Instant::now();
@@ -170,8 +197,9 @@ impl KafkaLog {
             }
         }
         let mut slots = Vec::new();
+        let writer: Arc<str> = log.config.instance.as_str().into();
         for p in 0..COMMIT_SLOTS {
-            slots.push(log.recover_slot(p)?);
+            slots.push(log.recover_slot(log.commit_topic.clone(), writer.clone(), p)?);
         }
         lock(&log.slots).idle = slots;
         let counts = log.refresh_partitions()?;
@@ -307,6 +335,7 @@ impl KafkaLog {
 
     /// Copies changelog partitions into the cache from their checkpoints.
     fn restore(&self, tps: &[TopicPartition]) -> Result<u64, LogError> {
+        let _restoring = lock(&self.restoring);
         let mut from = Vec::with_capacity(tps.len());
         for tp in tps {
             let (low, _) = self.readers.with(&[], |r| r.watermarks(tp))?;
@@ -316,11 +345,17 @@ impl KafkaLog {
         let mut changes = Vec::new();
         self.read_to_end(&from, true, |records, next| {
             changes.clear();
+            let own = lock(&self.own_metadata);
             for r in records {
                 if let Some(k) = &r.key {
+                    // This instance wrote the key later: that value stands.
+                    if *r.topic == *METADATA_TOPIC && own.get(k).is_some_and(|at| *at > r.offset) {
+                        continue;
+                    }
                     changes.push((k.clone(), r.value.clone()));
                 }
             }
+            drop(own);
             applied += records.len() as u64;
             let checkpoints: Vec<(TopicPartition, u64)> = from
                 .iter()
@@ -334,10 +369,17 @@ impl KafkaLog {
 
     /// Reads the end of a write-ahead slot: finishes its last entry if it
     /// is complete, and returns the slot positioned after it.
-    fn recover_slot(&self, partition: u32) -> Result<Slot, LogError> {
-        let tp = TopicPartition::new(self.commit_topic.clone(), partition);
+    fn recover_slot(
+        &self,
+        topic: Arc<str>,
+        writer: Arc<str>,
+        partition: u32,
+    ) -> Result<Slot, LogError> {
+        let tp = TopicPartition::new(topic.clone(), partition);
         let (low, high) = self.readers.with(&[], |r| r.watermarks(&tp))?;
         let mut slot = Slot {
+            topic,
+            writer,
             partition,
             next_seq: 0,
         };
@@ -383,14 +425,14 @@ impl KafkaLog {
             Ok(())
         })?;
         if let Some(entry) = Entry::decode(&chunks)? {
-            self.finish(&entry, partition)?;
+            self.finish(&entry, &slot.writer, partition)?;
         }
         Ok(slot)
     }
 
     /// Produces what of `entry` is not yet in its destinations.
-    fn finish(&self, entry: &Entry, slot: u32) -> Result<(), LogError> {
-        let instance = &self.config.instance;
+    fn finish(&self, entry: &Entry, writer: &str, slot: u32) -> Result<(), LogError> {
+        let instance = writer;
         let mut found: HashSet<usize> = HashSet::new();
         let from: Vec<(TopicPartition, u64)> = entry.bounds.clone();
         self.read_to_end(&from, true, |records, _| {
@@ -427,12 +469,21 @@ impl KafkaLog {
         stats.redone_entries += 1;
         stats.redone_records += missing.len() as u64;
         tracing::info!(
+            writer,
             slot,
             seq = entry.seq,
             missing = missing.len(),
             "finished a write-ahead entry"
         );
         Ok(())
+    }
+
+    fn put_back_slot(&self, slot: Slot, ok: bool) {
+        if ok {
+            self.put_slot(slot);
+        } else {
+            self.retire_slot(slot);
+        }
     }
 
     fn take_slot(&self) -> Result<Slot, LogError> {
@@ -474,6 +525,18 @@ impl KafkaLog {
 
     /// The changelog partition a metadata key belongs to.
     fn route(&self, key: &[u8]) -> TopicPartition {
+        // A task's positions go with the task (one writer: its holder).
+        if let Some(rest) = key.strip_prefix(GROUPS_PREFIX)
+            && let Some((group, tp)) = parse_group_key(rest)
+            && let Some((topic, n)) = self
+                .task_groups
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&group)
+            && tp.partition < *n
+        {
+            return TopicPartition::new(topic.clone(), tp.partition);
+        }
         let routes = self
             .routes
             .read()
@@ -602,34 +665,241 @@ impl KafkaLog {
         Ok(out)
     }
 
-    /// `entry`'s chunks, bound for `slot`'s partition of the commit topic.
+    /// `entry`'s chunks, bound for `slot`'s partition of its commit topic.
     fn chunk_records(&self, slot: &Slot, entry: &Entry) -> Vec<Outgoing> {
         entry
             .chunks()
             .into_iter()
             .map(|record| Outgoing {
-                topic: self.commit_topic.clone(),
+                topic: slot.topic.clone(),
                 partition: slot.partition,
                 record,
             })
             .collect()
     }
 
-    /// Writes `entry` ahead, then produces it; returns the records' offsets.
-    fn write(&self, slot: &mut Slot, entry: &Entry) -> Result<Vec<u64>, LogError> {
-        let chunks = self.chunk_records(slot, entry);
-        slot.next_seq = entry.seq + 1;
-        self.senders.with(|s| s.send_all(&chunks, &|_| None))?;
-        let instance = &self.config.instance;
-        let (partition, seq) = (slot.partition, entry.seq);
-        self.senders.with(|s| {
-            s.send_all(&entry.records, &|i| {
+    /// Writes each entry ahead on its slot, then produces them all (one
+    /// produce round each); returns each entry's records' offsets.
+    fn write(&self, items: &mut [(Slot, Entry)]) -> Result<Vec<Vec<u64>>, LogError> {
+        let chunks: Vec<Vec<Outgoing>> = items
+            .iter()
+            .map(|(slot, entry)| self.chunk_records(slot, entry))
+            .collect();
+        let parts: Vec<&[Outgoing]> = chunks.iter().map(Vec::as_slice).collect();
+        for (slot, entry) in items.iter_mut() {
+            slot.next_seq = entry.seq + 1;
+        }
+        self.senders.with(|s| s.send_parts(&parts, &|_| None))?;
+        // Where each entry's records start in the concatenation.
+        let mut starts = Vec::with_capacity(items.len());
+        let mut total = 0;
+        for (_, entry) in items.iter() {
+            starts.push(total);
+            total += entry.records.len();
+        }
+        let parts: Vec<&[Outgoing]> = items.iter().map(|(_, e)| e.records.as_slice()).collect();
+        let offsets = self.senders.with(|s| {
+            s.send_parts(&parts, &|i| {
+                let n = starts.partition_point(|start| *start <= i) - 1;
+                let (slot, entry) = &items[n];
                 Some((
                     COMMIT_HEADER,
-                    writeahead::commit_id(instance, partition, seq, i),
+                    writeahead::commit_id(&slot.writer, slot.partition, entry.seq, i - starts[n]),
                 ))
             })
-        })
+        })?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut rest = &offsets[..];
+        for (_, entry) in items.iter() {
+            let (mine, after) = rest.split_at(entry.records.len().min(rest.len()));
+            out.push(mine.to_vec());
+            rest = after;
+        }
+        Ok(out)
+    }
+
+    /// Commits checked commits, each on its slot: writes them ahead and
+    /// produces them together, then applies their metadata to the cache.
+    /// Gives each slot back to `put_back` (`false`: its entry's fate is
+    /// unknown, so the slot must not be used again until recovered).
+    fn commit_planned(
+        &self,
+        batch: Vec<(Planned, Slot)>,
+        put_back: impl Fn(Slot, bool),
+    ) -> Result<Vec<CommitReceipt>, LogError> {
+        let flight = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let mut items = Vec::with_capacity(batch.len());
+        let mut metas = Vec::with_capacity(batch.len());
+        let mut changelog_bounds: Vec<(TopicPartition, u64)> = Vec::new();
+        let mut failed = None;
+        for (planned, slot) in batch {
+            let bounds = match self.bounds(&planned.records) {
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(e);
+                    put_back(slot, true);
+                    continue;
+                }
+            };
+            // Shared metadata is never checkpointed by writing: other
+            // instances write it too (it is caught up by reading).
+            changelog_bounds.extend(
+                bounds
+                    .iter()
+                    .filter(|(tp, _)| {
+                        *tp.topic != *METADATA_TOPIC
+                            && planned.records[planned.outputs..]
+                                .iter()
+                                .any(|o| o.topic == tp.topic && o.partition == tp.partition)
+                    })
+                    .cloned(),
+            );
+            let entry = Entry {
+                seq: slot.next_seq,
+                records: planned.records,
+                bounds,
+            };
+            metas.push((planned.outputs, planned.changes));
+            items.push((slot, entry));
+        }
+        if let Some(e) = failed {
+            for (slot, _) in items {
+                put_back(slot, true);
+            }
+            return Err(e);
+        }
+        lock(&self.in_flight).insert(flight, changelog_bounds.clone());
+        let offsets = match self.write(&mut items) {
+            Ok(o) => o,
+            Err(e) => {
+                // The commits may yet happen (when their slots are
+                // recovered): their changelog records must stay above
+                // every checkpoint, so the flight stays registered.
+                for (slot, _) in items {
+                    put_back(slot, false);
+                }
+                return Err(e);
+            }
+        };
+        // Remember ends, and never checkpoint past a commit still producing.
+        let mut ends: HashMap<TopicPartition, u64> = HashMap::new();
+        let mut all_changes = Vec::new();
+        let mut receipts = Vec::with_capacity(items.len());
+        {
+            let mut own = lock(&self.own_metadata);
+            for (((_, entry), at), (outputs, changes)) in items.iter().zip(&offsets).zip(metas) {
+                for (o, at) in entry.records.iter().zip(at) {
+                    let e = ends
+                        .entry(TopicPartition::new(o.topic.clone(), o.partition))
+                        .or_insert(0);
+                    *e = (*e).max(at + 1);
+                }
+                for ((k, _), (o, at)) in changes
+                    .iter()
+                    .zip(entry.records[outputs..].iter().zip(&at[outputs..]))
+                {
+                    if *o.topic == *METADATA_TOPIC {
+                        own.insert(k.clone(), *at);
+                    }
+                }
+                all_changes.extend(changes);
+                receipts.push(CommitReceipt {
+                    positions: entry.records[..outputs]
+                        .iter()
+                        .zip(at)
+                        .map(|(o, at)| Position {
+                            topic: o.topic.clone(),
+                            partition: o.partition,
+                            offset: *at,
+                        })
+                        .collect(),
+                });
+            }
+        }
+        for (slot, _) in items {
+            put_back(slot, true);
+        }
+        {
+            let mut known = lock(&self.known_end);
+            for (tp, end) in &ends {
+                let k = known.entry(tp.clone()).or_insert(0);
+                *k = (*k).max(*end);
+            }
+        }
+        let checkpoints: Vec<(TopicPartition, u64)> = {
+            let flights = lock(&self.in_flight);
+            let mut tps: Vec<&TopicPartition> = changelog_bounds.iter().map(|(tp, _)| tp).collect();
+            tps.sort();
+            tps.dedup();
+            tps.into_iter()
+                .map(|tp| {
+                    let other = flights
+                        .iter()
+                        .filter(|(id, _)| **id != flight)
+                        .flat_map(|(_, b)| b.iter())
+                        .filter(|(t, _)| t == tp)
+                        .map(|(_, b)| *b)
+                        .min();
+                    let mine = ends.get(tp).copied().unwrap_or(0);
+                    (tp.clone(), other.map_or(mine, |o| o.min(mine)))
+                })
+                .collect()
+        };
+        // Still registered until its changes are in the cache: a commit
+        // finishing meanwhile must not checkpoint past this one's records.
+        // (If applying fails it stays registered, which is safe.)
+        self.cache.apply(&all_changes, &checkpoints)?;
+        lock(&self.in_flight).remove(&flight);
+        Ok(receipts)
+    }
+
+    /// The commit topic of `group`'s task slots, made with `tasks`
+    /// partitions when missing.
+    fn task_topic(&self, group: &str, tasks: u32) -> Result<Arc<str>, LogError> {
+        if !kappa_log::valid_group_name(group) {
+            return Err(LogError::InvalidGroupName(group.to_owned()));
+        }
+        let topic = format!("{TASKS_TOPIC_PREFIX}{group}");
+        kappa_log::validate_topic_name(&topic)?;
+        let spec =
+            TopicSpec::new(topic.as_str(), tasks.max(1)).with_retention_ms(COMMIT_RETENTION_MS);
+        match self.partition_count(&topic) {
+            Ok(n) if n == spec.partitions => {}
+            Ok(n) => {
+                return Err(LogError::InvalidConfig(format!(
+                    "{topic:?} has {n} partitions but group {group:?} has {tasks} tasks; reset the application"
+                )));
+            }
+            Err(LogError::UnknownTopic(_)) => {
+                match self.topics.create(&spec) {
+                    Ok(()) | Err(LogError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.partitions
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(topic.clone(), spec.partitions);
+            }
+            Err(e) => return Err(e),
+        }
+        let changelog = kappa_log::task_changelog(group);
+        match self.create_topic(&TopicSpec::new(changelog.as_str(), spec.partitions).compacted()) {
+            Ok(()) => {}
+            Err(LogError::TopicExists(_)) => {
+                let n = self.partition_count(&changelog)?;
+                if n != spec.partitions {
+                    return Err(LogError::InvalidConfig(format!(
+                        "{changelog:?} has {n} partitions but group {group:?} has {tasks} tasks; reset the application"
+                    )));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.task_groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(group.to_owned(), (changelog.into(), spec.partitions));
+        Ok(topic.into())
     }
 
     fn forget_group_positions_of(&self, topic: &str) -> Result<(), LogError> {
@@ -700,6 +970,7 @@ fn is_internal(topic: &str) -> bool {
     topic.starts_with("__")
         || topic == METADATA_TOPIC
         || topic.starts_with("kappa-commits-")
+        || topic.starts_with(TASKS_TOPIC_PREFIX)
         || topic.ends_with("-changelog")
 }
 
@@ -789,89 +1060,131 @@ impl Log for KafkaLog {
             return Ok(CommitReceipt::default());
         }
         let planned = self.plan(commit)?;
-        let bounds = self.bounds(&planned.records)?;
-        let flight = self.next_flight.fetch_add(1, Ordering::Relaxed);
-        let changelog_bounds: Vec<(TopicPartition, u64)> = bounds
-            .iter()
-            .filter(|(tp, _)| {
-                planned.records[planned.outputs..]
-                    .iter()
-                    .any(|o| o.topic == tp.topic && o.partition == tp.partition)
-            })
-            .cloned()
-            .collect();
-        lock(&self.in_flight).insert(flight, changelog_bounds.clone());
-        let mut slot = match self.take_slot() {
-            Ok(s) => s,
-            Err(e) => {
-                lock(&self.in_flight).remove(&flight);
-                return Err(e);
+        let slot = self.take_slot()?;
+        let mut receipts = self.commit_planned(vec![(planned, slot)], |slot, ok| {
+            self.put_back_slot(slot, ok)
+        })?;
+        Ok(receipts.pop().unwrap_or_default())
+    }
+
+    fn commit_tasks(&self, group: &str, commits: Vec<(u32, Commit)>) -> Result<(), LogError> {
+        let mut planned = Vec::with_capacity(commits.len());
+        for (task, commit) in commits {
+            if !commit.is_empty() {
+                planned.push((task, self.plan(commit)?));
             }
-        };
-        let entry = Entry {
-            seq: slot.next_seq,
-            records: planned.records,
-            bounds,
-        };
-        let offsets = match self.write(&mut slot, &entry) {
-            Ok(o) => {
-                self.put_slot(slot);
-                o
-            }
-            Err(e) => {
-                // The commit may yet happen (at the next start): its
-                // changelog records must stay above every checkpoint.
-                self.retire_slot(slot);
-                return Err(e);
-            }
-        };
-        // Remember ends, and never checkpoint past a commit still producing.
-        let mut ends: HashMap<TopicPartition, u64> = HashMap::new();
-        for (o, at) in entry.records.iter().zip(&offsets) {
-            let e = ends
-                .entry(TopicPartition::new(o.topic.clone(), o.partition))
-                .or_insert(0);
-            *e = (*e).max(at + 1);
         }
+        let mut batch = Vec::with_capacity(planned.len());
         {
-            let mut known = lock(&self.known_end);
-            for (tp, end) in &ends {
-                let k = known.entry(tp.clone()).or_insert(0);
-                *k = (*k).max(*end);
+            let mut slots = lock(&self.task_slots);
+            for (task, p) in planned {
+                match slots.remove(&(group.to_owned(), task)) {
+                    Some(slot) => batch.push((p, slot)),
+                    None => {
+                        for (_, slot) in batch {
+                            slots.insert((group.to_owned(), slot.partition), slot);
+                        }
+                        return Err(LogError::Broker(format!(
+                            "task {task} of group {group:?} is not held by instance {:?} (it was never claimed, was revoked, or an earlier commit of it failed)",
+                            self.config.instance
+                        )));
+                    }
+                }
             }
         }
-        let checkpoints: Vec<(TopicPartition, u64)> = {
-            let flights = lock(&self.in_flight);
-            changelog_bounds
-                .iter()
-                .map(|(tp, _)| {
-                    let other = flights
-                        .iter()
-                        .filter(|(id, _)| **id != flight)
-                        .flat_map(|(_, b)| b.iter())
-                        .filter(|(t, _)| t == tp)
-                        .map(|(_, b)| *b)
-                        .min();
-                    let mine = ends.get(tp).copied().unwrap_or(0);
-                    (tp.clone(), other.map_or(mine, |o| o.min(mine)))
-                })
-                .collect()
+        let group_key = group.to_owned();
+        self.commit_planned(batch, |slot, ok| {
+            // A slot whose entry's fate is unknown stays out: the task must
+            // be claimed again (which recovers the slot) before it commits.
+            if ok {
+                lock(&self.task_slots).insert((group_key.clone(), slot.partition), slot);
+            } else {
+                tracing::error!(group = %group_key, task = slot.partition, "a task commit failed; the task must be claimed again");
+            }
+        })?;
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn join_group(
+        &self,
+        group: &str,
+        tasks: u32,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> Result<Box<dyn GroupMembership>, LogError> {
+        let topic = self.task_topic(group, tasks)?;
+        Ok(Box::new(crate::group::Member::join(
+            &self.config,
+            group,
+            &topic,
+            listener,
+        )?))
+    }
+
+    fn claim_tasks(
+        &self,
+        group: &str,
+        tasks: &[u32],
+        changelogs: &[TopicPartition],
+    ) -> Result<(), LogError> {
+        let count = tasks.iter().max().map_or(1, |m| m + 1);
+        // Made by joining the group, or by an earlier claim of all tasks.
+        let n = match self.partition_count(&format!("{TASKS_TOPIC_PREFIX}{group}")) {
+            Ok(n) if n >= count => n,
+            _ => count,
         };
-        // Still registered until its changes are in the cache: a commit
-        // finishing meanwhile must not checkpoint past this one's records.
-        // (If applying fails it stays registered, which is safe.)
-        self.cache.apply(&planned.changes, &checkpoints)?;
-        lock(&self.in_flight).remove(&flight);
-        let positions = entry.records[..planned.outputs]
-            .iter()
-            .zip(&offsets)
-            .map(|(o, at)| Position {
-                topic: o.topic.clone(),
-                partition: o.partition,
-                offset: *at,
-            })
-            .collect();
-        Ok(CommitReceipt { positions })
+        let topic = self.task_topic(group, n)?;
+        let writer: Arc<str> = format!("@{group}").into();
+        let mut slots = Vec::with_capacity(tasks.len());
+        for &task in tasks {
+            self.check_partition(&topic, task)?;
+            slots.push(self.recover_slot(topic.clone(), writer.clone(), task)?);
+        }
+        let mut tps = changelogs.to_vec();
+        tps.push(TopicPartition::new(METADATA_TOPIC, 0));
+        let started = Instant::now();
+        let records = self.restore(&tps)?;
+        {
+            let mut stats = lock(&self.restore);
+            stats.records += records;
+            stats.seconds += started.elapsed().as_secs_f64();
+        }
+        tracing::info!(
+            group,
+            ?tasks,
+            records,
+            seconds = started.elapsed().as_secs_f64(),
+            "tasks claimed: their state is restored"
+        );
+        let mut held = lock(&self.task_slots);
+        for slot in slots {
+            held.insert((group.to_owned(), slot.partition), slot);
+        }
+        Ok(())
+    }
+
+    fn release_tasks(&self, group: &str, tasks: &[u32]) -> Result<(), LogError> {
+        let mut held = lock(&self.task_slots);
+        for t in tasks {
+            held.remove(&(group.to_owned(), *t));
+        }
+        Ok(())
+    }
+
+    fn warm_changelogs(&self, changelogs: &[TopicPartition]) -> Result<u64, LogError> {
+        self.restore(changelogs)
+    }
+
+    fn start_offset(&self, partition: &TopicPartition) -> Result<u64, LogError> {
+        self.check_partition(&partition.topic, partition.partition)?;
+        Ok(self.readers.with(&[], |r| r.watermarks(partition))?.0)
+    }
+
+    fn partition_count(&self, topic: &str) -> Result<u32, LogError> {
+        KafkaLog::partition_count(self, topic)
     }
 
     fn fetch(

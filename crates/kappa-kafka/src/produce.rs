@@ -94,15 +94,26 @@ impl Sender {
         records: &[Outgoing],
         header: &dyn Fn(usize) -> Option<(&'static str, String)>,
     ) -> Result<Vec<u64>, LogError> {
+        self.send_parts(&[records], header)
+    }
+
+    /// As [`Sender::send_all`] for the records of several slices, as if
+    /// concatenated (indexes count through all of them).
+    pub(crate) fn send_parts(
+        &self,
+        parts: &[&[Outgoing]],
+        header: &dyn Fn(usize) -> Option<(&'static str, String)>,
+    ) -> Result<Vec<u64>, LogError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         {
             let mut s = lock(&self.producer.context().state);
             s.offsets.clear();
-            s.offsets.resize(records.len(), NOT_DELIVERED);
-            s.pending = records.len();
+            s.offsets.resize(total, NOT_DELIVERED);
+            s.pending = total;
             s.first_error = None;
         }
         let deadline = Instant::now() + self.timeout;
-        for (i, out) in records.iter().enumerate() {
+        for (i, out) in parts.iter().flat_map(|p| p.iter()).enumerate() {
             let extra = header(i);
             let mut headers = OwnedHeaders::new_with_capacity(out.record.headers.len() + 1);
             for h in &out.record.headers {

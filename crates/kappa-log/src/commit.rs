@@ -130,6 +130,13 @@ impl Commit {
         self
     }
 
+    /// Adds everything `other` carries after what this commit carries.
+    pub fn extend(&mut self, other: Commit) {
+        self.appends.extend(other.appends);
+        self.group_positions.extend(other.group_positions);
+        self.metadata.extend(other.metadata);
+    }
+
     /// Number of records to append.
     pub fn record_count(&self) -> usize {
         self.appends.iter().map(|a| a.records.len()).sum()

@@ -12,6 +12,7 @@ mod log;
 mod memory;
 mod partitioner;
 mod record;
+mod tasks;
 mod topic;
 
 pub use commit::{
@@ -30,6 +31,7 @@ pub use record::{
     HEADER_NAME_BYTES_MAX, HEADERS_PER_RECORD_MAX, Header, OffsetRange, ParsePositionError,
     Position, ProducerRecord, Record, TopicPartition, now_ms,
 };
+pub use tasks::{GroupMembership, RebalanceListener, SoleMember, task_changelog};
 pub use topic::{
     CleanupPolicy, DEFAULT_DELETE_RETENTION_MS, DEFAULT_MAX_RECORD_BYTES, PARTITIONS_MAX,
     PartitionDescription, TOPIC_NAME_BYTES_MAX, TopicConfig, TopicDescription, TopicSpec,

@@ -1,5 +1,6 @@
 //! The `Log` trait: what every backend (embedded, Kafka) provides.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -7,6 +8,7 @@ use bytes::Bytes;
 use crate::commit::{Commit, CommitReceipt};
 use crate::error::LogError;
 use crate::record::{OffsetRange, Position, ProducerRecord, Record, TopicPartition};
+use crate::tasks::{GroupMembership, RebalanceListener, SoleMember};
 use crate::topic::{TopicDescription, TopicSpec};
 
 /// Bounds on one fetch.
@@ -129,6 +131,26 @@ pub trait Log: Send + Sync {
     /// Unknown topic or partition.
     fn offsets(&self, partition: &TopicPartition) -> Result<OffsetRange, LogError>;
 
+    /// The first offset a partition holds: [`Log::offsets`]' `start`, which
+    /// some backends find more cheaply than the end.
+    ///
+    /// # Errors
+    ///
+    /// Unknown topic or partition.
+    fn start_offset(&self, partition: &TopicPartition) -> Result<u64, LogError> {
+        Ok(self.offsets(partition)?.start)
+    }
+
+    /// A topic's partition count: [`Log::describe_topic`]' `spec.partitions`,
+    /// without the per-partition offsets.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`].
+    fn partition_count(&self, topic: &str) -> Result<u32, LogError> {
+        Ok(self.describe_topic(topic)?.spec.partitions)
+    }
+
     /// The first offset whose record has a timestamp at or after `timestamp_ms`,
     /// or `None` if there is none (as Kafka's `ListOffsets` by time).
     ///
@@ -204,5 +226,87 @@ pub trait Log: Send + Sync {
             .filter(|(k, _)| after.is_none_or(|a| &k[..] > a))
             .take(limit)
             .collect())
+    }
+
+    /// Whether other processes may use this log at the same time (Kafka):
+    /// then a group's tasks are split between its processes by
+    /// [`Log::join_group`], and local state is a copy of what the log holds.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Joins `group`, whose work is split into `tasks` tasks: `listener`
+    /// hears which of them this process holds, now and as processes join
+    /// and leave. The default (a log one process uses) gives it all of
+    /// them before returning.
+    ///
+    /// # Errors
+    ///
+    /// The group cannot be joined (invalid name, broker unreachable).
+    fn join_group(
+        &self,
+        group: &str,
+        tasks: u32,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> Result<Box<dyn GroupMembership>, LogError> {
+        let _ = group;
+        Ok(Box::new(SoleMember::join(tasks, listener)))
+    }
+
+    /// Makes this process the writer of `group`'s `tasks` before it
+    /// processes them: completes what a previous owner left half-written
+    /// and brings the local copy of their state (`changelogs`, and the
+    /// group's positions) up to the log's end. On a log one process uses
+    /// there is nothing to do.
+    ///
+    /// # Errors
+    ///
+    /// Log failures; the tasks must not be processed then.
+    fn claim_tasks(
+        &self,
+        group: &str,
+        tasks: &[u32],
+        changelogs: &[TopicPartition],
+    ) -> Result<(), LogError> {
+        let _ = (group, tasks, changelogs);
+        Ok(())
+    }
+
+    /// Gives up `tasks` of `group`: later [`Log::commit_tasks`] for them fail.
+    ///
+    /// # Errors
+    ///
+    /// Log failures.
+    fn release_tasks(&self, group: &str, tasks: &[u32]) -> Result<(), LogError> {
+        let _ = (group, tasks);
+        Ok(())
+    }
+
+    /// Brings the local copy of changelog partitions this process does not
+    /// write up to date (standby replicas), returning the records read.
+    ///
+    /// # Errors
+    ///
+    /// Log failures.
+    fn warm_changelogs(&self, changelogs: &[TopicPartition]) -> Result<u64, LogError> {
+        let _ = changelogs;
+        Ok(0)
+    }
+
+    /// Commits the work of several claimed tasks of `group`, each
+    /// `(task, commit)` atomically on its own. The default merges them
+    /// into one [`Log::commit`], which is atomic as a whole.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::commit`]; on a shared log also a task not claimed (or
+    /// released since) by this process.
+    fn commit_tasks(&self, group: &str, commits: Vec<(u32, Commit)>) -> Result<(), LogError> {
+        let _ = group;
+        let mut all = Commit::new();
+        for (_, c) in commits {
+            all.extend(c);
+        }
+        self.commit(all).map(|_| ())
     }
 }

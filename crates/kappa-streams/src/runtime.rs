@@ -22,7 +22,9 @@ use crate::context::TaskContext;
 use crate::error::StreamsError;
 use crate::global::GlobalStores;
 use crate::node::{SourceNode, TaskInit};
+use crate::registry::{Registry, TaskOwner};
 use crate::store::{ReadOnlyStore, TaskStore, replay_mark_key, stream_time_key};
+use crate::tasks::{Listener, TaskState, Tasks};
 use crate::topology::Topology;
 
 /// How a topology runs.
@@ -38,6 +40,31 @@ pub struct StreamsConfig {
     pub fetch_records_max: usize,
     /// Where undecodable input records go; `None` stops the topology with an error.
     pub dead_letter_topic: Option<String>,
+    /// How this process finds its tasks: all of them, or a share of them
+    /// agreed with the other processes of the application's group.
+    pub assignment: Assignment,
+    /// The URL other instances reach this one's HTTP server at (for
+    /// interactive queries of keys this instance owns); published in the
+    /// instance registry when set.
+    pub application_server: Option<String>,
+    /// Keep warm copies of this many other instances' task stores, so
+    /// taking a task over restores only the tail (see [`Assignment::Group`]).
+    pub num_standby_replicas: u32,
+}
+
+/// How the tasks of an application are split between processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Assignment {
+    /// This process runs every task: the only process of the application.
+    #[default]
+    AllTasks,
+    /// The processes of the application share its tasks through the log's
+    /// group membership ([`kappa_log::Log::join_group`]); tasks move when
+    /// processes join or leave. On Kafka the group uses the `range`
+    /// assignor, which the log (not Kappa) runs, so standby copies cannot
+    /// be placed: with `num_standby_replicas > 0` an instance follows the
+    /// changelogs of every task it does not own.
+    Group,
 }
 
 impl StreamsConfig {
@@ -49,6 +76,9 @@ impl StreamsConfig {
             commit_interval: Duration::from_millis(100),
             fetch_records_max: 10_000,
             dead_letter_topic: None,
+            assignment: Assignment::AllTasks,
+            application_server: None,
+            num_standby_replicas: 0,
         }
     }
 }
@@ -76,6 +106,8 @@ impl SourceNode for FanOut {
 pub(crate) struct Task {
     pub(crate) partition: u32,
     ctx: TaskContext,
+    /// The stream time as of the last commit (unchanged ones are not written again).
+    committed_stream_time: i64,
     /// Source nodes by topic; cursors point at them by index.
     sources: Vec<(Arc<str>, Box<dyn SourceNode>)>,
 }
@@ -107,6 +139,8 @@ pub(crate) struct Worker {
     tasks: Vec<Task>,
     /// Input partitions and the next offset to read, with the task index.
     cursors: Vec<(TopicPartition, u64)>,
+    /// Per cursor: the position as of the last commit (unchanged ones are not written again).
+    committed_at: Vec<u64>,
     /// For each cursor: its task and the task's source for that topic.
     cursor_task: Vec<(usize, usize)>,
     /// True when positions moved since the last commit.
@@ -142,6 +176,7 @@ pub(crate) struct Worker {
 pub(crate) const REPLAY_HEADER: &str = "kappa-replay";
 
 /// Topics, partitions and stores a topology runs with, checked against the log.
+#[derive(Clone)]
 pub(crate) struct Plan {
     pub(crate) sources: Vec<String>,
     pub(crate) partitions: u32,
@@ -174,21 +209,20 @@ pub(crate) fn plan(
     // a task joins the same partition of every input.
     let mut partitions: Option<(String, u32)> = None;
     for topic in sources.iter().filter(|t| !internal.contains(t)) {
-        let d = log.describe_topic(topic).map_err(|e| match e {
+        let n = log.partition_count(topic).map_err(|e| match e {
             kappa_log::LogError::UnknownTopic(_) => StreamsError::Topology(format!(
                 "input topic {topic:?} does not exist; create it first"
             )),
             other => StreamsError::Log(other),
         })?;
         match &partitions {
-            Some((first, n)) if *n != d.spec.partitions => {
+            Some((first, m)) if *m != n => {
                 return Err(StreamsError::Topology(format!(
-                    "inputs must have equal partition counts to be processed together: {first:?} has {n}, {topic:?} has {}",
-                    d.spec.partitions
+                    "inputs must have equal partition counts to be processed together: {first:?} has {m}, {topic:?} has {n}"
                 )));
             }
             Some(_) => {}
-            None => partitions = Some((topic.clone(), d.spec.partitions)),
+            None => partitions = Some((topic.clone(), n)),
         }
     }
     let partitions = partitions.map_or(1, |(_, n)| n);
@@ -196,7 +230,7 @@ pub(crate) fn plan(
         match log.create_topic(&TopicSpec::new(topic.as_str(), partitions)) {
             Ok(()) => {}
             Err(kappa_log::LogError::TopicExists(_)) => {
-                let existing = log.describe_topic(topic)?.spec.partitions;
+                let existing = log.partition_count(topic)?;
                 if existing != partitions {
                     return Err(StreamsError::Topology(format!(
                         "internal topic {topic:?} has {existing} partitions but the inputs have {partitions}; reset the application"
@@ -206,7 +240,12 @@ pub(crate) fn plan(
             Err(e) => return Err(e.into()),
         }
     }
-    // Backends that keep state in topics give each store a changelog.
+    // Backends that keep state in topics give each store a changelog, and
+    // each task's stream time a place beside its positions.
+    let mut stream_time = crate::store::app_prefix(app);
+    stream_time.extend_from_slice(b"!stream-time/");
+    log.declare_changelog(&stream_time, &kappa_log::task_changelog(app), partitions)?;
+
     for store in topology.stores() {
         let changelog = format!("{app}-{}-changelog", store.name);
         if kappa_log::validate_topic_name(&changelog).is_ok() {
@@ -217,21 +256,21 @@ pub(crate) fn plan(
         }
     }
     for topic in topology.sink_topics(app) {
-        if log.describe_topic(&topic).is_err() {
+        if log.partition_count(&topic).is_err() {
             return Err(StreamsError::Topology(format!(
                 "output topic {topic:?} does not exist; create it first"
             )));
         }
     }
     for topic in &topology.graph.global_topics {
-        if log.describe_topic(topic).is_err() {
+        if log.partition_count(topic).is_err() {
             return Err(StreamsError::Topology(format!(
                 "global table topic {topic:?} does not exist; create it first"
             )));
         }
     }
     if let Some(dl) = &config.dead_letter_topic
-        && log.describe_topic(dl).is_err()
+        && log.partition_count(dl).is_err()
     {
         return Err(StreamsError::Topology(format!(
             "dead-letter topic {dl:?} does not exist; create it first"
@@ -288,7 +327,7 @@ impl Worker {
                 let tp = TopicPartition::new(topic.as_str(), p);
                 let start = match committed.get(&tp) {
                     Some(&o) => o,
-                    None => log.offsets(&tp)?.start,
+                    None => log.start_offset(&tp)?,
                 };
                 let source = sources
                     .iter()
@@ -306,6 +345,7 @@ impl Worker {
             }
             tasks.push(Task {
                 partition: p,
+                committed_stream_time: ctx.stream_time,
                 ctx,
                 sources,
             });
@@ -329,6 +369,7 @@ impl Worker {
             log,
             group: app.to_owned(),
             tasks,
+            committed_at: cursors.iter().map(|(_, at)| *at).collect(),
             cursors,
             cursor_task,
             dirty: false,
@@ -462,29 +503,41 @@ impl Worker {
         // memory, so the worker refuses to go on (a restart redoes the work
         // from the last commit) rather than commit later state without them.
         self.failed = true;
-        let mut commit = Commit::new();
-        for task in &mut self.tasks {
+        // One commit per task: on a shared log each task is committed (and
+        // may be taken over) on its own.
+        let mut commits: Vec<(u32, Commit)> = self
+            .tasks
+            .iter()
+            .map(|t| (t.partition, Commit::new()))
+            .collect();
+        for (task, (_, commit)) in self.tasks.iter_mut().zip(&mut commits) {
             for (topic, record) in task.ctx.outputs.drain(..) {
                 commit.append(&topic, record);
             }
             for store in &task.ctx.stores {
-                store.stage(&mut commit);
+                store.stage(commit);
             }
-            if task.ctx.stream_time != i64::MIN {
+            if task.ctx.stream_time != task.committed_stream_time {
                 commit.put_metadata(
                     stream_time_key(&self.group, task.partition),
                     task.ctx.stream_time.to_be_bytes().to_vec(),
                 );
             }
         }
-        for (tp, at) in &self.cursors {
-            commit.set_group_position(&self.group, tp.clone(), *at);
+        for (i, (tp, at)) in self.cursors.iter().enumerate() {
+            if self.committed_at[i] != *at {
+                commits[self.cursor_task[i].0]
+                    .1
+                    .set_group_position(&self.group, tp.clone(), *at);
+            }
         }
         // Replay marks the positions have passed are done with.
         let mut marks_done = false;
-        for ((tp, at), until) in self.cursors.iter().zip(&mut self.replay_until) {
+        for (i, ((tp, at), until)) in self.cursors.iter().zip(&mut self.replay_until).enumerate() {
             if *until > 0 && *at >= *until {
-                commit.delete_metadata(replay_mark_key(&self.app, &tp.topic, tp.partition));
+                commits[self.cursor_task[i].0]
+                    .1
+                    .delete_metadata(replay_mark_key(&self.app, &tp.topic, tp.partition));
                 *until = 0;
                 marks_done = true;
             }
@@ -496,11 +549,16 @@ impl Worker {
                 task.ctx.replaying = None;
             }
         }
-        self.log.commit(commit)?;
+        commits.retain(|(_, c)| !c.is_empty());
+        self.log.commit_tasks(&self.group, commits)?;
         for task in &mut self.tasks {
             for store in &mut task.ctx.stores {
                 store.committed();
             }
+            task.committed_stream_time = task.ctx.stream_time;
+        }
+        for (committed, (_, at)) in self.committed_at.iter_mut().zip(&self.cursors) {
+            *committed = *at;
         }
         self.dirty = false;
         self.failed = false;
@@ -562,13 +620,13 @@ impl Progress {
         self.changed.notify_all();
     }
 
-    fn stopped(&self) {
+    pub(crate) fn stopped(&self) {
         lock(&self.state).stopped = true;
         self.changed.notify_all();
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -595,7 +653,10 @@ pub struct Streams {
     plan: Plan,
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    /// The global tables' thread, the registry's and the task manager's.
     threads: Vec<JoinHandle<Result<(), StreamsError>>>,
+    tasks: Arc<Tasks>,
+    registry: Option<Arc<Registry>>,
 }
 
 impl Streams {
@@ -612,80 +673,79 @@ impl Streams {
         config: StreamsConfig,
     ) -> Result<Self, StreamsError> {
         let plan = plan(&*log, &topology, &config)?;
-        let threads_n = config.num_threads.clamp(1, plan.partitions as usize);
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Progress::default());
-        let mut threads = Vec::with_capacity(threads_n + 1);
+        let mut threads = Vec::with_capacity(3);
         // Global tables are read to their end before any task processes.
         let globals = Arc::new(GlobalStores::new(&*log, &topology.graph.global_topics)?);
         globals.bootstrap(&*log)?;
         if !globals.is_empty() {
             let (log, globals, stop, progress) =
                 (log.clone(), globals.clone(), stop.clone(), progress.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("kappa-streams-{}-global", config.application_id))
-                .spawn(move || {
-                    let guard = StoppedOnExit(&progress);
-                    let result = follow_globals(&*log, &globals, &stop);
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "global table thread stopped");
-                    } else {
-                        std::mem::forget(guard);
-                    }
-                    result
-                })
-                .map_err(|e| StreamsError::Worker(e.to_string()))?;
-            threads.push(handle);
+            threads.push(spawn_guarded(
+                format!("kappa-streams-{}-global", config.application_id),
+                progress,
+                move || follow_globals(&*log, &globals, &stop),
+            )?);
         }
-        for i in 0..threads_n {
-            let mine: Vec<u32> = (0..plan.partitions)
-                .filter(|p| *p as usize % threads_n == i)
-                .collect();
-            let built = Worker::new(
-                log.clone(),
-                &topology,
-                &config,
-                &plan,
-                &mine,
-                globals.clone(),
-            );
-            let mut worker = match built {
-                Ok(w) => w,
-                Err(e) => {
-                    // Stop what already started rather than leave it running.
-                    stop.store(true, Ordering::Release);
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(e);
-                }
-            };
-            let stop = stop.clone();
-            let progress = progress.clone();
-            let interval = config.commit_interval;
-            let handle = std::thread::Builder::new()
-                .name(format!("kappa-streams-{}-{i}", config.application_id))
-                .spawn(move || {
-                    // Reports the stop even when the worker panics, so waiters wake.
-                    let _guard = StoppedOnExit(&progress);
-                    let result = run_worker(&mut worker, &stop, &progress, interval);
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "streams worker stopped");
-                    }
-                    result
-                })
-                .map_err(|e| StreamsError::Worker(e.to_string()))?;
-            threads.push(handle);
-        }
-        tracing::info!(app = %config.application_id, threads = threads_n, partitions = plan.partitions, "streams started");
-        Ok(Self {
-            log,
-            config,
-            plan,
-            stop,
-            progress,
+        let registry = match &config.application_server {
+            Some(url) => {
+                let registry = Arc::new(Registry::open(log.clone(), &config.application_id, url)?);
+                let (r, stop, progress) = (registry.clone(), stop.clone(), progress.clone());
+                threads.push(spawn_guarded(
+                    format!("kappa-streams-{}-registry", config.application_id),
+                    progress,
+                    move || crate::registry::follow(&r, &stop),
+                )?);
+                Some(registry)
+            }
+            None => None,
+        };
+        let tasks = Arc::new(Tasks::new(
+            log.clone(),
+            topology,
+            config.clone(),
+            plan.clone(),
+            globals,
+            progress.clone(),
+            registry.clone(),
+        ));
+        let mut streams = Self {
+            log: log.clone(),
+            config: config.clone(),
+            plan: plan.clone(),
+            stop: stop.clone(),
+            progress: progress.clone(),
             threads,
-        })
+            tasks: tasks.clone(),
+            registry,
+        };
+        match config.assignment {
+            Assignment::AllTasks => {
+                // Dropping `streams` on failure stops what already started.
+                let all: Vec<u32> = (0..plan.partitions).collect();
+                tasks.claim_and_start(&all)?;
+            }
+            Assignment::Group => {
+                let (sender, assigned) = std::sync::mpsc::channel();
+                let manager = tasks.clone();
+                let stop = stop.clone();
+                streams.threads.push(spawn_guarded(
+                    format!("kappa-streams-{}-tasks", config.application_id),
+                    progress,
+                    move || crate::tasks::manage(&manager, &assigned, &stop),
+                )?);
+                let listener = Arc::new(Listener {
+                    tasks,
+                    assigned: Mutex::new(sender),
+                });
+                let membership =
+                    log.join_group(&config.application_id, plan.partitions, listener)?;
+                *lock(&streams.tasks.membership) = Some(Arc::from(membership));
+            }
+        }
+        tracing::info!(app = %config.application_id, threads = config.num_threads, partitions = plan.partitions, assignment = ?config.assignment, "streams started");
+        Ok(streams)
     }
 
     /// Blocks until every input record so far is processed and committed,
@@ -832,21 +892,55 @@ impl Streams {
         )
     }
 
+    /// Who runs `task` (a partition index): with an instance registry
+    /// ([`StreamsConfig::application_server`]) the instance that last said
+    /// so; without one, this process runs every task.
+    pub fn owner_of(&self, task: u32) -> TaskOwner {
+        match &self.registry {
+            Some(r) => r.owner_of(task),
+            None => TaskOwner::Local,
+        }
+    }
+
+    /// The instances in the registry and the tasks each last said it runs.
+    pub fn instances(&self) -> Vec<(String, Vec<u32>)> {
+        self.registry
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.instances())
+    }
+
+    /// The tasks running here and those being restored.
+    pub fn task_state(&self) -> TaskState {
+        self.tasks.state()
+    }
+
     /// Stops the workers after a final commit.
     ///
     /// # Errors
     ///
     /// The first error any worker stopped with.
     pub fn close(mut self) -> Result<(), StreamsError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), StreamsError> {
+        // Leaving the group revokes (stops) the tasks first.
+        let membership = lock(&self.tasks.membership).take();
+        drop(membership);
         self.stop.store(true, Ordering::Release);
-        let mut first = Ok(());
+        let mut first = self.tasks.stop_all();
         for t in self.threads.drain(..) {
             let result = t
                 .join()
-                .unwrap_or_else(|_| Err(StreamsError::Worker("a worker panicked".to_owned())));
+                .unwrap_or_else(|_| Err(StreamsError::Worker("a thread panicked".to_owned())));
             if first.is_ok() {
                 first = result;
             }
+        }
+        if first.is_ok()
+            && let Some(e) = self.tasks.take_failure()
+        {
+            first = Err(e);
         }
         first
     }
@@ -855,14 +949,31 @@ impl Streams {
 impl Drop for Streams {
     /// Stops the workers (each makes a final commit) if `close` was not called.
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        let _ = self.shut_down();
     }
 }
 
-fn run_worker(
+/// Spawns a thread that marks the application stopped when it fails or panics.
+fn spawn_guarded(
+    name: String,
+    progress: Arc<Progress>,
+    f: impl FnOnce() -> Result<(), StreamsError> + Send + 'static,
+) -> Result<JoinHandle<Result<(), StreamsError>>, StreamsError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let guard = StoppedOnExit(&progress);
+            let result = f();
+            match &result {
+                Err(e) => tracing::error!(error = %e, thread = %name, "streams thread stopped"),
+                Ok(()) => std::mem::forget(guard),
+            }
+            result
+        })
+        .map_err(|e| StreamsError::Worker(e.to_string()))
+}
+
+pub(crate) fn run_worker(
     worker: &mut Worker,
     stop: &AtomicBool,
     progress: &Progress,
@@ -889,7 +1000,7 @@ fn run_worker(
 }
 
 /// Marks the application stopped when dropped (also during a panic).
-struct StoppedOnExit<'a>(&'a Progress);
+pub(crate) struct StoppedOnExit<'a>(pub(crate) &'a Progress);
 
 impl Drop for StoppedOnExit<'_> {
     fn drop(&mut self) {

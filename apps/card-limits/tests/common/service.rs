@@ -41,24 +41,69 @@ impl Drop for Server {
 /// Starts `card-limits serve` on the log in `dir` (durability `always`),
 /// with `extra` arguments, and waits until it says it is ready.
 pub fn serve(dir: &Path, extra: &[&str]) -> (Server, SocketAddr) {
-    let mut child = Process::new(env!("CARGO_BIN_EXE_card-limits"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--durability",
-            "always",
-            "--log",
-        ])
-        .arg(dir)
-        .args(extra)
+    let mut args = vec!["--http", "127.0.0.1:0", "--durability", "always", "--log"];
+    let dir = dir.to_str().unwrap();
+    args.push(dir);
+    args.extend(extra);
+    serve_with(&args, None)
+}
+
+/// Starts one of several instances of `card-limits serve` on the tansu
+/// broker at `bootstrap`, named `instance` (local state under
+/// `state`), serving and advertising `127.0.0.1:port`.
+pub fn serve_instance(
+    bootstrap: &str,
+    instance: &str,
+    state: &Path,
+    port: u16,
+) -> (Server, SocketAddr) {
+    let log = format!("kafka://{bootstrap}?kappa.instance={instance}&kappa.compat=tansu-0.6");
+    let http = format!("127.0.0.1:{port}");
+    let advertise = format!("http://{http}");
+    serve_with(
+        &["--http", &http, "--log", &log, "--advertise", &advertise],
+        Some(state),
+    )
+}
+
+/// A loopback port nothing listens on now (the instances must know their
+/// address before they start, to advertise it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve_with(args: &[&str], state: Option<&Path>) -> (Server, SocketAddr) {
+    let mut process = Process::new(env!("CARGO_BIN_EXE_card-limits"));
+    process.arg("serve").args(args);
+    let mut stderr = Stdio::null();
+    if let Some(state) = state {
+        // Each instance's log, for when the test fails.
+        std::fs::create_dir_all(state).unwrap();
+        let port = args
+            .iter()
+            .find(|a| a.starts_with("127.0.0.1:"))
+            .unwrap_or(&"x");
+        let file =
+            std::fs::File::create(state.join(format!("instance-{}.log", port.replace(':', "-"))))
+                .unwrap();
+        stderr = Stdio::from(file);
+        process
+            .env("KAPPA_STATE_DIR", state)
+            .env("KAPPA_LOG_LEVEL", "info");
+    }
+    let extra = args;
+    let mut child = process
         .args((!extra.contains(&"--security")).then_some("--insecure-no-auth"))
         .env_remove("KAPPA_LOG")
         .env_remove("CARD_LIMITS_POSTGRES")
         .env_remove("CARD_LIMITS_NOTIFY_URL")
         .env_remove("CARD_LIMITS_SECURITY")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -126,8 +171,20 @@ impl Load {
         addr: SocketAddr,
         budget: Option<Arc<AtomicUsize>>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.send_spread(&[addr], budget)
+    }
+
+    /// As [`Load::send`], connection `c` going to `addrs[c % addrs.len()]`.
+    pub fn send_spread(
+        &self,
+        addrs: &[SocketAddr],
+        budget: Option<Arc<AtomicUsize>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         (0..self.connections)
-            .map(|conn| tokio::spawn(self.clone().connection(addr, conn, budget.clone())))
+            .map(|conn| {
+                let addr = addrs[conn as usize % addrs.len()];
+                tokio::spawn(self.clone().connection(addr, conn, budget.clone()))
+            })
             .collect()
     }
 

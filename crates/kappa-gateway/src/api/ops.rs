@@ -37,10 +37,21 @@ pub(crate) fn ready(state: &GatewayState) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `streams` has processed up to `ends`; else where it is behind.
+/// Whether `streams` has processed up to `ends` in the tasks it runs
+/// (other instances answer for the others); else where it is behind.
 fn caught_up(streams: &Streams, ends: &[(kappa_log::TopicPartition, u64)]) -> Result<(), String> {
+    let tasks = streams.task_state();
+    if tasks.rebalances == 0 {
+        return Err("waiting to be given its tasks".to_owned());
+    }
+    if !tasks.restoring.is_empty() {
+        return Err(format!("restoring tasks {:?}", tasks.restoring));
+    }
     let committed = streams.committed_positions();
     for (tp, end) in ends {
+        if !tasks.running.contains(&tp.partition) {
+            continue;
+        }
         let at = committed
             .iter()
             .find(|(c, _)| c == tp)
@@ -74,6 +85,31 @@ fn render_streams(f: &mut MetricFamilies, state: &GatewayState, streams: &Stream
         f.add(name, kind, &labels, value);
     };
     let a = format!("application=\"{app}\"");
+    let tasks = streams.task_state();
+    add(
+        "kappa_streams_tasks_running",
+        "gauge",
+        a.clone(),
+        tasks.running.len() as u64,
+    );
+    add(
+        "kappa_streams_tasks_restoring",
+        "gauge",
+        a.clone(),
+        tasks.restoring.len() as u64,
+    );
+    add(
+        "kappa_streams_rebalances_total",
+        "counter",
+        a.clone(),
+        tasks.rebalances,
+    );
+    add(
+        "kappa_streams_last_restore_milliseconds",
+        "gauge",
+        a.clone(),
+        tasks.last_restore_ms,
+    );
     add(
         "kappa_streams_records_processed_total",
         "counter",

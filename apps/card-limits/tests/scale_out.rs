@@ -1,0 +1,163 @@
+//! Scale-out on a Kafka broker (tansu): two and then three card-limits
+//! instances share the processor's tasks through one consumer group while
+//! commands arrive at all of them; one is killed (SIGKILL) mid-load and the
+//! others take its tasks over, restoring its stores from the changelogs
+//! and finishing what it left half-committed. Every command is decided
+//! with exactly the oracle's events, and a query for any card sent to any
+//! live instance (forwarded to the card's owner) answers the oracle's
+//! balances.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::service::{Load, free_port, read_all, serve_instance};
+use common::{Command, Oracle};
+use kappa_gateway::Envelope;
+use kappa_gateway::load::HttpClient;
+use kappa_kafka::KafkaLog;
+use kappa_kafka::testing::Tansu;
+use serde_json::Value;
+
+const COMMANDS: u64 = 900;
+const CARDS: u64 = 40;
+const CONNECTIONS: u64 = 6;
+
+/// Sends commands over `addrs` until `budget` more are acknowledged.
+async fn run_until(load: &Load, addrs: &[SocketAddr], budget: usize) {
+    let left = Arc::new(AtomicUsize::new(budget));
+    for s in load.send_spread(addrs, Some(left.clone())) {
+        s.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_the_work_and_survive_one_killed_mid_load() {
+    let broker = Tansu::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    let state = tempfile::tempdir().unwrap();
+    let load = Load::new(COMMANDS, CARDS, CONNECTIONS);
+
+    // Two instances.
+    let (a, a_addr) = serve_instance(&bootstrap, "a", state.path(), free_port());
+    let (mut b, b_addr) = serve_instance(&bootstrap, "b", state.path(), free_port());
+    run_until(&load, &[a_addr, b_addr], (COMMANDS / 3) as usize).await;
+
+    // A third joins while the load goes on; then one is killed mid-load.
+    let (c, c_addr) = serve_instance(&bootstrap, "c", state.path(), free_port());
+    let left = Arc::new(AtomicUsize::new((COMMANDS / 3) as usize));
+    let senders = load.send_spread(&[a_addr, b_addr, c_addr], Some(left.clone()));
+    // (A sender ends early only by failing: then its join below says why.)
+    while left.load(Ordering::Acquire) > 0 && !senders.iter().all(|s| s.is_finished()) {
+        tokio::task::yield_now().await;
+    }
+    b.kill(); // SIGKILL, with commands in flight
+    for s in senders {
+        s.await.unwrap();
+    }
+    assert!(load.acked() < COMMANDS as usize);
+
+    // The survivors finish the load (retrying what b never acknowledged).
+    let live = [a_addr, c_addr];
+    for s in load.send_spread(&live, None) {
+        s.await.unwrap();
+    }
+    assert_eq!(load.acked(), COMMANDS as usize);
+
+    // Each card's last command, sent synchronously to one survivor, is
+    // decided after every earlier command of its card; then every survivor
+    // answers for every card (forwarding to the owner when it is not it).
+    // (A fresh connection per request: one idle while another waits may
+    // be closed by the server's idle timeout.)
+    let mut views: HashMap<String, Vec<Value>> = HashMap::new();
+    for card in 0..CARDS {
+        let name = format!("card-{card}");
+        let mut sender = HttpClient::connect(live[card as usize % live.len()])
+            .await
+            .unwrap();
+        let r = sender
+            .post(
+                "/commands?sync=true&timeout_ms=60000",
+                &serde_json::json!({"action": "remove-limit", "key": name, "data": {"card": name}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let position = r.json()["position"].as_str().unwrap().to_owned();
+        for addr in live {
+            let mut client = HttpClient::connect(addr).await.unwrap();
+            let v = client
+                .get(&format!(
+                    "/cards/{name}?min_position={position}&wait_ms=60000"
+                ))
+                .await
+                .unwrap();
+            assert_eq!(
+                v.status,
+                200,
+                "{name} at {addr}: {}",
+                String::from_utf8_lossy(&v.body)
+            );
+            views.entry(name.clone()).or_default().push(v.json());
+        }
+    }
+    drop((a, c));
+
+    // The log: every command decided, with exactly the oracle's events
+    // (the oracle applies the commands in the log's order, duplicates
+    // included: a command b wrote but never acknowledged was sent again).
+    let reader = {
+        let mut config = broker.config(&state.path().join("checker"));
+        config.instance = "checker".to_owned();
+        KafkaLog::open(config).unwrap()
+    };
+    let mut seen = vec![0; COMMANDS as usize];
+    let mut oracle = Oracle::default();
+    let mut expected: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
+    for r in read_all(&reader, "commands") {
+        let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+        let c = Command {
+            action: match e.action.as_str() {
+                "set-limit" => "set-limit",
+                "remove-limit" => "remove-limit",
+                "authorize" => "authorize",
+                _ => "settle",
+            },
+            data: e.data.clone(),
+        };
+        if let Some(k) = &e.idempotency_key {
+            seen[k.parse::<usize>().unwrap()] += 1;
+        }
+        expected.insert(e.id.to_string(), oracle.apply(&c));
+    }
+    assert!(seen.iter().all(|s| *s >= 1), "every command is in the log");
+    let mut actual: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
+    for r in read_all(&reader, "events") {
+        let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+        actual
+            .entry(e.parent.unwrap().to_string())
+            .or_default()
+            .push((e.action, e.data, e.error));
+    }
+    assert_eq!(actual.len(), expected.len(), "every command decided");
+    for (id, events) in &expected {
+        assert_eq!(
+            actual.get(id),
+            Some(events),
+            "command {id}: decided once, as the oracle"
+        );
+    }
+    // Every survivor's answer for every card equals the from-scratch computation.
+    for (card, answers) in views {
+        let state = &oracle.cards[&card];
+        let t = state.latest().unwrap();
+        for v in answers {
+            assert_eq!(v["settled"], state.settled(t), "{card}: {v}");
+            assert_eq!(v["pending"], state.pending(t), "{card}: {v}");
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Several instances of one application share its tasks through a Kafka
+//! consumer group (tansu): the tasks are split between them, each task is
+//! run by exactly one instance, the instance registry says who runs what,
+//! and when an instance leaves the other takes its tasks over with their
+//! stores and goes on — outputs exactly once and stores equal to a
+//! recomputation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{collect, topology};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kappa_kafka::KafkaLog;
+use kappa_kafka::testing::Tansu;
+use kappa_log::{Log, ProducerRecord, TopicPartition, TopicSpec};
+use kappa_streams::{Assignment, Streams, StreamsConfig, TaskOwner, TopologyTestDriver};
+
+const PARTITIONS: u32 = 4;
+
+fn inputs() -> Vec<ProducerRecord> {
+    (0..400i64)
+        .map(|i| {
+            let v = (i * 37 % 81) - 40;
+            ProducerRecord::value(v.to_string())
+                .with_key(format!("k{}", i * 5 % 11))
+                .with_timestamp(1_000 + i)
+        })
+        .collect()
+}
+
+fn open(tansu: &Tansu, name: &str, state: &std::path::Path) -> Arc<dyn Log> {
+    let mut kafka = tansu.config(&state.join(name));
+    kafka.instance = name.to_owned();
+    Arc::new(KafkaLog::open(kafka).unwrap())
+}
+
+fn start(log: &Arc<dyn Log>, name: &str) -> Streams {
+    let mut config = StreamsConfig::new("shared");
+    config.num_threads = 2;
+    config.commit_interval = Duration::from_millis(20);
+    config.fetch_records_max = 50;
+    config.assignment = Assignment::Group;
+    config.application_server = Some(format!("http://{name}"));
+    Streams::start(log.clone(), topology(), config).unwrap()
+}
+
+/// Waits (bounded) until `done` holds, checking every 50 ms.
+fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until every input partition is processed by whichever instance runs it.
+fn processed(log: &dyn Log, instances: &[&Streams]) {
+    let ends: Vec<(TopicPartition, u64)> = (0..PARTITIONS)
+        .map(|p| {
+            let tp = TopicPartition::new("in", p);
+            let end = log.offsets(&tp).unwrap().end;
+            (tp, end)
+        })
+        .collect();
+    eventually("every input is processed", Duration::from_secs(60), || {
+        ends.iter().all(|(tp, end)| {
+            instances.iter().any(|s| {
+                s.task_state().running.contains(&tp.partition)
+                    && s.committed_positions()
+                        .iter()
+                        .any(|(t, at)| t == tp && at >= end)
+            })
+        })
+    });
+}
+
+#[test]
+fn instances_split_the_tasks_and_one_takes_over_when_the_other_leaves() {
+    let tansu = Tansu::start().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let input = inputs();
+    let mut driver = TopologyTestDriver::new(topology(), PARTITIONS).unwrap();
+    for r in &input {
+        driver.pipe_record("in", r.clone()).unwrap();
+    }
+    let expected = collect(&**driver.log(), PARTITIONS);
+
+    let log_a = open(&tansu, "a", state.path());
+    for t in ["in", "doubled", "sums", "parity"] {
+        log_a.create_topic(&TopicSpec::new(t, PARTITIONS)).unwrap();
+    }
+    let a = start(&log_a, "a");
+    let log_b = open(&tansu, "b", state.path());
+    let b = start(&log_b, "b");
+    eventually(
+        "the tasks are split between the two",
+        Duration::from_secs(60),
+        || {
+            let (ta, tb) = (a.task_state().running, b.task_state().running);
+            !ta.is_empty()
+                && !tb.is_empty()
+                && ta.len() + tb.len() == PARTITIONS as usize
+                && ta.iter().all(|t| !tb.contains(t))
+        },
+    );
+    // Each knows who runs every task, through the registry.
+    let a_tasks = a.task_state().running;
+    eventually("the registry names both", Duration::from_secs(30), || {
+        (0..PARTITIONS).all(|p| {
+            let want_a = a_tasks.contains(&p);
+            let (on_a, on_b) = (a.owner_of(p), b.owner_of(p));
+            if want_a {
+                on_a == TaskOwner::Local && on_b == TaskOwner::Remote("http://a".to_owned())
+            } else {
+                on_b == TaskOwner::Local && on_a == TaskOwner::Remote("http://b".to_owned())
+            }
+        })
+    });
+
+    let (first, second) = input.split_at(input.len() / 2);
+    for chunk in first.chunks(40) {
+        log_a.append("in", chunk.to_vec()).unwrap();
+    }
+    processed(&*log_a, &[&a, &b]);
+
+    // `a` leaves: `b` takes its tasks over, restoring their stores.
+    a.close().unwrap();
+    eventually("b runs every task", Duration::from_secs(60), || {
+        b.task_state().running.len() == PARTITIONS as usize
+    });
+    for chunk in second.chunks(40) {
+        log_b.append("in", chunk.to_vec()).unwrap();
+    }
+    b.wait_for_inputs().unwrap();
+    assert!((0..PARTITIONS).all(|p| b.owner_of(p) == TaskOwner::Local));
+    let sums = b.store("sums").all().unwrap();
+    b.close().unwrap();
+
+    assert_eq!(
+        collect(&*log_b, PARTITIONS),
+        expected,
+        "outputs equal the driver's: each input once, across the handover"
+    );
+    let mut recomputed: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for r in &input {
+        let v: i64 = std::str::from_utf8(r.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        *recomputed
+            .entry(r.key.clone().unwrap().to_vec())
+            .or_default() += v;
+    }
+    let stored: BTreeMap<Vec<u8>, i64> = sums
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), serde_json::from_slice(&v).unwrap()))
+        .collect();
+    assert_eq!(stored, recomputed, "b's store equals a recomputation");
+}
