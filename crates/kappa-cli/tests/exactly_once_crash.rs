@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kappa_kafka::testing::{MockBroker, RDKafkaApiKey, RDKafkaRespErr};
-use kappa_kafka::{COMMIT_SLOTS, KafkaConfig, KafkaLog, METADATA_TOPIC};
+use kappa_kafka::{COMMIT_SLOTS, KafkaConfig, KafkaLog, METADATA_TOPIC, TASKS_TOPIC_PREFIX};
 use kappa_log::{EmbeddedLog, FetchLimits, Log, Record, TopicPartition};
 use kappa_streams::provenance::SOURCE_HEADER;
 
@@ -242,6 +242,9 @@ impl Kafka {
             ("kappa-sums-window-counts-changelog", PARTITIONS),
             (METADATA_TOPIC, 1),
             ("kappa-commits-0", COMMIT_SLOTS),
+            // The tasks' write-ahead slots and their positions.
+            (&format!("{TASKS_TOPIC_PREFIX}kappa-sums"), PARTITIONS),
+            (&kappa_log::task_changelog("kappa-sums"), PARTITIONS),
         ] {
             broker.create_topic(topic, n).unwrap();
         }

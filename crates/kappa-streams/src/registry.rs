@@ -61,13 +61,16 @@ struct Claims {
 /// How often an instance republishes its claim.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A claim not republished for this long is from an instance presumed dead.
-const STALE: Duration = Duration::from_secs(10);
+const STALE: Duration = Duration::from_secs(15);
 
 pub(crate) struct Registry {
     log: Arc<dyn Log>,
     topic: TopicPartition,
     me: String,
     claims: Mutex<Claims>,
+    /// What this instance last published (running, assigned), republished
+    /// every [`HEARTBEAT`] by the follower thread.
+    mine: Mutex<(Vec<u32>, Vec<u32>)>,
 }
 
 impl Registry {
@@ -83,6 +86,7 @@ impl Registry {
             topic: TopicPartition::new(topic.as_str(), 0),
             me: url.to_owned(),
             claims: Mutex::new(Claims::default()),
+            mine: Mutex::new((Vec::new(), Vec::new())),
         };
         registry.catch_up(Duration::ZERO)?;
         Ok(registry)
@@ -90,6 +94,7 @@ impl Registry {
 
     /// Says which tasks this instance runs and which it was assigned.
     pub(crate) fn publish(&self, tasks: &[u32], assigned: &[u32]) -> Result<(), StreamsError> {
+        *lock(&self.mine) = (tasks.to_vec(), assigned.to_vec());
         let claim = Claim {
             url: self.me.clone(),
             tasks: tasks.to_vec(),
@@ -189,11 +194,21 @@ impl Registry {
     }
 }
 
-/// Follows the registry until `stop`.
+/// Follows the registry, and republishes this instance's claim every
+/// [`HEARTBEAT`] (on its own thread, so a long restore does not make the
+/// instance look dead), until `stop`.
 pub(crate) fn follow(registry: &Registry, stop: &AtomicBool) -> Result<(), StreamsError> {
+    let mut next_heartbeat = Instant::now() + HEARTBEAT;
     while !stop.load(Ordering::Acquire) {
         // Bounded so a stop request is seen promptly.
         registry.catch_up(Duration::from_millis(100))?;
+        if Instant::now() >= next_heartbeat {
+            let (tasks, assigned) = lock(&registry.mine).clone();
+            if let Err(e) = registry.publish(&tasks, &assigned) {
+                tracing::warn!(error = %e, "could not republish this instance's claim");
+            }
+            next_heartbeat = Instant::now() + HEARTBEAT;
+        }
     }
     Ok(())
 }

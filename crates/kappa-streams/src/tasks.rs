@@ -293,7 +293,6 @@ pub(crate) fn manage(
     let standby = tasks.config.num_standby_replicas > 0;
     let mut next_warm = Instant::now();
     let mut unheld_since: Option<Instant> = None;
-    let mut next_heartbeat = Instant::now();
     while !stop.load(Ordering::Acquire) {
         match assigned.recv_timeout(Duration::from_millis(100)) {
             Ok(list) => {
@@ -314,11 +313,6 @@ pub(crate) fn manage(
         // left with no live holder. When the registry shows that for a
         // while, rejoin (which makes the broker redo the assignment).
         if let Some(registry) = &tasks.registry {
-            if Instant::now() >= next_heartbeat {
-                let assigned = lock(&tasks.assigned).clone();
-                registry.publish(&tasks.running_tasks(), &assigned)?;
-                next_heartbeat = Instant::now() + crate::registry::HEARTBEAT;
-            }
             let mine = lock(&tasks.assigned).clone();
             let unheld = registry.unheld(&mine, tasks.plan.partitions);
             if unheld.is_empty() {
