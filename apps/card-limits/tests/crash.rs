@@ -7,12 +7,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::service::{Load, read_all, serve};
-use common::{Command, Oracle};
-use kappa_gateway::Envelope;
+use common::service::{Load, check_decisions, check_view, serve};
 use kappa_gateway::load::HttpClient;
 use kappa_log::EmbeddedLog;
-use serde_json::Value;
 
 const COMMANDS: u64 = 1200;
 const CARDS: u64 = 40;
@@ -65,31 +62,7 @@ async fn sigkill_mid_load_loses_and_repeats_no_decision() {
 
     // The log: each command once, each with exactly the oracle's events.
     let log = EmbeddedLog::open(dir.path()).unwrap();
-    let mut seen = vec![0; COMMANDS as usize];
-    let mut oracle = Oracle::default();
-    let mut expected: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
-    for r in read_all(&log, "commands") {
-        let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
-        let c = Command {
-            action: match e.action.as_str() {
-                "set-limit" => "set-limit",
-                "remove-limit" => "remove-limit",
-                "authorize" => "authorize",
-                _ => "settle",
-            },
-            data: e.data.clone(),
-        };
-        if let Some(k) = &e.idempotency_key {
-            let n: usize = k.parse().unwrap();
-            seen[n] += 1;
-            assert_eq!(
-                e.data,
-                load.command(n as u64).data,
-                "command {n} as written"
-            );
-        }
-        expected.insert(e.id.to_string(), oracle.apply(&c));
-    }
+    let (seen, oracle) = check_decisions(&log, &load);
     assert!(
         seen.iter().all(|s| *s == 1),
         "each command exactly once: {:?}",
@@ -98,23 +71,8 @@ async fn sigkill_mid_load_loses_and_repeats_no_decision() {
             .filter(|(_, s)| **s != 1)
             .collect::<Vec<_>>()
     );
-    let mut actual: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
-    for r in read_all(&log, "events") {
-        let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
-        actual
-            .entry(e.parent.unwrap().to_string())
-            .or_default()
-            .push((e.action, e.data, e.error));
-    }
-    assert_eq!(actual.len(), expected.len(), "every command decided once");
-    for (id, events) in &expected {
-        assert_eq!(actual.get(id), Some(events), "command {id}");
-    }
     // The views equal the from-scratch computation.
     for (card, v) in views {
-        let state = &oracle.cards[&card];
-        let t = state.latest().unwrap();
-        assert_eq!(v["settled"], state.settled(t), "{card}");
-        assert_eq!(v["pending"], state.pending(t), "{card}");
+        check_view(&oracle, &card, &v);
     }
 }

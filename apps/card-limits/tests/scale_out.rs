@@ -15,9 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::service::{Load, free_port, read_all, serve_instance};
-use common::{Command, Oracle};
-use kappa_gateway::Envelope;
+use common::service::{Load, check_decisions, check_view, free_port, serve_instance};
 use kappa_gateway::load::HttpClient;
 use kappa_kafka::KafkaLog;
 use kappa_kafka::testing::Tansu;
@@ -135,49 +133,12 @@ async fn instances_share_the_work_and_survive_one_killed_mid_load() {
         config.instance = "checker".to_owned();
         KafkaLog::open(config).unwrap()
     };
-    let mut seen = vec![0; COMMANDS as usize];
-    let mut oracle = Oracle::default();
-    let mut expected: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
-    for r in read_all(&reader, "commands") {
-        let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
-        let c = Command {
-            action: match e.action.as_str() {
-                "set-limit" => "set-limit",
-                "remove-limit" => "remove-limit",
-                "authorize" => "authorize",
-                _ => "settle",
-            },
-            data: e.data.clone(),
-        };
-        if let Some(k) = &e.idempotency_key {
-            seen[k.parse::<usize>().unwrap()] += 1;
-        }
-        expected.insert(e.id.to_string(), oracle.apply(&c));
-    }
+    let (seen, oracle) = check_decisions(&reader, &load);
     assert!(seen.iter().all(|s| *s >= 1), "every command is in the log");
-    let mut actual: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
-    for r in read_all(&reader, "events") {
-        let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
-        actual
-            .entry(e.parent.unwrap().to_string())
-            .or_default()
-            .push((e.action, e.data, e.error));
-    }
-    assert_eq!(actual.len(), expected.len(), "every command decided");
-    for (id, events) in &expected {
-        assert_eq!(
-            actual.get(id),
-            Some(events),
-            "command {id}: decided once, as the oracle"
-        );
-    }
     // Every survivor's answer for every card equals the from-scratch computation.
     for (card, answers) in views {
-        let state = &oracle.cards[&card];
-        let t = state.latest().unwrap();
         for v in answers {
-            assert_eq!(v["settled"], state.settled(t), "{card}: {v}");
-            assert_eq!(v["pending"], state.pending(t), "{card}: {v}");
+            check_view(&oracle, &card, &v);
         }
     }
 }

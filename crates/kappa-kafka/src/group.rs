@@ -79,7 +79,6 @@ impl ConsumerContext for GroupContext {
 
 /// This instance's membership of a group; dropping it leaves the group.
 pub(crate) struct Member {
-    context_held: Arc<Mutex<Vec<u32>>>,
     stop: Arc<AtomicBool>,
     rejoin: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -106,7 +105,6 @@ impl Member {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "latest")
             .set("allow.auto.create.topics", "false");
-        let held = Arc::new(Mutex::new(Vec::new()));
         let context = GroupContext {
             listener: listener.clone(),
             held: Mutex::new(Vec::new()),
@@ -119,7 +117,7 @@ impl Member {
             .map_err(|e| client::broker("subscribing to the task topic", &e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let rejoin = Arc::new(AtomicBool::new(false));
-        let (flag, again, shared) = (stop.clone(), rejoin.clone(), held.clone());
+        let (flag, again) = (stop.clone(), rejoin.clone());
         let (group_name, topic_name) = (group.to_owned(), topic.to_owned());
         let thread = std::thread::Builder::new()
             .name(format!("kappa-group-{group}"))
@@ -128,7 +126,6 @@ impl Member {
                     &consumer,
                     &flag,
                     &again,
-                    &shared,
                     &*listener,
                     &group_name,
                     &topic_name,
@@ -137,7 +134,6 @@ impl Member {
             .map_err(|e| LogError::Broker(format!("starting the group thread: {e}")))?;
         tracing::info!(group, topic, "joined the group");
         Ok(Self {
-            context_held: held,
             stop,
             rejoin,
             thread: Some(thread),
@@ -150,7 +146,6 @@ fn poll(
     consumer: &BaseConsumer<GroupContext>,
     stop: &AtomicBool,
     rejoin: &AtomicBool,
-    shared: &Mutex<Vec<u32>>,
     listener: &dyn RebalanceListener,
     group: &str,
     topic: &str,
@@ -161,7 +156,6 @@ fn poll(
         if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
             tracing::debug!(group, error = %e, "group consumer");
         }
-        lock(shared).clone_from(&lock(&consumer.context().held));
         if rejoin.swap(false, Ordering::AcqRel) {
             tracing::warn!(group, "rejoining the group: its tasks are not all assigned");
             leave(consumer, listener);
@@ -171,7 +165,6 @@ fn poll(
         }
     }
     leave(consumer, listener);
-    lock(shared).clear();
     tracing::info!(group, "left the group");
 }
 
@@ -191,10 +184,6 @@ fn leave(consumer: &BaseConsumer<GroupContext>, listener: &dyn RebalanceListener
 }
 
 impl GroupMembership for Member {
-    fn tasks(&self) -> Vec<u32> {
-        lock(&self.context_held).clone()
-    }
-
     fn rejoin(&self) {
         self.rejoin.store(true, Ordering::Release);
     }

@@ -32,9 +32,6 @@ pub trait RebalanceListener: Send + Sync {
 /// A process's place in a group; dropping it leaves the group (the log
 /// calls `revoked` for the tasks held first).
 pub trait GroupMembership: Send + Sync {
-    /// The tasks this process holds now.
-    fn tasks(&self) -> Vec<u32>;
-
     /// Leaves and joins again, so the group assigns its tasks anew (for
     /// when the group is known to have left tasks unassigned).
     fn rejoin(&self) {}
@@ -54,11 +51,7 @@ impl SoleMember {
     }
 }
 
-impl GroupMembership for SoleMember {
-    fn tasks(&self) -> Vec<u32> {
-        (0..self.tasks).collect()
-    }
-}
+impl GroupMembership for SoleMember {}
 
 impl Drop for SoleMember {
     fn drop(&mut self) {

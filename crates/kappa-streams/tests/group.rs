@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{collect, topology};
+use common::{collect, recomputed_sums, topology};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -146,16 +146,7 @@ fn instances_split_the_tasks_and_one_takes_over_when_the_other_leaves() {
         expected,
         "outputs equal the driver's: each input once, across the handover"
     );
-    let mut recomputed: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-    for r in &input {
-        let v: i64 = std::str::from_utf8(r.value.as_deref().unwrap())
-            .unwrap()
-            .parse()
-            .unwrap();
-        *recomputed
-            .entry(r.key.clone().unwrap().to_vec())
-            .or_default() += v;
-    }
+    let recomputed = recomputed_sums(&input);
     let stored: BTreeMap<Vec<u8>, i64> = sums
         .into_iter()
         .map(|(k, v)| (k.to_vec(), serde_json::from_slice(&v).unwrap()))

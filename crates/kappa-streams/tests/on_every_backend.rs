@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{collect, topology};
+use common::{collect, recomputed_sums, topology};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -122,16 +122,7 @@ fn outputs_and_stores_survive_a_restart(backend: &dyn Backend) {
         "outputs equal the driver's"
     );
     // The store equals a recomputation from the input.
-    let mut recomputed: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-    for r in &input {
-        let v: i64 = std::str::from_utf8(r.value.as_deref().unwrap())
-            .unwrap()
-            .parse()
-            .unwrap();
-        *recomputed
-            .entry(r.key.clone().unwrap().to_vec())
-            .or_default() += v;
-    }
+    let recomputed = recomputed_sums(&input);
     let stored: BTreeMap<Vec<u8>, i64> = sums
         .into_iter()
         .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap()))

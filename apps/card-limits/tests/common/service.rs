@@ -13,7 +13,12 @@ use hyper::Method;
 use kappa_gateway::load::HttpClient;
 use kappa_log::{FetchLimits, Log, TopicPartition};
 
-use super::Command;
+use std::collections::HashMap;
+
+use kappa_gateway::Envelope;
+use serde_json::Value;
+
+use super::{Command, Oracle};
 
 /// A running service; killed when dropped, so a failing test leaves no
 /// server behind.
@@ -293,4 +298,58 @@ pub fn read_all(log: &dyn Log, topic: &str) -> Vec<kappa_log::Record> {
         }
     }
     out
+}
+
+/// Checks the log against the oracle: every command in `commands` (applied
+/// by the oracle in the log's order) is decided with exactly the oracle's
+/// events, once, and the command carrying idempotency key `n` is `load`'s
+/// command `n`. Returns how often each of `load`'s commands is in the log,
+/// and the oracle (for the balances).
+pub fn check_decisions(log: &dyn Log, load: &Load) -> (Vec<usize>, Oracle) {
+    let mut seen = vec![0; load.commands as usize];
+    let mut oracle = Oracle::default();
+    let mut expected: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
+    for r in read_all(log, "commands") {
+        let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+        let c = Command {
+            action: match e.action.as_str() {
+                "set-limit" => "set-limit",
+                "remove-limit" => "remove-limit",
+                "authorize" => "authorize",
+                _ => "settle",
+            },
+            data: e.data.clone(),
+        };
+        if let Some(k) = &e.idempotency_key {
+            let n: usize = k.parse().unwrap();
+            seen[n] += 1;
+            assert_eq!(
+                e.data,
+                load.command(n as u64).data,
+                "command {n} as written"
+            );
+        }
+        expected.insert(e.id.to_string(), oracle.apply(&c));
+    }
+    let mut actual: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
+    for r in read_all(log, "events") {
+        let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+        actual
+            .entry(e.parent.unwrap().to_string())
+            .or_default()
+            .push((e.action, e.data, e.error));
+    }
+    assert_eq!(actual.len(), expected.len(), "every command decided once");
+    for (id, events) in &expected {
+        assert_eq!(actual.get(id), Some(events), "command {id}");
+    }
+    (seen, oracle)
+}
+
+/// Checks a `/cards/{card}` answer against the oracle's balances.
+pub fn check_view(oracle: &Oracle, card: &str, v: &Value) {
+    let state = &oracle.cards[card];
+    let t = state.latest().unwrap();
+    assert_eq!(v["settled"], state.settled(t), "{card}: {v}");
+    assert_eq!(v["pending"], state.pending(t), "{card}: {v}");
 }

@@ -68,3 +68,16 @@ pub fn collect(log: &dyn Log, partitions: u32) -> ByKey {
     }
     out
 }
+
+/// Each key's sum of the inputs' values: what store `sums` must hold.
+pub fn recomputed_sums(input: &[kappa_log::ProducerRecord]) -> BTreeMap<Vec<u8>, i64> {
+    let mut sums: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for r in input {
+        let v: i64 = std::str::from_utf8(r.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        *sums.entry(r.key.clone().unwrap().to_vec()).or_default() += v;
+    }
+    sums
+}
