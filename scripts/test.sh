@@ -46,6 +46,24 @@ if ! command -v kcat >/dev/null 2>&1; then
     command -v kcat >/dev/null 2>&1 || { echo "error: kcat is still missing; install Debian's kcat package" >&2; exit 1; }
 fi
 
+# The console's browser tests drive Debian's Chromium with playwright-core
+# (apps/card-limits/tests/console.rs runs the spec with Node).
+export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+    echo "installing Chromium from Debian's packages (the console's browser tests drive it)" >&2
+    apt_install chromium
+    [ -x "$CHROMIUM" ] || { echo "error: $CHROMIUM is still missing; install Debian's chromium package" >&2; exit 1; }
+fi
+if ! command -v node >/dev/null 2>&1; then
+    echo "error: Node.js is missing (the console's browser tests run with it); install Debian's nodejs and npm packages" >&2
+    exit 1
+fi
+console_tests=apps/card-limits/tests/console
+if ! grep -qs '"version": "1.64.1"' "$console_tests/node_modules/playwright-core/package.json"; then
+    echo "installing playwright-core from npm into $console_tests/node_modules" >&2
+    npm ci --prefix "$console_tests" --no-audit --no-fund >/dev/null
+fi
+
 cargo fmt --all --check
 rustfmt --edition 2024 --check crates/kappa-auth/fuzz/fuzz_targets/*.rs
 cargo clippy --workspace --all-targets --locked -- -D warnings

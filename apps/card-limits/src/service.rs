@@ -7,7 +7,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::routing::get;
-use kappa_gateway::{Gateway, GatewayBuilder, GatewayConfig, GatewayError, Problem, View};
+use kappa_gateway::{
+    ConsolePage, Gateway, GatewayBuilder, GatewayConfig, GatewayError, Problem, View,
+};
 use kappa_log::Log;
 use kappa_streams::{Assignment, Streams, StreamsConfig};
 use serde::Deserialize;
@@ -151,6 +153,11 @@ pub fn start_scaled(
         .view(View::new(stores::CARDS, &streams, stores::CARDS))
         .view(View::new(stores::AUTHS, &streams, stores::AUTHS))
         .routes(routes(streams.clone()))
+        .console_page(ConsolePage::new(
+            "cards",
+            "Card limits",
+            include_str!("console/cards.js"),
+        ))
         .start()?;
     Ok(Service { gateway, streams })
 }

@@ -9,39 +9,11 @@
 mod common;
 
 use bytes::Bytes;
+use common::security::{settings, token};
 use common::service::{interrupt, serve};
 use hyper::Method;
-use kappa_gateway::auth::ApiKey;
-use kappa_gateway::auth::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use kappa_gateway::load::HttpClient;
 use serde_json::{Value, json};
-
-const SECRET: &str = "the card-limits test secret, long enough";
-
-fn token(sub: &str, roles: &[&str], cards: &[&str]) -> String {
-    let claims = json!({"sub": sub, "roles": roles, "cards": cards, "aud": "card-limits",
-        "iss": "https://id.example", "exp": kappa_log::now_ms() / 1000 + 600});
-    let t = encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
-    format!("Bearer {t}")
-}
-
-fn settings(dir: &std::path::Path) -> std::path::PathBuf {
-    std::fs::write(dir.join("jwt.secret"), format!("{SECRET}\n")).unwrap();
-    let mut s: Value = serde_json::from_str(include_str!("../security.example.json")).unwrap();
-    s["jwt"]["keys"] = json!([{"alg": "HS256", "secret_file": "jwt.secret"}]);
-    s["api_keys"] = json!([
-        {"id": "ops", "sha256": ApiKey::hash("kk_ops.operator-secret"), "subject": "ops-robot", "roles": ["operator"]},
-        {"id": "old", "sha256": ApiKey::hash("kk_old.old-secret"), "subject": "old-robot", "roles": ["operator"], "revoked": true}
-    ]);
-    let path = dir.join("security.json");
-    std::fs::write(&path, s.to_string()).unwrap();
-    path
-}
 
 async fn call(
     c: &mut HttpClient,

@@ -102,6 +102,10 @@ pub(crate) struct State {
     pub(crate) limiter: Option<crate::rate::Limiter>,
     /// Set when the service shuts down: live streams end.
     pub(crate) closing: Arc<std::sync::atomic::AtomicBool>,
+    /// The application's own console pages.
+    pub(crate) console_pages: Vec<crate::console::ConsolePage>,
+    /// The console's shared figures.
+    pub(crate) sampler: crate::console::stats::Sampler,
 }
 
 /// Builds a gateway: register actions, views and routes, then start it.
@@ -126,6 +130,7 @@ pub struct GatewayBuilder {
     views: Vec<View>,
     routes: Option<Router>,
     metric_sources: Vec<Arc<dyn MetricsSource>>,
+    console_pages: Vec<crate::console::ConsolePage>,
 }
 
 /// A started gateway.
@@ -144,6 +149,7 @@ impl Gateway {
             views: Vec::new(),
             routes: None,
             metric_sources: Vec::new(),
+            console_pages: Vec::new(),
         }
     }
 
@@ -270,6 +276,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Adds `page` to the console's menu (see [`ConsolePage`](crate::ConsolePage)).
+    pub fn console_page(mut self, page: crate::console::ConsolePage) -> Self {
+        self.console_pages.push(page);
+        self
+    }
+
     /// Serves the figures of `source` (an effect runner, a sink) in `/metrics`.
     pub fn metrics(mut self, source: Arc<dyn MetricsSource>) -> Self {
         self.metric_sources.push(source);
@@ -291,6 +303,7 @@ impl GatewayBuilder {
             views,
             routes,
             metric_sources,
+            console_pages,
         } = self;
         if config.event_topics.is_empty() {
             return Err(GatewayError::Config("no event topics".to_owned()));
@@ -299,6 +312,20 @@ impl GatewayBuilder {
             return Err(GatewayError::Config(
                 "a policy needs an authenticator: without one nobody is known".to_owned(),
             ));
+        }
+        for (i, p) in console_pages.iter().enumerate() {
+            if !crate::console::ConsolePage::valid_id(p.id()) {
+                return Err(GatewayError::Config(format!(
+                    "console page id {:?}: use 1 to 64 of a-z 0-9 -",
+                    p.id()
+                )));
+            }
+            if console_pages[..i].iter().any(|q| q.id() == p.id()) {
+                return Err(GatewayError::Config(format!(
+                    "console page {:?} is added twice",
+                    p.id()
+                )));
+            }
         }
         for (i, v) in views.iter().enumerate() {
             if views[..i].iter().any(|w| w.name() == v.name()) {
@@ -366,6 +393,8 @@ impl GatewayBuilder {
                 start_ends,
                 view_start_ends,
                 closing: Arc::default(),
+                console_pages,
+                sampler: crate::console::stats::Sampler::default(),
             }),
             routes,
         })

@@ -25,6 +25,7 @@
 //! ```
 
 mod api;
+mod console;
 /// Authentication and authorization (the `kappa-auth` crate).
 pub use kappa_auth as auth;
 pub mod demo;
@@ -53,6 +54,7 @@ mod views;
 mod writer;
 
 pub use api::views::wait_for_position;
+pub use console::ConsolePage;
 pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name};
 pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayConfig, ensure_topics};

@@ -4,85 +4,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use common::sse::open;
 use common::{assert_problem, body, start};
-use http_body_util::BodyExt;
 use hyper::Method;
-use hyper::body::Incoming;
-use serde_json::{Value, json};
-
-/// Reads server-sent events off a response body.
-struct Frames {
-    body: Incoming,
-    buffer: BytesMut,
-}
-
-struct Frame {
-    id: String,
-    event: String,
-    data: Value,
-}
-
-impl Frames {
-    /// The next frame with data (keep-alive comments are skipped).
-    async fn next(&mut self) -> Frame {
-        loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
-                let raw = self.buffer.split_to(end + 2);
-                let text = String::from_utf8(raw.to_vec()).unwrap();
-                let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
-                for line in text.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        id = v.to_owned();
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event = v.to_owned();
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push_str(v);
-                    }
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                return Frame {
-                    id,
-                    event,
-                    data: serde_json::from_str(&data).unwrap(),
-                };
-            }
-            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.frame())
-                .await
-                .expect("no event within 20 s")
-                .expect("stream ended")
-                .unwrap();
-            if let Ok(d) = frame.into_data() {
-                self.buffer.extend_from_slice(&d);
-            }
-        }
-    }
-}
-
-async fn open(
-    c: &mut kappa_gateway::load::HttpClient,
-    path: &str,
-    last_id: Option<&str>,
-) -> Frames {
-    let headers: Vec<(&str, &str)> = last_id
-        .map(|id| ("last-event-id", id))
-        .into_iter()
-        .collect();
-    let r = c
-        .send(Method::GET, path, &headers, Bytes::new())
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "text/event-stream");
-    Frames {
-        body: r.into_body(),
-        buffer: BytesMut::new(),
-    }
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {

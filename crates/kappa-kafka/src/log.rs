@@ -975,6 +975,10 @@ fn is_internal(topic: &str) -> bool {
 }
 
 impl Log for KafkaLog {
+    fn backend(&self) -> &'static str {
+        "kafka"
+    }
+
     fn create_topic(&self, spec: &TopicSpec) -> Result<(), LogError> {
         spec.validate()?;
         let exists = match self.partition_count(&spec.name) {

@@ -4,7 +4,7 @@
 //! for exactly that again (a tailing worker) keeps the consumer's
 //! prefetched records instead of reassigning, which would drop them.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,6 +30,10 @@ const SETTLE_MAX: Duration = Duration::from_secs(2);
 /// One assigned consumer and where its last fetch left each partition.
 pub(crate) struct Reader {
     consumer: BaseConsumer,
+    /// Asks the leaders for end offsets. Never assigned: a query through
+    /// an assigned consumer waits behind its fetches (on tansu under load,
+    /// up to the whole timeout), stalling the read that asked.
+    ends: Arc<BaseConsumer>,
     /// The partitions assigned and the next offset the consumer will deliver.
     at: Vec<(TopicPartition, u64)>,
     /// For each assigned partition, whether it reported its end since its last record.
@@ -40,12 +44,13 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    fn new(config: &KafkaConfig) -> Result<Self, LogError> {
+    fn new(config: &KafkaConfig, ends: Arc<BaseConsumer>) -> Result<Self, LogError> {
         let consumer: BaseConsumer = client::reader(config)
             .create()
             .map_err(|e| client::broker("creating a consumer", &e))?;
         Ok(Self {
             consumer,
+            ends,
             at: Vec::new(),
             eof: Vec::new(),
             timeout: config.timeout,
@@ -241,7 +246,7 @@ impl Reader {
     /// A partition's first and next offsets, asked of its leader.
     pub(crate) fn watermarks(&self, tp: &TopicPartition) -> Result<(u64, u64), LogError> {
         let (low, high) = self
-            .consumer
+            .ends
             .fetch_watermarks(&tp.topic, partition_i32(tp.partition)?, self.timeout)
             .map_err(|e| match e.rdkafka_error_code() {
                 Some(
@@ -329,6 +334,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Readers {
     config: KafkaConfig,
     idle: Mutex<Vec<Reader>>,
+    /// The end-offset client every reader shares, made with the first reader.
+    ends: Mutex<Option<Arc<BaseConsumer>>>,
 }
 
 impl Readers {
@@ -336,7 +343,22 @@ impl Readers {
         Self {
             config,
             idle: Mutex::new(Vec::new()),
+            ends: Mutex::new(None),
         }
+    }
+
+    fn ends(&self) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut ends = lock(&self.ends);
+        if let Some(c) = &*ends {
+            return Ok(c.clone());
+        }
+        let c: Arc<BaseConsumer> = Arc::new(
+            client::reader(&self.config)
+                .create()
+                .map_err(|e| client::broker("creating a consumer", &e))?,
+        );
+        *ends = Some(c.clone());
+        Ok(c)
     }
 
     /// Runs `f` with a reader of its own, preferably one positioned at `from`.
@@ -355,7 +377,7 @@ impl Readers {
         };
         let mut reader = match taken {
             Some(r) => r,
-            None => Reader::new(&self.config)?,
+            None => Reader::new(&self.config, self.ends()?)?,
         };
         let result = f(&mut reader);
         lock(&self.idle).push(reader);

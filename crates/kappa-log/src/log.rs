@@ -235,6 +235,12 @@ pub trait Log: Send + Sync {
         false
     }
 
+    /// What kind of log this is (`embedded`, `memory`, `kafka`), for people
+    /// looking at a running service.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
+
     /// Joins `group`, whose work is split into `tasks` tasks: `listener`
     /// hears which of them this process holds, now and as processes join
     /// and leave. The default (a log one process uses) gives it all of

@@ -80,6 +80,10 @@ impl State {
 }
 
 impl Log for MemoryLog {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     fn create_topic(&self, spec: &TopicSpec) -> Result<(), LogError> {
         spec.validate()?;
         let mut s = self.lock();

@@ -39,7 +39,12 @@ impl StreamsBuilder {
     ) -> GlobalKTable<K, V> {
         let mut g = lock(self.graph());
         g.global_topics.push(topic.to_owned());
-        g.add_node(&format!("global-table[{topic}]"), &[]);
+        let node = g.add_node(&format!("global-table[{topic}]"), &[]);
+        g.node_uses(
+            &node,
+            Some(crate::ops::TopicName::Fixed(topic.to_owned())),
+            &[],
+        );
         GlobalKTable {
             index: g.global_topics.len() - 1,
             key_serde: Arc::new(key_serde),

@@ -101,7 +101,9 @@ impl<K: Data, V: Data> KTable<K, V> {
         let node = {
             let mut g = lock(self.graph());
             let sink = g.add_node(&format!("regroup[{name}]"), &[self.node_name()]);
+            g.node_uses(&sink, Some(topic.clone()), &[]);
             let node = g.add_node(&format!("regroup-source[{name}]"), &[&sink]);
+            g.node_uses(&node, Some(topic.clone()), &[]);
             g.stores.push(StoreSpec {
                 name: previous,
                 kind: StoreKind::Persistent,

@@ -228,7 +228,8 @@ impl<K: Data, V: Data> KStream<K, V> {
         };
         add_child(&self.children, Arc::new(StreamSinkOp(sink)));
         let mut g = lock(&self.graph);
-        g.add_node(&format!("sink[{topic}]"), &[&self.name]);
+        let node = g.add_node(&format!("sink[{topic}]"), &[&self.name]);
+        g.node_uses(&node, Some(TopicName::Fixed(topic.to_owned())), &[]);
         g.sinks.push(TopicName::Fixed(topic.to_owned()));
     }
 
@@ -253,7 +254,9 @@ impl<K: Data, V: Data> KStream<K, V> {
         let node = {
             let mut g = lock(&self.graph);
             let sink = g.add_node(&format!("repartition-sink[{name}]"), &[&self.name]);
+            g.node_uses(&sink, Some(topic.clone()), &[]);
             let node = g.add_node(&format!("repartition-source[{name}]"), &[&sink]);
+            g.node_uses(&node, Some(topic.clone()), &[]);
             g.sinks.push(topic.clone());
             g.internal_topics.push(format!("{name}-repartition"));
             g.sources.push(Arc::new(SourceOp {

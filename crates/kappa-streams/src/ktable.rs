@@ -79,7 +79,9 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         let name = {
             let mut g = lock(&self.graph);
             g.stores.push(store.0.clone());
-            g.add_node(&format!("{kind}[{}]", store.0.name), &[&self.name])
+            let node = g.add_node(&format!("{kind}[{}]", store.0.name), &[&self.name]);
+            g.node_uses(&node, None, &[&store.0.name]);
+            node
         };
         KTable::new(self.graph.clone(), children, name).materialized(&store.0.name, agg_serde)
     }
@@ -249,7 +251,8 @@ impl<K: Data, V: Data> KTable<K, V> {
             }),
         );
         let mut g = lock(&self.graph);
-        g.add_node(&format!("sink[{topic}]"), &[&self.name]);
+        let node = g.add_node(&format!("sink[{topic}]"), &[&self.name]);
+        g.node_uses(&node, Some(TopicName::Fixed(topic.to_owned())), &[]);
         g.sinks.push(TopicName::Fixed(topic.to_owned()));
     }
 }

@@ -55,7 +55,7 @@ pub use sliding::{SlidingWindowedKStream, SlidingWindows};
 pub use store::{ReadOnlyStore, StoreKind, StoreSpec};
 pub use stream_join::{JoinSerdes, JoinWindows};
 pub use tasks::TaskState;
-pub use topology::{Materialized, StreamsBuilder, Topology};
+pub use topology::{Materialized, NodeDescription, StreamsBuilder, Topology};
 pub use versioned::VersionedStoreHandle;
 pub use window_store::WindowStoreHandle;
 pub use windows::{

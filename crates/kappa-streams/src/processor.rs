@@ -321,7 +321,12 @@ impl<K: Data, V: Data> KStream<K, V> {
                 _types: PhantomData,
             }),
         );
-        let name = lock(self.graph()).add_node("processor", &[self.node_name()]);
+        let name = {
+            let mut g = lock(self.graph());
+            let name = g.add_node("processor", &[self.node_name()]);
+            g.node_uses(&name, None, stores);
+            name
+        };
         KStream::new(self.graph().clone(), children, name, true)
     }
 }

@@ -657,6 +657,7 @@ pub struct Streams {
     threads: Vec<JoinHandle<Result<(), StreamsError>>>,
     tasks: Arc<Tasks>,
     registry: Option<Arc<Registry>>,
+    topology: Topology,
 }
 
 impl Streams {
@@ -703,7 +704,7 @@ impl Streams {
         };
         let tasks = Arc::new(Tasks::new(
             log.clone(),
-            topology,
+            topology.clone(),
             config.clone(),
             plan.clone(),
             globals,
@@ -719,6 +720,7 @@ impl Streams {
             threads,
             tasks: tasks.clone(),
             registry,
+            topology,
         };
         match config.assignment {
             Assignment::AllTasks => {
@@ -863,6 +865,11 @@ impl Streams {
     /// The topics the topology reads (inputs and its own internal topics).
     pub fn input_topics(&self) -> &[String] {
         &self.plan.sources
+    }
+
+    /// The topology this runs.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// The number of partitions (tasks) of the inputs.

@@ -481,6 +481,11 @@ impl ReadOnlyStore {
         Ok(out)
     }
 
+    /// The store's name in its topology.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The number of partitions the store is split into (one per task).
     pub fn partitions(&self) -> u32 {
         self.partitions

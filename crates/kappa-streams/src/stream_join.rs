@@ -173,10 +173,13 @@ impl<K: Data, L: Data> KStream<K, L> {
                     kind: StoreKind::Persistent,
                 });
             }
-            g.add_node(
+            let node = g.add_node(
                 &format!("stream-join[{name}]"),
                 &[self.node_name(), other.node_name()],
-            )
+            );
+            let stores: Vec<&str> = op.stores.iter().map(String::as_str).collect();
+            g.node_uses(&node, None, &stores);
+            node
         };
         KStream::new(self.graph().clone(), children, node, false)
     }

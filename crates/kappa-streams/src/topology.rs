@@ -40,6 +40,10 @@ pub(crate) struct NodeDesc {
     pub(crate) name: String,
     pub(crate) kind: String,
     pub(crate) parents: Vec<String>,
+    /// The topic the node reads or writes, if any.
+    pub(crate) topic: Option<TopicName>,
+    /// The stores the node reads or writes.
+    pub(crate) stores: Vec<String>,
 }
 
 /// The topology under construction, shared by every stream handle.
@@ -63,8 +67,18 @@ impl Graph {
             name: name.clone(),
             kind: kind.to_owned(),
             parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+            topic: None,
+            stores: Vec::new(),
         });
         name
+    }
+
+    /// Records the topic and stores node `name` uses, for [`Topology::nodes`].
+    pub(crate) fn node_uses(&mut self, name: &str, topic: Option<TopicName>, stores: &[&str]) {
+        if let Some(n) = self.nodes.iter_mut().rev().find(|n| n.name == name) {
+            n.topic = topic;
+            n.stores = stores.iter().map(|s| (*s).to_owned()).collect();
+        }
     }
 }
 
@@ -144,6 +158,7 @@ impl StreamsBuilder {
         let name = {
             let mut g = lock(&self.graph);
             let name = g.add_node(&format!("source[{topic}]"), &[]);
+            g.node_uses(&name, Some(TopicName::Fixed(topic.to_owned())), &[]);
             g.sources.push(Arc::new(SourceOp {
                 topic: TopicName::Fixed(topic.to_owned()),
                 key_serde: Arc::new(key_serde),
@@ -170,6 +185,11 @@ impl StreamsBuilder {
         let name = {
             let mut g = lock(&self.graph);
             let name = g.add_node(&format!("table-source[{topic}]"), &[]);
+            g.node_uses(
+                &name,
+                Some(TopicName::Fixed(topic.to_owned())),
+                &[&store.0.name],
+            );
             g.stores.push(store.0.clone());
             g.sources.push(Arc::new(TableSourceOp {
                 topic: topic.to_owned(),
@@ -211,6 +231,23 @@ impl StreamsBuilder {
         }
         Ok(Topology { graph: Arc::new(g) })
     }
+}
+
+/// One node of a [`Topology`], as [`Topology::nodes`] describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeDescription {
+    /// Unique in the topology (`SOURCE-0000000000`).
+    pub name: String,
+    /// What it does: `source`, `map`, `aggregate`, `processor`, `sink`...
+    pub kind: String,
+    /// The kind with its topic or store (`source[commands]`).
+    pub label: String,
+    /// The nodes it receives records from.
+    pub parents: Vec<String>,
+    /// The topic it reads (sources) or writes (sinks).
+    pub topic: Option<String>,
+    /// The stores it reads or writes.
+    pub stores: Vec<String>,
 }
 
 /// A validated topology, ready to run (see [`crate::Streams`]) or to test
@@ -258,6 +295,38 @@ impl Topology {
             let _ = writeln!(out, "  store {} ({:?})", s.name, s.kind);
         }
         out
+    }
+
+    /// The nodes, in the order they were added (parents first), with the
+    /// topics and stores each uses; internal topics are named after `app`.
+    ///
+    /// ```
+    /// use kappa_streams::{Materialized, StreamsBuilder, Utf8};
+    /// let b = StreamsBuilder::new();
+    /// b.table("names", Utf8, Utf8, Materialized::persistent("latest"));
+    /// b.stream("clicks", Utf8, Utf8)
+    ///     .map_values(|v: String| v.to_uppercase())
+    ///     .to("totals", Utf8, Utf8);
+    /// let nodes = b.build()?.nodes("app");
+    /// assert_eq!(nodes[0].topic.as_deref(), Some("names"));
+    /// assert_eq!(nodes[0].stores, ["latest"]);
+    /// assert_eq!(nodes[1].kind, "source");
+    /// assert_eq!(nodes.last().and_then(|n| n.topic.as_deref()), Some("totals"));
+    /// # Ok::<_, kappa_streams::StreamsError>(())
+    /// ```
+    pub fn nodes(&self, app: &str) -> Vec<NodeDescription> {
+        self.graph
+            .nodes
+            .iter()
+            .map(|n| NodeDescription {
+                name: n.name.clone(),
+                kind: n.kind.split('[').next().unwrap_or(&n.kind).to_owned(),
+                label: n.kind.clone(),
+                parents: n.parents.clone(),
+                topic: n.topic.as_ref().map(|t| t.resolve(app)),
+                stores: n.stores.clone(),
+            })
+            .collect()
     }
 
     /// The topology as a Mermaid flowchart.

@@ -309,7 +309,9 @@ pub(crate) fn register_windowed(
         g.sinks.push(crate::ops::TopicName::Fixed(t.to_owned()));
     }
     g.stores.push(store.0.clone());
-    g.add_node(&format!("{kind}[{}]", store.0.name), &[parent])
+    let node = g.add_node(&format!("{kind}[{}]", store.0.name), &[parent]);
+    g.node_uses(&node, None, &[&store.0.name]);
+    node
 }
 
 struct WindowedAggregateOp<K, V, A, F> {

@@ -2,6 +2,7 @@
 //! implementation of the rules (the oracle) to check the service against.
 #![allow(dead_code)]
 
+pub mod security;
 pub mod service;
 
 use std::collections::{HashMap, HashSet};

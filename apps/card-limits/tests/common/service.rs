@@ -71,6 +71,15 @@ pub fn serve_instance(
     )
 }
 
+/// Starts a single `card-limits serve` on the tansu broker at
+/// `bootstrap` (local state under `state`), with `extra` arguments.
+pub fn serve_kafka(bootstrap: &str, state: &Path, extra: &[&str]) -> (Server, SocketAddr) {
+    let log = format!("kafka://{bootstrap}?kappa.instance=solo&kappa.compat=tansu-0.6");
+    let mut args = vec!["--http", "127.0.0.1:0", "--log", &log];
+    args.extend(extra);
+    serve_with(&args, Some(state))
+}
+
 /// A loopback port nothing listens on now (the instances must know their
 /// address before they start, to advertise it).
 pub fn free_port() -> u16 {
@@ -144,6 +153,8 @@ pub struct Load {
     pub connections: u64,
     /// `acked[n]` is 1 once command `n` was answered 202.
     pub acked: Arc<Vec<AtomicUsize>>,
+    /// The `Authorization` header to send, if the service wants one.
+    pub auth: Option<Arc<str>>,
 }
 
 impl Load {
@@ -153,7 +164,14 @@ impl Load {
             cards,
             connections,
             acked: Arc::new((0..commands).map(|_| AtomicUsize::new(0)).collect()),
+            auth: None,
         }
+    }
+
+    /// Sends every command with `authorization`.
+    pub fn with_auth(mut self, authorization: &str) -> Self {
+        self.auth = Some(Arc::from(authorization));
+        self
     }
 
     pub fn command(&self, n: u64) -> Command {
@@ -208,15 +226,20 @@ impl Load {
                 }
                 let key = n.to_string();
                 let body = Bytes::from(self.command(n).body().to_string());
-                match c
-                    .request(
-                        Method::POST,
-                        "/commands",
-                        &[("idempotency-key", &key)],
-                        body,
-                    )
-                    .await
-                {
+                let mut headers = vec![("idempotency-key", key.as_str())];
+                if let Some(a) = &self.auth {
+                    headers.push(("authorization", a));
+                }
+                match c.request(Method::POST, "/commands", &headers, body).await {
+                    // A rate-limited client waits as it is told, then retries.
+                    Ok(r) if r.status == 429 => {
+                        let wait: u64 = r
+                            .header("retry-after")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(1);
+                        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                        continue;
+                    }
                     Ok(r) if r.status == 202 => {
                         self.acked[n as usize].store(1, Ordering::Release);
                         if let Some(s) = &budget {

@@ -29,6 +29,9 @@ struct LiveQuery {
     from: Option<String>,
     /// A cursor, for clients that cannot set `Last-Event-ID`.
     last_event_id: Option<String>,
+    /// Most records sent per second; those over it are skipped and counted
+    /// in an `event: sampled` frame (a console under load).
+    max_rate: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -58,8 +61,20 @@ pub(crate) async fn events(
     stream(state, &uri, &headers, topics, "event").unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Decrements the open-stream gauge when the stream ends.
-struct Open(Shared);
+/// One open live stream, counted against the cap; the gauge goes down
+/// when it ends.
+pub(crate) struct Open(Shared);
+
+impl Open {
+    /// Counts a new stream, or refuses it (503) when the cap is reached.
+    pub(crate) fn new(state: &Shared) -> Result<Self, Problem> {
+        if state.metrics.sse(1) > state.config.sse_connections_max as i64 {
+            state.metrics.sse(-1);
+            return Err(Problem::unavailable("too many live streams are open", 5));
+        }
+        Ok(Self(state.clone()))
+    }
+}
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -109,17 +124,27 @@ fn stream(
             Cursor(c)
         }
     };
-    if state.metrics.sse(1) > state.config.sse_connections_max as i64 {
-        state.metrics.sse(-1);
-        return Err(Problem::unavailable("too many live streams are open", 5));
+    if q.max_rate == Some(0) {
+        return Err(Problem::bad_request(
+            "max_rate=0 would send nothing: give at least 1, or leave it out",
+        ));
     }
-    let open = Open(state.clone());
+    let open = Open::new(&state)?;
     let (tx, rx) = mpsc::channel::<Event>(BUFFER);
     let log = state.log.clone();
     let action = q.action;
     let closing = state.closing.clone();
+    let mut sampling = q.max_rate.map(Sampling::new);
     tokio::task::spawn_blocking(move || {
-        follow(&*log, cursor, action.as_deref(), name, &tx, &closing);
+        follow(
+            &*log,
+            cursor,
+            action.as_deref(),
+            name,
+            &tx,
+            &closing,
+            sampling.as_mut(),
+        );
     });
     let events = futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
         rx.recv()
@@ -131,6 +156,61 @@ fn stream(
         .into_response())
 }
 
+/// A budget of frames per second: records over it are skipped, and how
+/// many were is told once the second is over.
+struct Sampling {
+    max_per_second: u32,
+    window: std::time::Instant,
+    sent: u32,
+    skipped: u64,
+}
+
+impl Sampling {
+    fn new(max_per_second: u32) -> Self {
+        Self {
+            max_per_second,
+            window: std::time::Instant::now(),
+            sent: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Whether the next record may be sent now.
+    fn admit(&mut self) -> bool {
+        if self.sent < self.max_per_second {
+            self.sent += 1;
+            true
+        } else {
+            self.skipped += 1;
+            false
+        }
+    }
+
+    /// Starts a new second once the current one is over; returns how many
+    /// records the past one skipped, when it skipped any.
+    fn roll(&mut self) -> Option<u64> {
+        if self.window.elapsed() < Duration::from_secs(1) {
+            return None;
+        }
+        self.window = std::time::Instant::now();
+        self.sent = 0;
+        let skipped = std::mem::take(&mut self.skipped);
+        (skipped > 0).then_some(skipped)
+    }
+}
+
+/// Sends `event: sampled` when a second that skipped records is over;
+/// false when the client went away.
+fn tell_skipped(sampling: Option<&mut Sampling>, tx: &mpsc::Sender<Event>) -> bool {
+    let Some(skipped) = sampling.and_then(Sampling::roll) else {
+        return true;
+    };
+    let frame = Event::default()
+        .event("sampled")
+        .data(format!("{{\"skipped\":{skipped}}}"));
+    tx.blocking_send(frame).is_ok()
+}
+
 /// Reads from `cursor` onward and sends frames until the client goes away.
 fn follow(
     log: &dyn kappa_log::Log,
@@ -139,6 +219,7 @@ fn follow(
     name: &'static str,
     tx: &mpsc::Sender<Event>,
     closing: &std::sync::atomic::AtomicBool,
+    mut sampling: Option<&mut Sampling>,
 ) {
     let mut records = Vec::new();
     let limits = FetchLimits {
@@ -164,6 +245,9 @@ fn follow(
             }
         };
         for r in &records {
+            if !tell_skipped(sampling.as_deref_mut(), tx) {
+                return;
+            }
             // Advance past this record before sending, so its id resumes after it.
             if let Some(&i) = index.get(&(r.topic.clone(), r.partition)) {
                 cursor.0[i].1 = r.offset + 1;
@@ -174,6 +258,11 @@ fn follow(
                     Ok(a) if a.action == wanted => {}
                     _ => continue,
                 }
+            }
+            if let Some(s) = sampling.as_deref_mut()
+                && !s.admit()
+            {
+                continue;
             }
             let data = match super::with_position(value, &r.position()) {
                 Ok(m) => serde_json::Value::Object(m).to_string(),
@@ -186,6 +275,10 @@ fn follow(
         }
         for ((_, at), next) in cursor.0.iter_mut().zip(fetched.next_offsets) {
             *at = next;
+        }
+        // A quiet second still tells what the last busy one skipped.
+        if !tell_skipped(sampling.as_deref_mut(), tx) {
+            return;
         }
     }
 }

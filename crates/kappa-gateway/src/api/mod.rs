@@ -49,7 +49,8 @@ pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready_handler))
         .route("/metrics", get(ops::metrics))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(crate::console::routes(state.clone()));
     if let Some(app) = app {
         r = r.merge(app);
     }
@@ -123,7 +124,9 @@ async fn authenticate(
     let Some(auth) = &state.config.auth else {
         return next.run(request).await;
     };
-    if PUBLIC_PATHS.contains(&request.uri().path()) {
+    if PUBLIC_PATHS.contains(&request.uri().path())
+        || crate::console::is_public(request.uri().path())
+    {
         return next.run(request).await;
     }
     let header = request

@@ -127,21 +127,21 @@ fn reflected(view: &View, partition: Option<u32>) -> String {
     crate::position::reflected(&view.streams, partition)
 }
 
+/// A view as `/views` lists it.
+pub(crate) fn described(v: &View) -> Value {
+    json!({
+        "name": v.name(),
+        "store": v.store.name(),
+        "kind": format!("{:?}", v.kind).to_lowercase(),
+        "application_id": v.streams.application_id(),
+        "inputs": v.streams.input_topics(),
+        "partitions": v.streams.partitions(),
+        "position": reflected(v, None),
+    })
+}
+
 pub(crate) async fn list(State(state): State<Shared>) -> Response {
-    let views: Vec<Value> = state
-        .views
-        .iter()
-        .map(|v| {
-            json!({
-                "name": v.name(),
-                "kind": format!("{:?}", v.kind).to_lowercase(),
-                "application_id": v.streams.application_id(),
-                "inputs": v.streams.input_topics(),
-                "partitions": v.streams.partitions(),
-                "position": reflected(v, None),
-            })
-        })
-        .collect();
+    let views: Vec<Value> = state.views.iter().map(described).collect();
     json_response(StatusCode::OK, &json!({ "views": views }))
 }
 

@@ -2,6 +2,8 @@
 //! loopback port, and helpers to talk to it.
 #![allow(dead_code)]
 
+pub mod sse;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

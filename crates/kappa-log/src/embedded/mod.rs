@@ -543,6 +543,10 @@ impl Inner {
 }
 
 impl Log for EmbeddedLog {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
     fn create_topic(&self, spec: &TopicSpec) -> Result<(), LogError> {
         self.inner.create_topic(spec)
     }

@@ -1,0 +1,330 @@
+//! The console's data: what the service is (`info`), its dataflow
+//! (`topology`), its topics with their offsets and lag (`topics`), and a
+//! record browser over any topic (`records`).
+
+use std::sync::Arc;
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use kappa_log::{CleanupPolicy, FetchLimits, LogError, Record, TopicPartition};
+use kappa_streams::Streams;
+use kappa_streams::provenance::{CAUSATION_HEADER, CORRELATION_HEADER, SOURCE_HEADER};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{Shared, blocking, json as json_response, query};
+use crate::problem::Problem;
+
+/// Most records one page of the browser returns.
+pub(crate) const RECORDS_MAX: usize = 500;
+
+/// Every topology the gateway knows of, once each: its index and the
+/// topologies behind its views.
+pub(crate) fn applications(state: &Shared) -> Vec<Arc<Streams>> {
+    let mut apps: Vec<Arc<Streams>> = vec![state.index.streams().clone()];
+    for v in &state.views {
+        if !apps
+            .iter()
+            .any(|a| a.application_id() == v.streams.application_id())
+        {
+            apps.push(v.streams.clone());
+        }
+    }
+    apps
+}
+
+pub(crate) async fn info(State(state): State<Shared>) -> Response {
+    let actions: Vec<Value> = state
+        .actions
+        .iter()
+        .map(|(name, description, schema)| {
+            json!({"name": name, "description": description, "schema": schema})
+        })
+        .collect();
+    let views: Vec<Value> = state
+        .views
+        .iter()
+        .map(crate::api::views::described)
+        .collect();
+    let pages: Vec<Value> = state
+        .console_pages
+        .iter()
+        .map(|p| {
+            json!({"id": p.id(), "title": p.title(), "script": format!("/console/pages/{}.js", p.id())})
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "title": state.config.title,
+            "backend": state.log.backend(),
+            "commands_topic": state.config.commands_topic,
+            "event_topics": state.config.event_topics,
+            "partitions": state.partitions,
+            "actions": actions,
+            "views": views,
+            "pages": pages,
+        }),
+    )
+}
+
+pub(crate) async fn topology(State(state): State<Shared>) -> Response {
+    let applications: Vec<Value> = applications(&state)
+        .iter()
+        .map(|app| {
+            let id = app.application_id();
+            let topology = app.topology();
+            let nodes: Vec<Value> = topology
+                .nodes(id)
+                .into_iter()
+                .map(|n| {
+                    json!({"name": n.name, "kind": n.kind, "label": n.label, "parents": n.parents,
+                        "topic": n.topic, "stores": n.stores})
+                })
+                .collect();
+            let stores: Vec<Value> = topology
+                .stores()
+                .iter()
+                .map(|s| {
+                    let view = state
+                        .views
+                        .iter()
+                        .find(|v| v.streams.application_id() == id && v.store.name() == s.name);
+                    json!({"name": s.name, "kind": format!("{:?}", s.kind).to_lowercase(),
+                        "view": view.map(|v| v.name())})
+                })
+                .collect();
+            let instances: Vec<Value> = app
+                .instances()
+                .into_iter()
+                .map(|(url, tasks)| json!({"url": url, "tasks": tasks}))
+                .collect();
+            json!({"id": id, "partitions": app.partitions(), "inputs": app.input_topics(),
+                "outputs": topology.sink_topics(id), "nodes": nodes, "stores": stores,
+                "instances": instances})
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({"applications": applications}))
+}
+
+/// Names Kappa gives the topics it makes for itself.
+fn is_internal(name: &str) -> bool {
+    name.ends_with("-changelog")
+        || name.ends_with("-repartition")
+        || name.starts_with("__")
+        || name.starts_with("kappa-")
+}
+
+pub(crate) async fn topics(State(state): State<Shared>) -> Response {
+    let s = state.clone();
+    let answer = blocking(move || {
+        let mut specs = s.log.list_topics()?;
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut topics = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let mut partitions = Vec::with_capacity(spec.partitions as usize);
+            for p in 0..spec.partitions {
+                let o = match s.log.offsets(&TopicPartition::new(spec.name.as_str(), p)) {
+                    Ok(o) => o,
+                    // Deleted while listing.
+                    Err(LogError::UnknownTopic(_)) => break,
+                    Err(e) => return Err(e.into()),
+                };
+                partitions.push(json!({"partition": p, "start": o.start, "end": o.end}));
+            }
+            topics.push(json!({
+                "name": spec.name, "partitions": partitions,
+                "compacted": spec.config.cleanup_policy != CleanupPolicy::Delete,
+                "internal": is_internal(&spec.name),
+            }));
+        }
+        let mut groups = Vec::new();
+        for app in applications(&s) {
+            for (tp, position) in app.committed_positions() {
+                let end = s.log.offsets(&tp)?.end;
+                groups.push(json!({
+                    "group": app.application_id(), "topic": &*tp.topic, "partition": tp.partition,
+                    "position": position, "end": end, "lag": end.saturating_sub(position),
+                }));
+            }
+        }
+        Ok(json!({"topics": topics, "groups": groups}))
+    })
+    .await;
+    match answer {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(p) => axum::response::IntoResponse::into_response(p),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    partition: Option<u32>,
+    /// Start at this offset.
+    offset: Option<u64>,
+    /// Start at the first record at or after this time (ms since the epoch).
+    time: Option<i64>,
+    /// `latest`: the last `limit` records.
+    from: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn records(
+    State(state): State<Shared>,
+    Path(topic): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, Problem> {
+    let q: RecordsQuery = query(&uri)?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > RECORDS_MAX {
+        return Err(Problem::bad_request(format!(
+            "limit={limit}: between 1 and {RECORDS_MAX}"
+        )));
+    }
+    let starts = [q.offset.is_some(), q.time.is_some(), q.from.is_some()];
+    if starts.iter().filter(|s| **s).count() > 1 {
+        return Err(Problem::bad_request(
+            "give one of offset=, time= and from=latest",
+        ));
+    }
+    if let Some(from) = q.from.as_deref()
+        && from != "latest"
+    {
+        return Err(Problem::bad_request(format!(
+            "from={from:?}: only from=latest"
+        )));
+    }
+    let s = state.clone();
+    let page = blocking(move || {
+        let partitions = match s.log.partition_count(&topic) {
+            Ok(n) => n,
+            Err(LogError::UnknownTopic(_)) => {
+                return Err(Problem::not_found(format!("no topic {topic:?}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let partition = q.partition.unwrap_or(0);
+        if partition >= partitions {
+            return Err(Problem::bad_request(format!(
+                "partition={partition}: {topic:?} has {partitions} partitions"
+            )));
+        }
+        let tp = TopicPartition::new(topic.as_str(), partition);
+        let range = s.log.offsets(&tp)?;
+        let from = if let Some(o) = q.offset {
+            if o < range.start || o > range.end {
+                return Err(Problem::bad_request(format!(
+                    "offset={o}: {topic}/{partition} holds {}..{}",
+                    range.start, range.end
+                )));
+            }
+            o
+        } else if let Some(t) = q.time {
+            s.log.offset_for_timestamp(&tp, t)?.unwrap_or(range.end)
+        } else if q.from.is_some() {
+            range.end.saturating_sub(limit as u64).max(range.start)
+        } else {
+            range.start
+        };
+        let mut out = Vec::with_capacity(limit.min(64));
+        let mut next = from;
+        // A fetch may stop early (at a batch's end); read until the page is
+        // full or the partition's end.
+        while out.len() < limit && next < range.end {
+            let limits = FetchLimits {
+                records_max: limit - out.len(),
+                bytes_max: 4 * 1024 * 1024,
+                wait_max: std::time::Duration::ZERO,
+            };
+            let fetched = s.log.fetch(&[(tp.clone(), next)], limits, &mut out)?;
+            let after = fetched.next_offsets.first().copied().unwrap_or(next);
+            if after <= next {
+                break;
+            }
+            next = after;
+        }
+        out.retain(|r| r.offset >= from);
+        out.truncate(limit);
+        let next_offset = out.last().map_or(from, |r| r.offset + 1);
+        let records: Vec<Value> = out.iter().map(describe_record).collect();
+        Ok(json!({
+            "topic": topic, "partition": partition, "start": range.start, "end": range.end,
+            "from": from, "records": records, "next_offset": next_offset,
+        }))
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &page))
+}
+
+/// Bytes shown as JSON when they parse, as text when UTF-8, else as hex.
+fn shown(bytes: Option<&[u8]>) -> (Value, &'static str) {
+    let Some(b) = bytes else {
+        return (Value::Null, "null");
+    };
+    if let Ok(v) = serde_json::from_slice::<Value>(b)
+        && (v.is_object() || v.is_array())
+    {
+        return (v, "json");
+    }
+    match std::str::from_utf8(b) {
+        Ok(text) => (Value::from(text), "text"),
+        Err(_) => {
+            use std::fmt::Write as _;
+            let mut hex = String::with_capacity(b.len() * 2);
+            for byte in b {
+                let _ = write!(hex, "{byte:02x}");
+            }
+            (Value::from(hex), "hex")
+        }
+    }
+}
+
+fn describe_record(r: &Record) -> Value {
+    let (key, key_format) = shown(r.key.as_deref());
+    let (value, value_format) = shown(r.value.as_deref());
+    let mut provenance = Vec::new();
+    let headers: Vec<Value> = r
+        .headers
+        .iter()
+        .map(|h| {
+            let name = String::from_utf8_lossy(&h.name);
+            let text = String::from_utf8_lossy(&h.value);
+            if [SOURCE_HEADER, CAUSATION_HEADER, CORRELATION_HEADER].contains(&&*name)
+                && let Ok(p) = text.parse::<kappa_log::Position>()
+            {
+                provenance.push(json!({"header": name, "topic": &*p.topic,
+                    "partition": p.partition, "offset": p.offset}));
+            }
+            json!({"name": name, "value": text})
+        })
+        .collect();
+    json!({
+        "offset": r.offset, "timestamp": r.timestamp,
+        "key": key, "key_format": key_format, "value": value, "value_format": value_format,
+        "headers": headers, "provenance": provenance,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_shown_in_the_plainest_faithful_form() {
+        assert_eq!(shown(Some(br#"{"a":1}"#)), (json!({"a": 1}), "json"));
+        assert_eq!(shown(Some(b"card-1")), (json!("card-1"), "text"));
+        // A bare JSON scalar is text: a key like `42` reads as it is written.
+        assert_eq!(shown(Some(b"42")), (json!("42"), "text"));
+        assert_eq!(shown(Some(&[0xff, 0x00])), (json!("ff00"), "hex"));
+        assert_eq!(shown(None), (Value::Null, "null"));
+    }
+
+    #[test]
+    fn kappa_topics_are_internal() {
+        assert!(is_internal("card-limits-cards-changelog"));
+        assert!(is_internal("kappa-gateway-index-registry"));
+        assert!(!is_internal("commands"));
+    }
+}
