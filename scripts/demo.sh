@@ -11,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/packages.sh
+. scripts/packages.sh
+need_openssl
 cargo build --release --locked -p card-limits
 bin="${CARGO_TARGET_DIR:-target}/release/card-limits"
 export KAPPA_LOG="${KAPPA_LOG:-./kappa-data}"

@@ -13,13 +13,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-apt_install() {
-    local sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 \
-        || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$@" >/dev/null; }
-}
+# shellcheck source=scripts/packages.sh
+. scripts/packages.sh
+need_openssl
 
 # The PostgreSQL sink's tests start a private server from Debian's
 # PostgreSQL programs (kappa_effects::postgres::TempCluster).

@@ -179,6 +179,21 @@ impl Tansu {
     /// The binary is missing (the message says how to install it) or the
     /// broker did not come up within 30 seconds.
     pub fn start() -> Result<Self, LogError> {
+        Self::start_with(None)
+    }
+
+    /// As [`Tansu::start`], telling clients to reach the broker at
+    /// `advertised` (`host:port`): something in front of it, such as a TLS
+    /// terminator, relays to [`Tansu::bootstrap`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Tansu::start`].
+    pub fn start_advertising(advertised: &str) -> Result<Self, LogError> {
+        Self::start_with(Some(format!("tcp://{advertised}")))
+    }
+
+    fn start_with(advertised: Option<String>) -> Result<Self, LogError> {
         let program = tansu_program().ok_or_else(|| {
             LogError::Broker(
                 "the tansu broker is not installed; run scripts/test.sh, or: cargo install tansu \
@@ -191,13 +206,14 @@ impl Tansu {
             .map_err(|e| LogError::Broker(format!("finding a free port: {e}")))?
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = advertised.unwrap_or_else(|| url.clone());
         let child = std::process::Command::new(&program)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/", "--silent"])
             .stdin(std::process::Stdio::null())
