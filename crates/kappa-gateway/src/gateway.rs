@@ -314,9 +314,9 @@ impl GatewayBuilder {
             ));
         }
         for (i, p) in console_pages.iter().enumerate() {
-            if !crate::console::ConsolePage::valid_id(p.id()) {
+            if !crate::envelope::is_action_name(p.id()) {
                 return Err(GatewayError::Config(format!(
-                    "console page id {:?}: use 1 to 64 of a-z 0-9 -",
+                    "console page id {:?}: use a kebab-case name, at most 64 bytes",
                     p.id()
                 )));
             }

@@ -70,12 +70,12 @@ async function notifications(ctx, tbody) {
 }
 
 export async function render(root, ctx) {
-  const { el, live, batcher, signal } = ctx;
+  const { el, thead, live, batcher, signal } = ctx;
   const cardBody = el("tbody");
   const cardNote = el("p", { class: "muted", id: "cards-note" });
   root.append(el("section", {}, el("h2", {}, "Cards"), cardNote,
     el("table", { id: "cards-table" },
-      el("thead", {}, el("tr", {}, ...["card", "limit", "used (settled | pending)", "", "settled", "pending", "available", "position"].map((h) => el("th", {}, h)))),
+      thead("card", "limit", "used (settled | pending)", "", "settled", "pending", "available", "position"),
       cardBody)));
   const decisions = el("div", { class: "stream", id: "decisions" });
   const decisionNote = el("span", { class: "muted", id: "decisions-count" }, "waiting for decisions…");
@@ -84,7 +84,7 @@ export async function render(root, ctx) {
     el("section", {}, el("h2", {}, "Recent decisions "), decisionNote, decisions),
     el("section", {}, el("h2", {}, "Threshold notifications"),
       el("table", { id: "notifications" },
-        el("thead", {}, el("tr", {}, ...["time", "card", "threshold", "spent / limit", "delivery"].map((h) => el("th", {}, h)))),
+        thead("time", "card", "threshold", "spent / limit", "delivery"),
         notificationBody))));
   let seen = 0, skipped = 0;
   const show = batcher((items) => {

@@ -245,9 +245,6 @@ fn follow(
             }
         };
         for r in &records {
-            if !tell_skipped(sampling.as_deref_mut(), tx) {
-                return;
-            }
             // Advance past this record before sending, so its id resumes after it.
             if let Some(&i) = index.get(&(r.topic.clone(), r.partition)) {
                 cursor.0[i].1 = r.offset + 1;
@@ -276,7 +273,8 @@ fn follow(
         for ((_, at), next) in cursor.0.iter_mut().zip(fetched.next_offsets) {
             *at = next;
         }
-        // A quiet second still tells what the last busy one skipped.
+        // Once per fetch (which waits at most a second), so a quiet second
+        // still tells what the last busy one skipped.
         if !tell_skipped(sampling.as_deref_mut(), tx) {
             return;
         }

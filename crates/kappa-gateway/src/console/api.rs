@@ -2,12 +2,15 @@
 //! (`topology`), its topics with their offsets and lag (`topics`), and a
 //! record browser over any topic (`records`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use kappa_log::{CleanupPolicy, FetchLimits, LogError, Record, TopicPartition};
+use kappa_log::{
+    CleanupPolicy, FetchLimits, Log, LogError, OffsetRange, Record, TopicPartition, TopicSpec,
+};
 use kappa_streams::Streams;
 use kappa_streams::provenance::{CAUSATION_HEADER, CORRELATION_HEADER, SOURCE_HEADER};
 use serde::Deserialize;
@@ -116,21 +119,37 @@ fn is_internal(name: &str) -> bool {
         || name.starts_with("kappa-")
 }
 
-pub(crate) async fn topics(State(state): State<Shared>) -> Response {
+/// Every topic, by name, with its partitions' offsets (partition `i` at
+/// index `i`); a topic deleted while listing is left out.
+pub(crate) fn topic_offsets(log: &dyn Log) -> Result<Vec<(TopicSpec, Vec<OffsetRange>)>, LogError> {
+    let mut specs = log.list_topics()?;
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::with_capacity(specs.len());
+    'topics: for spec in specs {
+        let mut ranges = Vec::with_capacity(spec.partitions as usize);
+        for p in 0..spec.partitions {
+            match log.offsets(&TopicPartition::new(spec.name.as_str(), p)) {
+                Ok(o) => ranges.push(o),
+                Err(LogError::UnknownTopic(_)) => continue 'topics,
+                Err(e) => return Err(e),
+            }
+        }
+        out.push((spec, ranges));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn topics(State(state): State<Shared>) -> Result<Response, Problem> {
     let s = state.clone();
     let answer = blocking(move || {
-        let mut specs = s.log.list_topics()?;
-        specs.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut topics = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let mut partitions = Vec::with_capacity(spec.partitions as usize);
-            for p in 0..spec.partitions {
-                let o = match s.log.offsets(&TopicPartition::new(spec.name.as_str(), p)) {
-                    Ok(o) => o,
-                    // Deleted while listing.
-                    Err(LogError::UnknownTopic(_)) => break,
-                    Err(e) => return Err(e.into()),
-                };
+        let listed = topic_offsets(&*s.log)?;
+        // The groups' lag is measured against the same ends the topics show.
+        let mut ends: HashMap<TopicPartition, u64> = HashMap::new();
+        let mut topics = Vec::with_capacity(listed.len());
+        for (spec, ranges) in &listed {
+            let mut partitions = Vec::with_capacity(ranges.len());
+            for (p, o) in (0u32..).zip(ranges) {
+                ends.insert(TopicPartition::new(spec.name.as_str(), p), o.end);
                 partitions.push(json!({"partition": p, "start": o.start, "end": o.end}));
             }
             topics.push(json!({
@@ -142,7 +161,10 @@ pub(crate) async fn topics(State(state): State<Shared>) -> Response {
         let mut groups = Vec::new();
         for app in applications(&s) {
             for (tp, position) in app.committed_positions() {
-                let end = s.log.offsets(&tp)?.end;
+                let end = match ends.get(&tp) {
+                    Some(e) => *e,
+                    None => s.log.offsets(&tp)?.end,
+                };
                 groups.push(json!({
                     "group": app.application_id(), "topic": &*tp.topic, "partition": tp.partition,
                     "position": position, "end": end, "lag": end.saturating_sub(position),
@@ -151,11 +173,8 @@ pub(crate) async fn topics(State(state): State<Shared>) -> Response {
         }
         Ok(json!({"topics": topics, "groups": groups}))
     })
-    .await;
-    match answer {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err(p) => axum::response::IntoResponse::into_response(p),
-    }
+    .await?;
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 #[derive(Deserialize)]

@@ -50,15 +50,6 @@ impl ConsolePage {
         &self.id
     }
 
-    /// Whether `id` can be a page's address: kebab-case, 1 to 64 characters.
-    pub(crate) fn valid_id(id: &str) -> bool {
-        !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    }
-
     pub(crate) fn title(&self) -> &str {
         &self.title
     }

@@ -18,7 +18,7 @@ use kappa_log::{Log, TopicPartition};
 use kappa_streams::{Streams, TaskOwner};
 use serde_json::{Value, json};
 
-use super::api::applications;
+use super::api::{applications, topic_offsets};
 use crate::api::{Shared, blocking, json as json_response};
 use crate::problem::Problem;
 
@@ -83,15 +83,11 @@ fn take(state: &Shared, previous: Option<&Counters>) -> Result<(Counters, Value)
     };
     let mut ends: HashMap<TopicPartition, u64> = HashMap::new();
     let mut topics = Vec::new();
-    let mut specs = log.list_topics()?;
-    specs.sort_by(|a, b| a.name.cmp(&b.name));
-    for spec in specs {
+    for (spec, ranges) in topic_offsets(log)? {
         let mut sum = 0;
-        for p in 0..spec.partitions {
-            let tp = TopicPartition::new(spec.name.as_str(), p);
-            let end = log.offsets(&tp).map(|o| o.end).unwrap_or(0);
-            sum += end;
-            ends.insert(tp, end);
+        for (p, o) in (0u32..).zip(&ranges) {
+            sum += o.end;
+            ends.insert(TopicPartition::new(spec.name.as_str(), p), o.end);
         }
         let before = previous.and_then(|p| p.topic_ends.get(&spec.name).copied());
         topics.push(json!({"name": spec.name, "end": sum, "rate": rate(sum, before, seconds)}));

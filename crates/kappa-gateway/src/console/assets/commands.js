@@ -116,7 +116,6 @@ function stream(ctx, title, path, id) {
   const start = () => {
     controller?.abort();
     controller = new AbortController();
-    ctx.signal.addEventListener("abort", () => controller.abort());
     const q = new URLSearchParams({ max_rate: "50" });
     if (action.value.trim()) q.set("action", action.value.trim());
     list.replaceChildren();
@@ -126,7 +125,7 @@ function stream(ctx, title, path, id) {
     counter.textContent = "0 received";
     const on = { [id === "command-stream" ? "command" : "event"]: (record) => { if (current === generation) received++; show({ generation: current, record }); },
       sampled: (s) => { skipped += s.skipped; } };
-    live(`${path}?${q}`, on, controller.signal);
+    live(`${path}?${q}`, on, AbortSignal.any([ctx.signal, controller.signal]));
   };
   action.addEventListener("change", start);
   start();

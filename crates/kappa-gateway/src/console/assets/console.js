@@ -73,6 +73,11 @@ export function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+/** A table's header row: one `th` per name. */
+export function thead(...names) {
+  return el("thead", {}, el("tr", {}, ...names.map((h) => el("th", {}, h))));
+}
+
 /** Shows an error where the data would be. */
 export function failure(e) {
   return el("p", { class: "error" }, e instanceof ApiError ? `${e.status}: ${e.message}` : String(e.message || e));
@@ -156,7 +161,7 @@ async function route() {
     const module = await import(script);
     if (controller.signal.aborted) return;
     root.replaceChildren();
-    const ctx = { api, live, el, failure, batcher, navigate, info, params, signal: controller.signal };
+    const ctx = { api, live, el, thead, failure, batcher, navigate, info, params, signal: controller.signal };
     await module.render(root, ctx);
     root.dataset.page = page;
   } catch (e) {

@@ -2,7 +2,7 @@
 // record browser whose provenance headers link to the records they name.
 
 function list(root, ctx, body) {
-  const { el } = ctx;
+  const { el, thead } = ctx;
   const rates = new Map();
   const rows = body.topics.map((t) => {
     const rate = el("td", { class: "num rate" }, "–");
@@ -19,7 +19,7 @@ function list(root, ctx, body) {
   root.append(el("section", {},
     el("h2", {}, "Topics"),
     el("table", { id: "topics-table" },
-      el("thead", {}, el("tr", {}, ...["topic", "partitions", "offsets (start–end)", "records", "rate/s", ""].map((h) => el("th", {}, h)))),
+      thead("topic", "partitions", "offsets (start–end)", "records", "rate/s", ""),
       el("tbody", {}, rows))));
   const lag = body.groups.map((g) => el("tr", {},
     el("td", {}, g.group), el("td", {}, `${g.topic}/${g.partition}`),
@@ -27,7 +27,7 @@ function list(root, ctx, body) {
   root.append(el("section", {},
     el("h2", {}, "Consumer groups"),
     el("table", { id: "groups-table" },
-      el("thead", {}, el("tr", {}, ...["group", "partition", "position", "end", "lag"].map((h) => el("th", {}, h)))),
+      thead("group", "partition", "position", "end", "lag"),
       el("tbody", {}, lag))));
   ctx.live("/console/api/stats/updates", {
     stats(s) {
@@ -46,7 +46,7 @@ function pretty(value, format) {
 }
 
 async function browser(root, ctx, topic) {
-  const { api, el, params, navigate, signal } = ctx;
+  const { api, el, thead, params, navigate, signal } = ctx;
   const partition = params.get("partition") ?? "0";
   const mode = params.has("offset") ? "offset" : params.has("time") ? "time" : "latest";
   const highlight = params.get("highlight");
@@ -99,7 +99,7 @@ async function browser(root, ctx, topic) {
         ...others.map((h) => el("div", { class: "muted" }, `${h.name}: ${h.value}`))));
   });
   section.append(el("table", { id: "records" },
-    el("thead", {}, el("tr", {}, ...["offset", "time", "key", "value", "headers"].map((h) => el("th", {}, h)))),
+    thead("offset", "time", "key", "value", "headers"),
     el("tbody", {}, rows)));
   if (page.next_offset < page.end) {
     section.append(el("button", { id: "browse-next", onclick: () => {

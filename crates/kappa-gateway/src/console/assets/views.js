@@ -39,13 +39,13 @@ export async function render(root, ctx) {
         result.replaceChildren(el("p", { class: "muted" }, r.body?.detail ?? "not found"));
       } else if (r.body.entries) {
         result.replaceChildren(el("table", {},
-          el("thead", {}, el("tr", {}, el("th", {}, "key"), el("th", {}, "value"))),
+          ctx.thead("key", "value"),
           el("tbody", {}, r.body.entries.map((e) => el("tr", { class: "entry" },
             el("td", {}, el("pre", {}, JSON.stringify(e.key))), el("td", {}, el("pre", {}, JSON.stringify(e.value, null, 2))))))),
           r.body.next_after !== undefined ? el("p", { class: "muted" }, `more after ${JSON.stringify(r.body.next_after)}`) : null);
       } else if (r.body.windows) {
         result.replaceChildren(el("table", {},
-          el("thead", {}, el("tr", {}, el("th", {}, "window start"), el("th", {}, "value"))),
+          ctx.thead("window start", "value"),
           el("tbody", {}, r.body.windows.map((w) => el("tr", { class: "entry" },
             el("td", {}, new Date(w.start).toISOString()), el("td", {}, el("pre", {}, JSON.stringify(w.value))))))));
       } else {
