@@ -18,3 +18,32 @@ need_openssl() {
         pkg-config --exists openssl || { echo "error: OpenSSL's headers are still missing; install Debian's libssl-dev and pkg-config" >&2; exit 1; }
     fi
 }
+
+# Apache Kafka from Maven Central (the broker and its dependencies, run
+# with the machine's Java 17): the Kafka-protocol node's differential tests
+# run the same client suite on it and on `kappa broker`. Kept outside the
+# repository; exports KAPPA_KAFKA_LIBS, the folder of its jars.
+KAFKA_VERSION=4.1.1
+need_apache_kafka() {
+    local dir="$KAPPA_TOOLS/kafka-$KAFKA_VERSION"
+    if [ ! -f "$dir/libs/.complete" ]; then
+        command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+        command -v mvn >/dev/null 2>&1 || apt_install maven
+        echo "installing Apache Kafka $KAFKA_VERSION from Maven Central into $dir" >&2
+        mkdir -p "$dir"
+        cat >"$dir/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>kappa.tools</groupId><artifactId>apache-kafka</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
+  </dependencies>
+</project>
+EOF
+        mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime \
+            || { echo "error: fetching Apache Kafka's jars from Maven Central failed (output above)" >&2; exit 1; }
+        touch "$dir/libs/.complete"
+    fi
+    export KAPPA_KAFKA_LIBS="$dir/libs"
+}

@@ -42,6 +42,24 @@ if ! command -v kcat >/dev/null 2>&1; then
     command -v kcat >/dev/null 2>&1 || { echo "error: kcat is still missing; install Debian's kcat package" >&2; exit 1; }
 fi
 
+# The Kafka-protocol node's interoperability tests run stock clients
+# (crates/kappa-cli/tests/broker_interop.rs): Python's confluent-kafka and
+# kafka-python in a virtualenv kept outside the repository, and kafkajs
+# from npm beside its script.
+clients=crates/kappa-node/tests/clients
+if ! "$KAPPA_TOOLS/py/bin/python" -c 'import confluent_kafka, kafka' >/dev/null 2>&1 \
+    || ! cmp -s "$clients/python/requirements.txt" "$KAPPA_TOOLS/py/requirements.txt"; then
+    echo "installing the Python Kafka clients into $KAPPA_TOOLS/py" >&2
+    python3 -m venv "$KAPPA_TOOLS/py"
+    "$KAPPA_TOOLS/py/bin/pip" install --quiet --disable-pip-version-check -r "$clients/python/requirements.txt"
+    cp "$clients/python/requirements.txt" "$KAPPA_TOOLS/py/requirements.txt"
+fi
+need_apache_kafka
+if [ ! -d "$clients/node/node_modules/kafkajs" ]; then
+    echo "installing kafkajs from npm into $clients/node/node_modules" >&2
+    npm ci --prefix "$clients/node" --no-audit --no-fund >/dev/null
+fi
+
 # The console's browser tests drive Debian's Chromium with playwright-core
 # (apps/card-limits/tests/console.rs runs the spec with Node).
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
@@ -61,27 +79,29 @@ if ! grep -qs '"version": "1.64.1"' "$console_tests/node_modules/playwright-core
 fi
 
 cargo fmt --all --check
-rustfmt --edition 2024 --check crates/kappa-auth/fuzz/fuzz_targets/*.rs
+rustfmt --edition 2024 --check crates/kappa-auth/fuzz/fuzz_targets/*.rs crates/kappa-node/fuzz/fuzz_targets/*.rs
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --doc --locked
 
-# Fuzz token parsing and policy evaluation for a bounded time (FUZZ_SECONDS
+# Fuzz token parsing, policy evaluation and Kafka request decoding for a bounded time (FUZZ_SECONDS
 # per target). cargo-fuzz passes flags that stable rustc accepts only with
 # RUSTC_BOOTSTRAP; no sanitizer is needed for panics and assertions.
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz from crates.io" >&2
     cargo install cargo-fuzz --locked
 fi
-for target in token policy; do
+for entry in kappa-auth:token kappa-auth:policy kappa-node:request; do
+    crate="crates/${entry%%:*}"
+    target="${entry#*:}"
     log="$(mktemp)"
-    mkdir -p "crates/kappa-auth/fuzz/corpus/$target"
-    if ! (cd crates/kappa-auth && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
+    mkdir -p "$crate/fuzz/corpus/$target"
+    if ! (cd "$crate" && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
             "fuzz/corpus/$target" "fuzz/seeds/$target" -- -max_total_time="${FUZZ_SECONDS:-30}") >"$log" 2>&1; then
         cat "$log"
-        echo "error: fuzz target $target failed (output above; a crashing input is kept in crates/kappa-auth/fuzz/artifacts/$target)" >&2
+        echo "error: fuzz target $target failed (output above; a crashing input is kept in $crate/fuzz/artifacts/$target)" >&2
         exit 1
     fi
-    echo "fuzz $target: $(grep -E '^Done' "$log" || tail -n 1 "$log")"
+    echo "fuzz $entry: $(grep -E '^Done' "$log" || tail -n 1 "$log")"
     rm -f "$log"
 done

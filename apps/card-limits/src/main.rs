@@ -3,6 +3,7 @@
 //! ```text
 //! card-limits serve [--log ./kappa-data] [--http 127.0.0.1:8080] [--demo-rate 200]
 //!     [--notify-url http://127.0.0.1:9000/notify] [--postgres "host=… user=…"] [--search-dir ./kappa-search]
+//!     [--kafka-listen 127.0.0.1:9092]
 //! card-limits postgres-schema --postgres "host=… user=…"
 //! card-limits load --cards 1000 --rate 2000 --duration 10s [--sync] [--url http://127.0.0.1:8080]
 //! card-limits load --direct --cards 1000 --commands 200000
@@ -131,6 +132,11 @@ struct ServeArgs {
     /// (any number above 0 follows them all; see docs/kafka.md).
     #[arg(long, default_value_t = 0, requires = "advertise")]
     standby_replicas: u32,
+    /// Serve the embedded log over the Kafka protocol at this loopback
+    /// address, so that other services and any Kafka client share it
+    /// (`--log kafka://ADDR`, kcat, …; see docs/node.md).
+    #[arg(long, value_name = "ADDR")]
+    kafka_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +291,26 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     kappa_gateway::ensure_topics(&*log, &config)?;
+    let node = match args.kafka_listen {
+        Some(addr) => {
+            anyhow::ensure!(
+                !args.log.starts_with("kafka://"),
+                "--kafka-listen serves an embedded log; --log {} is a Kafka cluster already",
+                args.log
+            );
+            let node = runtime
+                .block_on(kappa_node::Node::bind(
+                    log.clone(),
+                    kappa_node::NodeConfig::new(addr),
+                ))
+                .context("serving the log over the Kafka protocol")?;
+            Some(node)
+        }
+        None => None,
+    };
+    let node_metrics = node
+        .as_ref()
+        .map(|n| Arc::new(NodeMetrics(n.stats())) as Arc<dyn kappa_gateway::MetricsSource>);
     let shell_config = card_limits::shell::ShellConfig {
         notify_url: args.notify_url.clone(),
         notify_timeout: args.notify_timeout.into(),
@@ -298,7 +324,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         config,
         Duration::from_millis(args.commit_interval_ms),
         scale_out,
-        |b| shell.register(b),
+        |b| {
+            let b = shell.register(b);
+            match &node_metrics {
+                Some(m) => b.metrics(m.clone()),
+                None => b,
+            }
+        },
     )?;
     let gateway = Arc::new(service.gateway);
     runtime.block_on(async {
@@ -308,6 +340,10 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("card-limits listening on {scheme}://{addr} (API documentation at {scheme}://{addr}/docs, cards at {scheme}://{addr}/cards/card-1)");
+        if let Some(node) = node {
+            println!("serving the log to Kafka clients at {}", node.local_addr());
+            tokio::spawn(node.serve(std::future::pending()));
+        }
         // Said once the views have caught up with the log (what /ready reports).
         let waiter = gateway.clone();
         tokio::task::spawn_blocking(move || match waiter.wait_ready(Duration::from_secs(3600)) {
@@ -350,6 +386,17 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         s.close()?;
     }
     Ok(())
+}
+
+/// The Kafka-protocol node's figures in the service's `/metrics`.
+struct NodeMetrics(Arc<kappa_node::NodeStats>);
+
+impl kappa_gateway::MetricsSource for NodeMetrics {
+    fn collect(&self, families: &mut kappa_gateway::MetricFamilies) {
+        for (name, kind, labels, value) in self.0.samples() {
+            families.add(name, kind, &labels, value);
+        }
+    }
 }
 
 fn load(args: &LoadArgs) -> anyhow::Result<()> {

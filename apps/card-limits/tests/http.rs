@@ -1,5 +1,5 @@
 //! The service over real HTTP, on the embedded log and on Kafka (a tansu
-//! broker): a generated history sent with `sync=true`, every outcome and
+//! broker, and a Kappa node serving an embedded log): a generated history sent with `sync=true`, every outcome and
 //! the final balances compared with the oracle. The application code is the
 //! same; only the log handed to it differs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{Oracle, history};
 use kappa_gateway::GatewayConfig;
 use kappa_gateway::load::HttpClient;
-use kappa_kafka::KafkaLog;
 use kappa_kafka::testing::Tansu;
+use kappa_kafka::{KafkaConfig, KafkaLog};
 use kappa_log::{EmbeddedLog, Log};
 use serde_json::{Value, json};
 
@@ -29,6 +29,22 @@ async fn on_kafka_a_history_sent_over_http_gets_the_oracles_outcomes_and_balance
     let broker = Tansu::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = Arc::new(KafkaLog::open(broker.config(dir.path())).unwrap());
+    history_over_http(log, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_served_by_a_kappa_node_a_history_sent_over_http_gets_the_oracles_outcomes_and_balances()
+ {
+    let node_dir = tempfile::tempdir().unwrap();
+    let node_log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(node_dir.path()).unwrap());
+    // The node has a runtime of its own, started outside this test's.
+    let node = std::thread::spawn(move || kappa_node::testing::TestNode::start(node_log))
+        .join()
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = KafkaConfig::new(node.bootstrap(), dir.path());
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::open(config).unwrap());
     history_over_http(log, 300).await;
 }
 

@@ -70,6 +70,8 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Send commands to a running gateway and measure the answers.
     Load(commands::load::LoadArgs),
+    /// Serve the log over the Kafka protocol to other processes and Kafka clients.
+    Broker(commands::broker::BrokerArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,5 +105,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             commands::demo::run(std::sync::Arc::from(location.open(cli.durability)?), &args)
         }
         Command::Load(args) => commands::load::run(&args),
+        Command::Broker(args) => commands::broker::run(&location, cli.durability, &args),
     }
 }

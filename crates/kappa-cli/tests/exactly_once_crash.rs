@@ -8,7 +8,8 @@
 //! On Kafka (librdkafka's mock cluster, hosted by this test and reached by
 //! the child over loopback) broker faults are injected as well: produce
 //! requests failing with retriable errors, and the broker going down for a
-//! moment mid-round.
+//! moment mid-round. On a Kappa node (the Kafka protocol served from an
+//! embedded log by this test) the child reaches its log the same way.
 //!
 //! Seeded; `KAPPA_CRASH_SEED=<seed>` replays a run.
 
@@ -303,6 +304,47 @@ impl Backend for Kafka {
     }
 }
 
+/// Kappa's Kafka backend on a Kappa node (the Kafka protocol served from
+/// an embedded log, in this process): the child is killed, the node is not.
+struct OnNode {
+    node: kappa_node::testing::TestNode,
+    _log_dir: tempfile::TempDir,
+    state: tempfile::TempDir,
+}
+
+impl OnNode {
+    fn start() -> Self {
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(EmbeddedLog::open(log_dir.path()).unwrap());
+        Self {
+            node: kappa_node::testing::TestNode::start(log).unwrap(),
+            _log_dir: log_dir,
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+impl Backend for OnNode {
+    fn child(&self) -> Command {
+        let mut c = child(&format!("kafka://{}", self.node.bootstrap()));
+        c.env("KAPPA_STATE_DIR", self.state.path());
+        c
+    }
+    fn open(&self) -> Box<dyn Log> {
+        let state = tempfile::tempdir().unwrap();
+        let log = KafkaLog::open(KafkaConfig::new(self.node.bootstrap(), state.path()))
+            .expect("the Kafka log opens after a kill");
+        Box::new(log)
+    }
+    fn disturb(&self, _: &mut Rng, _: u64) {}
+    fn rounds(&self) -> usize {
+        8
+    }
+    fn lines_per_round_max(&self) -> u64 {
+        20_000
+    }
+}
+
 fn child(location: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kappa-sums"));
     c.args(["--log", location])
@@ -392,4 +434,9 @@ fn on_the_embedded_log_sigkill_never_loses_or_duplicates_a_result() {
 #[test]
 fn on_kafka_sigkill_and_broker_faults_never_lose_or_duplicate_a_result() {
     sigkill_never_loses_or_duplicates_a_result(&Kafka::start());
+}
+
+#[test]
+fn on_kafka_served_by_a_kappa_node_sigkill_never_loses_or_duplicates_a_result() {
+    sigkill_never_loses_or_duplicates_a_result(&OnNode::start());
 }

@@ -284,3 +284,205 @@ impl Drop for Tansu {
         let _ = self.child.wait();
     }
 }
+
+/// Apache Kafka's version [`ApacheKafka`] runs (`scripts/packages.sh`
+/// installs its jars from Maven Central and exports `KAPPA_KAFKA_LIBS`).
+pub const APACHE_KAFKA_VERSION: &str = "4.1.1";
+
+/// A single-node Apache Kafka (KRaft: one Java process as broker and
+/// controller, replication factor 1) on free loopback ports, with its data
+/// in a scratch directory; killed and removed on drop.
+///
+/// Its jars are found at `$KAPPA_KAFKA_LIBS`, else
+/// `$KAPPA_TOOLS/kafka-VERSION/libs` (`~/.cache/kappa-tools` by default).
+pub struct ApacheKafka {
+    child: Option<std::process::Child>,
+    bootstrap: String,
+    dir: std::path::PathBuf,
+    libs: std::path::PathBuf,
+}
+
+impl ApacheKafka {
+    /// Formats a fresh data directory, starts the broker and waits until it
+    /// answers a metadata request.
+    ///
+    /// # Errors
+    ///
+    /// The jars or Java are missing (the message says how to install them),
+    /// or the broker did not answer within 90 seconds.
+    pub fn start() -> Result<Self, LogError> {
+        Self::start_with("")
+    }
+
+    /// As [`ApacheKafka::start`], with extra `server.properties` lines
+    /// (for example `log.flush.interval.messages=1`, an fsync per batch).
+    ///
+    /// # Errors
+    ///
+    /// As [`ApacheKafka::start`].
+    pub fn start_with(extra_properties: &str) -> Result<Self, LogError> {
+        let libs = kafka_libs()?;
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| LogError::Broker(format!("finding a free port: {e}")))
+        };
+        let (port, controller) = (free_port()?, free_port()?);
+        let dir =
+            std::env::temp_dir().join(format!("kappa-apache-kafka-{}-{port}", std::process::id()));
+        let io = |e: std::io::Error| LogError::Broker(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let properties = format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             log.dirs={}\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=4\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             transaction.state.log.num.partitions=4\n\
+             transaction.abort.timed.out.transaction.cleanup.interval.ms=500\n\
+             group.initial.rebalance.delay.ms=0\n\
+             {extra_properties}\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("server.properties"), properties).map_err(io)?;
+        let status = std::process::Command::new("java")
+            .arg("-cp")
+            .arg(libs.join("*"))
+            .args([
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                "4L6g3nShT-eMCtK--X86sw",
+                "-c",
+            ])
+            .arg(dir.join("server.properties"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| {
+                LogError::Broker(format!(
+                    "running java ({e}): install Java 17 (Debian's openjdk-17-jre-headless)"
+                ))
+            })?;
+        if !status.success() {
+            return Err(LogError::Broker(format!(
+                "formatting Kafka's data directory failed: {status}"
+            )));
+        }
+        let mut kafka = Self {
+            child: None,
+            bootstrap: format!("127.0.0.1:{port}"),
+            dir,
+            libs,
+        };
+        kafka.launch()?;
+        Ok(kafka)
+    }
+
+    /// `host:port` of the broker.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Kills the broker with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the broker and starts it again on its data and ports.
+    ///
+    /// # Errors
+    ///
+    /// As [`ApacheKafka::start`].
+    pub fn restart(&mut self) -> Result<(), LogError> {
+        self.kill();
+        self.launch()
+    }
+
+    fn launch(&mut self) -> Result<(), LogError> {
+        let out = std::fs::File::create(self.dir.join("kafka.out"))
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| LogError::Broker(format!("{}: {e}", self.dir.display())))?;
+        let child = std::process::Command::new("java")
+            .args(["-Xmx512m", "-XX:+UseSerialGC"])
+            .arg("-cp")
+            .arg(self.libs.join("*"))
+            .arg("kafka.Kafka")
+            .arg(self.dir.join("server.properties"))
+            .stdin(std::process::Stdio::null())
+            .stdout(out.0)
+            .stderr(out.1)
+            .spawn()
+            .map_err(|e| LogError::Broker(format!("starting Apache Kafka: {e}")))?;
+        self.child = Some(child);
+        // Ready once it answers metadata with itself in it; each attempt
+        // waits up to two seconds by itself.
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("broker.address.family", "v4")
+            .create()
+            .map_err(|e| LogError::Broker(e.to_string()))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            use rdkafka::consumer::Consumer;
+            if consumer
+                .fetch_metadata(None, std::time::Duration::from_secs(2))
+                .is_ok_and(|m| !m.brokers().is_empty())
+            {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(std::process::Child::try_wait) {
+                return Err(LogError::Broker(format!(
+                    "Apache Kafka exited at start ({status}); see {}",
+                    self.dir.join("kafka.out").display()
+                )));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(LogError::Broker(format!(
+                    "Apache Kafka did not answer within 90 s; see {}",
+                    self.dir.join("kafka.out").display()
+                )));
+            }
+        }
+    }
+}
+
+impl Drop for ApacheKafka {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn kafka_libs() -> Result<std::path::PathBuf, LogError> {
+    let libs = std::env::var_os("KAPPA_KAFKA_LIBS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let tools = std::env::var_os("KAPPA_TOOLS")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|h| std::path::PathBuf::from(h).join(".cache/kappa-tools"))
+                })?;
+            Some(tools.join(format!("kafka-{APACHE_KAFKA_VERSION}/libs")))
+        })
+        .filter(|l| l.join(".complete").is_file())
+        .ok_or_else(|| {
+            LogError::Broker(format!(
+                "Apache Kafka {APACHE_KAFKA_VERSION}'s jars are not installed; run scripts/test.sh \
+                 (need_apache_kafka in scripts/packages.sh fetches them from Maven Central)"
+            ))
+        })?;
+    Ok(libs)
+}

@@ -1,6 +1,7 @@
-//! The Kafka backend's `Log` behaviour on two brokers: librdkafka's
-//! in-process mock cluster and tansu (a Kafka-compatible broker run as a
-//! child process); and what it writes, read by kcat.
+//! The Kafka backend's `Log` behaviour on three brokers: librdkafka's
+//! in-process mock cluster, tansu (a Kafka-compatible broker run as a
+//! child process) and a Kappa node (the Kafka protocol served from an
+//! embedded log, in this process); and what it writes, read by kcat.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 use std::sync::Arc;
@@ -26,6 +27,27 @@ impl Broker for Arc<MockBroker> {
 impl Broker for Tansu {
     fn open(&self, dir: &std::path::Path) -> KafkaLog {
         KafkaLog::open(self.config(dir)).unwrap()
+    }
+}
+
+/// A Kappa node serving an embedded log on a loopback port.
+struct KappaNode {
+    node: kappa_node::testing::TestNode,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker for KappaNode {
+    fn open(&self, dir: &std::path::Path) -> KafkaLog {
+        KafkaLog::open(KafkaConfig::new(self.node.bootstrap(), dir)).unwrap()
+    }
+}
+
+fn kappa_node() -> KappaNode {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(kappa_log::EmbeddedLog::open(dir.path()).unwrap());
+    KappaNode {
+        node: kappa_node::testing::TestNode::start(log).unwrap(),
+        _dir: dir,
     }
 }
 
@@ -193,6 +215,16 @@ fn on_the_mock_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_dir
 #[test]
 fn on_tansu_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
     commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&tansu());
+}
+
+#[test]
+fn on_a_kappa_node_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
+    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&kappa_node());
+}
+
+#[test]
+fn on_a_kappa_node_bad_commits_are_refused_whole() {
+    bad_commits_are_refused_whole(&kappa_node());
 }
 
 #[test]

@@ -247,6 +247,29 @@ pub(crate) fn validate_record(
     Ok(())
 }
 
+impl TopicSpec {
+    /// Checks one record against this topic's limits (size, a key on a
+    /// compacted topic, header count and names) as a commit would, so a
+    /// writer that merges several requests into one commit can refuse a
+    /// bad record alone instead of failing the whole commit.
+    ///
+    /// ```
+    /// use kappa_log::{CleanupPolicy, ProducerRecord, TopicSpec};
+    /// let mut spec = TopicSpec::new("latest", 1);
+    /// spec.config.cleanup_policy = CleanupPolicy::Compact;
+    /// assert!(spec.check_record(&ProducerRecord::value("no key")).is_err());
+    /// assert!(spec.check_record(&ProducerRecord::value("v").with_key("k")).is_ok());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::RecordTooLarge`], [`LogError::MissingKey`] or
+    /// [`LogError::InvalidConfig`] (headers).
+    pub fn check_record(&self, record: &crate::record::ProducerRecord) -> Result<(), LogError> {
+        validate_record(self, record)
+    }
+}
+
 /// A topic as it is now: its spec and each partition's offsets and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicDescription {

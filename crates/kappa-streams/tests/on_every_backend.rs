@@ -1,6 +1,7 @@
 //! One suite of topology tests, run on every backend: the embedded log and
-//! Kafka, on librdkafka's mock cluster (in process) and on tansu (a
-//! Kafka-compatible broker run as a child process). Each test restarts the
+//! Kafka, on librdkafka's mock cluster (in process), on tansu (a
+//! Kafka-compatible broker run as a child process) and on a Kappa node
+//! (the Kafka protocol served from an embedded log). Each test restarts the
 //! application on a reopened log halfway through its input, so stores and
 //! positions are restored from what the backend kept.
 
@@ -55,6 +56,19 @@ struct KafkaTansu(Tansu);
 impl Backend for KafkaTansu {
     fn open(&self, state: &Path) -> Arc<dyn Log> {
         Arc::new(KafkaLog::open(self.0.config(state)).unwrap())
+    }
+}
+
+/// Kappa's Kafka backend on a Kappa node: the Kafka protocol served from
+/// an embedded log in this process.
+struct KafkaKappaNode {
+    node: kappa_node::testing::TestNode,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Backend for KafkaKappaNode {
+    fn open(&self, state: &Path) -> Arc<dyn Log> {
+        Arc::new(KafkaLog::open(KafkaConfig::new(self.node.bootstrap(), state)).unwrap())
     }
 }
 
@@ -144,4 +158,15 @@ fn kafka_on_the_mock_outputs_and_stores_survive_a_restart() {
 #[test]
 fn kafka_on_tansu_outputs_and_stores_survive_a_restart() {
     outputs_and_stores_survive_a_restart(&KafkaTansu(Tansu::start().unwrap()));
+}
+
+#[test]
+fn kafka_on_a_kappa_node_outputs_and_stores_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+    let node = kappa_node::testing::TestNode::start(log).unwrap();
+    outputs_and_stores_survive_a_restart(&KafkaKappaNode {
+        node,
+        _log_dir: dir,
+    });
 }

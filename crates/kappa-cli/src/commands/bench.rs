@@ -36,6 +36,8 @@ pub enum BenchCommand {
     Postgres(super::bench_postgres::PostgresBenchArgs),
     /// The Kafka backend on tansu: filter+map against a plain rdkafka loop, and restore speed.
     Kafka(super::bench_kafka::KafkaBenchArgs),
+    /// librdkafka through the Kafka-protocol node against direct appends, and latency through it.
+    Broker(super::bench_broker::BrokerBenchArgs),
 }
 
 /// Arguments of `kappa bench log`.
@@ -99,6 +101,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gateway(args) => super::bench_gateway::run(&args),
         BenchCommand::Postgres(args) => super::bench_postgres::run(&args),
         BenchCommand::Kafka(args) => super::bench_kafka::run(&args),
+        BenchCommand::Broker(args) => super::bench_broker::run(&args),
     }
 }
 

@@ -2,10 +2,12 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_broker;
 pub mod bench_gateway;
 pub mod bench_kafka;
 pub mod bench_postgres;
 pub mod bench_streams;
+pub mod broker;
 pub mod consume;
 pub mod demo;
 pub mod load;

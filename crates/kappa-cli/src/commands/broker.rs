@@ -1,0 +1,82 @@
+//! `kappa broker`: serve an embedded log over the Kafka protocol, so other
+//! processes and any Kafka client (librdkafka, kafka-python, kafkajs, Java,
+//! kcat) can share it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use kappa_log::{Durability, Log};
+use kappa_node::{Node, NodeConfig};
+
+use crate::location::LogLocation;
+
+/// Arguments of `kappa broker`.
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// Address to listen on; loopback only (the listener has no TLS or SASL yet).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: SocketAddr,
+    /// HOST:PORT clients are told to connect to (default: the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Create a topic when a client's metadata request names an unknown one.
+    #[arg(long)]
+    auto_create_topics: bool,
+    /// Partitions of an automatically created topic.
+    #[arg(long, default_value_t = 1)]
+    auto_create_partitions: u32,
+}
+
+/// Serves the log until interrupted (ctrl-c or SIGTERM).
+///
+/// # Errors
+///
+/// A Kafka `--log`, a log that cannot be opened, or a listener that cannot be bound.
+pub fn run(
+    location: &LogLocation,
+    durability: Durability,
+    args: &BrokerArgs,
+) -> anyhow::Result<()> {
+    if let LogLocation::Kafka(url) = location {
+        bail!("kappa broker serves an embedded log; --log {url} is already a Kafka cluster");
+    }
+    let log: Arc<dyn Log> = Arc::from(location.open(durability)?);
+    let mut config = NodeConfig::new(args.listen);
+    config.advertise.clone_from(&args.advertise);
+    config.auto_create_topics = args.auto_create_topics;
+    config.auto_create_partitions = args.auto_create_partitions;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the broker's runtime")?;
+    runtime.block_on(async {
+        let node = Node::bind(log, config).await?;
+        // Tests and scripts read the bound port from this line.
+        println!("listening on {}", node.local_addr());
+        node.serve(interrupted()).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn interrupted() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

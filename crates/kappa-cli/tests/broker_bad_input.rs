@@ -1,0 +1,255 @@
+//! Bad input to `kappa broker`, written byte by byte: truncated, oversized
+//! and negative frames, unknown API keys and versions, record batches that
+//! fail their CRC, unknown topics and partitions, a client that stops
+//! reading. Each gets Kafka's error code or a closed connection; the log
+//! is unchanged and other clients are unaffected.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod node;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use kappa_log::{EmbeddedLog, Log, TopicPartition};
+use node::{Broker, Cluster, runtime};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const API_PRODUCE: i16 = 0;
+const API_METADATA: i16 = 3;
+const API_VERSIONS: i16 = 18;
+
+fn connect(broker: &Broker) -> TcpStream {
+    let s = TcpStream::connect(&broker.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// A request frame with a v1 header (no tagged fields).
+fn frame(api: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&api.to_be_bytes());
+    b.extend_from_slice(&version.to_be_bytes());
+    b.extend_from_slice(&correlation.to_be_bytes());
+    string(&mut b, "bad-input-test");
+    b.extend_from_slice(body);
+    let mut out = (b.len() as i32).to_be_bytes().to_vec();
+    out.extend(b);
+    out
+}
+
+fn string(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// Whether the node closed the connection (a read sees the end, not a timeout).
+fn closed(s: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(s.read(&mut byte), Ok(0))
+        || matches!(s.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+fn zigzag(b: &mut Vec<u8>, v: i64) {
+    let mut n = ((v << 1) ^ (v >> 63)) as u64;
+    while n >= 0x80 {
+        b.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    b.push(n as u8);
+}
+
+/// A v2 record batch holding one keyless record.
+fn batch(value: &[u8]) -> Vec<u8> {
+    let mut record = vec![0u8]; // attributes
+    zigzag(&mut record, 0); // timestamp delta
+    zigzag(&mut record, 0); // offset delta
+    zigzag(&mut record, -1); // no key
+    zigzag(&mut record, value.len() as i64);
+    record.extend_from_slice(value);
+    zigzag(&mut record, 0); // no headers
+    let mut after_crc = Vec::new();
+    after_crc.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    after_crc.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    after_crc.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    after_crc.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    after_crc.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    after_crc.extend_from_slice(&(-1i16).to_be_bytes());
+    after_crc.extend_from_slice(&(-1i32).to_be_bytes());
+    after_crc.extend_from_slice(&1i32.to_be_bytes()); // one record
+    zigzag(&mut after_crc, record.len() as i64);
+    after_crc.extend(record);
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&((4 + 1 + 4 + after_crc.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&crc32c::crc32c(&after_crc).to_be_bytes());
+    b.extend(after_crc);
+    b
+}
+
+/// Produce v3 of `records` to one partition; returns the partition's error code.
+fn produce(s: &mut TcpStream, topic: &str, partition: i32, records: &[u8]) -> i16 {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // no transactional id
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks=all
+    body.extend_from_slice(&10_000i32.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    string(&mut body, topic);
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&partition.to_be_bytes());
+    body.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    body.extend_from_slice(records);
+    s.write_all(&frame(API_PRODUCE, 3, 7, &body)).unwrap();
+    let r = read_response(s).expect("a produce response");
+    assert_eq!(
+        i32::from_be_bytes(r[0..4].try_into().unwrap()),
+        7,
+        "correlation id"
+    );
+    // correlation, topic count, topic name, partition count, index, error code.
+    let name_len = i16::from_be_bytes(r[8..10].try_into().unwrap()) as usize;
+    let at = 10 + name_len + 4 + 4;
+    i16::from_be_bytes(r[at..at + 2].try_into().unwrap())
+}
+
+fn end_offsets(dir: &std::path::Path, topic: &str, partitions: u32) -> Vec<u64> {
+    let log = EmbeddedLog::open(dir).unwrap();
+    (0..partitions)
+        .map(|p| log.offsets(&TopicPartition::new(topic, p)).unwrap().end)
+        .collect()
+}
+
+#[test]
+fn bad_requests_get_kafka_errors_or_a_closed_connection_and_change_nothing() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    broker.create_topic(&rt, "ledger", 2);
+
+    // A good batch lands, so the checks below can tell "refused" from "broken".
+    let mut s = connect(&broker);
+    assert_eq!(produce(&mut s, "ledger", 0, &batch(b"good")), 0);
+
+    // A batch whose CRC does not match its bytes.
+    let mut corrupt = batch(b"flipped");
+    let last = corrupt.len() - 2;
+    corrupt[last] ^= 0x40;
+    assert_eq!(produce(&mut s, "ledger", 0, &corrupt), 2, "CORRUPT_MESSAGE");
+    // A batch cut short.
+    let good = batch(b"cut");
+    assert_eq!(
+        produce(&mut s, "ledger", 1, &good[..good.len() - 3]),
+        2,
+        "CORRUPT_MESSAGE"
+    );
+    // Unknown topic and partition.
+    assert_eq!(
+        produce(&mut s, "no-such-topic", 0, &batch(b"x")),
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        produce(&mut s, "ledger", 9, &batch(b"x")),
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        produce(&mut s, "ledger", -1, &batch(b"x")),
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+
+    // ApiVersions newer than served: error 35 and the served versions, in v0 form.
+    s.write_all(&frame(API_VERSIONS, 99, 11, &[])).unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(i32::from_be_bytes(r[0..4].try_into().unwrap()), 11);
+    assert_eq!(
+        i16::from_be_bytes(r[4..6].try_into().unwrap()),
+        35,
+        "UNSUPPORTED_VERSION"
+    );
+    assert!(
+        i32::from_be_bytes(r[6..10].try_into().unwrap()) > 10,
+        "the served APIs are listed"
+    );
+
+    // Each of these closes its connection.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("an unknown API key", frame(999, 0, 1, &[])),
+        (
+            "an unserved version of a served API",
+            frame(API_METADATA, 99, 1, &[]),
+        ),
+        ("a negative frame size", (-5i32).to_be_bytes().to_vec()),
+        (
+            "a frame over the size limit",
+            (1i32 << 30).to_be_bytes().to_vec(),
+        ),
+        (
+            "a frame shorter than a header",
+            [&3i32.to_be_bytes()[..], &[0, 3, 0]].concat(),
+        ),
+        (
+            "a body that does not decode",
+            frame(API_PRODUCE, 3, 1, &[0xff, 0xff, 0x7f]),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut c = connect(&broker);
+        c.write_all(&bytes).unwrap();
+        assert!(closed(&mut c), "{what} closes the connection");
+    }
+    // A frame that stops halfway, then the client goes away.
+    let mut c = connect(&broker);
+    c.write_all(&100i32.to_be_bytes()).unwrap();
+    c.write_all(&[0u8; 10]).unwrap();
+    drop(c);
+
+    // A client that sends and never reads does not hold up others.
+    let mut hog = connect(&broker);
+    let metadata = frame(API_METADATA, 1, 1, &(-1i32).to_be_bytes());
+    for _ in 0..2000 {
+        if hog.write_all(&metadata).is_err() {
+            break;
+        }
+        hog.set_write_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+    }
+    let producer: FutureProducer = broker.client().create().unwrap();
+    let d = rt
+        .block_on(
+            producer.send(
+                FutureRecord::<(), _>::to("ledger")
+                    .partition(1)
+                    .payload("after"),
+                Duration::from_secs(10),
+            ),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(
+        (d.partition, d.offset),
+        (1, 0),
+        "another client still produces"
+    );
+    drop(hog);
+    drop(producer);
+
+    broker.kill();
+    assert_eq!(
+        end_offsets(dir.path(), "ledger", 2),
+        vec![1, 1],
+        "only the two good records are in the log"
+    );
+}

@@ -1,0 +1,643 @@
+//! `kappa broker` and Apache Kafka, side by side, with librdkafka (through
+//! the `rdkafka` crate): records
+//! keep their keys, headers and timestamps and land on murmur2 partitions;
+//! every codec reads back; consumer groups rebalance without losing or
+//! repeating committed work; committed offsets are the log's group
+//! positions and survive a restart; offsets by time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod node;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kappa_log::{EmbeddedLog, FetchLimits, Log, TopicPartition, partition_for_key};
+use node::{Broker, Cluster, apache_kafka, runtime};
+use rdkafka::Message;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn producer(broker: &dyn Cluster, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut c = broker.client();
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().unwrap()
+}
+
+fn reader(broker: &dyn Cluster, group: &str) -> BaseConsumer {
+    broker
+        .client()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap()
+}
+
+/// `(partition, offset, key, value, timestamp, headers)` of a consumed record.
+type ReadRecord = (
+    i32,
+    i64,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    i64,
+    Vec<(String, Vec<u8>)>,
+);
+
+/// Everything in `topic` from the start, by assignment (no group).
+fn read_topic(
+    broker: &dyn Cluster,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+) -> Vec<ReadRecord> {
+    let consumer = reader(broker, "reader-without-commits");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    while out.len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {expected} records of {topic} in time",
+            out.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((
+                m.partition(),
+                m.offset(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+                m.timestamp().to_millis().unwrap(),
+                headers,
+            ));
+        }
+    }
+    out
+}
+
+fn records_keep_keys_headers_and_timestamps_and_land_on_murmur2_partitions(
+    broker: &mut dyn Cluster,
+) {
+    let rt = runtime();
+    broker.create_topic(&rt, "cards", 3);
+    let producer = producer(broker, &[]);
+    let mut sent = BTreeMap::new();
+    for i in 0..60i64 {
+        let key = format!("card-{i}");
+        let value = format!("spent {i}");
+        let ts = 1_700_000_000_000 + i * 1000;
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "kappa-correlation",
+                value: Some(&format!("c-{i}")),
+            })
+            .insert(Header {
+                key: "trace",
+                value: Some("t"),
+            });
+        let d = rt
+            .block_on(
+                producer.send(
+                    FutureRecord::to("cards")
+                        .key(&key)
+                        .payload(&value)
+                        .timestamp(ts)
+                        .headers(headers),
+                    WAIT,
+                ),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(
+            d.partition as u32,
+            partition_for_key(key.as_bytes(), 3),
+            "{key} landed on murmur2(key) % partitions"
+        );
+        sent.insert(key, (d.partition, d.offset, value, ts, i));
+    }
+    let read = read_topic(broker, "cards", 3, 60);
+    assert_eq!(read.len(), 60);
+    for (partition, offset, key, value, ts, headers) in &read {
+        let key = String::from_utf8(key.clone().unwrap()).unwrap();
+        let (p, o, v, t, i) = &sent[&key];
+        assert_eq!(
+            (partition, offset),
+            (p, o),
+            "{key} is where its delivery report said"
+        );
+        assert_eq!(value, v.as_bytes());
+        assert_eq!(ts, t);
+        assert_eq!(
+            headers,
+            &vec![
+                (
+                    "kappa-correlation".to_string(),
+                    format!("c-{i}").into_bytes()
+                ),
+                ("trace".to_string(), b"t".to_vec())
+            ]
+        );
+    }
+    // A node's log itself holds the same records, in offset order per partition.
+    broker.stop();
+    let Some(dir) = broker.log_dir() else { return };
+    let log = EmbeddedLog::open(dir).unwrap();
+    for p in 0..3u32 {
+        let mut records = Vec::new();
+        let tp = TopicPartition::new("cards", p);
+        log.fetch(&[(tp, 0)], FetchLimits::default(), &mut records)
+            .unwrap();
+        let mut expected: Vec<_> = sent.values().filter(|(q, ..)| *q as u32 == p).collect();
+        expected.sort_by_key(|(_, o, ..)| *o);
+        let got: Vec<_> = records
+            .iter()
+            .map(|r| (r.offset as i64, r.value.clone().unwrap()))
+            .collect();
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(_, o, v, ..)| (*o, bytes::Bytes::from(v.clone())))
+            .collect();
+        assert_eq!(got, want, "partition {p} of the log");
+    }
+}
+
+fn batches_of_every_codec_read_back_intact(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        broker.create_topic(&rt, &topic, 1);
+        let producer = producer(broker, &[("compression.type", codec), ("linger.ms", "50")]);
+        let futures: Vec<_> = (0..300)
+            .map(|i| {
+                let value = format!("{codec} record {i} {}", "x".repeat(i % 50));
+                producer
+                    .send_result(FutureRecord::<(), _>::to(&topic).payload(&value))
+                    .unwrap()
+            })
+            .collect();
+        for f in futures {
+            rt.block_on(f).unwrap().map_err(|(e, _)| e).unwrap();
+        }
+        let read = read_topic(broker, &topic, 1, 300);
+        for (i, (_, offset, _, value, ..)) in read.iter().enumerate() {
+            assert_eq!(*offset, i as i64);
+            assert_eq!(
+                String::from_utf8(value.clone()).unwrap(),
+                format!("{codec} record {i} {}", "x".repeat(i % 50)),
+                "{codec}"
+            );
+        }
+    }
+}
+
+/// What the consumers of a group did, and a signal when it changes.
+#[derive(Default)]
+struct Book {
+    ledger: Mutex<Ledger>,
+    changed: Condvar,
+}
+
+/// What the consumers of a group did.
+#[derive(Default)]
+struct Ledger {
+    /// `(partition, offset)` → how many times it was processed.
+    seen: BTreeMap<(i32, i64), u32>,
+    /// Partition → the highest offset committed (the next to read).
+    committed: BTreeMap<i32, i64>,
+    /// Records processed although a commit already covered them.
+    repeated_after_commit: Vec<(i32, i64)>,
+}
+
+impl Ledger {
+    /// Records covered by a commit (offsets start at 0 on a new topic).
+    fn committed_records(&self) -> i64 {
+        self.committed.values().sum()
+    }
+}
+
+fn member(
+    broker: &dyn Cluster,
+    group: &str,
+    topic: &str,
+    strategy: &str,
+    book: Arc<Book>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    let consumer: BaseConsumer = broker
+        .client()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", strategy)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "200")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let topic = topic.to_string();
+    thread::spawn(move || {
+        // A commit refused mid-rebalance (REBALANCE_IN_PROGRESS, as Kafka
+        // answers then) is retried while the partition is still ours.
+        let mut retry: Option<(i32, i64)> = None;
+        while !stop.load(Ordering::Relaxed) {
+            if let Some((p, next)) = retry.take() {
+                let owned = consumer
+                    .assignment()
+                    .is_ok_and(|a| a.find_partition(&topic, p).is_some());
+                if owned {
+                    retry = commit(&consumer, &book, &topic, p, next).err();
+                }
+            }
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let (p, o) = (m.partition(), m.offset());
+            {
+                let mut l = book.ledger.lock().unwrap();
+                *l.seen.entry((p, o)).or_default() += 1;
+                if l.committed.get(&p).is_some_and(|c| o < *c) {
+                    l.repeated_after_commit.push((p, o));
+                }
+            }
+            retry = commit(&consumer, &book, &topic, p, o + 1).err();
+        }
+        // Leaving the group hands its partitions over at once.
+        consumer.unsubscribe();
+    })
+}
+
+/// Commits `next` for partition `p`; on failure returns what to retry.
+fn commit(
+    consumer: &BaseConsumer,
+    book: &Book,
+    topic: &str,
+    p: i32,
+    next: i64,
+) -> Result<(), (i32, i64)> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Offset(next))
+        .unwrap();
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|_| (p, next))?;
+    let mut l = book.ledger.lock().unwrap();
+    let c = l.committed.entry(p).or_default();
+    *c = (*c).max(next);
+    drop(l);
+    book.changed.notify_all();
+    Ok(())
+}
+
+fn wait_for(book: &Book, committed: i64) {
+    let deadline = Instant::now() + WAIT;
+    let mut l = book.ledger.lock().unwrap();
+    loop {
+        let n = l.committed_records();
+        if n >= committed {
+            return;
+        }
+        let now = Instant::now();
+        assert!(
+            now < deadline,
+            "{n} of {committed} records committed in time"
+        );
+        l = book.changed.wait_timeout(l, deadline - now).unwrap().0;
+    }
+}
+
+fn produce_range(
+    rt: &tokio::runtime::Runtime,
+    producer: &FutureProducer,
+    topic: &str,
+    from: usize,
+    to: usize,
+) {
+    let futures: Vec<_> = (from..to)
+        .map(|i| {
+            let key = format!("k{i}");
+            producer
+                .send_result(FutureRecord::to(topic).key(&key).payload("v"))
+                .unwrap()
+        })
+        .collect();
+    for f in futures {
+        rt.block_on(f).unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+fn group_rebalances_without_losing_or_repeating_committed_work(
+    broker: &mut dyn Cluster,
+    strategy: &str,
+) {
+    let rt = runtime();
+    let topic = "payments";
+    broker.create_topic(&rt, topic, 6);
+    let producer = producer(broker, &[]);
+    let book = Arc::new(Book::default());
+    let group = format!("settlement-{strategy}");
+
+    let stop_a = Arc::new(AtomicBool::new(false));
+    let stop_rest = Arc::new(AtomicBool::new(false));
+    let a = member(
+        broker,
+        &group,
+        topic,
+        strategy,
+        book.clone(),
+        stop_a.clone(),
+    );
+    produce_range(&rt, &producer, topic, 0, 100);
+    wait_for(&book, 100);
+    let b = member(
+        broker,
+        &group,
+        topic,
+        strategy,
+        book.clone(),
+        stop_rest.clone(),
+    );
+    produce_range(&rt, &producer, topic, 100, 200);
+    wait_for(&book, 200);
+    let c = member(
+        broker,
+        &group,
+        topic,
+        strategy,
+        book.clone(),
+        stop_rest.clone(),
+    );
+    produce_range(&rt, &producer, topic, 200, 300);
+    wait_for(&book, 300);
+    stop_a.store(true, Ordering::Relaxed);
+    a.join().unwrap();
+    produce_range(&rt, &producer, topic, 300, 400);
+    wait_for(&book, 400);
+    stop_rest.store(true, Ordering::Relaxed);
+    b.join().unwrap();
+    c.join().unwrap();
+
+    let l = book.ledger.lock().unwrap();
+    assert_eq!(l.seen.len(), 400, "every record was processed");
+    assert!(
+        l.repeated_after_commit.is_empty(),
+        "records processed again after their commit: {:?}",
+        l.repeated_after_commit
+    );
+    drop(l);
+    // The group committed every partition to its end.
+    let ends: BTreeMap<i32, i64> = {
+        let c = reader(broker, "watermarks");
+        (0..6)
+            .map(|p| (p, c.fetch_watermarks(topic, p, WAIT).unwrap().1))
+            .collect()
+    };
+    let mut asked = TopicPartitionList::new();
+    for p in 0..6 {
+        asked.add_partition(topic, p);
+    }
+    let committed: BTreeMap<i32, i64> = reader(broker, &group)
+        .committed_offsets(asked, WAIT)
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
+        .collect();
+    assert_eq!(
+        committed, ends,
+        "the group's committed offsets are the partitions' ends"
+    );
+    // On a node, they are the log's group positions.
+    broker.stop();
+    let Some(dir) = broker.log_dir() else { return };
+    let log = EmbeddedLog::open(dir).unwrap();
+    let positions: BTreeMap<u32, u64> = log
+        .group_positions(&group)
+        .unwrap()
+        .into_iter()
+        .map(|(tp, o)| (tp.partition, o))
+        .collect();
+    let ends: BTreeMap<u32, u64> = (0..6)
+        .map(|p| (p, log.offsets(&TopicPartition::new(topic, p)).unwrap().end))
+        .collect();
+    assert_eq!(
+        positions, ends,
+        "the group committed every partition to its end"
+    );
+}
+
+fn committed_offsets_and_records_survive_a_restart_and_offsets_by_time_find_the_first_record_at_or_after(
+    broker: &mut dyn Cluster,
+) {
+    let rt = runtime();
+    broker.create_topic(&rt, "ledger", 2);
+    let producer = producer(broker, &[]);
+    for i in 0..10i64 {
+        let f = producer
+            .send_result(
+                FutureRecord::<(), _>::to("ledger")
+                    .partition((i % 2) as i32)
+                    .payload("x")
+                    .timestamp(10_000 + i * 1000),
+            )
+            .unwrap();
+        rt.block_on(f).unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    drop(producer);
+    let consumer = reader(broker, "auditors");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("ledger", 0, Offset::Offset(3))
+        .unwrap();
+    tpl.add_partition_offset("ledger", 1, Offset::Offset(4))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    drop(consumer);
+
+    broker.restart();
+    let consumer = reader(broker, "auditors");
+    let committed = consumer.committed_offsets(tpl.clone(), WAIT).unwrap();
+    let mut got: Vec<(i32, Offset)> = committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect();
+    got.sort_by_key(|(p, _)| *p);
+    assert_eq!(got, vec![(0, Offset::Offset(3)), (1, Offset::Offset(4))]);
+
+    // Partition 0 holds timestamps 10000, 12000, ..., 18000 at offsets 0..5.
+    let mut query = TopicPartitionList::new();
+    query
+        .add_partition_offset("ledger", 0, Offset::Offset(12_500))
+        .unwrap();
+    query
+        .add_partition_offset("ledger", 1, Offset::Offset(99_000))
+        .unwrap();
+    let found = consumer.offsets_for_times(query, WAIT).unwrap();
+    let found: BTreeMap<i32, Offset> = found
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect();
+    assert_eq!(
+        found[&0],
+        Offset::Offset(2),
+        "14000 at offset 2 is the first at or after 12500"
+    );
+    assert_eq!(found[&1], Offset::End, "no record at or after 99000");
+
+    // A subscribed member resumes where the group committed.
+    consumer.subscribe(&["ledger"]).unwrap();
+    let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    while first.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "resumed on both partitions in time"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            first.entry(m.partition()).or_insert(m.offset());
+        }
+    }
+    assert_eq!(first, BTreeMap::from([(0, 3), (1, 4)]));
+}
+
+fn topic_configs_given_at_creation_are_described(broker: &mut dyn Cluster) {
+    use rdkafka::admin::{
+        AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
+    };
+    let rt = runtime();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        broker.client().create().unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(WAIT));
+    let topics = [
+        NewTopic::new("settled", 2, TopicReplication::Fixed(1))
+            .set("retention.ms", "3600000")
+            .set("max.message.bytes", "200000"),
+        NewTopic::new("latest", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
+    ];
+    for r in rt.block_on(admin.create_topics(&topics, &options)).unwrap() {
+        r.unwrap();
+    }
+    let bad =
+        NewTopic::new("refused", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "sometimes");
+    let refused = rt.block_on(admin.create_topics(&[bad], &options)).unwrap();
+    assert!(refused[0].is_err(), "an invalid cleanup.policy is refused");
+    let described = rt
+        .block_on(admin.describe_configs(
+            &[
+                ResourceSpecifier::Topic("settled"),
+                ResourceSpecifier::Topic("latest"),
+            ],
+            &options,
+        ))
+        .unwrap();
+    assert_eq!(described.len(), 2);
+    for config in &described {
+        let config = config.as_ref().unwrap();
+        let expected: &[(&str, &str)] = match &config.specifier {
+            rdkafka::admin::OwnedResourceSpecifier::Topic(t) if t == "settled" => {
+                &[("retention.ms", "3600000"), ("max.message.bytes", "200000")]
+            }
+            rdkafka::admin::OwnedResourceSpecifier::Topic(t) if t == "latest" => {
+                &[("cleanup.policy", "compact")]
+            }
+            other => panic!("described {other:?}, which was not asked for"),
+        };
+        for (key, value) in expected {
+            let entry = config
+                .get(key)
+                .unwrap_or_else(|| panic!("{key} is described"));
+            assert_eq!(
+                entry.value.as_deref(),
+                Some(*value),
+                "{key} in {:?}",
+                config.entries
+            );
+            assert!(
+                matches!(entry.source, ConfigSource::DynamicTopic),
+                "{key} is the topic's own"
+            );
+        }
+        assert!(
+            config
+                .get("cleanup.policy")
+                .is_some_and(|p| p.value.is_some()),
+            "every topic describes its cleanup.policy"
+        );
+    }
+}
+
+/// Each case runs on a Kappa node and on Apache Kafka: what a client sees
+/// must be the same (docs/node.md lists the deliberate differences).
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod on_a_kappa_node {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$case(&mut Broker::start(dir.path()));
+                }
+            )*
+        }
+        mod on_apache_kafka {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&mut apache_kafka());
+                }
+            )*
+        }
+    };
+}
+
+fn a_range_group_of_two_then_three_rebalances_without_losing_or_repeating_committed_work(
+    broker: &mut dyn Cluster,
+) {
+    group_rebalances_without_losing_or_repeating_committed_work(broker, "range");
+}
+
+fn a_cooperative_sticky_group_rebalances_without_losing_or_repeating_committed_work(
+    broker: &mut dyn Cluster,
+) {
+    group_rebalances_without_losing_or_repeating_committed_work(broker, "cooperative-sticky");
+}
+
+on_both!(
+    topic_configs_given_at_creation_are_described,
+    records_keep_keys_headers_and_timestamps_and_land_on_murmur2_partitions,
+    batches_of_every_codec_read_back_intact,
+    a_range_group_of_two_then_three_rebalances_without_losing_or_repeating_committed_work,
+    a_cooperative_sticky_group_rebalances_without_losing_or_repeating_committed_work,
+    committed_offsets_and_records_survive_a_restart_and_offsets_by_time_find_the_first_record_at_or_after,
+);

@@ -1,0 +1,193 @@
+//! Kafka clients nobody here wrote, against `kappa broker` and, to show
+//! the scripts ask only what Kafka answers, against Apache Kafka: kcat (Debian),
+//! Python's confluent-kafka (librdkafka) and kafka-python (pure Python),
+//! and kafkajs (pure JavaScript). The scripts under
+//! `crates/kappa-node/tests/clients/` check keys, headers, timestamps,
+//! murmur2 partitioning, groups that rebalance, committed offsets, offsets
+//! by time and compressed batches, and print `N passed, M failed`.
+//!
+//! `scripts/test.sh` installs the clients: a Python virtualenv in
+//! `$KAPPA_TOOLS/py` and the npm packages beside the Node script.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod node;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use node::{Broker, Cluster, apache_kafka, runtime};
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kappa-node/tests/clients")
+}
+
+fn tools_dir() -> PathBuf {
+    std::env::var_os("KAPPA_TOOLS").map_or_else(
+        || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kappa-tools"),
+        PathBuf::from,
+    )
+}
+
+/// Runs a client script; fails the test with its output unless it passed.
+fn run_script(what: &str, mut cmd: Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what} could not start ({e}); scripts/test.sh installs it"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{what}:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.ends_with(", 0 failed") && !last.starts_with("0 passed"),
+        "{what} ended with {last:?}"
+    );
+}
+
+fn python(broker: &dyn Cluster, client: &str) {
+    let python = tools_dir().join("py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which makes the virtualenv with the Kafka clients (pip install -r crates/kappa-node/tests/clients/python/requirements.txt)",
+        python.display()
+    );
+    let mut cmd = Command::new(python);
+    cmd.arg(clients_dir().join("python/interop.py")).args([
+        "--bootstrap",
+        broker.addr(),
+        "--client",
+        client,
+        "--prefix",
+        client,
+    ]);
+    run_script(&format!("python {client}"), cmd);
+}
+
+fn kafkajs(broker: &dyn Cluster) {
+    let script_dir = clients_dir().join("node");
+    assert!(
+        script_dir.join("node_modules/kafkajs").exists(),
+        "kafkajs is missing: run scripts/test.sh, which runs npm ci in {}",
+        script_dir.display()
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(script_dir.join("interop.mjs")).args([
+        "--bootstrap",
+        broker.addr(),
+        "--prefix",
+        "kafkajs",
+    ]);
+    run_script("kafkajs", cmd);
+}
+
+fn on_a_node(check: impl FnOnce(&dyn Cluster)) {
+    let dir = tempfile::tempdir().unwrap();
+    check(&Broker::start(dir.path()));
+}
+
+#[test]
+fn confluent_kafka_for_python_works_against_the_node() {
+    on_a_node(|b| python(b, "confluent"));
+}
+
+#[test]
+fn kafka_python_works_against_the_node() {
+    on_a_node(|b| python(b, "kafka-python"));
+}
+
+#[test]
+fn kafkajs_works_against_the_node() {
+    on_a_node(kafkajs);
+}
+
+// The same scripts against Apache Kafka: the differences a script sees
+// are the node's, not the script's.
+
+#[test]
+fn confluent_kafka_for_python_works_against_apache_kafka() {
+    python(&apache_kafka(), "confluent");
+}
+
+#[test]
+fn kafka_python_works_against_apache_kafka() {
+    python(&apache_kafka(), "kafka-python");
+}
+
+#[test]
+fn kafkajs_works_against_apache_kafka() {
+    kafkajs(&apache_kafka());
+}
+
+#[test]
+fn kcat_produces_and_consumes_through_the_node() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic(&rt, "greetings", 2);
+    let mut produce = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.addr,
+            "-t",
+            "greetings",
+            "-P",
+            "-K",
+            ":",
+            "-H",
+            "origin=kcat",
+            "-X",
+            "partitioner=murmur2_random",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat is missing: run scripts/test.sh or apt-get install kcat");
+    {
+        use std::io::Write;
+        let mut stdin = produce.stdin.take().unwrap();
+        for i in 0..20 {
+            writeln!(stdin, "k{i}:hello {i}").unwrap();
+        }
+    }
+    assert!(produce.wait().unwrap().success(), "kcat produced");
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.addr,
+            "-t",
+            "greetings",
+            "-C",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%p %k %s %h\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kcat consumed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    let mut expected: Vec<String> = (0..20)
+        .map(|i| {
+            let key = format!("k{i}");
+            let p = kappa_log::partition_for_key(key.as_bytes(), 2);
+            format!("{p} {key} hello {i} origin=kcat")
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(lines, expected);
+}

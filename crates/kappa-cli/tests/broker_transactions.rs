@@ -1,0 +1,216 @@
+//! Kafka transactions through librdkafka, on `kappa broker` and on Apache
+//! Kafka with the same assertions: committed records are visible to a
+//! `read_committed` consumer and aborted ones are not; offsets sent to a
+//! transaction land with it and only with it; a second producer with the
+//! same `transactional.id` fences the first; a transaction left open past
+//! its timeout is aborted. On the node alone: a node killed mid-transaction
+//! leaves nothing of it visible.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod node;
+
+use std::time::{Duration, Instant};
+
+use node::{Broker, Cluster, apache_kafka, runtime};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn transactional(broker: &dyn Cluster, id: &str, timeout_ms: &str) -> BaseProducer {
+    let p: BaseProducer = broker
+        .client()
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", timeout_ms)
+        // librdkafka requires a message timeout within the transaction's.
+        .set("message.timeout.ms", timeout_ms)
+        .set("socket.timeout.ms", timeout_ms)
+        .create()
+        .unwrap();
+    p.init_transactions(WAIT).unwrap();
+    p
+}
+
+fn send(p: &BaseProducer, topic: &str, values: &[&str]) {
+    for v in values {
+        p.send(BaseRecord::<(), str>::to(topic).partition(0).payload(*v))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    p.flush(WAIT).unwrap();
+}
+
+/// The values a `read_committed` consumer reads from partition 0, up to
+/// the partition's end as it reports it now.
+fn committed_values(broker: &dyn Cluster, topic: &str) -> Vec<String> {
+    let c: BaseConsumer = broker
+        .client()
+        .set("group.id", "transactions-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "reached the end of {topic} in time"
+        );
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+}
+
+fn committed_visible_aborted_not(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "payments", 1);
+    let p = transactional(broker, "payer", "60000");
+    p.begin_transaction().unwrap();
+    send(&p, "payments", &["a1", "a2"]);
+    p.commit_transaction(WAIT).unwrap();
+    p.begin_transaction().unwrap();
+    send(&p, "payments", &["b1", "b2"]);
+    p.abort_transaction(WAIT).unwrap();
+    p.begin_transaction().unwrap();
+    send(&p, "payments", &["c1"]);
+    p.commit_transaction(WAIT).unwrap();
+    assert_eq!(committed_values(broker, "payments"), ["a1", "a2", "c1"]);
+}
+
+fn offsets_sent_to_a_transaction_land_with_it(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "orders", 1);
+    broker.create_topic(&rt, "invoices", 1);
+    let plain: BaseProducer = broker.client().create().unwrap();
+    send(&plain, "orders", &["o0", "o1", "o2", "o3"]);
+    let consumer: BaseConsumer = broker
+        .client()
+        .set("group.id", "invoicing")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let p = transactional(broker, "invoicer", "60000");
+    let position = |n: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("orders", 0, Offset::Offset(n))
+            .unwrap();
+        tpl
+    };
+    // Aborted: neither the output nor the offset lands.
+    p.begin_transaction().unwrap();
+    send(&p, "invoices", &["i-aborted"]);
+    p.send_offsets_to_transaction(&position(2), &consumer.group_metadata().unwrap(), WAIT)
+        .unwrap();
+    p.abort_transaction(WAIT).unwrap();
+    // Committed: both land.
+    p.begin_transaction().unwrap();
+    send(&p, "invoices", &["i0", "i1"]);
+    p.send_offsets_to_transaction(&position(2), &consumer.group_metadata().unwrap(), WAIT)
+        .unwrap();
+    p.commit_transaction(WAIT).unwrap();
+    assert_eq!(committed_values(broker, "invoices"), ["i0", "i1"]);
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition("orders", 0);
+    let got = consumer.committed_offsets(asked, WAIT).unwrap();
+    assert_eq!(got.elements()[0].offset(), Offset::Offset(2));
+    // An ordinary commit still works beside them.
+    consumer.commit(&position(3), CommitMode::Sync).unwrap();
+}
+
+fn a_second_producer_with_the_same_id_fences_the_first(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "ledger", 1);
+    let zombie = transactional(broker, "ledger-writer", "60000");
+    zombie.begin_transaction().unwrap();
+    send(&zombie, "ledger", &["zombie-1"]);
+    let successor = transactional(broker, "ledger-writer", "60000");
+    // The zombie's open transaction was aborted, and it cannot commit.
+    assert!(
+        zombie.commit_transaction(WAIT).is_err(),
+        "the fenced producer cannot commit"
+    );
+    successor.begin_transaction().unwrap();
+    send(&successor, "ledger", &["successor-1"]);
+    successor.commit_transaction(WAIT).unwrap();
+    assert_eq!(committed_values(broker, "ledger"), ["successor-1"]);
+}
+
+fn a_transaction_open_past_its_timeout_is_aborted(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "slow", 1);
+    let p = transactional(broker, "slowpoke", "2000");
+    p.begin_transaction().unwrap();
+    send(&p, "slow", &["late"]);
+    // The transaction has to outlive its two-second timeout: the time
+    // passing is what is tested, not a stand-in for a signal.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        p.commit_transaction(WAIT).is_err(),
+        "a timed-out transaction cannot commit"
+    );
+    assert!(committed_values(broker, "slow").is_empty());
+}
+
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod on_a_kappa_node {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$case(&mut Broker::start(dir.path()));
+                }
+            )*
+        }
+        mod on_apache_kafka {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&mut apache_kafka());
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    committed_visible_aborted_not,
+    offsets_sent_to_a_transaction_land_with_it,
+    a_second_producer_with_the_same_id_fences_the_first,
+    a_transaction_open_past_its_timeout_is_aborted,
+);
+
+#[test]
+fn a_node_killed_mid_transaction_leaves_nothing_of_it_visible() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    broker.create_topic(&rt, "transfers", 1);
+    let p = transactional(&broker, "mover", "60000");
+    p.begin_transaction().unwrap();
+    send(&p, "transfers", &["half-done"]);
+    broker.restart();
+    assert!(
+        p.commit_transaction(WAIT).is_err(),
+        "the interrupted transaction cannot commit"
+    );
+    drop(p);
+    let again = transactional(&broker, "mover", "60000");
+    again.begin_transaction().unwrap();
+    send(&again, "transfers", &["whole"]);
+    again.commit_transaction(WAIT).unwrap();
+    assert_eq!(committed_values(&broker, "transfers"), ["whole"]);
+}

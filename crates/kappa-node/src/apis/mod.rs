@@ -1,0 +1,147 @@
+//! The requests the node serves, one module per family of APIs.
+
+pub(crate) mod cluster;
+mod configs;
+mod fetch;
+mod groups;
+mod offsets;
+mod produce;
+mod topics;
+mod transactions;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use crate::server::Shared;
+
+/// One request, decoded, with what its handler needs.
+pub(crate) struct RequestContext {
+    pub shared: Arc<Shared>,
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+    pub peer: SocketAddr,
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send>>;
+
+/// A response on its way: ready, being made, or never sent (`acks=0`).
+pub(crate) enum Pending {
+    Ready(Result<Option<Bytes>, String>),
+    Later(ResponseFuture),
+}
+
+impl Pending {
+    pub(crate) async fn into_response(self) -> Result<Option<Bytes>, String> {
+        match self {
+            Self::Ready(r) => r,
+            Self::Later(f) => f.await,
+        }
+    }
+
+    /// A response made now.
+    fn now(ctx: &RequestContext, body: ResponseKind) -> Self {
+        Self::Ready(encode(ctx.api_key, ctx.version, ctx.correlation_id, &body).map(Some))
+    }
+
+    /// A response made by `work` on the blocking pool (it reads or writes the log).
+    fn blocking(
+        ctx: RequestContext,
+        work: impl FnOnce(&RequestContext) -> ResponseKind + Send + 'static,
+    ) -> Self {
+        Self::spawned(async move {
+            let (ctx, body) = tokio::task::spawn_blocking(move || {
+                let body = work(&ctx);
+                (ctx, body)
+            })
+            .await
+            .map_err(|e| format!("a request handler failed: {e}"))?;
+            encode(ctx.api_key, ctx.version, ctx.correlation_id, &body).map(Some)
+        })
+    }
+
+    /// A response made by an asynchronous handler, running now on its own
+    /// task so that later requests of the connection proceed meanwhile.
+    fn spawned(work: impl Future<Output = Result<Option<Bytes>, String>> + Send + 'static) -> Self {
+        let handle = tokio::spawn(work);
+        Self::Later(Box::pin(async move {
+            handle
+                .await
+                .map_err(|e| format!("a request handler failed: {e}"))?
+        }))
+    }
+}
+
+/// Starts handling one request.
+pub(crate) fn dispatch(ctx: RequestContext, request: RequestKind) -> Pending {
+    match request {
+        RequestKind::ApiVersions(_) => Pending::now(&ctx, cluster::api_versions()),
+        RequestKind::Metadata(r) => Pending::blocking(ctx, move |ctx| cluster::metadata(ctx, r)),
+        RequestKind::FindCoordinator(r) => Pending::now(&ctx, cluster::find_coordinator(&ctx, r)),
+        RequestKind::DescribeCluster(r) => Pending::now(&ctx, cluster::describe_cluster(&ctx, r)),
+        RequestKind::DescribeConfigs(r) => {
+            Pending::blocking(ctx, move |ctx| configs::describe(ctx, r))
+        }
+        RequestKind::CreateTopics(r) => Pending::blocking(ctx, move |ctx| topics::create(ctx, r)),
+        RequestKind::DeleteTopics(r) => Pending::blocking(ctx, move |ctx| topics::delete(ctx, r)),
+        RequestKind::Produce(r) => produce::produce(ctx, r),
+        RequestKind::InitProducerId(r) => {
+            Pending::blocking(ctx, move |ctx| produce::init_producer_id(ctx, r))
+        }
+        RequestKind::Fetch(r) => Pending::blocking(ctx, move |ctx| fetch::fetch(ctx, r)),
+        RequestKind::ListOffsets(r) => {
+            Pending::blocking(ctx, move |ctx| fetch::list_offsets(ctx, r))
+        }
+        RequestKind::OffsetCommit(r) => Pending::blocking(ctx, move |ctx| offsets::commit(ctx, r)),
+        RequestKind::OffsetFetch(r) => Pending::blocking(ctx, move |ctx| offsets::fetch(ctx, r)),
+        RequestKind::AddPartitionsToTxn(r) => {
+            Pending::blocking(ctx, move |ctx| transactions::add_partitions(ctx, r))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            Pending::blocking(ctx, move |ctx| transactions::add_offsets(ctx, r))
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            Pending::blocking(ctx, move |ctx| transactions::commit_offsets(ctx, r))
+        }
+        RequestKind::EndTxn(r) => Pending::blocking(ctx, move |ctx| transactions::end(ctx, r)),
+        RequestKind::JoinGroup(r) => groups::join(ctx, r),
+        RequestKind::SyncGroup(r) => groups::sync(ctx, r),
+        RequestKind::Heartbeat(r) => Pending::now(&ctx, groups::heartbeat(&ctx, r)),
+        RequestKind::LeaveGroup(r) => Pending::now(&ctx, groups::leave(&ctx, r)),
+        RequestKind::ListGroups(r) => Pending::now(&ctx, groups::list(&ctx, r)),
+        RequestKind::DescribeGroups(r) => Pending::now(&ctx, groups::describe(&ctx, r)),
+        _ => Pending::Ready(Err(format!("{:?} is decoded but not served", ctx.api_key))),
+    }
+}
+
+/// Frames one response: size, header, body.
+pub(crate) fn encode(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<Bytes, String> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, api_key.response_header_version(version))
+        .map_err(|e| format!("{api_key:?} v{version} response header: {e:#}"))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| format!("{api_key:?} v{version} response: {e:#}"))?;
+    let size = i32::try_from(buf.len() - 4).map_err(|_| "response over 2 GiB".to_string())?;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// A string for a response field.
+pub(crate) fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

@@ -1,0 +1,203 @@
+//! OffsetCommit and OffsetFetch: a group's committed offsets are the log's
+//! group positions, so Kappa's own readers and Kafka consumers of the same
+//! group name share them.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    ResponseKind, TopicName,
+};
+use kappa_log::{Commit, Log, TopicPartition, valid_group_name};
+
+use super::{RequestContext, text};
+use crate::codes;
+use crate::records::offset_i64;
+
+pub(crate) fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> ResponseKind {
+    let log = &*ctx.shared.log;
+    let group = req.group_id.0.to_string();
+    let refusal = if valid_group_name(&group) {
+        ctx.shared.groups.check_commit(
+            &group,
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+        )
+    } else {
+        codes::INVALID_GROUP_ID
+    };
+    let mut commit = Commit::new();
+    let mut r = OffsetCommitResponse::default();
+    let mut counts: HashMap<String, Option<u32>> = HashMap::new();
+    for topic in req.topics {
+        let name = topic.name.0.to_string();
+        let partitions = *counts
+            .entry(name.clone())
+            .or_insert_with(|| log.partition_count(&name).ok());
+        let mut t = OffsetCommitResponseTopic::default().with_name(topic.name);
+        for p in topic.partitions {
+            let code = if refusal != codes::NONE {
+                refusal
+            } else if partitions
+                .is_none_or(|n| p.partition_index < 0 || p.partition_index as u32 >= n)
+            {
+                codes::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                let tp = TopicPartition::new(name.as_str(), p.partition_index as u32);
+                match u64::try_from(p.committed_offset) {
+                    // The log keeps group positions within what a partition
+                    // holds (Kafka would store any offset): past the end is
+                    // refused alone, the rest of the request still lands.
+                    Ok(offset) if log.offsets(&tp).is_ok_and(|r| offset <= r.end) => {
+                        commit.set_group_position(&group, tp, offset);
+                        codes::NONE
+                    }
+                    Ok(_) => codes::OFFSET_OUT_OF_RANGE,
+                    Err(_) => codes::INVALID_REQUEST,
+                }
+            };
+            t.partitions.push(
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code),
+            );
+        }
+        r.topics.push(t);
+    }
+    if !commit.group_positions.is_empty()
+        && let Err(e) = log.commit(commit)
+    {
+        tracing::error!(group, error = %e, "committing group offsets failed");
+        let code = codes::for_log_error(&e);
+        for p in r.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            if p.error_code == codes::NONE {
+                p.error_code = code;
+            }
+        }
+    }
+    ResponseKind::OffsetCommit(r)
+}
+
+/// Offsets by topic: `(partition, committed offset or -1)`.
+type Committed = Vec<(TopicName, Vec<(i32, i64)>)>;
+
+/// One group's committed offsets for the partitions asked (all when `None`).
+fn committed(
+    log: &dyn Log,
+    group: &str,
+    topics: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> Result<Committed, i16> {
+    if !valid_group_name(group) {
+        return Err(codes::INVALID_GROUP_ID);
+    }
+    let positions = log
+        .group_positions(group)
+        .map_err(|e| codes::for_log_error(&e))?;
+    let lookup: HashMap<(&str, u32), u64> = positions
+        .iter()
+        .map(|(tp, o)| ((&*tp.topic, tp.partition), *o))
+        .collect();
+    Ok(match topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let offsets = partitions
+                    .into_iter()
+                    .map(|p| {
+                        let key = (name.0.as_str(), u32::try_from(p).unwrap_or(u32::MAX));
+                        (p, lookup.get(&key).map_or(-1, |o| offset_i64(*o)))
+                    })
+                    .collect();
+                (name, offsets)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: Vec<(TopicName, Vec<(i32, i64)>)> = Vec::new();
+            for (tp, offset) in &positions {
+                let entry = (tp.partition as i32, offset_i64(*offset));
+                match by_topic.last_mut() {
+                    Some((name, list)) if name.0.as_str() == &*tp.topic => list.push(entry),
+                    _ => by_topic.push((TopicName(text(tp.topic.to_string())), vec![entry])),
+                }
+            }
+            by_topic
+        }
+    })
+}
+
+pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKind {
+    let log = &*ctx.shared.log;
+    let mut r = OffsetFetchResponse::default();
+    if ctx.version >= 8 {
+        for g in req.groups {
+            let topics = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect()
+            });
+            let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            match committed(log, g.group_id.0.as_str(), topics) {
+                Ok(list) => {
+                    out.topics = list
+                        .into_iter()
+                        .map(|(name, offsets)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(name)
+                                .with_partitions(
+                                    offsets
+                                        .into_iter()
+                                        .map(|(p, o)| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(o)
+                                                .with_metadata(Some(text("")))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect();
+                }
+                Err(code) => out.error_code = code,
+            }
+            r.groups.push(out);
+        }
+        return ResponseKind::OffsetFetch(r);
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect()
+    });
+    match committed(log, req.group_id.0.as_str(), topics) {
+        Ok(list) => {
+            r.topics = list
+                .into_iter()
+                .map(|(name, offsets)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(
+                            offsets
+                                .into_iter()
+                                .map(|(p, o)| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_metadata(Some(text("")))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+        }
+        Err(code) if ctx.version >= 2 => r.error_code = code,
+        Err(_) => {}
+    }
+    ResponseKind::OffsetFetch(r)
+}

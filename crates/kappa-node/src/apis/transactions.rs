@@ -1,0 +1,150 @@
+//! AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn (the
+//! coordinator is `crate::transactions`).
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, ResponseKind,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+use kappa_log::{TopicPartition, valid_group_name};
+
+use super::RequestContext;
+use crate::codes;
+
+pub(crate) fn add_partitions(ctx: &RequestContext, req: AddPartitionsToTxnRequest) -> ResponseKind {
+    let id = req.v3_and_below_transactional_id.0.as_str();
+    let partitions: Vec<TopicPartition> = req
+        .v3_and_below_topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                TopicPartition::new(t.name.0.as_str(), u32::try_from(*p).unwrap_or(u32::MAX))
+            })
+        })
+        .collect();
+    let mut results = ctx
+        .shared
+        .transactions
+        .add_partitions(
+            id,
+            req.v3_and_below_producer_id.0,
+            req.v3_and_below_producer_epoch,
+            &partitions,
+        )
+        .into_iter();
+    let mut r = AddPartitionsToTxnResponse::default();
+    r.results_by_topic_v3_and_below = req
+        .v3_and_below_topics
+        .into_iter()
+        .map(|t| {
+            let by_partition = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(*p)
+                        .with_partition_error_code(
+                            results.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR),
+                        )
+                })
+                .collect();
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name)
+                .with_results_by_partition(by_partition)
+        })
+        .collect();
+    ResponseKind::AddPartitionsToTxn(r)
+}
+
+pub(crate) fn add_offsets(ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> ResponseKind {
+    let group = req.group_id.0.as_str();
+    let code = if valid_group_name(group) {
+        ctx.shared.transactions.add_offsets(
+            req.transactional_id.0.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            group,
+        )
+    } else {
+        codes::INVALID_GROUP_ID
+    };
+    ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code))
+}
+
+pub(crate) fn commit_offsets(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> ResponseKind {
+    let group = req.group_id.0.to_string();
+    // From v3 the member says who it is; a zombie of an old generation is
+    // refused as in OffsetCommit.
+    let refusal = if !valid_group_name(&group) {
+        codes::INVALID_GROUP_ID
+    } else if ctx.version >= 3 && req.generation_id >= 0 {
+        ctx.shared
+            .groups
+            .check_commit(&group, req.generation_id, req.member_id.as_str())
+    } else {
+        codes::NONE
+    };
+    let offsets: Vec<(TopicPartition, i64)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    TopicPartition::new(
+                        t.name.0.as_str(),
+                        u32::try_from(p.partition_index).unwrap_or(u32::MAX),
+                    ),
+                    p.committed_offset,
+                )
+            })
+        })
+        .collect();
+    let results = if refusal == codes::NONE {
+        ctx.shared.transactions.commit_offsets(
+            req.transactional_id.0.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            &group,
+            &offsets,
+        )
+    } else {
+        vec![refusal; offsets.len()]
+    };
+    let mut results = results.into_iter();
+    let mut r = TxnOffsetCommitResponse::default();
+    r.topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(results.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR))
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::TxnOffsetCommit(r)
+}
+
+pub(crate) fn end(ctx: &RequestContext, req: EndTxnRequest) -> ResponseKind {
+    let code = ctx.shared.transactions.end(
+        req.transactional_id.0.as_str(),
+        req.producer_id.0,
+        req.producer_epoch,
+        req.committed,
+    );
+    ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(code))
+}
