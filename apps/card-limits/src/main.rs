@@ -393,8 +393,8 @@ struct NodeMetrics(Arc<kappa_node::NodeStats>);
 
 impl kappa_gateway::MetricsSource for NodeMetrics {
     fn collect(&self, families: &mut kappa_gateway::MetricFamilies) {
-        for (name, kind, labels, value) in self.0.samples() {
-            families.add(name, kind, &labels, value);
+        for s in self.0.samples() {
+            families.add_sample(s.family, s.kind, &s.name, &s.labels, s.value);
         }
     }
 }

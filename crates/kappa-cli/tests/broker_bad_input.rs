@@ -2,7 +2,8 @@
 //! and negative frames, unknown API keys and versions, record batches that
 //! fail their CRC, unknown topics and partitions, a client that stops
 //! reading. Each gets Kafka's error code or a closed connection; the log
-//! is unchanged and other clients are unaffected.
+//! is unchanged and other clients are unaffected. The refusals show in
+//! the node's figures, with request latency and groups by state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -13,7 +14,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use kappa_log::{EmbeddedLog, Log, TopicPartition};
-use node::{Broker, Cluster, runtime};
+use node::{Broker, Cluster, runtime, scrape};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const API_PRODUCE: i16 = 0;
@@ -251,5 +252,75 @@ fn bad_requests_get_kafka_errors_or_a_closed_connection_and_change_nothing() {
         end_offsets(dir.path(), "ledger", 2),
         vec![1, 1],
         "only the two good records are in the log"
+    );
+}
+
+/// The value of the line of `text` that starts with `prefix`.
+fn figure(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse().unwrap())
+}
+
+#[test]
+fn refusals_latency_and_groups_show_in_the_figures() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with_metrics(dir.path());
+    let metrics = broker.metrics.clone().unwrap();
+    broker.create_topic(&rt, "ledger", 1);
+    let mut s = connect(&broker);
+    assert_eq!(produce(&mut s, "ledger", 0, &batch(b"good")), 0);
+    assert_eq!(produce(&mut s, "no-such-topic", 0, &batch(b"x")), 3);
+    assert_eq!(produce(&mut s, "no-such-topic", 0, &batch(b"y")), 3);
+    let mut corrupt = batch(b"flipped");
+    let last = corrupt.len() - 2;
+    corrupt[last] ^= 0x40;
+    assert_eq!(produce(&mut s, "ledger", 0, &corrupt), 2);
+
+    let member: rdkafka::consumer::BaseConsumer =
+        broker.client().set("group.id", "watched").create().unwrap();
+    rdkafka::consumer::Consumer::subscribe(&member, &["ledger"]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rdkafka::consumer::Consumer::assignment(&member)
+        .unwrap()
+        .count()
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "joined in time");
+        let _ = rdkafka::consumer::BaseConsumer::poll(&member, Duration::from_millis(100));
+    }
+
+    let text = scrape(&metrics);
+    let errors = |code: &str| {
+        figure(
+            &text,
+            &format!("kappa_node_errors_total{{api=\"Produce\",code=\"{code}\""),
+        )
+    };
+    assert_eq!(errors("3"), Some(2.0), "{text}");
+    assert_eq!(errors("2"), Some(1.0), "{text}");
+    assert_eq!(
+        figure(&text, "kappa_node_request_seconds_count{api=\"Produce\"}"),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        figure(
+            &text,
+            "kappa_node_request_seconds_bucket{api=\"Produce\",le=\"+Inf\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        figure(&text, "kappa_node_groups{state=\"Stable\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE kappa_node_request_seconds histogram")
+            .count(),
+        1
     );
 }

@@ -4,7 +4,9 @@
 //! and kafkajs (pure JavaScript). The scripts under
 //! `crates/kappa-node/tests/clients/` check keys, headers, timestamps,
 //! murmur2 partitioning, groups that rebalance, committed offsets, offsets
-//! by time and compressed batches, and print `N passed, M failed`.
+//! by time, compressed batches and transactions (committed visible, aborted
+//! and fenced not), and print `N passed, M failed`. kcat cannot produce in
+//! a transaction; it reads committed records only.
 //!
 //! `scripts/test.sh` installs the clients: a Python virtualenv in
 //! `$KAPPA_TOOLS/py` and the npm packages beside the Node script.
@@ -20,13 +22,6 @@ use node::{Broker, Cluster, apache_kafka, runtime};
 
 fn clients_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kappa-node/tests/clients")
-}
-
-fn tools_dir() -> PathBuf {
-    std::env::var_os("KAPPA_TOOLS").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kappa-tools"),
-        PathBuf::from,
-    )
 }
 
 /// Runs a client script; fails the test with its output unless it passed.
@@ -50,13 +45,7 @@ fn run_script(what: &str, mut cmd: Command) {
 }
 
 fn python(broker: &dyn Cluster, client: &str) {
-    let python = tools_dir().join("py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/test.sh, which makes the virtualenv with the Kafka clients (pip install -r crates/kappa-node/tests/clients/python/requirements.txt)",
-        python.display()
-    );
-    let mut cmd = Command::new(python);
+    let mut cmd = Command::new(node::python());
     cmd.arg(clients_dir().join("python/interop.py")).args([
         "--bootstrap",
         broker.addr(),
@@ -190,4 +179,56 @@ fn kcat_produces_and_consumes_through_the_node() {
         .collect();
     expected.sort();
     assert_eq!(lines, expected);
+}
+
+#[test]
+fn kcat_reading_committed_sees_committed_transactions_only() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic(&rt, "settled", 1);
+    let p: BaseProducer = broker
+        .client()
+        .set("transactional.id", "settler")
+        .create()
+        .unwrap();
+    let wait = std::time::Duration::from_secs(30);
+    p.init_transactions(wait).unwrap();
+    for (value, commit) in [("kept-1", true), ("dropped", false), ("kept-2", true)] {
+        p.begin_transaction().unwrap();
+        p.send(BaseRecord::<(), str>::to("settled").payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        p.flush(wait).unwrap();
+        if commit {
+            p.commit_transaction(wait).unwrap();
+        } else {
+            p.abort_transaction(wait).unwrap();
+        }
+    }
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.addr,
+            "-t",
+            "settled",
+            "-C",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-X",
+            "isolation.level=read_committed",
+            "-f",
+            "%s\n",
+        ])
+        .output()
+        .expect("kcat is missing: run scripts/test.sh or apt-get install kcat");
+    assert!(
+        out.status.success(),
+        "kcat consumed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "kept-1\nkept-2\n");
 }

@@ -3,8 +3,9 @@
 //! `read_committed` consumer and aborted ones are not; offsets sent to a
 //! transaction land with it and only with it; a second producer with the
 //! same `transactional.id` fences the first; a transaction left open past
-//! its timeout is aborted. On the node alone: a node killed mid-transaction
-//! leaves nothing of it visible.
+//! its timeout is aborted; a producer process killed mid-transaction leaves
+//! nothing of it visible once the transaction times out. On the node alone:
+//! a node killed mid-transaction leaves nothing of it visible.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -162,6 +163,86 @@ fn a_transaction_open_past_its_timeout_is_aborted(broker: &mut dyn Cluster) {
     assert!(committed_values(broker, "slow").is_empty());
 }
 
+/// A transactional producer in another process (confluent-kafka): begins,
+/// sends, flushes, says `sent` and waits to be killed.
+const HALF_A_TRANSACTION: &str = r#"
+import sys
+import confluent_kafka as ck
+bootstrap, tid, topic = sys.argv[1:4]
+p = ck.Producer({"bootstrap.servers": bootstrap, "transactional.id": tid,
+                 "transaction.timeout.ms": 2000, "message.timeout.ms": 2000})
+p.init_transactions(30)
+p.begin_transaction()
+for i in range(5):
+    p.produce(topic, value=f"killed-{i}", partition=0)
+assert p.flush(30) == 0, "records not delivered"
+print("sent", flush=True)
+sys.stdin.read()
+"#;
+
+/// The values a `read_committed` consumer reads from partition 0 until it
+/// has read `last`.
+fn committed_values_through(broker: &dyn Cluster, topic: &str, last: &str) -> Vec<String> {
+    let c: BaseConsumer = broker
+        .client()
+        .set("group.id", "transactions-reader")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    while out.last().is_none_or(|v| v != last) {
+        assert!(Instant::now() < deadline, "read {last:?} in time: {out:?}");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap()),
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn a_producer_killed_mid_transaction_leaves_nothing_visible(broker: &mut dyn Cluster) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let rt = runtime();
+    broker.create_topic(&rt, "abandoned", 1);
+    let mut child = Command::new(node::python())
+        .args([
+            "-c",
+            HALF_A_TRANSACTION,
+            broker.addr(),
+            "quitter",
+            "abandoned",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "sent", "the producer sent its records");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Records after the abandoned ones become readable once the
+    // transaction is over (Kafka holds read_committed readers at it until
+    // it times out); none of its records ever do.
+    let p: BaseProducer = broker.client().set("acks", "all").create().unwrap();
+    send(&p, "abandoned", &["after-1", "after-2"]);
+    assert_eq!(
+        committed_values_through(broker, "abandoned", "after-2"),
+        ["after-1", "after-2"]
+    );
+}
+
 macro_rules! on_both {
     ($($case:ident),* $(,)?) => {
         mod on_a_kappa_node {
@@ -191,6 +272,7 @@ on_both!(
     offsets_sent_to_a_transaction_land_with_it,
     a_second_producer_with_the_same_id_fences_the_first,
     a_transaction_open_past_its_timeout_is_aborted,
+    a_producer_killed_mid_transaction_leaves_nothing_visible,
 );
 
 #[test]

@@ -195,12 +195,25 @@ impl MetricFamilies {
         labels: &str,
         value: impl std::fmt::Display,
     ) {
-        let lines = match self.families.get_mut(name) {
+        self.add_sample(name, kind, name, labels, value);
+    }
+
+    /// Adds one sample named other than its family: a histogram's
+    /// `_bucket`, `_sum` and `_count` lines under the histogram's family.
+    pub fn add_sample(
+        &mut self,
+        family: &str,
+        kind: &'static str,
+        name: &str,
+        labels: &str,
+        value: impl std::fmt::Display,
+    ) {
+        let lines = match self.families.get_mut(family) {
             Some(f) => &mut f.1,
             None => {
                 &mut self
                     .families
-                    .entry(name.to_owned())
+                    .entry(family.to_owned())
                     .or_insert_with(|| (kind, Vec::new()))
                     .1
             }

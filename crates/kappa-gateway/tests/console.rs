@@ -258,6 +258,25 @@ async fn topics_and_live_figures_show_offsets_rates_and_lag() {
         .filter(|g| g["group"] == "kappa-demo")
         .collect();
     assert_eq!(demo_lag.len(), 2, "{topics}");
+    assert!(demo_lag.iter().all(|g| g["kind"] == "application"));
+
+    // A group that is not one of the service's applications (a Kafka
+    // consumer group of a served log, say) is listed from the log.
+    let mut commit = kappa_log::Commit::new();
+    commit.set_group_position("audit", kappa_log::TopicPartition::new("commands", 0), 0);
+    s.log.commit(commit).unwrap();
+    let topics = c.get("/console/api/topics").await.unwrap().json();
+    let audit = named(&topics, "groups", "group", "audit");
+    assert_eq!(audit["kind"], "consumer group");
+    assert_eq!(
+        (audit["topic"].as_str(), audit["position"].as_u64()),
+        (Some("commands"), Some(0))
+    );
+    assert_eq!(
+        audit["lag"].as_u64(),
+        Some(s.ends("commands")[0]),
+        "{audit}"
+    );
 
     let mut sse = s.client().await;
     let mut frames = open(&mut sse, "/console/api/stats/updates", None).await;

@@ -107,6 +107,9 @@ pub enum LogError {
     /// The log has been closed.
     #[error("the log is closed")]
     Closed,
+    /// The backend does not offer this operation.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A Kafka broker refused or failed a request (the Kafka backend).
     #[error("Kafka: {0}")]
     Broker(String),

@@ -9,7 +9,7 @@ use crate::commit::{Commit, CommitReceipt};
 use crate::error::LogError;
 use crate::record::{OffsetRange, Position, ProducerRecord, Record, TopicPartition};
 use crate::tasks::{GroupMembership, RebalanceListener, SoleMember};
-use crate::topic::{TopicDescription, TopicSpec};
+use crate::topic::{TopicConfig, TopicDescription, TopicSpec};
 
 /// Bounds on one fetch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +74,68 @@ pub trait Log: Send + Sync {
     ///
     /// [`LogError::UnknownTopic`].
     fn delete_topic(&self, name: &str) -> Result<(), LogError>;
+
+    /// Grows a topic to `partitions` partitions, as Kafka's
+    /// `CreatePartitions`: never shrinks, records already written stay
+    /// where they are, and keyed records written afterwards may map to
+    /// other partitions than before.
+    ///
+    /// ```
+    /// use kappa_log::{Log, MemoryLog, TopicSpec};
+    /// let log = MemoryLog::new();
+    /// log.create_topic(&TopicSpec::new("orders", 2))?;
+    /// log.create_partitions("orders", 3)?;
+    /// assert_eq!(log.partition_count("orders")?, 3);
+    /// assert!(log.create_partitions("orders", 2).is_err());
+    /// # Ok::<_, kappa_log::LogError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`]; [`LogError::InvalidConfig`] for a count not
+    /// above the current one or past the limit;
+    /// [`LogError::Unsupported`] on a backend that cannot.
+    fn create_partitions(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        let _ = (topic, partitions);
+        Err(LogError::Unsupported(format!(
+            "adding partitions to a {} log",
+            self.backend()
+        )))
+    }
+
+    /// Replaces a topic's configuration (retention, cleanup policy, record
+    /// size); maintenance and writes follow the new one from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`], an invalid config, or
+    /// [`LogError::Unsupported`] on a backend that cannot.
+    fn alter_topic_config(&self, topic: &str, config: TopicConfig) -> Result<(), LogError> {
+        let _ = (topic, config);
+        Err(LogError::Unsupported(format!(
+            "altering topic configs of a {} log",
+            self.backend()
+        )))
+    }
+
+    /// Forgets committed positions of `group`: those of `partitions`, or
+    /// all of them when `None`. Returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// Invalid group name, storage failure, or [`LogError::Unsupported`]
+    /// on a backend that cannot.
+    fn delete_group_positions(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<usize, LogError> {
+        let _ = (group, partitions);
+        Err(LogError::Unsupported(format!(
+            "deleting group positions of a {} log",
+            self.backend()
+        )))
+    }
 
     /// All topics, sorted by name.
     ///
@@ -169,6 +231,21 @@ pub trait Log: Send + Sync {
     ///
     /// Invalid group name or storage failure.
     fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError>;
+
+    /// The names of every group with committed positions, sorted: Kappa
+    /// applications' and Kafka consumer groups' alike (on a served log
+    /// they are one thing).
+    ///
+    /// # Errors
+    ///
+    /// Storage failure, or [`LogError::Unsupported`] on a backend that
+    /// cannot list them.
+    fn group_names(&self) -> Result<Vec<String>, LogError> {
+        Err(LogError::Unsupported(format!(
+            "listing the groups of a {} log",
+            self.backend()
+        )))
+    }
 
     /// Reads one metadata key.
     ///

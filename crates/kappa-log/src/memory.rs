@@ -14,7 +14,7 @@ use crate::error::LogError;
 use crate::log::{FetchLimits, FetchOutcome, Log};
 use crate::partitioner::partition_for_key;
 use crate::record::{OffsetRange, Position, Record, TopicPartition, now_ms};
-use crate::topic::{PartitionDescription, TopicDescription, TopicSpec};
+use crate::topic::{PartitionDescription, TopicConfig, TopicDescription, TopicSpec};
 
 /// A log held in memory.
 ///
@@ -111,6 +111,56 @@ impl Log for MemoryLog {
         s.commits += 1;
         self.changed.notify_all();
         Ok(())
+    }
+
+    fn create_partitions(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        let mut s = self.lock();
+        let t = s
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
+        if partitions <= t.spec.partitions {
+            return Err(LogError::InvalidConfig(format!(
+                "topic {topic:?} has {} partition(s); a topic only grows, so ask for more",
+                t.spec.partitions
+            )));
+        }
+        let mut spec = t.spec.clone();
+        spec.partitions = partitions;
+        spec.validate()?;
+        t.partitions.resize_with(partitions as usize, Vec::new);
+        t.spec = spec;
+        s.commits += 1;
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn alter_topic_config(&self, topic: &str, config: TopicConfig) -> Result<(), LogError> {
+        let mut s = self.lock();
+        let t = s
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
+        let mut spec = t.spec.clone();
+        spec.config = config;
+        spec.validate()?;
+        t.spec = spec;
+        Ok(())
+    }
+
+    fn delete_group_positions(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<usize, LogError> {
+        if !valid_group_name(group) {
+            return Err(LogError::InvalidGroupName(group.to_owned()));
+        }
+        let mut s = self.lock();
+        let before = s.groups.len();
+        s.groups
+            .retain(|(g, tp), _| g != group || partitions.is_some_and(|ps| !ps.contains(tp)));
+        Ok(before - s.groups.len())
     }
 
     fn list_topics(&self) -> Result<Vec<TopicSpec>, LogError> {
@@ -324,6 +374,12 @@ impl Log for MemoryLog {
             .iter()
             .find(|r| r.timestamp >= timestamp_ms)
             .map(|r| r.offset))
+    }
+
+    fn group_names(&self) -> Result<Vec<String>, LogError> {
+        let mut names: Vec<String> = self.lock().groups.keys().map(|(g, _)| g.clone()).collect();
+        names.dedup();
+        Ok(names)
     }
 
     fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError> {

@@ -412,3 +412,136 @@ fn readers_see_commits_whole_across_partitions_and_metadata() {
     }
     writer.join().unwrap();
 }
+
+/// Grows "orders" from 2 to 5 partitions after one keyed record, and checks
+/// what is refused on the way.
+fn grow_orders(log: &dyn Log) {
+    log.create_topic(&TopicSpec::new("orders", 2)).unwrap();
+    log.append(
+        "orders",
+        vec![ProducerRecord::value("before").with_key("k")],
+    )
+    .unwrap();
+    log.create_partitions("orders", 5).unwrap();
+    for same_or_fewer in [5, 3] {
+        assert!(matches!(
+            log.create_partitions("orders", same_or_fewer),
+            Err(LogError::InvalidConfig(_))
+        ));
+    }
+    assert!(matches!(
+        log.create_partitions("nothing", 3),
+        Err(LogError::UnknownTopic(_))
+    ));
+}
+
+/// After growing: old records where they were, new keys on the new count,
+/// new partitions from offset 0.
+fn check_grown_orders(log: &dyn Log) {
+    assert_eq!(log.partition_count("orders").unwrap(), 5);
+    assert_eq!(
+        values(&read_all(log, "orders", partition_for_key(b"k", 2))),
+        ["before"]
+    );
+    let after = log
+        .append("orders", vec![ProducerRecord::value("after").with_key("k")])
+        .unwrap();
+    assert_eq!(after[0].partition, partition_for_key(b"k", 5));
+    let mut c = Commit::new();
+    c.append_to("orders", 4, ProducerRecord::value("new partition"));
+    assert_eq!(log.commit(c).unwrap().positions[0].offset, 0);
+}
+
+#[test]
+fn a_topic_grows_keeps_its_records_and_new_keys_follow_the_new_count() {
+    let dir = tempfile::tempdir().unwrap();
+    grow_orders(&open(dir.path()));
+    check_grown_orders(&open(dir.path()));
+
+    let memory = kappa_log::MemoryLog::new();
+    grow_orders(&memory);
+    check_grown_orders(&memory);
+}
+
+#[test]
+fn an_altered_topic_config_applies_at_once_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        log.create_topic(&TopicSpec::new("t", 1)).unwrap();
+        log.append("t", vec![ProducerRecord::value(vec![0u8; 500])])
+            .unwrap();
+        let mut config = log.describe_topic("t").unwrap().spec.config;
+        config.max_record_bytes = 300;
+        config.retention_ms = Some(60_000);
+        log.alter_topic_config("t", config.clone()).unwrap();
+        assert!(matches!(
+            log.append("t", vec![ProducerRecord::value(vec![0u8; 500])]),
+            Err(LogError::RecordTooLarge { max: 300, .. })
+        ));
+        let mut compacted_with_retention = config;
+        compacted_with_retention.cleanup_policy = kappa_log::CleanupPolicy::Compact;
+        assert!(matches!(
+            log.alter_topic_config("t", compacted_with_retention),
+            Err(LogError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            log.alter_topic_config("nothing", kappa_log::TopicConfig::default()),
+            Err(LogError::UnknownTopic(_))
+        ));
+    }
+    let log = open(dir.path());
+    let config = log.describe_topic("t").unwrap().spec.config;
+    assert_eq!(
+        (config.max_record_bytes, config.retention_ms),
+        (300, Some(60_000))
+    );
+    assert_eq!(
+        read_all(&log, "t", 0).len(),
+        1,
+        "records already written stay"
+    );
+}
+
+#[test]
+fn deleted_group_positions_are_gone_and_others_stay_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let tp = |p| TopicPartition::new("in", p);
+    {
+        let log = open(dir.path());
+        log.create_topic(&TopicSpec::new("in", 3)).unwrap();
+        let mut c = Commit::new();
+        for p in 0..3 {
+            for v in ["a", "b", "c"] {
+                c.append_to("in", p, ProducerRecord::value(v));
+            }
+        }
+        log.commit(c).unwrap();
+        let mut c = Commit::new();
+        for p in 0..3 {
+            c.set_group_position("app", tp(p), u64::from(p));
+            c.set_group_position("app-two", tp(p), 3);
+        }
+        log.commit(c).unwrap();
+        assert_eq!(
+            log.delete_group_positions("app", Some(&[tp(1), tp(2)]))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            log.delete_group_positions("app", Some(&[tp(1)])).unwrap(),
+            0
+        );
+        assert!(matches!(
+            log.delete_group_positions("", None),
+            Err(LogError::InvalidGroupName(_))
+        ));
+    }
+    let log = open(dir.path());
+    assert_eq!(log.group_positions("app").unwrap(), vec![(tp(0), 0)]);
+    assert_eq!(log.group_names().unwrap(), ["app", "app-two"]);
+    assert_eq!(log.delete_group_positions("app-two", None).unwrap(), 3);
+    assert_eq!(log.group_names().unwrap(), ["app"]);
+    assert!(log.group_positions("app-two").unwrap().is_empty());
+    assert_eq!(log.group_positions("app").unwrap(), vec![(tp(0), 0)]);
+}

@@ -34,6 +34,10 @@ pub(crate) const KAFKA_STORAGE_ERROR: i16 = 56;
 pub(crate) const UNKNOWN_PRODUCER_ID: i16 = 59;
 pub(crate) const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 pub(crate) const MEMBER_ID_REQUIRED: i16 = 79;
+pub(crate) const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub(crate) const NON_EMPTY_GROUP: i16 = 68;
+pub(crate) const GROUP_ID_NOT_FOUND: i16 = 69;
+pub(crate) const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 pub(crate) const INVALID_RECORD: i16 = 87;
 
 /// The Kafka error code a client understands for a log failure.
@@ -49,6 +53,7 @@ pub(crate) fn for_log_error(e: &LogError) -> i16 {
         LogError::MissingKey(_) => INVALID_RECORD,
         LogError::InvalidGroupName(_) => INVALID_GROUP_ID,
         LogError::InvalidConfig(_) => INVALID_CONFIG,
+        LogError::Unsupported(_) => INVALID_REQUEST,
         _ => KAFKA_STORAGE_ERROR,
     }
 }

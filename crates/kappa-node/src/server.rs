@@ -81,6 +81,7 @@ impl Node {
         let committer =
             Committer::start(log.clone(), ids.clone(), sequences, &config, stats.clone());
         let groups = Coordinator::start(&config);
+        stats.watch_groups(Arc::downgrade(&groups));
         let transactions = Arc::new(Transactions::load(log.clone(), ids.clone())?);
         tokio::spawn(crate::transactions::expire_forever(Arc::downgrade(
             &transactions,
@@ -252,6 +253,7 @@ fn request(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pendi
             .map(|c| c.to_string())
             .unwrap_or_default(),
         peer,
+        started: std::time::Instant::now(),
     };
     Ok(apis::dispatch(ctx, r.body))
 }

@@ -26,6 +26,10 @@ pub struct BrokerArgs {
     /// Partitions of an automatically created topic.
     #[arg(long, default_value_t = 1)]
     auto_create_partitions: u32,
+    /// Address to serve the node's figures on, in Prometheus' text format
+    /// at `/metrics`; loopback only, as the figures carry no authentication.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Serves the log until interrupted (ctrl-c or SIGTERM).
@@ -41,6 +45,11 @@ pub fn run(
     if let LogLocation::Kafka(url) = location {
         bail!("kappa broker serves an embedded log; --log {url} is already a Kafka cluster");
     }
+    if let Some(addr) = args.metrics_listen
+        && !addr.ip().is_loopback()
+    {
+        bail!("--metrics-listen {addr}: the figures are served on loopback addresses only");
+    }
     let log: Arc<dyn Log> = Arc::from(location.open(durability)?);
     let mut config = NodeConfig::new(args.listen);
     config.advertise.clone_from(&args.advertise);
@@ -54,6 +63,33 @@ pub fn run(
         let node = Node::bind(log, config).await?;
         // Tests and scripts read the bound port from this line.
         println!("listening on {}", node.local_addr());
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?;
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            let stats = node.stats();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let text = stats.render_prometheus();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            text,
+                        )
+                    }
+                }),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "serving the node's figures failed");
+                }
+            });
+        }
         node.serve(interrupted()).await;
         anyhow::Ok(())
     })

@@ -19,6 +19,8 @@ pub struct Broker {
     pub addr: String,
     /// The log directory.
     pub dir: PathBuf,
+    /// `http://127.0.0.1:PORT/metrics`, when started with its figures.
+    pub metrics: Option<String>,
 }
 
 impl Broker {
@@ -30,8 +32,18 @@ impl Broker {
     /// Starts a broker on `listen` (a restart reuses the address, so that
     /// clients reconnect to it).
     pub fn start_on(dir: &Path, listen: &str) -> Self {
+        Self::start_with(dir, listen, &[])
+    }
+
+    /// Starts a broker that also serves its figures on a free loopback port.
+    pub fn start_with_metrics(dir: &Path) -> Self {
+        Self::start_with(dir, "127.0.0.1:0", &["--metrics-listen", "127.0.0.1:0"])
+    }
+
+    fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kappa"))
             .args(["--log", dir.to_str().unwrap(), "broker", "--listen", listen])
+            .args(extra)
             .env(
                 "KAPPA_LOG_LEVEL",
                 std::env::var("KAPPA_BROKER_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
@@ -40,18 +52,29 @@ impl Broker {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting kappa broker");
-        let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("kappa broker printed {line:?} instead of its address"))
             .to_string();
+        let metrics = extra.contains(&"--metrics-listen").then(|| {
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("metrics on ")
+                .unwrap_or_else(|| {
+                    panic!("kappa broker printed {line:?} instead of its metrics address")
+                })
+                .to_string()
+        });
         Self {
             child: Some(child),
             addr,
             dir: dir.to_path_buf(),
+            metrics,
         }
     }
 
@@ -91,6 +114,26 @@ pub use kappa_kafka::testing::ApacheKafka;
 /// Starts Apache Kafka, failing the test with the reason it could not.
 pub fn apache_kafka() -> ApacheKafka {
     ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Where `scripts/test.sh` keeps tools outside the repository.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("KAPPA_TOOLS").map_or_else(
+        || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kappa-tools"),
+        PathBuf::from,
+    )
+}
+
+/// The Python of the virtualenv with the Kafka clients, failing the test
+/// with how to make it when it is missing.
+pub fn python() -> PathBuf {
+    let python = tools_dir().join("py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which makes the virtualenv with the Kafka clients (pip install -r crates/kappa-node/tests/clients/python/requirements.txt)",
+        python.display()
+    );
+    python
 }
 
 /// Client settings for a broker at `addr`.
@@ -163,4 +206,69 @@ impl Cluster for ApacheKafka {
     fn log_dir(&self) -> Option<&Path> {
         None
     }
+}
+
+/// The text at a broker's `/metrics`.
+pub fn scrape(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// Sends one request to `addr` on a new connection and decodes the answer:
+/// for APIs that no stock client within the test's reach sends
+/// (IncrementalAlterConfigs, OffsetDelete). kafka-protocol encodes and
+/// decodes; the broker under test is the only thing checked.
+pub fn send_request(
+    addr: &str,
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: kafka_protocol::messages::RequestKind,
+) -> kafka_protocol::messages::ResponseKind {
+    use std::io::{Read, Write};
+
+    use bytes::{Buf, BufMut, BytesMut};
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader, ResponseKind};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    let mut frame = BytesMut::new();
+    frame.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("kappa-test")))
+        .encode(&mut frame, api_key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut frame, version).unwrap();
+    let size = i32::try_from(frame.len() - 4).unwrap();
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(&frame).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+    stream.read_exact(&mut answer).unwrap();
+    let mut answer = bytes::Bytes::from(answer);
+    let header =
+        ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 7, "the answer is to this request");
+    let response = ResponseKind::decode(api_key, &mut answer, version).unwrap();
+    assert!(!answer.has_remaining(), "the whole answer was decoded");
+    response
 }

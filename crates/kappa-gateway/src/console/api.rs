@@ -159,16 +159,37 @@ pub(crate) async fn topics(State(state): State<Shared>) -> Result<Response, Prob
             }));
         }
         let mut groups = Vec::new();
-        for app in applications(&s) {
+        let mut lag = |group: &str, kind: &str, tp: TopicPartition, position: u64| {
+            let end = match ends.get(&tp) {
+                Some(e) => *e,
+                None => s.log.offsets(&tp)?.end,
+            };
+            groups.push(json!({
+                "group": group, "kind": kind, "topic": &*tp.topic, "partition": tp.partition,
+                "position": position, "end": end, "lag": end.saturating_sub(position),
+            }));
+            Ok::<_, LogError>(())
+        };
+        let apps = applications(&s);
+        for app in &apps {
             for (tp, position) in app.committed_positions() {
-                let end = match ends.get(&tp) {
-                    Some(e) => *e,
-                    None => s.log.offsets(&tp)?.end,
-                };
-                groups.push(json!({
-                    "group": app.application_id(), "topic": &*tp.topic, "partition": tp.partition,
-                    "position": position, "end": end, "lag": end.saturating_sub(position),
-                }));
+                lag(app.application_id(), "application", tp, position)?;
+            }
+        }
+        // Every other group with positions in the log: effect runners and
+        // sinks, and Kafka consumer groups of a log served over the Kafka
+        // protocol (their committed offsets are the log's group positions).
+        let others = match s.log.group_names() {
+            Ok(names) => names,
+            Err(LogError::Unsupported(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        for name in others
+            .iter()
+            .filter(|n| !apps.iter().any(|a| a.application_id() == n.as_str()))
+        {
+            for (tp, position) in s.log.group_positions(name)? {
+                lag(name, "consumer group", tp, position)?;
             }
         }
         Ok(json!({"topics": topics, "groups": groups}))

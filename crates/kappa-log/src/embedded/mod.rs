@@ -5,6 +5,7 @@
 //! state, group positions, metadata and system facts. A commit is one fjall
 //! write batch, so it is atomic across all of them.
 
+mod alter;
 pub(crate) mod batch;
 mod catalog;
 mod keys;
@@ -35,7 +36,7 @@ use crate::commit::{Commit, CommitReceipt};
 use crate::error::LogError;
 use crate::log::{FetchLimits, FetchOutcome, Log};
 use crate::record::{OffsetRange, Record, TopicPartition};
-use crate::topic::{TopicDescription, TopicSpec};
+use crate::topic::{TopicConfig, TopicDescription, TopicSpec};
 use batch::BatchSummary;
 use catalog::{PartitionMeta, TopicMeta};
 
@@ -157,7 +158,9 @@ pub(crate) struct TopicState {
     pub(crate) id: u64,
     pub(crate) name: Arc<str>,
     pub(crate) spec: TopicSpec,
-    pub(crate) partitions: Vec<PartitionState>,
+    /// Shared with the state that replaces this one when the topic is
+    /// altered or grows, so offsets advanced meanwhile are not lost.
+    pub(crate) partitions: Vec<Arc<PartitionState>>,
     pub(crate) round_robin: AtomicU32,
 }
 
@@ -356,6 +359,7 @@ impl Inner {
         topic
             .partitions
             .get(partition as usize)
+            .map(|p| &**p)
             .ok_or_else(|| LogError::PartitionOutOfRange {
                 topic: topic.name.to_string(),
                 partition,
@@ -522,7 +526,7 @@ impl Inner {
                     })?;
                 end = end.max(batch_end);
             }
-            partitions.push(PartitionState {
+            partitions.push(Arc::new(PartitionState {
                 start: AtomicU64::new(stored.log_start.min(end)),
                 end: AtomicU64::new(end),
                 size_bytes: AtomicU64::new(size),
@@ -530,7 +534,7 @@ impl Inner {
                 // makes the first maintenance run compact it.
                 dirty_bytes: AtomicU64::new(size),
                 tombstone_expiry_ms: AtomicI64::new(i64::MAX),
-            });
+            }));
         }
         Ok(TopicState {
             id: meta.id,
@@ -553,6 +557,22 @@ impl Log for EmbeddedLog {
 
     fn delete_topic(&self, name: &str) -> Result<(), LogError> {
         self.inner.delete_topic(name)
+    }
+
+    fn create_partitions(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        self.inner.create_partitions(topic, partitions)
+    }
+
+    fn alter_topic_config(&self, topic: &str, config: TopicConfig) -> Result<(), LogError> {
+        self.inner.alter_topic_config(topic, config)
+    }
+
+    fn delete_group_positions(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<usize, LogError> {
+        self.inner.delete_group_positions(group, partitions)
     }
 
     fn list_topics(&self) -> Result<Vec<TopicSpec>, LogError> {
@@ -612,6 +632,10 @@ impl Log for EmbeddedLog {
         timestamp_ms: i64,
     ) -> Result<Option<u64>, LogError> {
         self.inner.offset_for_timestamp(partition, timestamp_ms)
+    }
+
+    fn group_names(&self) -> Result<Vec<String>, LogError> {
+        self.inner.group_names()
     }
 
     fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError> {

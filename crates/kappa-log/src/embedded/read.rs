@@ -256,6 +256,25 @@ impl Inner {
         Ok(None)
     }
 
+    pub(crate) fn group_names(&self) -> Result<Vec<String>, LogError> {
+        let snapshot = self.published();
+        let mut names: Vec<String> = Vec::new();
+        for item in snapshot.iter(&self.ks.groups) {
+            let k = item.key()?;
+            let Some((group, ..)) = keys::parse_group_key(&k) else {
+                return Err(LogError::CorruptMetadata(
+                    "a group position's key is damaged".to_owned(),
+                ));
+            };
+            // Keys sort by group first, so equal names are neighbours.
+            if names.last().is_none_or(|last| last != group) {
+                names.push(group.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     pub(crate) fn group_positions(
         &self,
         group: &str,

@@ -8,9 +8,7 @@ use super::batch::{BATCH_BYTES_TARGET, BatchBuilder};
 use super::catalog::TopicMeta;
 use super::keys;
 use super::stats::Counters;
-use super::{
-    DELETING_PREFIX, Inner, NEXT_TOPIC_ID_KEY, PartitionState, TopicState, lock_ignoring_poison,
-};
+use super::{DELETING_PREFIX, Inner, NEXT_TOPIC_ID_KEY, TopicState, lock_ignoring_poison};
 use crate::commit::{Commit, CommitReceipt, METADATA_KEY_BYTES_MAX, valid_group_name};
 use crate::error::LogError;
 use crate::partitioner::partition_for_key;
@@ -48,9 +46,7 @@ impl Inner {
             id,
             name: spec.name.as_str().into(),
             spec: spec.clone(),
-            partitions: (0..spec.partitions)
-                .map(|_| PartitionState::default())
-                .collect(),
+            partitions: (0..spec.partitions).map(|_| Arc::default()).collect(),
             round_robin: AtomicU32::new(0),
         };
         self.topics

@@ -1,21 +1,24 @@
-//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups.
+//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups,
+//! DeleteGroups.
 
 use std::time::Duration;
 
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, ResponseKind, SyncGroupRequest, SyncGroupResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, ResponseKind,
+    SyncGroupRequest, SyncGroupResponse,
 };
 use kappa_log::valid_group_name;
 
-use super::{Pending, RequestContext, encode, text};
+use super::{Pending, RequestContext, text};
 use crate::codes;
-use crate::groups::{JoinOutcome, JoinRequest, SyncOutcome};
+use crate::groups::{GroupState, JoinOutcome, JoinRequest, SyncOutcome};
 
 fn millis(ms: i32) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
@@ -56,13 +59,7 @@ pub(crate) fn join(ctx: RequestContext, req: JoinGroupRequest) -> Pending {
             let outcome = waiting
                 .await
                 .unwrap_or_else(|_| JoinOutcome::error(codes::UNKNOWN_MEMBER_ID, ""));
-            encode(
-                ctx.api_key,
-                ctx.version,
-                ctx.correlation_id,
-                &join_response(&ctx, outcome),
-            )
-            .map(Some)
+            ctx.respond(&join_response(&ctx, outcome))
         }),
     }
 }
@@ -110,13 +107,7 @@ pub(crate) fn sync(ctx: RequestContext, req: SyncGroupRequest) -> Pending {
             let outcome = waiting
                 .await
                 .unwrap_or_else(|_| SyncOutcome::error(codes::REBALANCE_IN_PROGRESS));
-            encode(
-                ctx.api_key,
-                ctx.version,
-                ctx.correlation_id,
-                &sync_response(&ctx, outcome),
-            )
-            .map(Some)
+            ctx.respond(&sync_response(&ctx, outcome))
         }),
     }
 }
@@ -172,10 +163,22 @@ pub(crate) fn leave(ctx: &RequestContext, req: LeaveGroupRequest) -> ResponseKin
 
 pub(crate) fn list(ctx: &RequestContext, req: ListGroupsRequest) -> ResponseKind {
     let mut r = ListGroupsResponse::default();
-    r.groups = ctx
-        .shared
-        .groups
-        .list()
+    let mut groups = ctx.shared.groups.list();
+    // Groups known only by their committed offsets are listed too, Empty,
+    // as Kafka lists them (Kappa applications' among them: one namespace).
+    match ctx.shared.log.group_names() {
+        Ok(names) => {
+            for name in names {
+                if !groups.iter().any(|(g, ..)| *g == name) {
+                    groups.push((name, String::new(), GroupState::Empty));
+                }
+            }
+            groups.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Err(kappa_log::LogError::Unsupported(_)) => {}
+        Err(e) => r.error_code = codes::for_log_error(&e),
+    }
+    r.groups = groups
         .into_iter()
         .filter(|(_, _, state)| {
             req.states_filter.is_empty()
@@ -202,8 +205,16 @@ pub(crate) fn describe(ctx: &RequestContext, req: DescribeGroupsRequest) -> Resp
     for id in req.groups {
         let mut g = DescribedGroup::default().with_group_id(id.clone());
         match ctx.shared.groups.describe(id.0.as_str()) {
-            // Kafka describes a group it does not know as Dead, without error.
-            None => g.group_state = text("Dead"),
+            // A group known only by its committed offsets is Empty; one
+            // Kafka does not know at all is Dead, without error.
+            None => {
+                let has_offsets = ctx
+                    .shared
+                    .log
+                    .group_positions(id.0.as_str())
+                    .is_ok_and(|p| !p.is_empty());
+                g.group_state = text(if has_offsets { "Empty" } else { "Dead" });
+            }
             Some(d) => {
                 g.group_state = text(d.state.name());
                 g.protocol_type = text(d.protocol_type);
@@ -225,4 +236,41 @@ pub(crate) fn describe(ctx: &RequestContext, req: DescribeGroupsRequest) -> Resp
         r.groups.push(g);
     }
     ResponseKind::DescribeGroups(r)
+}
+
+/// DeleteGroups: a group without members goes, with its committed offsets
+/// (the log's group positions, which Kappa's own readers share).
+pub(crate) fn delete(ctx: &RequestContext, req: DeleteGroupsRequest) -> ResponseKind {
+    let mut r = DeleteGroupsResponse::default();
+    for id in req.groups_names {
+        let group = id.0.to_string();
+        let code = delete_one(ctx, &group);
+        if code == codes::NONE {
+            tracing::info!(group, client = %ctx.client_id, "deleted a group");
+        }
+        r.results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code),
+        );
+    }
+    ResponseKind::DeleteGroups(r)
+}
+
+fn delete_one(ctx: &RequestContext, group: &str) -> i16 {
+    if !valid_group_name(group) {
+        return codes::INVALID_GROUP_ID;
+    }
+    let known = match ctx.shared.groups.forget_if_empty(group) {
+        Ok(known) => known,
+        Err(code) => return code,
+    };
+    match ctx.shared.log.delete_group_positions(group, None) {
+        Ok(0) if !known => codes::GROUP_ID_NOT_FOUND,
+        Ok(_) => codes::NONE,
+        Err(e) => {
+            tracing::error!(group, error = %e, "deleting a group's offsets failed");
+            codes::for_log_error(&e)
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod configs;
 mod fetch;
 mod groups;
 mod offsets;
+mod outcomes;
 mod produce;
 mod topics;
 mod transactions;
@@ -28,6 +29,21 @@ pub(crate) struct RequestContext {
     pub correlation_id: i32,
     pub client_id: String,
     pub peer: SocketAddr,
+    /// When the request was decoded, for the latency figures.
+    pub started: std::time::Instant,
+}
+
+impl RequestContext {
+    /// Frames the answer to this request, counting its error codes and
+    /// how long it took.
+    pub(crate) fn respond(&self, body: &ResponseKind) -> Result<Option<Bytes>, String> {
+        let mut codes = Vec::new();
+        outcomes::error_codes(body, |c| codes.push(c));
+        self.shared
+            .stats
+            .count_answer(self.api_key, self.started.elapsed(), codes);
+        encode(self.api_key, self.version, self.correlation_id, body).map(Some)
+    }
 }
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send>>;
@@ -48,7 +64,7 @@ impl Pending {
 
     /// A response made now.
     fn now(ctx: &RequestContext, body: ResponseKind) -> Self {
-        Self::Ready(encode(ctx.api_key, ctx.version, ctx.correlation_id, &body).map(Some))
+        Self::Ready(ctx.respond(&body))
     }
 
     /// A response made by `work` on the blocking pool (it reads or writes the log).
@@ -63,7 +79,7 @@ impl Pending {
             })
             .await
             .map_err(|e| format!("a request handler failed: {e}"))?;
-            encode(ctx.api_key, ctx.version, ctx.correlation_id, &body).map(Some)
+            ctx.respond(&body)
         })
     }
 
@@ -88,6 +104,13 @@ pub(crate) fn dispatch(ctx: RequestContext, request: RequestKind) -> Pending {
         RequestKind::DescribeCluster(r) => Pending::now(&ctx, cluster::describe_cluster(&ctx, r)),
         RequestKind::DescribeConfigs(r) => {
             Pending::blocking(ctx, move |ctx| configs::describe(ctx, r))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            Pending::blocking(ctx, move |ctx| configs::incremental_alter(ctx, r))
+        }
+        RequestKind::AlterConfigs(r) => Pending::blocking(ctx, move |ctx| configs::alter(ctx, r)),
+        RequestKind::CreatePartitions(r) => {
+            Pending::blocking(ctx, move |ctx| topics::create_partitions(ctx, r))
         }
         RequestKind::CreateTopics(r) => Pending::blocking(ctx, move |ctx| topics::create(ctx, r)),
         RequestKind::DeleteTopics(r) => Pending::blocking(ctx, move |ctx| topics::delete(ctx, r)),
@@ -115,8 +138,12 @@ pub(crate) fn dispatch(ctx: RequestContext, request: RequestKind) -> Pending {
         RequestKind::SyncGroup(r) => groups::sync(ctx, r),
         RequestKind::Heartbeat(r) => Pending::now(&ctx, groups::heartbeat(&ctx, r)),
         RequestKind::LeaveGroup(r) => Pending::now(&ctx, groups::leave(&ctx, r)),
-        RequestKind::ListGroups(r) => Pending::now(&ctx, groups::list(&ctx, r)),
-        RequestKind::DescribeGroups(r) => Pending::now(&ctx, groups::describe(&ctx, r)),
+        RequestKind::ListGroups(r) => Pending::blocking(ctx, move |ctx| groups::list(ctx, r)),
+        RequestKind::DescribeGroups(r) => {
+            Pending::blocking(ctx, move |ctx| groups::describe(ctx, r))
+        }
+        RequestKind::DeleteGroups(r) => Pending::blocking(ctx, move |ctx| groups::delete(ctx, r)),
+        RequestKind::OffsetDelete(r) => Pending::blocking(ctx, move |ctx| offsets::delete(ctx, r)),
         _ => Pending::Ready(Err(format!("{:?} is decoded but not served", ctx.api_key))),
     }
 }

@@ -1,4 +1,4 @@
-//! OffsetCommit and OffsetFetch: a group's committed offsets are the log's
+//! OffsetCommit, OffsetFetch and OffsetDelete: a group's committed offsets are the log's
 //! group positions, so Kappa's own readers and Kafka consumers of the same
 //! group name share them.
 
@@ -7,18 +7,22 @@ use std::collections::HashMap;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ResponseKind, TopicName,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ResponseKind, TopicName,
 };
 use kappa_log::{Commit, Log, TopicPartition, valid_group_name};
 
 use super::{RequestContext, text};
 use crate::codes;
+use crate::groups::OffsetsInUse;
 use crate::records::offset_i64;
 
 pub(crate) fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> ResponseKind {
@@ -200,4 +204,77 @@ pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKi
         Err(_) => {}
     }
     ResponseKind::OffsetFetch(r)
+}
+
+/// OffsetDelete: forgets a group's offsets for some partitions, unless its
+/// members consume those topics now (Kafka's rule).
+pub(crate) fn delete(ctx: &RequestContext, req: OffsetDeleteRequest) -> ResponseKind {
+    let log = &*ctx.shared.log;
+    let group = req.group_id.0.to_string();
+    let mut r = OffsetDeleteResponse::default();
+    if !valid_group_name(&group) {
+        r.error_code = codes::INVALID_GROUP_ID;
+        return ResponseKind::OffsetDelete(r);
+    }
+    let in_use = ctx.shared.groups.offsets_in_use(&group);
+    let positions = match log.group_positions(&group) {
+        Ok(p) => p,
+        Err(e) => {
+            r.error_code = codes::for_log_error(&e);
+            return ResponseKind::OffsetDelete(r);
+        }
+    };
+    match in_use {
+        OffsetsInUse::Unknown if positions.is_empty() => {
+            r.error_code = codes::GROUP_ID_NOT_FOUND;
+            return ResponseKind::OffsetDelete(r);
+        }
+        OffsetsInUse::NonEmpty => {
+            r.error_code = codes::NON_EMPTY_GROUP;
+            return ResponseKind::OffsetDelete(r);
+        }
+        _ => {}
+    }
+    let mut doomed = Vec::new();
+    for topic in req.topics {
+        let name = topic.name.0.to_string();
+        let partitions = log.partition_count(&name).ok();
+        let subscribed = match &in_use {
+            OffsetsInUse::Subscribed(Some(topics)) => topics.contains(&name),
+            OffsetsInUse::Subscribed(None) => true,
+            _ => false,
+        };
+        let mut t = OffsetDeleteResponseTopic::default().with_name(topic.name);
+        for p in topic.partitions {
+            let code = match u32::try_from(p.partition_index) {
+                Ok(index) if partitions.is_some_and(|n| index < n) => {
+                    if subscribed {
+                        codes::GROUP_SUBSCRIBED_TO_TOPIC
+                    } else {
+                        doomed.push(TopicPartition::new(name.as_str(), index));
+                        codes::NONE
+                    }
+                }
+                _ => codes::UNKNOWN_TOPIC_OR_PARTITION,
+            };
+            t.partitions.push(
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code),
+            );
+        }
+        r.topics.push(t);
+    }
+    if !doomed.is_empty() {
+        match log.delete_group_positions(&group, Some(&doomed)) {
+            Ok(removed) => {
+                tracing::info!(group, removed, client = %ctx.client_id, "deleted group offsets");
+            }
+            Err(e) => {
+                tracing::error!(group, error = %e, "deleting group offsets failed");
+                r.error_code = codes::for_log_error(&e);
+            }
+        }
+    }
+    ResponseKind::OffsetDelete(r)
 }

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
 };
 use kappa_log::{TopicPartition, TopicSpec};
 
-use super::{Pending, RequestContext, encode, text};
+use super::{Pending, RequestContext, text};
 use crate::codes;
 use crate::committer::{AppendOutcome, PartitionAppend};
 use crate::records::decode_batches;
@@ -119,13 +119,7 @@ pub(crate) fn produce(ctx: RequestContext, req: ProduceRequest) -> Pending {
             }
             r.responses.push(t);
         }
-        encode(
-            ctx.api_key,
-            ctx.version,
-            ctx.correlation_id,
-            &ResponseKind::Produce(r),
-        )
-        .map(Some)
+        ctx.respond(&ResponseKind::Produce(r))
     })
 }
 

@@ -1,44 +1,19 @@
-//! Creating and deleting topics.
+//! Creating, growing and deleting topics.
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    ResponseKind,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, ResponseKind,
 };
-use kappa_log::{CleanupPolicy, TopicConfig, TopicSpec};
+use kappa_log::{TopicConfig, TopicSpec};
 
+use super::configs::{
+    APPLIED_CONFIGS, IGNORED_CONFIGS, apply_config, without_retention_if_compacted,
+};
 use super::{RequestContext, text};
 use crate::codes;
-
-/// Topic configs the log honours, by Kafka's names.
-const APPLIED_CONFIGS: &[&str] = &[
-    "retention.ms",
-    "retention.bytes",
-    "cleanup.policy",
-    "max.message.bytes",
-    "delete.retention.ms",
-];
-
-/// Kafka topic configs that mean nothing on one node with one log engine;
-/// accepted so that tools which always send them work, and ignored.
-const IGNORED_CONFIGS: &[&str] = &[
-    "min.insync.replicas",
-    "unclean.leader.election.enable",
-    "segment.bytes",
-    "segment.ms",
-    "segment.jitter.ms",
-    "segment.index.bytes",
-    "index.interval.bytes",
-    "flush.messages",
-    "flush.ms",
-    "preallocate",
-    "file.delete.delay.ms",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
-    "max.compaction.lag.ms",
-    "message.downconversion.enable",
-];
 
 pub(crate) fn create(ctx: &RequestContext, req: CreateTopicsRequest) -> ResponseKind {
     let mut r = CreateTopicsResponse::default();
@@ -78,7 +53,7 @@ pub(crate) fn create(ctx: &RequestContext, req: CreateTopicsRequest) -> Response
     ResponseKind::CreateTopics(r)
 }
 
-type Refusal = (i16, String);
+pub(crate) type Refusal = (i16, String);
 
 fn spec_for(
     name: &str,
@@ -129,44 +104,10 @@ fn spec_for(
             )
         })?;
     }
-    if config.cleanup_policy == CleanupPolicy::Compact {
-        // Kafka ignores retention on a compacted (not also deleting) topic;
-        // the log refuses it, so it is dropped here.
-        config.retention_ms = None;
-        config.retention_bytes = None;
-    }
+    without_retention_if_compacted(&mut config);
     let mut spec = TopicSpec::new(name, partitions as u32);
     spec.config = config;
     Ok(spec)
-}
-
-fn apply_config(config: &mut TopicConfig, key: &str, value: &str) -> Result<(), String> {
-    let int = || {
-        value
-            .parse::<i64>()
-            .map_err(|_| "not a whole number".to_string())
-    };
-    match key {
-        "retention.ms" => config.retention_ms = Some(int()?).filter(|v| *v >= 0),
-        "retention.bytes" => config.retention_bytes = u64::try_from(int()?).ok(),
-        "delete.retention.ms" => {
-            config.delete_retention_ms = Some(int()?)
-                .filter(|v| *v >= 0)
-                .ok_or("must not be negative")?;
-        }
-        "max.message.bytes" => {
-            config.max_record_bytes = u32::try_from(int()?).map_err(|_| "out of range")?;
-        }
-        "cleanup.policy" => {
-            config.cleanup_policy = match value {
-                "delete" => CleanupPolicy::Delete,
-                "compact" => CleanupPolicy::Compact,
-                _ => return Err("one of delete, compact (both at once is not supported)".into()),
-            };
-        }
-        _ => return Err("unknown".into()),
-    }
-    Ok(())
 }
 
 pub(crate) fn delete(ctx: &RequestContext, req: DeleteTopicsRequest) -> ResponseKind {
@@ -184,4 +125,112 @@ pub(crate) fn delete(ctx: &RequestContext, req: DeleteTopicsRequest) -> Response
         r.responses.push(result);
     }
     ResponseKind::DeleteTopics(r)
+}
+
+/// CreatePartitions: grows topics, refusing what Kafka refuses (fewer or
+/// as many partitions as now, replica assignments that do not fit one node).
+pub(crate) fn create_partitions(
+    ctx: &RequestContext,
+    req: CreatePartitionsRequest,
+) -> ResponseKind {
+    let mut r = CreatePartitionsResponse::default();
+    let mut seen = std::collections::HashSet::new();
+    let duplicates: std::collections::HashSet<String> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|name| !seen.insert(name.clone()))
+        .collect();
+    for topic in req.topics {
+        let name = topic.name.0.to_string();
+        let outcome = if duplicates.contains(&name) {
+            Err((codes::INVALID_REQUEST, "Duplicate topic name.".to_string()))
+        } else {
+            grow(
+                ctx,
+                &name,
+                topic.count,
+                topic.assignments.as_deref(),
+                req.validate_only,
+            )
+        };
+        let mut result = CreatePartitionsTopicResult::default().with_name(topic.name);
+        if let Err((code, message)) = outcome {
+            result.error_code = code;
+            result.error_message = Some(text(message));
+        }
+        r.results.push(result);
+    }
+    ResponseKind::CreatePartitions(r)
+}
+
+fn grow(
+    ctx: &RequestContext,
+    name: &str,
+    count: i32,
+    assignments: Option<
+        &[kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment],
+    >,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let log = &*ctx.shared.log;
+    let current = log
+        .partition_count(name)
+        .map_err(|e| (codes::for_log_error(&e), e.to_string()))?;
+    let current = i64::from(current);
+    let count = i64::from(count);
+    if count < current {
+        return Err((
+            codes::INVALID_PARTITIONS,
+            format!(
+                "Topic currently has {current} partitions, which is higher than the requested {count}."
+            ),
+        ));
+    }
+    if count == current {
+        return Err((
+            codes::INVALID_PARTITIONS,
+            format!("Topic already has {current} partitions."),
+        ));
+    }
+    if let Some(assignments) = assignments {
+        if assignments.len() as i64 != count - current {
+            return Err((
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "Increasing the number of partitions by {} but {} assignments provided.",
+                    count - current,
+                    assignments.len()
+                ),
+            ));
+        }
+        if let Some(bad) = assignments
+            .iter()
+            .find(|a| a.broker_ids.iter().map(|b| b.0).collect::<Vec<_>>() != [0])
+        {
+            return Err((
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "replica assignment {:?}: this cluster is node 0 alone",
+                    bad.broker_ids.iter().map(|b| b.0).collect::<Vec<_>>()
+                ),
+            ));
+        }
+    }
+    let count = u32::try_from(count)
+        .map_err(|_| (codes::INVALID_PARTITIONS, format!("{count} partitions")))?;
+    if validate_only {
+        return TopicSpec::new(name, count)
+            .validate()
+            .map_err(|e| (codes::INVALID_PARTITIONS, e.to_string()));
+    }
+    log.create_partitions(name, count).map_err(|e| {
+        let code = match e {
+            kappa_log::LogError::InvalidConfig(_) => codes::INVALID_PARTITIONS,
+            ref other => codes::for_log_error(other),
+        };
+        (code, e.to_string())
+    })?;
+    tracing::info!(topic = %name, partitions = count, client = %ctx.client_id, "grew a topic");
+    Ok(())
 }

@@ -17,6 +17,17 @@ use kappa_log::{TopicPartition, valid_group_name};
 use super::RequestContext;
 use crate::codes;
 
+/// `PRODUCER_FENCED` as a client of `version` understands it: clients
+/// older than KIP-588 (kafkajs 2, for one) do not know the code, so Kafka
+/// answers them `INVALID_PRODUCER_EPOCH`, which they treat as fenced too.
+fn fenced_as_known(code: i16, version: i16, knows_fenced_from: i16) -> i16 {
+    if code == codes::PRODUCER_FENCED && version < knows_fenced_from {
+        codes::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
+
 pub(crate) fn add_partitions(ctx: &RequestContext, req: AddPartitionsToTxnRequest) -> ResponseKind {
     let id = req.v3_and_below_transactional_id.0.as_str();
     let partitions: Vec<TopicPartition> = req
@@ -49,9 +60,11 @@ pub(crate) fn add_partitions(ctx: &RequestContext, req: AddPartitionsToTxnReques
                 .map(|p| {
                     AddPartitionsToTxnPartitionResult::default()
                         .with_partition_index(*p)
-                        .with_partition_error_code(
+                        .with_partition_error_code(fenced_as_known(
                             results.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR),
-                        )
+                            ctx.version,
+                            2,
+                        ))
                 })
                 .collect();
             AddPartitionsToTxnTopicResult::default()
@@ -74,6 +87,7 @@ pub(crate) fn add_offsets(ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> 
     } else {
         codes::INVALID_GROUP_ID
     };
+    let code = fenced_as_known(code, ctx.version, 2);
     ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code))
 }
 
@@ -128,7 +142,11 @@ pub(crate) fn commit_offsets(ctx: &RequestContext, req: TxnOffsetCommitRequest) 
                 .map(|p| {
                     TxnOffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(results.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR))
+                        .with_error_code(fenced_as_known(
+                            results.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR),
+                            ctx.version,
+                            3,
+                        ))
                 })
                 .collect();
             TxnOffsetCommitResponseTopic::default()
@@ -146,5 +164,6 @@ pub(crate) fn end(ctx: &RequestContext, req: EndTxnRequest) -> ResponseKind {
         req.producer_epoch,
         req.committed,
     );
+    let code = fenced_as_known(code, ctx.version, 2);
     ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(code))
 }

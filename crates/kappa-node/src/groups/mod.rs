@@ -48,6 +48,19 @@ pub(crate) struct GroupDescription {
     pub members: Vec<(String, String, String, Bytes, Bytes)>,
 }
 
+/// Whether a group's members use its offsets (Kafka's OffsetDelete checks).
+pub(crate) enum OffsetsInUse {
+    /// No member has joined it since the node started.
+    Unknown,
+    /// Known, with no members.
+    Empty,
+    /// Members of a protocol other than `consumer`, whose use is unknown.
+    NonEmpty,
+    /// Consumers subscribed to these topics; `None` when a member's
+    /// subscription could not be read, so every topic counts as in use.
+    Subscribed(Option<std::collections::HashSet<String>>),
+}
+
 /// Every group's membership.
 pub(crate) struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
@@ -252,8 +265,43 @@ impl Coordinator {
         out
     }
 
+    /// Every group's state, for the figures.
+    pub(crate) fn count_by_state(&self) -> Vec<GroupState> {
+        self.lock().values().map(|g| g.state).collect()
+    }
+
     pub(crate) fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         self.lock().get(group_id).map(Group::describe)
+    }
+
+    /// Forgets a group with no members, so DeleteGroups may remove its
+    /// offsets: `Ok(true)` if it was known here, `Err(NON_EMPTY_GROUP)` if
+    /// members are in it.
+    pub(crate) fn forget_if_empty(&self, group_id: &str) -> Result<bool, i16> {
+        let mut groups = self.lock();
+        match groups.get(group_id) {
+            None => Ok(false),
+            Some(g) if !g.members.is_empty() => Err(codes::NON_EMPTY_GROUP),
+            Some(_) => {
+                groups.remove(group_id);
+                Ok(true)
+            }
+        }
+    }
+
+    /// What guards a group's offsets from OffsetDelete.
+    pub(crate) fn offsets_in_use(&self, group_id: &str) -> OffsetsInUse {
+        let groups = self.lock();
+        let Some(g) = groups.get(group_id) else {
+            return OffsetsInUse::Unknown;
+        };
+        if g.members.is_empty() {
+            return OffsetsInUse::Empty;
+        }
+        if g.protocol_type.as_deref() != Some("consumer") {
+            return OffsetsInUse::NonEmpty;
+        }
+        OffsetsInUse::Subscribed(g.subscribed_topics())
     }
 
     /// Ends sessions that went quiet and rebalances that ran out of time.

@@ -5,8 +5,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use indexmap::IndexMap;
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::{Decodable, Message};
 use tokio::sync::oneshot;
 
 use super::GroupDescription;
@@ -22,6 +24,13 @@ pub(crate) enum GroupState {
 }
 
 impl GroupState {
+    pub(crate) const ALL: [Self; 4] = [
+        Self::Empty,
+        Self::PreparingRebalance,
+        Self::CompletingRebalance,
+        Self::Stable,
+    ];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Empty => "Empty",
@@ -326,6 +335,25 @@ impl Group {
         } else {
             self.try_complete_join(now);
         }
+    }
+
+    /// The topics the members subscribe to, read from their metadata for
+    /// the chosen protocol (Kafka's consumer protocol subscription); `None`
+    /// if one cannot be read.
+    pub(crate) fn subscribed_topics(&self) -> Option<HashSet<String>> {
+        let protocol = self.protocol.as_deref()?;
+        let mut topics = HashSet::new();
+        for m in self.members.values() {
+            let mut metadata = m.metadata(protocol);
+            if metadata.len() < 2 {
+                return None;
+            }
+            let version = metadata.get_i16();
+            let version = version.clamp(0, ConsumerProtocolSubscription::VERSIONS.max);
+            let subscription = ConsumerProtocolSubscription::decode(&mut metadata, version).ok()?;
+            topics.extend(subscription.topics.iter().map(ToString::to_string));
+        }
+        Some(topics)
     }
 
     pub(crate) fn describe(&self) -> GroupDescription {

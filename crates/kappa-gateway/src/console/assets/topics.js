@@ -22,12 +22,12 @@ function list(root, ctx, body) {
       thead("topic", "partitions", "offsets (start–end)", "records", "rate/s", ""),
       el("tbody", {}, rows))));
   const lag = body.groups.map((g) => el("tr", {},
-    el("td", {}, g.group), el("td", {}, `${g.topic}/${g.partition}`),
+    el("td", {}, g.group), el("td", {}, g.kind), el("td", {}, `${g.topic}/${g.partition}`),
     el("td", { class: "num" }, g.position), el("td", { class: "num" }, g.end), el("td", { class: "num" }, g.lag)));
   root.append(el("section", {},
     el("h2", {}, "Consumer groups"),
     el("table", { id: "groups-table" },
-      thead("group", "partition", "position", "end", "lag"),
+      thead("group", "kind", "partition", "position", "end", "lag"),
       el("tbody", {}, lag))));
   ctx.live("/console/api/stats/updates", {
     stats(s) {

@@ -350,6 +350,51 @@ async function caseGzip (cl, prefix) {
   await checkReadBack(cl, topic, 1, produced, `${prefix}-gzip-reader`)
 }
 
+// Committed records are visible to the reader (kafkajs reads committed
+// records only by default), aborted ones and a fenced producer's never; a
+// later commit shows the reader got past them.
+async function caseTransactions (cl, prefix) {
+  const topic = `${prefix}-txn`
+  const transactionalId = `${prefix}-txn-id`
+  await cl.createTopic(topic, 2)
+  const recs = tag => Array.from({ length: 6 }, (_, i) => ({ key: `${tag}${i}`, value: tag, timestamp: String(T0 + i) }))
+  const producer = async () => {
+    const p = cl.kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1, transactionTimeout: 60_000 })
+    await withTimeout(p.connect(), 'transactional producer connect')
+    return p
+  }
+  const inTransaction = async (p, tag, end) => {
+    const txn = await withTimeout(p.transaction(), 'begin')
+    await withTimeout(txn.send({ topic, messages: recs(tag) }), `send ${tag}`)
+    if (end) await withTimeout(txn[end](), `${end} ${tag}`)
+    return txn
+  }
+  const first = await producer()
+  let second
+  try {
+    await inTransaction(first, 'committed-', 'commit')
+    await inTransaction(first, 'aborted-', 'abort')
+    const zombie = await inTransaction(first, 'zombie-')
+    second = await producer()
+    // kafkajs takes the transactional id (fencing the first) when the
+    // second producer begins its first transaction, not when it connects.
+    const successor = await withTimeout(second.transaction(), 'begin (second producer)')
+    // A hang fails the case (withTimeout); a refusal is the fencing expected.
+    const refusal = await withTimeout(zombie.commit().then(() => null, e => e), 'zombie commit')
+    check(refusal !== null, 'the first producer committed after a second one took its transactional id')
+    check(['PRODUCER_FENCED', 'INVALID_PRODUCER_EPOCH'].includes(refusal.type), `the zombie's commit failed otherwise: ${refusal.type ?? refusal.name}: ${refusal.message}`)
+    await withTimeout(successor.send({ topic, messages: recs('after-') }), 'send after-')
+    await withTimeout(successor.commit(), 'commit after-')
+  } finally {
+    await first.disconnect().catch(() => {})
+    if (second) await second.disconnect().catch(() => {})
+  }
+  const got = await cl.read(topic, 12, `${prefix}-txn-reader`)
+  const keys = got.map(r => r.key.toString()).sort()
+  const want = [...recs('committed-'), ...recs('after-')].map(r => r.key).sort()
+  check(JSON.stringify(keys) === JSON.stringify(want), `the reader saw ${keys}, want ${want}`)
+}
+
 async function main () {
   const { values: a } = parseArgs({ options: { bootstrap: { type: 'string' }, prefix: { type: 'string' }, deadline: { type: 'string', default: '900' } } })
   if (!a.bootstrap || !a.prefix) {
@@ -362,7 +407,8 @@ async function main () {
   const cases = [
     ['produce-consume', caseProduceConsume], ['murmur2-partitioning', caseMurmur2],
     ['group-roundrobin', caseGroup], ['committed-offsets', caseCommitted],
-    ['offsets-for-times', caseOffsetsByTime], ['compression-gzip', caseGzip]
+    ['offsets-for-times', caseOffsetsByTime], ['compression-gzip', caseGzip],
+    ['transactions', caseTransactions]
   ]
   let passed = 0
   let failed = 0

@@ -132,9 +132,10 @@ class ConfluentClient:
         return Rec(m.key(), m.value(), tuple(m.headers() or ()), m.timestamp()[1],
                    m.partition(), m.offset())
 
-    def read(self, topic, partitions, count, group):
+    def read(self, topic, partitions, count, group, committed_only=False):
         got, deadline = [], time.monotonic() + WAIT
-        with self._consumer(group) as c:
+        isolation = "read_committed" if committed_only else "read_uncommitted"
+        with self._consumer(group, **{"isolation.level": isolation}) as c:
             c.assign([self.ck.TopicPartition(topic, p, self.ck.OFFSET_BEGINNING)
                       for p in range(partitions)])
             while len(got) < count and time.monotonic() < deadline:
@@ -196,6 +197,9 @@ class ConfluentClient:
         return {tp.partition: tp.offset for tp in res.result(timeout=WAIT).topic_partitions
                 if tp.topic == topic and tp.offset >= 0}
 
+    def transactional(self, tid):
+        return ConfluentTransactions(self.ck, self.bootstrap, tid)
+
     def offset_for_time(self, topic, partition, ts, group):
         with self._consumer(group) as c:
             [r] = c.offsets_for_times([self.ck.TopicPartition(topic, partition, ts)], timeout=WAIT)
@@ -232,8 +236,8 @@ class KafkaPythonClient:
                                         auto_offset_reset="earliest", **self.common, **extra)
 
     @contextmanager
-    def _consumer(self, group):
-        c = self._new_consumer(group)
+    def _consumer(self, group, **extra):
+        c = self._new_consumer(group, **extra)
         try:
             yield c
         finally:
@@ -243,9 +247,10 @@ class KafkaPythonClient:
     def _rec(m):
         return Rec(m.key, m.value, tuple(m.headers or ()), m.timestamp, m.partition, m.offset)
 
-    def read(self, topic, partitions, count, group):
+    def read(self, topic, partitions, count, group, committed_only=False):
         got, deadline = [], time.monotonic() + WAIT
-        with self._consumer(None) as c:
+        isolation = "read_committed" if committed_only else "read_uncommitted"
+        with self._consumer(None, isolation_level=isolation) as c:
             c.assign([self.kafka.TopicPartition(topic, p) for p in range(partitions)])
             c.seek_to_beginning()
             while len(got) < count and time.monotonic() < deadline:
@@ -308,6 +313,9 @@ class KafkaPythonClient:
         return {tp.partition: om.offset for tp, om in got.items()
                 if tp.topic == topic and om.offset >= 0}
 
+    def transactional(self, tid):
+        return KafkaPythonTransactions(self.kafka, self.common, tid)
+
     def offset_for_time(self, topic, partition, ts, group):
         tp = self.kafka.TopicPartition(topic, partition)
         with self._consumer(None) as c:
@@ -316,6 +324,68 @@ class KafkaPythonClient:
 
 
 # ---------------------------------------------------------------- cases
+
+class ConfluentTransactions:
+    """A transactional producer (confluent-kafka)."""
+
+    def __init__(self, ck, bootstrap, tid):
+        self.ck = ck
+        self.p = ck.Producer({"bootstrap.servers": bootstrap, "transactional.id": tid,
+                              "partitioner": "murmur2_random", "linger.ms": 5,
+                              "message.timeout.ms": int(WAIT * 1000),
+                              "transaction.timeout.ms": 60000})
+        self.p.init_transactions(WAIT)
+
+    def begin(self):
+        self.p.begin_transaction()
+
+    def send(self, topic, recs):
+        for r in recs:
+            self.p.produce(topic, key=r.key, value=r.value, timestamp=r.timestamp or 0)
+        check(self.p.flush(WAIT) == 0, "transactional records not delivered in time")
+
+    def commit(self):
+        self.p.commit_transaction(WAIT)
+
+    def abort(self):
+        self.p.abort_transaction(WAIT)
+
+    def close(self):
+        try:
+            self.p.flush(0)
+        except self.ck.KafkaException as e:
+            # A fenced producer reports its fencing again on the way out;
+            # anything else is a failure.
+            if e.args[0].code() != self.ck.KafkaError._FENCED:
+                raise
+
+
+class KafkaPythonTransactions:
+    """A transactional producer (kafka-python)."""
+
+    def __init__(self, kafka, common, tid):
+        self.p = kafka.KafkaProducer(transactional_id=tid, linger_ms=5,
+                                     max_block_ms=int(WAIT * 1000), **common)
+        self.p.init_transactions()
+
+    def begin(self):
+        self.p.begin_transaction()
+
+    def send(self, topic, recs):
+        futs = [self.p.send(topic, key=r.key, value=r.value, timestamp_ms=r.timestamp) for r in recs]
+        self.p.flush(timeout=WAIT)
+        for f in futs:
+            f.get(timeout=WAIT)
+
+    def commit(self):
+        self.p.commit_transaction()
+
+    def abort(self):
+        self.p.abort_transaction()
+
+    def close(self):
+        self.p.close(timeout=0)
+
 
 def with_positions(recs, placed):
     return [Rec(r.key, r.value, r.headers, r.timestamp, p, o) for r, (p, o) in zip(recs, placed)]
@@ -526,6 +596,49 @@ def case_compression(cl, prefix, codec):
     check_read_back(cl, topic, 1, produced, f"{prefix}-{codec}-reader")
 
 
+def case_transactions(cl, prefix):
+    """Committed records are visible to read_committed, aborted ones and a
+    fenced producer's never; a later commit shows the reader got past them."""
+    topic, tid = f"{prefix}-txn", f"{prefix}-txn-id"
+    cl.create_topic(topic, 2)
+
+    def recs(tag):
+        return [Rec(f"{tag}{i}".encode(), tag.encode(), (), T0 + i) for i in range(6)]
+
+    first = cl.transactional(tid)
+    try:
+        first.begin()
+        first.send(topic, recs("committed-"))
+        first.commit()
+        first.begin()
+        first.send(topic, recs("aborted-"))
+        first.abort()
+        # The zombie: its records are sent, then a second producer with the
+        # same transactional.id starts, and its commit must fail.
+        first.begin()
+        first.send(topic, recs("zombie-"))
+        second = cl.transactional(tid)
+        try:
+            try:
+                first.commit()
+            except Exception:  # noqa: BLE001 - any refusal is the expected fencing
+                pass
+            else:
+                raise Failure("the first producer committed after a second one took its transactional.id")
+            second.begin()
+            second.send(topic, recs("after-"))
+            second.commit()
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+    got = cl.read(topic, 2, 12, f"{prefix}-txn-reader", committed_only=True)
+    keys = sorted(r.key.decode() for r in got)
+    want = sorted(r.key.decode() for r in recs("committed-") + recs("after-"))
+    check(keys == want, f"read_committed saw {keys}, want {want}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bootstrap", required=True)
@@ -541,6 +654,7 @@ def main():
         cases.append(("group-cooperative-sticky", lambda cl, p: case_group(cl, p, "cooperative-sticky")))
     cases += [("committed-offsets", case_committed), ("offsets-for-times", case_offsets_for_times)]
     cases += [(f"compression-{c}", lambda cl, p, c=c: case_compression(cl, p, c)) for c in CODECS]
+    cases.append(("transactions", case_transactions))
 
     passed = failed = 0
     try:

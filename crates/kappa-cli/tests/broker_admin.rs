@@ -1,0 +1,518 @@
+//! Administration through the Kafka protocol, on `kappa broker` and on
+//! Apache Kafka side by side: topics grow (CreatePartitions), topic configs
+//! change (IncrementalAlterConfigs, AlterConfigs) and take effect, groups
+//! and their offsets are deleted (DeleteGroups, OffsetDelete) under
+//! Kafka's rules. librdkafka sends what it can; the rest is sent with
+//! kafka-protocol's encoder (`node::send_request`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod node;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, GroupId, IncrementalAlterConfigsRequest, OffsetDeleteRequest, RequestKind,
+    ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kappa_log::partition_for_key;
+use node::{Broker, Cluster, apache_kafka, runtime, send_request};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Kafka's error codes, as the raw responses carry them.
+const NONE: i16 = 0;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_CONFIG: i16 = 40;
+const GROUP_ID_NOT_FOUND: i16 = 69;
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
+fn admin(broker: &dyn Cluster) -> AdminClient<DefaultClientContext> {
+    broker.client().create().unwrap()
+}
+
+fn options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(WAIT))
+}
+
+fn produce_keyed(broker: &dyn Cluster, topic: &str, keys: &[String]) {
+    let rt = runtime();
+    let producer: FutureProducer = broker
+        .client()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for key in keys {
+        rt.block_on(producer.send(
+            FutureRecord::to(topic).key(key).payload(key.as_bytes()),
+            WAIT,
+        ))
+        .unwrap();
+    }
+}
+
+/// Every record of a topic: key → partition.
+fn partitions_of_keys(broker: &dyn Cluster, topic: &str, partitions: i32) -> BTreeMap<String, i32> {
+    let consumer: BaseConsumer = broker
+        .client()
+        .set("group.id", "key-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut left = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, WAIT).unwrap();
+        left += high - low;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    while left > 0 {
+        assert!(Instant::now() < deadline, "read every record in time");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            assert!(
+                seen.insert(key, m.partition()).is_none(),
+                "each record once"
+            );
+            left -= 1;
+        }
+    }
+    seen
+}
+
+fn a_topic_grows_and_keys_written_afterwards_follow_the_new_count(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "grown", 2);
+    let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
+    produce_keyed(broker, "grown", &before);
+
+    let admin = admin(broker);
+    let code = |r: &rdkafka::admin::TopicResult| r.as_ref().err().map(|(_, c)| *c);
+    let grown = rt
+        .block_on(admin.create_partitions(&[NewPartitions::new("grown", 5)], &options()))
+        .unwrap();
+    assert_eq!(code(&grown[0]), None, "{grown:?}");
+    for (count, why) in [(5, "as many as now"), (3, "fewer than now")] {
+        let refused = rt
+            .block_on(admin.create_partitions(&[NewPartitions::new("grown", count)], &options()))
+            .unwrap();
+        assert_eq!(
+            code(&refused[0]),
+            Some(RDKafkaErrorCode::InvalidPartitions),
+            "{why}"
+        );
+    }
+    let unknown = rt
+        .block_on(admin.create_partitions(&[NewPartitions::new("no-such-topic", 3)], &options()))
+        .unwrap();
+    assert_eq!(
+        code(&unknown[0]),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+    );
+    let one_replica: &[i32] = &[0];
+    let too_few: &[&[i32]] = &[one_replica];
+    let mismatched = rt
+        .block_on(admin.create_partitions(
+            &[NewPartitions::new("grown", 7).assign(too_few)],
+            &options(),
+        ))
+        .unwrap();
+    assert_eq!(
+        code(&mismatched[0]),
+        Some(RDKafkaErrorCode::InvalidReplicaAssignment),
+        "two new partitions, one assignment"
+    );
+
+    broker.restart();
+    let after: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
+    produce_keyed(broker, "grown", &after);
+    let placed = partitions_of_keys(broker, "grown", 5);
+    assert_eq!(placed.len(), 40, "{placed:?}");
+    for (key, partition) in &placed {
+        let count = if key.starts_with("before") { 2 } else { 5 };
+        assert_eq!(
+            *partition,
+            partition_for_key(key.as_bytes(), count) as i32,
+            "{key} on murmur2 % {count}"
+        );
+    }
+}
+
+fn incremental_alter(
+    broker: &dyn Cluster,
+    topic: &str,
+    ops: &[(&str, i8, Option<&str>)],
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let resource = AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_string(topic.into()))
+        .with_configs(
+            ops.iter()
+                .map(|(name, op, value)| {
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string((*name).into()))
+                        .with_config_operation(*op)
+                        .with_value(value.map(|v| StrBytes::from_string(v.into())))
+                })
+                .collect(),
+        );
+    let request = IncrementalAlterConfigsRequest::default()
+        .with_resources(vec![resource])
+        .with_validate_only(validate_only);
+    let ResponseKind::IncrementalAlterConfigs(r) = send_request(
+        broker.addr(),
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        RequestKind::IncrementalAlterConfigs(request),
+    ) else {
+        panic!("an IncrementalAlterConfigs answer");
+    };
+    let answer = &r.responses[0];
+    (
+        answer.error_code,
+        answer.error_message.as_ref().map(ToString::to_string),
+    )
+}
+
+/// `(value, set on the topic itself)` of each config asked for.
+fn described(broker: &dyn Cluster, topic: &str, keys: &[&str]) -> Vec<(Option<String>, bool)> {
+    let rt = runtime();
+    let configs = rt
+        .block_on(admin(broker).describe_configs(&[ResourceSpecifier::Topic(topic)], &options()))
+        .unwrap();
+    let config = configs[0].as_ref().unwrap();
+    keys.iter()
+        .map(|key| {
+            let entry = config
+                .get(key)
+                .unwrap_or_else(|| panic!("{key} is described"));
+            (
+                entry.value.clone(),
+                matches!(entry.source, ConfigSource::DynamicTopic),
+            )
+        })
+        .collect()
+}
+
+fn send_value(broker: &dyn Cluster, topic: &str, bytes: usize) -> Result<(), RDKafkaErrorCode> {
+    let rt = runtime();
+    let producer: FutureProducer = broker
+        .client()
+        .set("acks", "all")
+        .set("message.send.max.retries", "0")
+        .create()
+        .unwrap();
+    let value = vec![b'v'; bytes];
+    match rt.block_on(producer.send(FutureRecord::<(), _>::to(topic).payload(&value), WAIT)) {
+        Ok(_) => Ok(()),
+        Err((KafkaError::MessageProduction(code), _)) => Err(code),
+        Err((other, _)) => panic!("producing failed otherwise: {other}"),
+    }
+}
+
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+
+fn altered_topic_configs_are_described_and_enforced(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "tuned", 1);
+    assert_eq!(send_value(broker, "tuned", 5_000), Ok(()));
+
+    let (code, message) = incremental_alter(
+        broker,
+        "tuned",
+        &[
+            ("retention.ms", SET, Some("3600000")),
+            ("max.message.bytes", SET, Some("2000")),
+        ],
+        false,
+    );
+    assert_eq!(code, NONE, "{message:?}");
+    assert_eq!(
+        described(broker, "tuned", &["retention.ms", "max.message.bytes"]),
+        [
+            (Some("3600000".to_string()), true),
+            (Some("2000".to_string()), true)
+        ]
+    );
+    assert_eq!(
+        send_value(broker, "tuned", 5_000),
+        Err(RDKafkaErrorCode::MessageSizeTooLarge),
+        "the new max.message.bytes applies at once"
+    );
+    assert_eq!(send_value(broker, "tuned", 100), Ok(()));
+
+    // Refusals change nothing.
+    for (ops, why) in [
+        (
+            vec![("retention.ms", SET, Some("soon"))],
+            "a value that is not a number",
+        ),
+        (
+            vec![("retention.ms", APPEND, Some("1"))],
+            "APPEND to a config that is not a list",
+        ),
+        (
+            vec![("no.such.config", SET, Some("1"))],
+            "an unknown config",
+        ),
+    ] {
+        let (code, message) = incremental_alter(broker, "tuned", &ops, false);
+        assert_eq!(code, INVALID_CONFIG, "{why}: {message:?}");
+    }
+    let (code, _) = incremental_alter(
+        broker,
+        "tuned",
+        &[("retention.ms", SET, Some("7200000"))],
+        true,
+    );
+    assert_eq!(code, NONE, "validate-only accepts a valid change");
+    let (code, _) = incremental_alter(
+        broker,
+        "no-such-topic",
+        &[("retention.ms", SET, Some("1000"))],
+        false,
+    );
+    assert_eq!(code, UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(
+        described(broker, "tuned", &["retention.ms"]),
+        [(Some("3600000".to_string()), true)],
+        "refused and validate-only requests left it alone"
+    );
+
+    let (code, _) = incremental_alter(broker, "tuned", &[("retention.ms", DELETE, None)], false);
+    assert_eq!(code, NONE);
+    assert!(
+        !described(broker, "tuned", &["retention.ms"])[0].1,
+        "a deleted config is back to its default"
+    );
+
+    // The older AlterConfigs replaces the whole set: what is not given
+    // goes back to its default.
+    let replaced = rt
+        .block_on(
+            admin(broker).alter_configs(
+                &[AlterConfig::new(ResourceSpecifier::Topic("tuned"))
+                    .set("cleanup.policy", "compact")],
+                &options(),
+            ),
+        )
+        .unwrap();
+    assert!(replaced[0].is_ok(), "{replaced:?}");
+    let now = described(broker, "tuned", &["cleanup.policy", "max.message.bytes"]);
+    assert_eq!(now[0], (Some("compact".to_string()), true));
+    assert!(!now[1].1, "max.message.bytes is back to its default");
+    assert_eq!(
+        send_value(broker, "tuned", 5_000),
+        Err(RDKafkaErrorCode::InvalidRecord),
+        "a compacted topic refuses a record without a key"
+    );
+}
+
+fn member(broker: &dyn Cluster, group: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = broker
+        .client()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while consumer.assignment().unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "joined {group} in time");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            m.unwrap();
+        }
+    }
+    consumer
+}
+
+/// The committed offset of `group` on `topic`/0, or `None`.
+fn committed(broker: &dyn Cluster, group: &str, topic: &str) -> Option<i64> {
+    let consumer: BaseConsumer = broker.client().set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = consumer.committed_offsets(tpl, WAIT).unwrap();
+    match got.find_partition(topic, 0).unwrap().offset() {
+        Offset::Offset(o) => Some(o),
+        Offset::Invalid => None,
+        other => panic!("committed offset {other:?}"),
+    }
+}
+
+fn commit_at(consumer: &BaseConsumer, topic: &str, offset: i64) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+fn a_group_goes_with_its_offsets_once_its_members_have_left(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "work", 1);
+    produce_keyed(broker, "work", &["a".into(), "b".into(), "c".into()]);
+    let consumer = member(broker, "leaving", "work");
+    commit_at(&consumer, "work", 3);
+    assert_eq!(committed(broker, "leaving", "work"), Some(3));
+
+    let admin = admin(broker);
+    let code = |r: &rdkafka::admin::GroupResult| r.as_ref().err().map(|(_, c)| *c);
+    let busy = rt
+        .block_on(admin.delete_groups(&["leaving"], &options()))
+        .unwrap();
+    assert_eq!(code(&busy[0]), Some(RDKafkaErrorCode::NonEmptyGroup));
+    assert_eq!(
+        committed(broker, "leaving", "work"),
+        Some(3),
+        "kept while in use"
+    );
+
+    drop(consumer); // leaves the group
+    let gone = rt
+        .block_on(admin.delete_groups(&["leaving", "never-seen"], &options()))
+        .unwrap();
+    assert_eq!(code(&gone[0]), None, "{gone:?}");
+    assert_eq!(
+        code(&gone[1]),
+        Some(RDKafkaErrorCode::GroupIdNotFound),
+        "{gone:?}"
+    );
+    assert_eq!(committed(broker, "leaving", "work"), None);
+    let again = rt
+        .block_on(admin.delete_groups(&["leaving"], &options()))
+        .unwrap();
+    assert_eq!(code(&again[0]), Some(RDKafkaErrorCode::GroupIdNotFound));
+}
+
+/// Sends OffsetDelete for `topic`/0 of each topic: the group's error and
+/// each partition's.
+fn delete_offsets(broker: &dyn Cluster, group: &str, topics: &[&str]) -> (i16, Vec<i16>) {
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| {
+                    OffsetDeleteRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string((*t).into())))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(0),
+                        ])
+                })
+                .collect(),
+        );
+    let ResponseKind::OffsetDelete(r) = send_request(
+        broker.addr(),
+        ApiKey::OffsetDelete,
+        0,
+        RequestKind::OffsetDelete(request),
+    ) else {
+        panic!("an OffsetDelete answer");
+    };
+    let mut by_topic: BTreeMap<String, i16> = r
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.partitions[0].error_code))
+        .collect();
+    (
+        r.error_code,
+        topics
+            .iter()
+            .map(|t| by_topic.remove(*t).unwrap_or(i16::MIN))
+            .collect(),
+    )
+}
+
+fn offsets_go_only_for_topics_the_group_does_not_consume(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "consumed", 1);
+    broker.create_topic(&rt, "abandoned", 1);
+    for topic in ["consumed", "abandoned"] {
+        produce_keyed(broker, topic, &["x".into(), "y".into()]);
+    }
+    let consumer = member(broker, "picky", "consumed");
+    commit_at(&consumer, "consumed", 2);
+    commit_at(&consumer, "abandoned", 1);
+
+    let (group, partitions) =
+        delete_offsets(broker, "picky", &["consumed", "abandoned", "nowhere"]);
+    assert_eq!(group, NONE);
+    assert_eq!(
+        partitions,
+        [GROUP_SUBSCRIBED_TO_TOPIC, NONE, UNKNOWN_TOPIC_OR_PARTITION]
+    );
+    assert_eq!(committed(broker, "picky", "consumed"), Some(2));
+    assert_eq!(committed(broker, "picky", "abandoned"), None);
+
+    assert_eq!(
+        delete_offsets(broker, "nobody", &["consumed"]).0,
+        GROUP_ID_NOT_FOUND
+    );
+
+    drop(consumer);
+    assert_eq!(
+        delete_offsets(broker, "picky", &["consumed"]),
+        (NONE, vec![NONE])
+    );
+    assert_eq!(committed(broker, "picky", "consumed"), None);
+}
+
+/// Each case runs on a Kappa node and on Apache Kafka: what a client sees
+/// must be the same (docs/node.md lists the deliberate differences).
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod on_a_kappa_node {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$case(&mut Broker::start(dir.path()));
+                }
+            )*
+        }
+        mod on_apache_kafka {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&mut apache_kafka());
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_topic_grows_and_keys_written_afterwards_follow_the_new_count,
+    altered_topic_configs_are_described_and_enforced,
+    a_group_goes_with_its_offsets_once_its_members_have_left,
+    offsets_go_only_for_topics_the_group_does_not_consume,
+);
