@@ -132,9 +132,11 @@ struct ServeArgs {
     /// (any number above 0 follows them all; see docs/kafka.md).
     #[arg(long, default_value_t = 0, requires = "advertise")]
     standby_replicas: u32,
-    /// Serve the embedded log over the Kafka protocol at this loopback
-    /// address, so that other services and any Kafka client share it
-    /// (`--log kafka://ADDR`, kcat, …; see docs/node.md).
+    /// Serve the embedded log over the Kafka protocol at this address, so
+    /// that other services and any Kafka client share it (`--log
+    /// kafka://ADDR`, kcat, …; see docs/node.md). With --security, clients
+    /// authenticate as its `kafka_users` and the same policy applies; with
+    /// --tls-cert too, the listener speaks TLS and may be non-loopback.
     #[arg(long, value_name = "ADDR")]
     kafka_listen: Option<SocketAddr>,
 }
@@ -298,11 +300,21 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                 "--kafka-listen serves an embedded log; --log {} is a Kafka cluster already",
                 args.log
             );
+            let mut node_config = kappa_node::NodeConfig::new(addr);
+            if let Some(file) = &args.security {
+                let (users, policy) =
+                    kappa_gateway::auth::config::load_kafka(file, |v| std::env::var(v).ok())
+                        .with_context(|| {
+                            format!("loading the security settings {}", file.display())
+                        })?;
+                node_config.security = Some(Arc::new(kappa_node::NodeSecurity::new(
+                    users,
+                    policy,
+                    tls.clone(),
+                )));
+            }
             let node = runtime
-                .block_on(kappa_node::Node::bind(
-                    log.clone(),
-                    kappa_node::NodeConfig::new(addr),
-                ))
+                .block_on(kappa_node::Node::bind(log.clone(), node_config))
                 .context("serving the log over the Kafka protocol")?;
             Some(node)
         }

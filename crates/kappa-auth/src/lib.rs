@@ -8,7 +8,7 @@ pub mod config;
 mod policy;
 mod token;
 
-pub use policy::{Access, Policy, Rule, decode_segment};
+pub use policy::{Access, Policy, Rule, TopicOperation, TopicRights, decode_segment};
 pub use token::{ApiKey, AuthError, Authenticator, JwtKey, KeyError, Principal};
 
 /// The JWT library, re-exported for its `Algorithm` and for tests that make tokens.

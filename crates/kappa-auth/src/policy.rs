@@ -2,7 +2,8 @@
 //! command actions they may send, the views they may read, the streams
 //! (command and event history, live updates) they may follow and the other
 //! routes they may call, optionally only for entities named in a claim of
-//! their token.
+//! their token; and, for Kafka clients of a Kappa node, the topics, groups
+//! and transactional ids they may use.
 //!
 //! ```
 //! use kappa_auth::{Access, Policy, Principal};
@@ -52,6 +53,57 @@ pub enum Access<'a> {
         /// The request path as received (percent-encoded).
         path: &'a str,
     },
+    /// A Kafka client's operation on a topic.
+    Topic {
+        /// The topic.
+        name: &'a str,
+        /// What it asks to do.
+        operation: TopicOperation,
+    },
+    /// A Kafka client joining, committing to, describing or deleting a
+    /// consumer group.
+    Group {
+        /// The group.
+        name: &'a str,
+    },
+    /// A Kafka producer using a transactional id.
+    TransactionalId {
+        /// The id.
+        id: &'a str,
+    },
+}
+
+/// What a Kafka client asks to do with a topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicOperation {
+    /// Fetch its records, commit offsets on it.
+    Read,
+    /// Produce to it.
+    Write,
+    /// Create, grow, reconfigure or delete it.
+    Create,
+    /// See it in metadata, its offsets and configs. Any other right on a
+    /// topic includes this one.
+    Describe,
+}
+
+/// The topics a rule opens to Kafka clients, by operation. Each list holds
+/// names, `*` for all, or a prefix ending in `*` (`orders-*`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRights {
+    /// Topics that may be read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Topics that may be written.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Topics that may be created, grown, reconfigured and deleted.
+    #[serde(default)]
+    pub create: Vec<String>,
+    /// Topics that may be described only.
+    #[serde(default)]
+    pub describe: Vec<String>,
 }
 
 /// One rule: whom it is for, and what it allows them.
@@ -84,6 +136,15 @@ pub struct Rule {
     /// Scans, streams and routes without `{key}` are then not allowed.
     #[serde(default)]
     pub keys_from_claim: Option<String>,
+    /// Kafka topics, by operation (for clients of a Kappa node).
+    #[serde(default)]
+    pub topics: TopicRights,
+    /// Kafka consumer groups that may be used (names, `*`, `prefix*`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Kafka transactional ids that may be used (names, `*`, `prefix*`).
+    #[serde(default)]
+    pub transactional_ids: Vec<String>,
 }
 
 /// Rules; a request is allowed when any rule allows it.
@@ -103,6 +164,14 @@ impl Policy {
 
 fn listed(list: &[String], name: &str) -> bool {
     list.iter().any(|x| x == "*" || x == name)
+}
+
+/// As [`listed`], and an entry ending in `*` matches names it begins.
+fn listed_or_prefixed(list: &[String], name: &str) -> bool {
+    list.iter().any(|x| match x.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => x == name,
+    })
 }
 
 impl Rule {
@@ -142,6 +211,23 @@ impl Rule {
                 .iter()
                 .filter_map(|pattern| route_match(pattern, path))
                 .any(|key| self.owns(p, key.as_deref())),
+            // Kafka clients have no entity claims: a rule limited to the
+            // entities of a claim opens nothing to them.
+            _ if self.keys_from_claim.is_some() => false,
+            Access::Topic { name, operation } => {
+                let t = &self.topics;
+                let on = |list: &[String]| listed_or_prefixed(list, name);
+                match operation {
+                    TopicOperation::Read => on(&t.read),
+                    TopicOperation::Write => on(&t.write),
+                    TopicOperation::Create => on(&t.create),
+                    TopicOperation::Describe => {
+                        on(&t.describe) || on(&t.read) || on(&t.write) || on(&t.create)
+                    }
+                }
+            }
+            Access::Group { name } => listed_or_prefixed(&self.groups, name),
+            Access::TransactionalId { id } => listed_or_prefixed(&self.transactional_ids, id),
         }
     }
 }
@@ -252,6 +338,33 @@ mod tests {
                 key: None
             }
         ));
+    }
+
+    #[test]
+    fn kafka_rights_name_topics_groups_and_transactional_ids() {
+        let policy: Policy = serde_json::from_value(json!({"rules": [
+            {"roles": ["notifier"], "topics": {"read": ["events"], "write": ["notices-*"]},
+             "groups": ["notifier"], "transactional_ids": ["notifier-*"]},
+            {"roles": ["customer"], "topics": {"read": ["*"]}, "keys_from_claim": "cards"}
+        ]}))
+        .unwrap();
+        let n = Principal::new("n", &["notifier"]);
+        let topic = |name, operation| Access::Topic { name, operation };
+        assert!(policy.allows(&n, &topic("events", TopicOperation::Read)));
+        assert!(policy.allows(&n, &topic("events", TopicOperation::Describe)));
+        assert!(!policy.allows(&n, &topic("events", TopicOperation::Write)));
+        assert!(policy.allows(&n, &topic("notices-eu", TopicOperation::Write)));
+        assert!(!policy.allows(&n, &topic("notices", TopicOperation::Write)));
+        assert!(!policy.allows(&n, &topic("events", TopicOperation::Create)));
+        assert!(!policy.allows(&n, &topic("commands", TopicOperation::Describe)));
+        assert!(policy.allows(&n, &Access::Group { name: "notifier" }));
+        assert!(!policy.allows(&n, &Access::Group { name: "notifier-2" }));
+        assert!(policy.allows(&n, &Access::TransactionalId { id: "notifier-0" }));
+        let c = Principal::new("c", &["customer"]).with_claim("cards", json!(["c1"]));
+        assert!(
+            !policy.allows(&c, &topic("events", TopicOperation::Read)),
+            "a claim-limited rule opens nothing to Kafka clients"
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// Every claim of a JWT (empty for API keys).
     pub claims: Map<String, Value>,
-    /// `jwt` or `api-key`.
+    /// `jwt`, `api-key`, or `sasl` (a Kafka client of a Kappa node).
     pub scheme: &'static str,
 }
 

@@ -1,7 +1,10 @@
 //! How a node listens and what it tells clients.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::security::NodeSecurity;
 
 /// Largest request frame accepted, in bytes (Kafka's `socket.request.max.bytes`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 100 * 1024 * 1024;
@@ -15,9 +18,12 @@ pub const FRAME_BYTES_MAX_DEFAULT: usize = 100 * 1024 * 1024;
 /// ```
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// Address to listen on. Only loopback addresses are accepted until
-    /// the node speaks TLS and SASL.
+    /// Address to listen on. Only loopback addresses are accepted unless
+    /// `security` has TLS and SASL users.
     pub listen: SocketAddr,
+    /// TLS, SASL users and their policy; `None` serves every client
+    /// everything, on loopback only.
+    pub security: Option<Arc<NodeSecurity>>,
     /// `host:port` clients are told to connect to; the listen address when `None`.
     pub advertise: Option<String>,
     /// Largest request frame accepted; a larger one closes the connection.
@@ -48,6 +54,7 @@ impl NodeConfig {
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
+            security: None,
             advertise: None,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             in_flight_per_connection_max: 64,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 pub enum NodeError {
     /// The listen address is not a loopback address.
     #[error(
-        "refusing to serve the log on {0}: the Kafka listener speaks neither TLS nor SASL yet, so it only listens on loopback addresses (127.0.0.1, ::1)"
+        "refusing to serve the log on {0}: a listener on a non-loopback address needs TLS (a certificate and key) and SASL users in the security settings"
     )]
     NotLoopback(SocketAddr),
     /// The advertised address does not parse.

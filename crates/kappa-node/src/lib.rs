@@ -42,6 +42,7 @@ mod frame;
 mod groups;
 mod producers;
 mod records;
+mod security;
 mod server;
 mod stats;
 pub mod testing;
@@ -108,6 +109,7 @@ pub mod fuzzing {
 
 pub use config::{FRAME_BYTES_MAX_DEFAULT, NodeConfig};
 pub use error::NodeError;
+pub use security::NodeSecurity;
 pub use server::Node;
 pub use stats::NodeStats;
 pub use versions::{SUPPORTED_APIS, SupportedApi};

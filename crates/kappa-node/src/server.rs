@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use kappa_auth::Principal;
 use kappa_log::{Commit, Log};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -19,6 +23,7 @@ use crate::error::NodeError;
 use crate::frame::{FrameError, read_frame};
 use crate::groups::Coordinator;
 use crate::producers::{ProducerIds, Sequences};
+use crate::security::{Exchange, Mechanism, Step};
 use crate::stats::NodeStats;
 use crate::transactions::Transactions;
 
@@ -52,7 +57,8 @@ impl Node {
     /// A listen address that is not loopback, an advertised address that
     /// does not parse, a bind failure, or a log failure while loading.
     pub async fn bind(log: Arc<dyn Log>, config: NodeConfig) -> Result<Self, NodeError> {
-        if !config.listen.ip().is_loopback() {
+        let secured = config.security.as_ref().is_some_and(|s| s.tls.is_some());
+        if !config.listen.ip().is_loopback() && !secured {
             return Err(NodeError::NotLoopback(config.listen));
         }
         if let Some(a) = &config.advertise
@@ -128,7 +134,7 @@ impl Node {
                             tracing::warn!(%peer, open, "refusing a connection: too many open");
                             continue;
                         }
-                        tokio::spawn(connection(self.shared.clone(), stream, peer));
+                        tokio::spawn(accept(self.shared.clone(), stream, peer));
                     }
                     // Out of descriptors and the like: the next accept may work.
                     Err(e) => tracing::warn!(error = %e, "accepting a connection failed"),
@@ -166,12 +172,48 @@ fn base64_url(bytes: &[u8]) -> String {
     out
 }
 
-async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+/// Starts TLS when the node speaks it, then serves the connection.
+async fn accept(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let tls = shared.config.security.as_ref().and_then(|s| s.tls.clone());
+    match tls {
+        None => connection(shared, stream, peer).await,
+        Some(tls) => match tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
+            Ok(stream) => connection(shared, stream, peer).await,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "closing a connection: the TLS handshake failed");
+                shared
+                    .stats
+                    .requests_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    }
+}
+
+/// One connection's identity: who authenticated, and a SASL exchange
+/// under way.
+#[derive(Default)]
+struct Session {
+    principal: Option<Arc<Principal>>,
+    exchange: Option<Exchange>,
+}
+
+/// What to do after a request.
+enum Next {
+    Continue,
+    /// Send the answer, then close (a failed authentication).
+    Close,
+}
+
+async fn connection<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let stats = shared.stats.clone();
     stats.connections_open.fetch_add(1, Ordering::Relaxed);
     stats.connections_total.fetch_add(1, Ordering::Relaxed);
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     // Responses go out in request order, whatever order handlers finish in;
     // the bound stops reading from a client that does not read its answers.
     let (tx, mut rx) = mpsc::channel::<Pending>(shared.config.in_flight_per_connection_max.max(1));
@@ -196,6 +238,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         }
         let _ = writer.shutdown().await;
     });
+    let mut session = Session::default();
     loop {
         let frame = match read_frame(&mut reader, shared.config.frame_bytes_max).await {
             Ok(frame) => frame,
@@ -213,9 +256,12 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         stats
             .bytes_in
             .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
-        match request(&shared, frame, peer) {
-            Ok(pending) => {
+        match request(&shared, &mut session, frame, peer) {
+            Ok((pending, next)) => {
                 if tx.send(pending).await.is_err() {
+                    break;
+                }
+                if matches!(next, Next::Close) {
                     break;
                 }
             }
@@ -232,16 +278,34 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 }
 
 /// Decodes one request and starts handling it. An `Err` closes the
-/// connection, as Kafka does for requests it cannot parse.
-fn request(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pending, String> {
+/// connection, as Kafka does for requests it cannot parse, and for
+/// requests other than the handshake's before a client authenticated.
+fn request(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<(Pending, Next), String> {
     let r = match decode::request(frame) {
         Ok(r) => r,
         Err(Refusal::ApiVersionsTooNew { correlation_id }) => {
-            return Ok(apis::cluster::api_versions_unsupported(correlation_id));
+            return Ok((
+                apis::cluster::api_versions_unsupported(correlation_id),
+                Next::Continue,
+            ));
         }
         Err(Refusal::Close(why)) => return Err(why),
     };
     shared.stats.count_request(r.api_key);
+    let must_authenticate = shared.config.security.is_some() && session.principal.is_none();
+    if must_authenticate
+        && !matches!(
+            r.api_key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Err(format!("{:?} before SASL authentication", r.api_key));
+    }
     let ctx = RequestContext {
         shared: shared.clone(),
         api_key: r.api_key,
@@ -254,8 +318,79 @@ fn request(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pendi
             .unwrap_or_default(),
         peer,
         started: std::time::Instant::now(),
+        principal: session.principal.clone(),
     };
-    Ok(apis::dispatch(ctx, r.body))
+    Ok(match r.body {
+        RequestKind::SaslHandshake(req) => {
+            let (body, chosen) = sasl_handshake(shared, session, req.mechanism.as_str());
+            session.exchange = chosen.map(Exchange::Started);
+            (Pending::Ready(ctx.respond(&body)), Next::Continue)
+        }
+        RequestKind::SaslAuthenticate(req) => {
+            let (body, next) = sasl_authenticate(shared, session, &req.auth_bytes, peer);
+            (Pending::Ready(ctx.respond(&body)), next)
+        }
+        body => (apis::dispatch(ctx, body), Next::Continue),
+    })
+}
+
+fn sasl_handshake(
+    shared: &Shared,
+    session: &Session,
+    asked: &str,
+) -> (ResponseKind, Option<Mechanism>) {
+    let offered: Vec<Mechanism> = match &shared.config.security {
+        Some(_) => Mechanism::ALL.to_vec(),
+        None => Vec::new(),
+    };
+    let mut r = SaslHandshakeResponse::default()
+        .with_mechanisms(offered.iter().map(|m| apis::text(m.name())).collect());
+    let chosen = Mechanism::named(asked).filter(|m| offered.contains(m));
+    r.error_code = if session.principal.is_some() {
+        crate::codes::ILLEGAL_SASL_STATE
+    } else if chosen.is_none() {
+        crate::codes::UNSUPPORTED_SASL_MECHANISM
+    } else {
+        crate::codes::NONE
+    };
+    let chosen = chosen.filter(|_| r.error_code == crate::codes::NONE);
+    (ResponseKind::SaslHandshake(r), chosen)
+}
+
+fn sasl_authenticate(
+    shared: &Shared,
+    session: &mut Session,
+    message: &[u8],
+    peer: SocketAddr,
+) -> (ResponseKind, Next) {
+    let mut r = SaslAuthenticateResponse::default();
+    let (Some(security), Some(exchange)) = (&shared.config.security, session.exchange.take())
+    else {
+        r.error_code = crate::codes::ILLEGAL_SASL_STATE;
+        r.error_message = Some(apis::text(
+            "SaslAuthenticate before a SaslHandshake chose a mechanism",
+        ));
+        return (ResponseKind::SaslAuthenticate(r), Next::Close);
+    };
+    match exchange.step(security, message) {
+        Ok(Step::Continue(reply, exchange)) => {
+            r.auth_bytes = Bytes::from(reply);
+            session.exchange = Some(exchange);
+            (ResponseKind::SaslAuthenticate(r), Next::Continue)
+        }
+        Ok(Step::Done(reply, principal)) => {
+            tracing::info!(%peer, user = %principal.subject, "a Kafka client authenticated");
+            r.auth_bytes = Bytes::from(reply);
+            session.principal = Some(Arc::new(principal));
+            (ResponseKind::SaslAuthenticate(r), Next::Continue)
+        }
+        Err(refused) => {
+            tracing::warn!(%peer, reason = %refused.0, "a Kafka client failed to authenticate");
+            r.error_code = crate::codes::SASL_AUTHENTICATION_FAILED;
+            r.error_message = Some(apis::text(refused.0));
+            (ResponseKind::SaslAuthenticate(r), Next::Close)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    // v0 sends SASL tokens outside Kafka framing; clients use v1 when listed.
+    api(ApiKey::SaslHandshake, 1, 1),
+    api(ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The served range of `key`, if it is served.

@@ -7,16 +7,27 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use kappa_log::{Durability, Log};
-use kappa_node::{Node, NodeConfig};
+use kappa_node::{Node, NodeConfig, NodeSecurity};
 
 use crate::location::LogLocation;
 
 /// Arguments of `kappa broker`.
 #[derive(Debug, clap::Args)]
 pub struct BrokerArgs {
-    /// Address to listen on; loopback only (the listener has no TLS or SASL yet).
+    /// Address to listen on; a non-loopback address needs --security and --tls-cert.
     #[arg(long, default_value = "127.0.0.1:9092")]
     listen: SocketAddr,
+    /// Security settings (a JSON file, see docs/security.md): clients
+    /// authenticate with SASL as one of its `kafka_users` and may do what
+    /// its policy allows them.
+    #[arg(long, value_name = "FILE")]
+    security: Option<std::path::PathBuf>,
+    /// Speak TLS with this certificate chain (PEM); needs --tls-key and --security.
+    #[arg(long, requires_all = ["tls_key", "security"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// HOST:PORT clients are told to connect to (default: the listen address).
     #[arg(long)]
     advertise: Option<String>,
@@ -50,8 +61,33 @@ pub fn run(
     {
         bail!("--metrics-listen {addr}: the figures are served on loopback addresses only");
     }
+    let security = match &args.security {
+        Some(file) => {
+            let (users, policy) =
+                kappa_gateway::auth::config::load_kafka(file, |v| std::env::var(v).ok())
+                    .with_context(|| format!("loading the security settings {}", file.display()))?;
+            if users.is_empty() {
+                tracing::warn!(file = %file.display(), "the security settings name no kafka_users: no Kafka client can authenticate");
+            }
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => {
+                    let read = |p: &std::path::Path| {
+                        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+                    };
+                    Some(kappa_gateway::tls::server_config(
+                        &read(cert)?,
+                        &read(key)?,
+                    )?)
+                }
+                _ => None,
+            };
+            Some(Arc::new(NodeSecurity::new(users, policy, tls)))
+        }
+        None => None,
+    };
     let log: Arc<dyn Log> = Arc::from(location.open(durability)?);
     let mut config = NodeConfig::new(args.listen);
+    config.security = security;
     config.advertise.clone_from(&args.advertise);
     config.auto_create_topics = args.auto_create_topics;
     config.auto_create_partitions = args.auto_create_partitions;

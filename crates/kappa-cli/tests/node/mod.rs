@@ -40,7 +40,8 @@ impl Broker {
         Self::start_with(dir, "127.0.0.1:0", &["--metrics-listen", "127.0.0.1:0"])
     }
 
-    fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> Self {
+    /// Starts a broker with more arguments after `broker`.
+    pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kappa"))
             .args(["--log", dir.to_str().unwrap(), "broker", "--listen", listen])
             .args(extra)

@@ -74,8 +74,13 @@ pub(crate) fn metadata(ctx: &RequestContext, req: MetadataRequest) -> ResponseKi
             .into_iter()
             .map(|t| t.name.map(|n| n.0.to_string()))
             .collect(),
+        // Every topic: those the client may not describe are left out.
         _ => match shared.log.list_topics() {
-            Ok(all) => all.into_iter().map(|s| Some(s.name)).collect(),
+            Ok(all) => all
+                .into_iter()
+                .filter(|s| ctx.may_topic(&s.name, kappa_auth::TopicOperation::Describe))
+                .map(|s| Some(s.name))
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "listing topics for a metadata request failed");
                 Vec::new()
@@ -107,8 +112,15 @@ fn topic_metadata(
         t.error_code = codes::INVALID_TOPIC_EXCEPTION;
         return t;
     }
+    if !ctx.may_topic(&name, kappa_auth::TopicOperation::Describe) {
+        t.error_code = codes::TOPIC_AUTHORIZATION_FAILED;
+        return t;
+    }
     let mut count = log.partition_count(&name);
-    if auto_create && matches!(count, Err(LogError::UnknownTopic(_))) {
+    if auto_create
+        && matches!(count, Err(LogError::UnknownTopic(_)))
+        && ctx.may_topic(&name, kappa_auth::TopicOperation::Create)
+    {
         let spec = TopicSpec::new(
             name.clone(),
             ctx.shared.config.auto_create_partitions.max(1),
@@ -148,22 +160,39 @@ fn topic_metadata(
 pub(crate) fn find_coordinator(ctx: &RequestContext, req: FindCoordinatorRequest) -> ResponseKind {
     let (host, port) = ctx.shared.advertised.clone();
     let mut r = FindCoordinatorResponse::default();
+    // Key type 1 is a transactional id, 0 a group.
+    let refusal = |key: &str| match req.key_type {
+        1 if !ctx.may_transactional_id(key) => codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        1 => codes::NONE,
+        _ if !ctx.may_group(key) => codes::GROUP_AUTHORIZATION_FAILED,
+        _ => codes::NONE,
+    };
     if ctx.version >= 4 {
         r.coordinators = req
             .coordinator_keys
-            .into_iter()
+            .iter()
             .map(|key| {
-                Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(NODE_ID))
+                let c = Coordinator::default()
+                    .with_key(key.clone())
+                    .with_error_code(refusal(key.as_str()));
+                if c.error_code != codes::NONE {
+                    return c.with_node_id(BrokerId(-1)).with_port(-1);
+                }
+                c.with_node_id(BrokerId(NODE_ID))
                     .with_host(text(host.clone()))
                     .with_port(port)
             })
             .collect();
     } else {
-        r.node_id = BrokerId(NODE_ID);
-        r.host = text(host);
-        r.port = port;
+        r.error_code = refusal(req.key.as_str());
+        if r.error_code == codes::NONE {
+            r.node_id = BrokerId(NODE_ID);
+            r.host = text(host);
+            r.port = port;
+        } else {
+            r.node_id = BrokerId(-1);
+            r.port = -1;
+        }
     }
     ResponseKind::FindCoordinator(r)
 }

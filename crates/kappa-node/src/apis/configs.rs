@@ -213,6 +213,10 @@ pub(crate) fn describe(ctx: &RequestContext, req: DescribeConfigsRequest) -> Res
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name);
         let entries = match resource.resource_type {
+            RESOURCE_TOPIC if !ctx.may_topic(&name, kappa_auth::TopicOperation::Describe) => Err((
+                codes::TOPIC_AUTHORIZATION_FAILED,
+                format!("not allowed to describe topic {name:?}"),
+            )),
             RESOURCE_TOPIC => match ctx.shared.log.list_topics() {
                 Ok(topics) => match topics.into_iter().find(|t| t.name == name) {
                     Some(spec) => Ok((topic_entries(&spec.config), SOURCE_DYNAMIC_TOPIC)),
@@ -284,6 +288,12 @@ fn alter_resource(
     change: impl FnOnce(&mut TopicConfig) -> Result<(), Refusal>,
 ) -> Result<(), Refusal> {
     match resource_type {
+        RESOURCE_TOPIC if !ctx.may_topic(name, kappa_auth::TopicOperation::Create) => {
+            return Err((
+                codes::TOPIC_AUTHORIZATION_FAILED,
+                format!("not allowed to alter topic {name:?}"),
+            ));
+        }
         RESOURCE_TOPIC => {}
         RESOURCE_BROKER => {
             return Err((

@@ -11,6 +11,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ResponseKind,
 };
+use kappa_auth::TopicOperation;
 use kappa_log::{FetchLimits, Log, TopicPartition};
 
 use super::RequestContext;
@@ -72,9 +73,15 @@ pub(crate) fn fetch(ctx: &RequestContext, req: FetchRequest) -> ResponseKind {
         let mut r = FetchResponse::default();
         for (name, wanted) in &topics {
             let mut t = FetchableTopicResponse::default().with_topic(name.clone());
+            let readable = ctx.may_topic(name.0.as_str(), TopicOperation::Read);
             for w in wanted {
                 let mut p = PartitionData::default().with_partition_index(w.index);
-                match read_partition(log, w, max_bytes.saturating_sub(total), &mut p) {
+                let read = if readable {
+                    read_partition(log, w, max_bytes.saturating_sub(total), &mut p)
+                } else {
+                    Err(codes::TOPIC_AUTHORIZATION_FAILED)
+                };
+                match read {
                     Ok(Read::Records { bytes, count }) => {
                         total += bytes;
                         records += count;
@@ -171,7 +178,12 @@ pub(crate) fn list_offsets(ctx: &RequestContext, req: ListOffsetsRequest) -> Res
                 topic.name.0.as_str(),
                 u32::try_from(part.partition_index).unwrap_or(u32::MAX),
             );
-            match offset_for(log, &tp, part.timestamp) {
+            let found = if ctx.may_topic(&tp.topic, TopicOperation::Describe) {
+                offset_for(log, &tp, part.timestamp)
+            } else {
+                Err(codes::TOPIC_AUTHORIZATION_FAILED)
+            };
+            match found {
                 Ok((offset, timestamp)) => {
                     p.offset = offset;
                     p.timestamp = timestamp;

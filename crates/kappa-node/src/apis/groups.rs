@@ -26,7 +26,12 @@ fn millis(ms: i32) -> Duration {
 
 pub(crate) fn join(ctx: RequestContext, req: JoinGroupRequest) -> Pending {
     let group = req.group_id.0.to_string();
-    let outcome = if valid_group_name(&group) {
+    let outcome = if !ctx.may_group(&group) {
+        Err(Box::new(JoinOutcome::error(
+            codes::GROUP_AUTHORIZATION_FAILED,
+            req.member_id.as_str(),
+        )))
+    } else if valid_group_name(&group) {
         ctx.shared.groups.join(JoinRequest {
             group,
             member_id: req.member_id.to_string(),
@@ -96,6 +101,12 @@ pub(crate) fn sync(ctx: RequestContext, req: SyncGroupRequest) -> Pending {
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
+    if !ctx.may_group(req.group_id.0.as_str()) {
+        return Pending::now(
+            &ctx,
+            sync_response(&ctx, SyncOutcome::error(codes::GROUP_AUTHORIZATION_FAILED)),
+        );
+    }
     match ctx.shared.groups.sync(
         req.group_id.0.as_str(),
         req.generation_id,
@@ -125,6 +136,10 @@ fn sync_response(ctx: &RequestContext, o: SyncOutcome) -> ResponseKind {
 
 pub(crate) fn heartbeat(ctx: &RequestContext, req: HeartbeatRequest) -> ResponseKind {
     let mut r = HeartbeatResponse::default();
+    if !ctx.may_group(req.group_id.0.as_str()) {
+        r.error_code = codes::GROUP_AUTHORIZATION_FAILED;
+        return ResponseKind::Heartbeat(r);
+    }
     r.error_code = ctx.shared.groups.heartbeat(
         req.group_id.0.as_str(),
         req.generation_id,
@@ -136,6 +151,10 @@ pub(crate) fn heartbeat(ctx: &RequestContext, req: HeartbeatRequest) -> Response
 pub(crate) fn leave(ctx: &RequestContext, req: LeaveGroupRequest) -> ResponseKind {
     let group = req.group_id.0.as_str();
     let mut r = LeaveGroupResponse::default();
+    if !ctx.may_group(group) {
+        r.error_code = codes::GROUP_AUTHORIZATION_FAILED;
+        return ResponseKind::LeaveGroup(r);
+    }
     if ctx.version >= 3 {
         let ids: Vec<String> = req
             .members
@@ -180,6 +199,7 @@ pub(crate) fn list(ctx: &RequestContext, req: ListGroupsRequest) -> ResponseKind
     }
     r.groups = groups
         .into_iter()
+        .filter(|(name, ..)| ctx.may_group(name))
         .filter(|(_, _, state)| {
             req.states_filter.is_empty()
                 || req
@@ -204,6 +224,11 @@ pub(crate) fn describe(ctx: &RequestContext, req: DescribeGroupsRequest) -> Resp
     let mut r = DescribeGroupsResponse::default();
     for id in req.groups {
         let mut g = DescribedGroup::default().with_group_id(id.clone());
+        if !ctx.may_group(id.0.as_str()) {
+            g.error_code = codes::GROUP_AUTHORIZATION_FAILED;
+            r.groups.push(g);
+            continue;
+        }
         match ctx.shared.groups.describe(id.0.as_str()) {
             // A group known only by its committed offsets is Empty; one
             // Kafka does not know at all is Dead, without error.
@@ -260,6 +285,9 @@ pub(crate) fn delete(ctx: &RequestContext, req: DeleteGroupsRequest) -> Response
 fn delete_one(ctx: &RequestContext, group: &str) -> i16 {
     if !valid_group_name(group) {
         return codes::INVALID_GROUP_ID;
+    }
+    if !ctx.may_group(group) {
+        return codes::GROUP_AUTHORIZATION_FAILED;
     }
     let known = match ctx.shared.groups.forget_if_empty(group) {
         Ok(known) => known,

@@ -31,9 +31,33 @@ pub(crate) struct RequestContext {
     pub peer: SocketAddr,
     /// When the request was decoded, for the latency figures.
     pub started: std::time::Instant,
+    /// Who sent it, when the node asks clients to authenticate.
+    pub principal: Option<Arc<kappa_auth::Principal>>,
 }
 
 impl RequestContext {
+    /// Whether the client may do `access`: always on a node without
+    /// security settings, else as their policy says.
+    pub(crate) fn allows(&self, access: &kappa_auth::Access<'_>) -> bool {
+        self.shared
+            .config
+            .security
+            .as_ref()
+            .is_none_or(|s| s.allows(self.principal.as_deref(), access))
+    }
+
+    pub(crate) fn may_topic(&self, name: &str, operation: kappa_auth::TopicOperation) -> bool {
+        self.allows(&kappa_auth::Access::Topic { name, operation })
+    }
+
+    pub(crate) fn may_group(&self, name: &str) -> bool {
+        self.allows(&kappa_auth::Access::Group { name })
+    }
+
+    pub(crate) fn may_transactional_id(&self, id: &str) -> bool {
+        self.allows(&kappa_auth::Access::TransactionalId { id })
+    }
+
     /// Frames the answer to this request, counting its error codes and
     /// how long it took.
     pub(crate) fn respond(&self, body: &ResponseKind) -> Result<Option<Bytes>, String> {

@@ -18,7 +18,8 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
     OffsetFetchRequest, OffsetFetchResponse, ResponseKind, TopicName,
 };
-use kappa_log::{Commit, Log, TopicPartition, valid_group_name};
+use kappa_auth::TopicOperation;
+use kappa_log::{Commit, TopicPartition, valid_group_name};
 
 use super::{RequestContext, text};
 use crate::codes;
@@ -28,14 +29,16 @@ use crate::records::offset_i64;
 pub(crate) fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> ResponseKind {
     let log = &*ctx.shared.log;
     let group = req.group_id.0.to_string();
-    let refusal = if valid_group_name(&group) {
+    let refusal = if !valid_group_name(&group) {
+        codes::INVALID_GROUP_ID
+    } else if !ctx.may_group(&group) {
+        codes::GROUP_AUTHORIZATION_FAILED
+    } else {
         ctx.shared.groups.check_commit(
             &group,
             req.generation_id_or_member_epoch,
             req.member_id.as_str(),
         )
-    } else {
-        codes::INVALID_GROUP_ID
     };
     let mut commit = Commit::new();
     let mut r = OffsetCommitResponse::default();
@@ -45,10 +48,13 @@ pub(crate) fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> Response
         let partitions = *counts
             .entry(name.clone())
             .or_insert_with(|| log.partition_count(&name).ok());
+        let readable = ctx.may_topic(&name, TopicOperation::Read);
         let mut t = OffsetCommitResponseTopic::default().with_name(topic.name);
         for p in topic.partitions {
             let code = if refusal != codes::NONE {
                 refusal
+            } else if !readable {
+                codes::TOPIC_AUTHORIZATION_FAILED
             } else if partitions
                 .is_none_or(|n| p.partition_index < 0 || p.partition_index as u32 >= n)
             {
@@ -89,17 +95,22 @@ pub(crate) fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> Response
     ResponseKind::OffsetCommit(r)
 }
 
-/// Offsets by topic: `(partition, committed offset or -1)`.
-type Committed = Vec<(TopicName, Vec<(i32, i64)>)>;
+/// Offsets by topic: `(partition, committed offset or -1, error code)`.
+type Committed = Vec<(TopicName, Vec<(i32, i64, i16)>)>;
 
-/// One group's committed offsets for the partitions asked (all when `None`).
+/// One group's committed offsets for the partitions asked (all when
+/// `None`, less the topics the client may not describe).
 fn committed(
-    log: &dyn Log,
+    ctx: &RequestContext,
     group: &str,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
 ) -> Result<Committed, i16> {
+    let log = &*ctx.shared.log;
     if !valid_group_name(group) {
         return Err(codes::INVALID_GROUP_ID);
+    }
+    if !ctx.may_group(group) {
+        return Err(codes::GROUP_AUTHORIZATION_FAILED);
     }
     let positions = log
         .group_positions(group)
@@ -112,20 +123,31 @@ fn committed(
         Some(topics) => topics
             .into_iter()
             .map(|(name, partitions)| {
+                let visible = ctx.may_topic(name.0.as_str(), TopicOperation::Describe);
                 let offsets = partitions
                     .into_iter()
                     .map(|p| {
+                        if !visible {
+                            return (p, -1, codes::TOPIC_AUTHORIZATION_FAILED);
+                        }
                         let key = (name.0.as_str(), u32::try_from(p).unwrap_or(u32::MAX));
-                        (p, lookup.get(&key).map_or(-1, |o| offset_i64(*o)))
+                        (
+                            p,
+                            lookup.get(&key).map_or(-1, |o| offset_i64(*o)),
+                            codes::NONE,
+                        )
                     })
                     .collect();
                 (name, offsets)
             })
             .collect(),
         None => {
-            let mut by_topic: Vec<(TopicName, Vec<(i32, i64)>)> = Vec::new();
+            let mut by_topic: Committed = Vec::new();
             for (tp, offset) in &positions {
-                let entry = (tp.partition as i32, offset_i64(*offset));
+                if !ctx.may_topic(&tp.topic, TopicOperation::Describe) {
+                    continue;
+                }
+                let entry = (tp.partition as i32, offset_i64(*offset), codes::NONE);
                 match by_topic.last_mut() {
                     Some((name, list)) if name.0.as_str() == &*tp.topic => list.push(entry),
                     _ => by_topic.push((TopicName(text(tp.topic.to_string())), vec![entry])),
@@ -137,7 +159,6 @@ fn committed(
 }
 
 pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKind {
-    let log = &*ctx.shared.log;
     let mut r = OffsetFetchResponse::default();
     if ctx.version >= 8 {
         for g in req.groups {
@@ -147,7 +168,7 @@ pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKi
                     .collect()
             });
             let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            match committed(log, g.group_id.0.as_str(), topics) {
+            match committed(ctx, g.group_id.0.as_str(), topics) {
                 Ok(list) => {
                     out.topics = list
                         .into_iter()
@@ -157,10 +178,11 @@ pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKi
                                 .with_partitions(
                                     offsets
                                         .into_iter()
-                                        .map(|(p, o)| {
+                                        .map(|(p, o, code)| {
                                             OffsetFetchResponsePartitions::default()
                                                 .with_partition_index(p)
                                                 .with_committed_offset(o)
+                                                .with_error_code(code)
                                                 .with_metadata(Some(text("")))
                                         })
                                         .collect(),
@@ -179,7 +201,7 @@ pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKi
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    match committed(log, req.group_id.0.as_str(), topics) {
+    match committed(ctx, req.group_id.0.as_str(), topics) {
         Ok(list) => {
             r.topics = list
                 .into_iter()
@@ -189,10 +211,11 @@ pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKi
                         .with_partitions(
                             offsets
                                 .into_iter()
-                                .map(|(p, o)| {
+                                .map(|(p, o, code)| {
                                     OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(o)
+                                        .with_error_code(code)
                                         .with_metadata(Some(text("")))
                                 })
                                 .collect(),
@@ -214,6 +237,10 @@ pub(crate) fn delete(ctx: &RequestContext, req: OffsetDeleteRequest) -> Response
     let mut r = OffsetDeleteResponse::default();
     if !valid_group_name(&group) {
         r.error_code = codes::INVALID_GROUP_ID;
+        return ResponseKind::OffsetDelete(r);
+    }
+    if !ctx.may_group(&group) {
+        r.error_code = codes::GROUP_AUTHORIZATION_FAILED;
         return ResponseKind::OffsetDelete(r);
     }
     let in_use = ctx.shared.groups.offsets_in_use(&group);

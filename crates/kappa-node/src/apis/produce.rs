@@ -7,6 +7,7 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
     ResponseKind,
 };
+use kappa_auth::TopicOperation;
 use kappa_log::{TopicPartition, TopicSpec};
 
 use super::{Pending, RequestContext, text};
@@ -40,6 +41,7 @@ pub(crate) fn produce(ctx: RequestContext, req: ProduceRequest) -> Pending {
     let mut layout = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name: Arc<str> = Arc::from(topic.name.0.as_str());
+        let writable = ctx.may_topic(&name, TopicOperation::Write);
         let mut slots = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let refuse = |code, message: String| {
@@ -53,6 +55,11 @@ pub(crate) fn produce(ctx: RequestContext, req: ProduceRequest) -> Pending {
                 refuse(
                     codes::INVALID_REQUIRED_ACKS,
                     format!("acks={acks}: use 0, 1 or -1 (all)"),
+                )
+            } else if !writable {
+                refuse(
+                    codes::TOPIC_AUTHORIZATION_FAILED,
+                    format!("not allowed to write to topic {name:?}"),
                 )
             } else if data.index < 0 {
                 refuse(
@@ -164,6 +171,18 @@ fn hold(
     index: i32,
     records: Option<bytes::Bytes>,
 ) -> (i16, Option<String>) {
+    if !ctx.may_transactional_id(id) {
+        return (
+            codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            Some(format!("not allowed to use transactional id {id:?}")),
+        );
+    }
+    if !ctx.may_topic(topic, TopicOperation::Write) {
+        return (
+            codes::TOPIC_AUTHORIZATION_FAILED,
+            Some(format!("not allowed to write to topic {topic:?}")),
+        );
+    }
     let Some(spec) = spec.filter(|s| u32::try_from(index).is_ok_and(|i| i < s.partitions)) else {
         return (
             codes::UNKNOWN_TOPIC_OR_PARTITION,
@@ -210,6 +229,12 @@ pub(crate) fn init_producer_id(ctx: &RequestContext, req: InitProducerIdRequest)
         .map(|t| t.0.as_str())
         .filter(|t| !t.is_empty())
     {
+        if !ctx.may_transactional_id(id) {
+            r.error_code = codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+            r.producer_id = ProducerId(-1);
+            r.producer_epoch = -1;
+            return ResponseKind::InitProducerId(r);
+        }
         let timeout = std::time::Duration::from_millis(
             u64::try_from(req.transaction_timeout_ms).unwrap_or(0),
         );

@@ -20,7 +20,16 @@ pub(crate) fn create(ctx: &RequestContext, req: CreateTopicsRequest) -> Response
     for topic in req.topics {
         let name = topic.name.0.to_string();
         let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
-        let outcome = spec_for(&name, topic.num_partitions, topic.replication_factor, topic.assignments.len(), &topic.configs)
+        let allowed = if ctx.may_topic(&name, kappa_auth::TopicOperation::Create) {
+            Ok(())
+        } else {
+            Err((
+                codes::TOPIC_AUTHORIZATION_FAILED,
+                format!("not allowed to create topic {name:?}"),
+            ))
+        };
+        let outcome = allowed
+            .and_then(|()| spec_for(&name, topic.num_partitions, topic.replication_factor, topic.assignments.len(), &topic.configs))
             .and_then(|spec| {
                 spec.validate().map_err(|e| (codes::for_log_error(&e), e.to_string()))?;
                 if req.validate_only {
@@ -114,7 +123,9 @@ pub(crate) fn delete(ctx: &RequestContext, req: DeleteTopicsRequest) -> Response
     let mut r = DeleteTopicsResponse::default();
     for name in req.topic_names {
         let mut result = DeletableTopicResult::default().with_name(Some(name.clone()));
-        if let Err(e) = ctx.shared.log.delete_topic(name.0.as_str()) {
+        if !ctx.may_topic(name.0.as_str(), kappa_auth::TopicOperation::Create) {
+            result.error_code = codes::TOPIC_AUTHORIZATION_FAILED;
+        } else if let Err(e) = ctx.shared.log.delete_topic(name.0.as_str()) {
             result.error_code = codes::for_log_error(&e);
             if ctx.version >= 5 {
                 result.error_message = Some(text(e.to_string()));
@@ -145,6 +156,11 @@ pub(crate) fn create_partitions(
         let name = topic.name.0.to_string();
         let outcome = if duplicates.contains(&name) {
             Err((codes::INVALID_REQUEST, "Duplicate topic name.".to_string()))
+        } else if !ctx.may_topic(&name, kappa_auth::TopicOperation::Create) {
+            Err((
+                codes::TOPIC_AUTHORIZATION_FAILED,
+                format!("not allowed to alter topic {name:?}"),
+            ))
         } else {
             grow(
                 ctx,

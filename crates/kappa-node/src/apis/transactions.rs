@@ -39,16 +39,26 @@ pub(crate) fn add_partitions(ctx: &RequestContext, req: AddPartitionsToTxnReques
             })
         })
         .collect();
-    let mut results = ctx
-        .shared
-        .transactions
-        .add_partitions(
+    let refusal = if !ctx.may_transactional_id(id) {
+        Some(codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    } else if partitions
+        .iter()
+        .any(|tp| !ctx.may_topic(&tp.topic, kappa_auth::TopicOperation::Write))
+    {
+        Some(codes::TOPIC_AUTHORIZATION_FAILED)
+    } else {
+        None
+    };
+    let results = match refusal {
+        Some(code) => vec![code; partitions.len()],
+        None => ctx.shared.transactions.add_partitions(
             id,
             req.v3_and_below_producer_id.0,
             req.v3_and_below_producer_epoch,
             &partitions,
-        )
-        .into_iter();
+        ),
+    };
+    let mut results = results.into_iter();
     let mut r = AddPartitionsToTxnResponse::default();
     r.results_by_topic_v3_and_below = req
         .v3_and_below_topics
@@ -77,7 +87,11 @@ pub(crate) fn add_partitions(ctx: &RequestContext, req: AddPartitionsToTxnReques
 
 pub(crate) fn add_offsets(ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> ResponseKind {
     let group = req.group_id.0.as_str();
-    let code = if valid_group_name(group) {
+    let code = if !ctx.may_transactional_id(req.transactional_id.0.as_str()) {
+        codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else if !ctx.may_group(group) {
+        codes::GROUP_AUTHORIZATION_FAILED
+    } else if valid_group_name(group) {
         ctx.shared.transactions.add_offsets(
             req.transactional_id.0.as_str(),
             req.producer_id.0,
@@ -97,6 +111,16 @@ pub(crate) fn commit_offsets(ctx: &RequestContext, req: TxnOffsetCommitRequest) 
     // refused as in OffsetCommit.
     let refusal = if !valid_group_name(&group) {
         codes::INVALID_GROUP_ID
+    } else if !ctx.may_transactional_id(req.transactional_id.0.as_str()) {
+        codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else if !ctx.may_group(&group) {
+        codes::GROUP_AUTHORIZATION_FAILED
+    } else if req
+        .topics
+        .iter()
+        .any(|t| !ctx.may_topic(t.name.0.as_str(), kappa_auth::TopicOperation::Read))
+    {
+        codes::TOPIC_AUTHORIZATION_FAILED
     } else if ctx.version >= 3 && req.generation_id >= 0 {
         ctx.shared
             .groups
@@ -158,12 +182,14 @@ pub(crate) fn commit_offsets(ctx: &RequestContext, req: TxnOffsetCommitRequest) 
 }
 
 pub(crate) fn end(ctx: &RequestContext, req: EndTxnRequest) -> ResponseKind {
-    let code = ctx.shared.transactions.end(
-        req.transactional_id.0.as_str(),
-        req.producer_id.0,
-        req.producer_epoch,
-        req.committed,
-    );
+    let id = req.transactional_id.0.as_str();
+    let code = if ctx.may_transactional_id(id) {
+        ctx.shared
+            .transactions
+            .end(id, req.producer_id.0, req.producer_epoch, req.committed)
+    } else {
+        codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    };
     let code = fenced_as_known(code, ctx.version, 2);
     ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(code))
 }

@@ -1,0 +1,199 @@
+//! A node that asks who its clients are: TLS, SASL (PLAIN, SCRAM-SHA-256,
+//! SCRAM-SHA-512) and the policy of the security settings, through
+//! librdkafka. A listener on a non-loopback address is refused without
+//! them; with them, each client may do what its principal is allowed and
+//! gets Kafka's authorization error for the rest.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod node;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use node::{Broker, runtime};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A certificate for `localhost`, the settings file and the users'
+/// password files in `dir`; returns the CA file clients trust.
+fn settings(dir: &Path) -> std::path::PathBuf {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("node.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("node.key"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("writer.secret"), "write-secret").unwrap();
+    std::fs::write(dir.join("reader.secret"), "read-secret").unwrap();
+    let settings = serde_json::json!({
+        "kafka_users": [
+            {"name": "writer", "password_file": "writer.secret", "roles": ["producer"]},
+            {"name": "reader", "password_file": "reader.secret", "roles": ["auditor"]}
+        ],
+        "policy": {"rules": [
+            {"roles": ["producer"], "topics": {"write": ["orders"], "create": ["orders"]}},
+            {"roles": ["auditor"], "topics": {"read": ["orders"]}, "groups": ["audit"]}
+        ]}
+    });
+    std::fs::write(dir.join("security.json"), settings.to_string()).unwrap();
+    dir.join("node.pem")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn client(port: u16, ca: &Path, mechanism: &str, user: &str, password: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", format!("localhost:{port}"))
+        .set("broker.address.family", "v4")
+        .set("security.protocol", "sasl_ssl")
+        .set("ssl.ca.location", ca.to_str().unwrap())
+        .set("sasl.mechanisms", mechanism)
+        .set("sasl.username", user)
+        .set("sasl.password", password)
+        .set("message.timeout.ms", "10000")
+        .set("socket.timeout.ms", "10000");
+    c
+}
+
+fn send(config: &ClientConfig, topic: &str, value: &str) -> Result<(), KafkaError> {
+    let producer: FutureProducer = config.create().unwrap();
+    runtime()
+        .block_on(producer.send(FutureRecord::<(), _>::to(topic).payload(value), WAIT))
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
+#[test]
+fn a_non_loopback_listener_needs_tls_and_sasl() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["--log", dir.path().join("log").to_str().unwrap()])
+        .args(["broker", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a plain non-loopback listener is refused"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs TLS"), "{stderr}");
+}
+
+#[test]
+fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = settings(dir.path());
+    let port = free_port();
+    let security = dir.path().join("security.json");
+    let (cert, key) = (dir.path().join("node.pem"), dir.path().join("node.key"));
+    let _broker = Broker::start_with(
+        &dir.path().join("log"),
+        &format!("0.0.0.0:{port}"),
+        &[
+            "--advertise",
+            &format!("localhost:{port}"),
+            "--security",
+            security.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+
+    let writer = client(port, &ca, "SCRAM-SHA-256", "writer", "write-secret");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        writer.create().unwrap();
+    let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(WAIT));
+    let new =
+        |name| rdkafka::admin::NewTopic::new(name, 1, rdkafka::admin::TopicReplication::Fixed(1));
+    let created = runtime()
+        .block_on(admin.create_topics(&[new("orders"), new("payroll")], &options))
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    assert_eq!(
+        created[1].as_ref().err().map(|(_, c)| *c),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed),
+        "{created:?}"
+    );
+
+    for (mechanism, value) in [
+        ("SCRAM-SHA-256", "by scram-256"),
+        ("SCRAM-SHA-512", "by scram-512"),
+        ("PLAIN", "by plain"),
+    ] {
+        let config = client(port, &ca, mechanism, "writer", "write-secret");
+        send(&config, "orders", value).unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+    }
+
+    let reader = client(port, &ca, "SCRAM-SHA-512", "reader", "read-secret");
+    assert!(
+        matches!(
+            send(&reader, "orders", "not allowed"),
+            Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+            ))
+        ),
+        "the reader may not write"
+    );
+
+    let read = |group: &str| -> Result<Vec<String>, KafkaError> {
+        let consumer: BaseConsumer = reader
+            .clone()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("orders", 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut values = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while values.len() < 3 {
+            assert!(Instant::now() < deadline, "read in time: {values:?}");
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m?;
+                values.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+            }
+        }
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset("orders", 0, Offset::Offset(3))
+            .unwrap();
+        consumer.commit(&at, rdkafka::consumer::CommitMode::Sync)?;
+        Ok(values)
+    };
+    assert_eq!(
+        read("audit").unwrap(),
+        ["by scram-256", "by scram-512", "by plain"]
+    );
+    assert!(
+        matches!(read("elsewhere"), Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed)),
+        "a group the reader is not given"
+    );
+
+    // A wrong password, and a client without TLS, get nothing.
+    let wrong = client(port, &ca, "SCRAM-SHA-256", "writer", "guess");
+    let refused: BaseConsumer = wrong.create().unwrap();
+    assert!(
+        refused
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_err()
+    );
+    let plain: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("localhost:{port}"))
+        .set("broker.address.family", "v4")
+        .create()
+        .unwrap();
+    assert!(plain.fetch_metadata(None, Duration::from_secs(5)).is_err());
+}
