@@ -28,6 +28,9 @@ use crate::stats::NodeStats;
 use crate::transactions::Transactions;
 
 const CLUSTER_ID_KEY: &[u8] = b"kafka-node/cluster-id";
+/// A client that has not finished its TLS handshake by then is dropped, so
+/// half-open handshakes cannot pile up.
+const TLS_HANDSHAKE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What every connection of a node shares.
 pub(crate) struct Shared {
@@ -178,7 +181,13 @@ async fn accept(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let tls = shared.config.security.as_ref().and_then(|s| s.tls.clone());
     match tls {
         None => connection(shared, stream, peer).await,
-        Some(tls) => match tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
+        Some(tls) => match tokio::time::timeout(
+            TLS_HANDSHAKE_MAX,
+            tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
+        {
             Ok(stream) => connection(shared, stream, peer).await,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing a connection: the TLS handshake failed");
