@@ -1,6 +1,6 @@
 //! A node that asks who its clients are: TLS, SASL (PLAIN, SCRAM-SHA-256,
 //! SCRAM-SHA-512) and the policy of the security settings, through
-//! librdkafka. A listener on a non-loopback address is refused without
+//! librdkafka, and through kafka-python's and kafkajs' own SASL code. A listener on a non-loopback address is refused without
 //! them; with them, each client may do what its principal is allowed and
 //! gets Kafka's authorization error for the rest.
 
@@ -89,15 +89,13 @@ fn a_non_loopback_listener_needs_tls_and_sasl() {
     assert!(stderr.contains("needs TLS"), "{stderr}");
 }
 
-#[test]
-fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = settings(dir.path());
+/// A node on every address with the settings of `settings`; its port.
+fn secured_broker(dir: &Path) -> (Broker, u16) {
     let port = free_port();
-    let security = dir.path().join("security.json");
-    let (cert, key) = (dir.path().join("node.pem"), dir.path().join("node.key"));
-    let _broker = Broker::start_with(
-        &dir.path().join("log"),
+    let security = dir.join("security.json");
+    let (cert, key) = (dir.join("node.pem"), dir.join("node.key"));
+    let broker = Broker::start_with(
+        &dir.join("log"),
         &format!("0.0.0.0:{port}"),
         &[
             "--advertise",
@@ -110,6 +108,14 @@ fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
             key.to_str().unwrap(),
         ],
     );
+    (broker, port)
+}
+
+#[test]
+fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = settings(dir.path());
+    let (_broker, port) = secured_broker(dir.path());
 
     let writer = client(port, &ca, "SCRAM-SHA-256", "writer", "write-secret");
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
@@ -196,4 +202,140 @@ fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
         .create()
         .unwrap();
     assert!(plain.fetch_metadata(None, Duration::from_secs(5)).is_err());
+}
+
+/// kafka-python over SASL_SSL: its own SCRAM and PLAIN code, not librdkafka's.
+const KAFKA_PYTHON_PRODUCE: &str = r#"
+import sys
+from kafka import KafkaProducer
+bootstrap, ca, mechanism, user, password, value = sys.argv[1:7]
+p = KafkaProducer(bootstrap_servers=bootstrap, security_protocol="SASL_SSL", ssl_cafile=ca,
+                  sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password,
+                  request_timeout_ms=20000, max_block_ms=20000)
+p.send("orders", value.encode()).get(timeout=20)
+p.close()
+print("ok")
+"#;
+
+#[test]
+fn kafka_python_and_kafkajs_authenticate_with_their_own_sasl_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = settings(dir.path());
+    let (_broker, port) = secured_broker(dir.path());
+    let bootstrap = format!("localhost:{port}");
+    let writer = client(port, &ca, "PLAIN", "writer", "write-secret");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        writer.create().unwrap();
+    let created = runtime()
+        .block_on(admin.create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                "orders",
+                1,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(WAIT)),
+        ))
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+
+    let python = |mechanism: &str, password: &str, value: &str| {
+        Command::new(node::python())
+            .args(["-c", KAFKA_PYTHON_PRODUCE, &bootstrap, ca.to_str().unwrap()])
+            .args([mechanism, "writer", password, value])
+            .output()
+            .unwrap()
+    };
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../kappa-node/tests/clients/node/sasl.mjs");
+    assert!(
+        script
+            .with_file_name("node_modules")
+            .join("kafkajs")
+            .exists(),
+        "kafkajs is missing: run scripts/test.sh, which runs npm ci in {}",
+        script.parent().unwrap().display()
+    );
+    let kafkajs = |mechanism: &str, password: &str, value: &str| {
+        Command::new("node")
+            .arg(&script)
+            .args(["--bootstrap", &bootstrap, "--ca", ca.to_str().unwrap()])
+            .args([
+                "--mechanism",
+                mechanism,
+                "--user",
+                "writer",
+                "--password",
+                password,
+            ])
+            .args(["--value", value])
+            .output()
+            .unwrap()
+    };
+    let mut sent = Vec::new();
+    for (who, out) in [
+        (
+            "kafka-python SCRAM-SHA-256",
+            python("SCRAM-SHA-256", "write-secret", "py-256"),
+        ),
+        (
+            "kafka-python SCRAM-SHA-512",
+            python("SCRAM-SHA-512", "write-secret", "py-512"),
+        ),
+        (
+            "kafka-python PLAIN",
+            python("PLAIN", "write-secret", "py-plain"),
+        ),
+        (
+            "kafkajs scram-sha-256",
+            kafkajs("scram-sha-256", "write-secret", "js-256"),
+        ),
+        (
+            "kafkajs scram-sha-512",
+            kafkajs("scram-sha-512", "write-secret", "js-512"),
+        ),
+        (
+            "kafkajs plain",
+            kafkajs("plain", "write-secret", "js-plain"),
+        ),
+    ] {
+        assert!(
+            out.status.success(),
+            "{who}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sent.push(who);
+    }
+    for (who, out) in [
+        ("kafka-python", python("SCRAM-SHA-256", "guess", "never")),
+        ("kafkajs", kafkajs("scram-sha-256", "guess", "never")),
+    ] {
+        assert!(
+            !out.status.success(),
+            "{who} with a wrong password was let in"
+        );
+    }
+
+    let reader: BaseConsumer = client(port, &ca, "SCRAM-SHA-256", "reader", "read-secret")
+        .set("group.id", "audit")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("orders", 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while values.len() < sent.len() {
+        assert!(Instant::now() < deadline, "read in time: {values:?}");
+        if let Some(m) = reader.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8(m.unwrap().payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(
+        values,
+        [
+            "py-256", "py-512", "py-plain", "js-256", "js-512", "js-plain"
+        ]
+    );
 }
