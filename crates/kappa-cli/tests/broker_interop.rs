@@ -5,7 +5,8 @@
 //! `crates/kappa-node/tests/clients/` check keys, headers, timestamps,
 //! murmur2 partitioning, groups that rebalance, committed offsets, offsets
 //! by time, compressed batches and transactions (committed visible, aborted
-//! and fenced not), and print `N passed, M failed`. kcat cannot produce in
+//! and fenced not), and committed offsets across a broker restart, and
+//! print `N passed, M failed`. kcat cannot produce in
 //! a transaction; it reads committed records only.
 //!
 //! `scripts/test.sh` installs the clients: a Python virtualenv in
@@ -45,19 +46,29 @@ fn run_script(what: &str, mut cmd: Command) {
 }
 
 fn python(broker: &dyn Cluster, client: &str) {
+    python_with(broker, client, &[]);
+}
+
+fn python_with(broker: &dyn Cluster, client: &str, extra: &[&str]) {
     let mut cmd = Command::new(node::python());
-    cmd.arg(clients_dir().join("python/interop.py")).args([
-        "--bootstrap",
-        broker.addr(),
-        "--client",
-        client,
-        "--prefix",
-        client,
-    ]);
-    run_script(&format!("python {client}"), cmd);
+    cmd.arg(clients_dir().join("python/interop.py"))
+        .args([
+            "--bootstrap",
+            broker.addr(),
+            "--client",
+            client,
+            "--prefix",
+            client,
+        ])
+        .args(extra);
+    run_script(&format!("python {client} {extra:?}"), cmd);
 }
 
 fn kafkajs(broker: &dyn Cluster) {
+    kafkajs_with(broker, &[]);
+}
+
+fn kafkajs_with(broker: &dyn Cluster, extra: &[&str]) {
     let script_dir = clients_dir().join("node");
     assert!(
         script_dir.join("node_modules/kafkajs").exists(),
@@ -65,13 +76,35 @@ fn kafkajs(broker: &dyn Cluster) {
         script_dir.display()
     );
     let mut cmd = Command::new("node");
-    cmd.arg(script_dir.join("interop.mjs")).args([
-        "--bootstrap",
-        broker.addr(),
-        "--prefix",
-        "kafkajs",
-    ]);
-    run_script("kafkajs", cmd);
+    cmd.arg(script_dir.join("interop.mjs"))
+        .args(["--bootstrap", broker.addr(), "--prefix", "kafkajs"])
+        .args(extra);
+    run_script(&format!("kafkajs {extra:?}"), cmd);
+}
+
+/// Each script commits offsets, the broker is killed and started again,
+/// and each reads them back.
+fn committed_offsets_survive_a_restart(broker: &mut dyn Cluster) {
+    for phase in ["before", "after"] {
+        let extra = ["--restart-phase", phase];
+        python_with(broker, "confluent", &extra);
+        python_with(broker, "kafka-python", &extra);
+        kafkajs_with(broker, &extra);
+        if phase == "before" {
+            broker.restart();
+        }
+    }
+}
+
+#[test]
+fn every_client_finds_its_committed_offsets_after_a_node_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    committed_offsets_survive_a_restart(&mut Broker::start(dir.path()));
+}
+
+#[test]
+fn every_client_finds_its_committed_offsets_after_an_apache_kafka_restart() {
+    committed_offsets_survive_a_restart(&mut apache_kafka());
 }
 
 fn on_a_node(check: impl FnOnce(&dyn Cluster)) {

@@ -395,8 +395,37 @@ async function caseTransactions (cl, prefix) {
   check(JSON.stringify(keys) === JSON.stringify(want), `the reader saw ${keys}, want ${want}`)
 }
 
+// Offsets committed before a broker restart, one short of each partition's
+// end, and read back after it (the test restarts the broker between).
+const RESTART_KEYS = Array.from({ length: 20 }, (_, i) => `restart-${i}`)
+function restartOffsets () {
+  const want = {}
+  for (const p of [0, 1]) {
+    const held = RESTART_KEYS.filter(k => keyPartition(Buffer.from(k), 2) === p).length
+    if (held > 0) want[p] = held - 1
+  }
+  return want
+}
+
+async function caseOffsetsBeforeRestart (cl, prefix) {
+  const topic = `${prefix}-restart`
+  await cl.createTopic(topic, 2)
+  await cl.produce(topic, RESTART_KEYS.map((k, i) => rec(k, 'r', [], T0 + i)), { oneByOne: true })
+  const want = restartOffsets()
+  await withTimeout(cl.admin.setOffsets({ groupId: topic, topic, partitions: Object.entries(want).map(([partition, offset]) => ({ partition: Number(partition), offset: String(offset) })) }), 'setOffsets')
+  const got = await cl.groupOffsets(topic, topic)
+  check(JSON.stringify(got) === JSON.stringify(want), `fetchOffsets gave ${JSON.stringify(got)}, committed ${JSON.stringify(want)}`)
+}
+
+async function caseOffsetsAfterRestart (cl, prefix) {
+  const topic = `${prefix}-restart`
+  const got = await cl.groupOffsets(topic, topic)
+  const want = restartOffsets()
+  check(JSON.stringify(got) === JSON.stringify(want), `after the restart fetchOffsets gave ${JSON.stringify(got)}, committed ${JSON.stringify(want)}`)
+}
+
 async function main () {
-  const { values: a } = parseArgs({ options: { bootstrap: { type: 'string' }, prefix: { type: 'string' }, deadline: { type: 'string', default: '900' } } })
+  const { values: a } = parseArgs({ options: { bootstrap: { type: 'string' }, prefix: { type: 'string' }, deadline: { type: 'string', default: '900' }, 'restart-phase': { type: 'string' } } })
   if (!a.bootstrap || !a.prefix) {
     console.error('usage: node interop.mjs --bootstrap HOST:PORT --prefix UNIQUE')
     process.exit(2)
@@ -410,6 +439,8 @@ async function main () {
     ['offsets-for-times', caseOffsetsByTime], ['compression-gzip', caseGzip],
     ['transactions', caseTransactions]
   ]
+  if (a['restart-phase'] === 'before') cases.splice(0, cases.length, ['offsets-before-restart', caseOffsetsBeforeRestart])
+  if (a['restart-phase'] === 'after') cases.splice(0, cases.length, ['offsets-after-restart', caseOffsetsAfterRestart])
   let passed = 0
   let failed = 0
   try {

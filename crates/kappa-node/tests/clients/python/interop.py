@@ -639,12 +639,38 @@ def case_transactions(cl, prefix):
     check(keys == want, f"read_committed saw {keys}, want {want}")
 
 
+RESTART_KEYS = [f"restart-{i}".encode() for i in range(20)]
+
+
+def restart_offsets():
+    """The offsets committed before a restart: one short of each partition's end."""
+    held = {p: sum(1 for k in RESTART_KEYS if key_partition(k, 2) == p) for p in range(2)}
+    return {p: n - 1 for p, n in held.items() if n > 0}
+
+
+def case_offsets_before_restart(cl, prefix):
+    topic = group = f"{prefix}-restart"
+    cl.create_topic(topic, 2)
+    cl.produce(topic, [Rec(k, b"r", (), T0 + i) for i, k in enumerate(RESTART_KEYS)])
+    cl.commit_offsets(group, topic, restart_offsets())
+    got = cl.committed(group, topic, 2)
+    check(got == restart_offsets(), f"committed() gave {got}, committed {restart_offsets()}")
+
+
+def case_offsets_after_restart(cl, prefix):
+    topic = group = f"{prefix}-restart"
+    got = cl.committed(group, topic, 2)
+    check(got == restart_offsets(), f"after the restart committed() gave {got}, committed {restart_offsets()}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--client", required=True, choices=["confluent", "kafka-python"])
     ap.add_argument("--prefix", required=True)
     ap.add_argument("--deadline", type=float, default=900, help="seconds before the watchdog ends the run")
+    ap.add_argument("--restart-phase", choices=["before", "after"],
+                    help="only commit offsets (before) or check them (after) around a broker restart")
     a = ap.parse_args()
     faulthandler.dump_traceback_later(a.deadline, exit=True)  # never hang a test run
 
@@ -655,6 +681,10 @@ def main():
     cases += [("committed-offsets", case_committed), ("offsets-for-times", case_offsets_for_times)]
     cases += [(f"compression-{c}", lambda cl, p, c=c: case_compression(cl, p, c)) for c in CODECS]
     cases.append(("transactions", case_transactions))
+    if a.restart_phase == "before":
+        cases = [("offsets-before-restart", case_offsets_before_restart)]
+    elif a.restart_phase == "after":
+        cases = [("offsets-after-restart", case_offsets_after_restart)]
 
     passed = failed = 0
     try:
