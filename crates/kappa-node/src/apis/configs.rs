@@ -276,9 +276,10 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-/// Changes one resource's configuration: starting from `base` (the
-/// topic's current config), `change` edits it; the result is checked whole
-/// and stored unless `validate_only`. Nothing changes on a refusal.
+/// Changes one resource's configuration: starting from the topic's current
+/// config (or the defaults, `from_default`), `change` edits it; the result
+/// is checked whole and stored unless `validate_only`. Nothing changes on a
+/// refusal.
 fn alter_resource(
     ctx: &RequestContext,
     resource_type: i8,
