@@ -5,8 +5,8 @@
 //! Passwords are turned into SCRAM credentials (RFC 5802: salt, 4096
 //! PBKDF2 iterations, stored key, server key) once, when the node starts;
 //! a SCRAM exchange never sees a password, and PLAIN compares in constant
-//! time. An unknown user gets a made-up salt, so the exchange does not say
-//! which names exist.
+//! time. An unknown user gets a made-up salt and keys, so the exchange
+//! does not say which names exist (and costs no key derivation).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -259,7 +259,17 @@ impl Exchange {
                 let credentials = match security.users.get(&user) {
                     Some(u) if mechanism == Mechanism::ScramSha512 => u.sha512.clone(),
                     Some(u) => u.sha256.clone(),
-                    None => credentials(mechanism, &random(16), random(24)),
+                    // Random keys no proof matches: the stranger is answered
+                    // like a user, without a PBKDF2 run per attempt.
+                    None => {
+                        let len = mechanism.hash().2.output_len();
+                        Credentials {
+                            salt: random(24),
+                            iterations: SCRAM_ITERATIONS,
+                            stored_key: random(len),
+                            server_key: random(len),
+                        }
+                    }
                 };
                 let nonce = format!("{client_nonce}{}", BASE64.encode(random(18)));
                 let server_first = format!(
