@@ -255,13 +255,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                 args.demo_rate == 0,
                 "the demo stream speaks plain HTTP: run it without --tls-cert"
             );
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-            };
-            Some(kappa_gateway::tls::server_config(
-                &read(cert)?,
-                &read(key)?,
-            )?)
+            Some(kappa_gateway::tls::server_config_from_files(cert, key)?)
         }
         _ => None,
     };

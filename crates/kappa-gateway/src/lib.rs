@@ -48,7 +48,7 @@ mod serve;
 /// HTTPS: a rustls configuration from PEM files, for
 /// [`Gateway::serve_tls_until_interrupted`] and [`Gateway::serve`].
 pub mod tls {
-    pub use crate::serve::server_config;
+    pub use crate::serve::{server_config, server_config_from_files};
 }
 mod views;
 mod writer;

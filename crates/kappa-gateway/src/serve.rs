@@ -50,6 +50,22 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// As [`server_config`], reading the certificate chain and key from PEM files.
+///
+/// # Errors
+///
+/// A file that cannot be read, and as [`server_config`].
+pub fn server_config_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, GatewayError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| GatewayError::Config(format!("TLS: reading {}: {e}", p.display())))
+    };
+    server_config(&read(cert)?, &read(key)?)
+}
+
 impl Gateway {
     /// Serves the gateway on `listener` (plain HTTP) until ctrl-c, then
     /// shuts down gracefully: live streams end, answers in flight complete.

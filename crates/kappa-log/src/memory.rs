@@ -67,6 +67,12 @@ impl State {
             .ok_or_else(|| LogError::UnknownTopic(name.to_owned()))
     }
 
+    fn topic_mut(&mut self, name: &str) -> Result<&mut MemTopic, LogError> {
+        self.topics
+            .get_mut(name)
+            .ok_or_else(|| LogError::UnknownTopic(name.to_owned()))
+    }
+
     fn partition(&self, tp: &TopicPartition) -> Result<&Vec<Record>, LogError> {
         let t = self.topic(&tp.topic)?;
         t.partitions
@@ -115,10 +121,7 @@ impl Log for MemoryLog {
 
     fn create_partitions(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
         let mut s = self.lock();
-        let t = s
-            .topics
-            .get_mut(topic)
-            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
+        let t = s.topic_mut(topic)?;
         if partitions <= t.spec.partitions {
             return Err(LogError::InvalidConfig(format!(
                 "topic {topic:?} has {} partition(s); a topic only grows, so ask for more",
@@ -137,10 +140,7 @@ impl Log for MemoryLog {
 
     fn alter_topic_config(&self, topic: &str, config: TopicConfig) -> Result<(), LogError> {
         let mut s = self.lock();
-        let t = s
-            .topics
-            .get_mut(topic)
-            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
+        let t = s.topic_mut(topic)?;
         let mut spec = t.spec.clone();
         spec.config = config;
         spec.validate()?;

@@ -71,13 +71,7 @@ pub fn run(
             }
             let tls = match (&args.tls_cert, &args.tls_key) {
                 (Some(cert), Some(key)) => {
-                    let read = |p: &std::path::Path| {
-                        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-                    };
-                    Some(kappa_gateway::tls::server_config(
-                        &read(cert)?,
-                        &read(key)?,
-                    )?)
+                    Some(kappa_gateway::tls::server_config_from_files(cert, key)?)
                 }
                 _ => None,
             };

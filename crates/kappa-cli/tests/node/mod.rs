@@ -21,6 +21,8 @@ pub struct Broker {
     pub dir: PathBuf,
     /// `http://127.0.0.1:PORT/metrics`, when started with its figures.
     pub metrics: Option<String>,
+    /// The arguments after `broker --listen`, given again on a restart.
+    extra: Vec<String>,
 }
 
 impl Broker {
@@ -76,6 +78,7 @@ impl Broker {
             addr,
             dir: dir.to_path_buf(),
             metrics,
+            extra: extra.iter().map(|a| (*a).to_string()).collect(),
         }
     }
 
@@ -87,10 +90,11 @@ impl Broker {
         }
     }
 
-    /// Kills and starts again on the same address.
+    /// Kills and starts again on the same address, with the same arguments.
     pub fn restart(&mut self) {
         self.kill();
-        let again = Self::start_on(&self.dir.clone(), &self.addr.clone());
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let again = Self::start_with(&self.dir.clone(), &self.addr.clone(), &extra);
         *self = again;
     }
 }

@@ -61,11 +61,11 @@ impl RequestContext {
     /// Frames the answer to this request, counting its error codes and
     /// how long it took.
     pub(crate) fn respond(&self, body: &ResponseKind) -> Result<Option<Bytes>, String> {
-        let mut codes = Vec::new();
-        outcomes::error_codes(body, |c| codes.push(c));
         self.shared
             .stats
-            .count_answer(self.api_key, self.started.elapsed(), codes);
+            .count_answer(self.api_key, self.started.elapsed(), |f| {
+                outcomes::error_codes(body, f);
+            });
         encode(self.api_key, self.version, self.correlation_id, body).map(Some)
     }
 }
