@@ -44,16 +44,11 @@ fi
 
 # The Kafka-protocol node's interoperability tests run stock clients
 # (crates/kappa-cli/tests/broker_interop.rs): Python's confluent-kafka and
-# kafka-python in a virtualenv kept outside the repository, and kafkajs
-# from npm beside its script.
+# kafka-python in a virtualenv kept outside the repository (which
+# card-limits' Python service runs in too), and kafkajs from npm beside its
+# script.
 clients=crates/kappa-node/tests/clients
-if ! "$KAPPA_TOOLS/py/bin/python" -c 'import confluent_kafka, kafka' >/dev/null 2>&1 \
-    || ! cmp -s "$clients/python/requirements.txt" "$KAPPA_TOOLS/py/requirements.txt"; then
-    echo "installing the Python Kafka clients into $KAPPA_TOOLS/py" >&2
-    python3 -m venv "$KAPPA_TOOLS/py"
-    "$KAPPA_TOOLS/py/bin/pip" install --quiet --disable-pip-version-check -r "$clients/python/requirements.txt"
-    cp "$clients/python/requirements.txt" "$KAPPA_TOOLS/py/requirements.txt"
-fi
+need_python_kafka
 need_apache_kafka
 if [ ! -d "$clients/node/node_modules/kafkajs" ]; then
     echo "installing kafkajs from npm into $clients/node/node_modules" >&2
@@ -78,6 +73,8 @@ if ! grep -qs '"version": "1.64.1"' "$console_tests/node_modules/playwright-core
     npm ci --prefix "$console_tests" --no-audit --no-fund >/dev/null
 fi
 
+# A clean build never reuses incremental caches; they only take disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all --check
 rustfmt --edition 2024 --check crates/kappa-auth/fuzz/fuzz_targets/*.rs crates/kappa-node/fuzz/fuzz_targets/*.rs
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -7,10 +7,12 @@
 //! limit. Commands come through the gateway (`POST /commands`, key = card);
 //! one topology decides them; the card views answer `GET /cards/...`.
 //! The shell (`shell`) notifies a webhook of thresholds and keeps tables in
-//! PostgreSQL and a full-text index of authorizations.
+//! PostgreSQL and a full-text index of authorizations; its parts also run
+//! as services of their own on the shared log (`services`).
 
 pub mod model;
 pub mod processor;
 pub mod service;
+pub mod services;
 pub mod shell;
 pub mod traffic;

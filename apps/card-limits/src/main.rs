@@ -4,6 +4,8 @@
 //! card-limits serve [--log ./kappa-data] [--http 127.0.0.1:8080] [--demo-rate 200]
 //!     [--notify-url http://127.0.0.1:9000/notify] [--postgres "host=… user=…"] [--search-dir ./kappa-search]
 //!     [--kafka-listen 127.0.0.1:9092]
+//! card-limits notifier --log kafka://127.0.0.1:9092 --notify-url http://127.0.0.1:9000/notify [--http 127.0.0.1:8081]
+//! card-limits views --log kafka://127.0.0.1:9092 [--postgres "host=… user=…"] [--search-dir ./kappa-search] [--http 127.0.0.1:8082]
 //! card-limits postgres-schema --postgres "host=… user=…"
 //! card-limits load --cards 1000 --rate 2000 --duration 10s [--sync] [--url http://127.0.0.1:8080]
 //! card-limits load --direct --cards 1000 --commands 200000
@@ -40,6 +42,12 @@ struct Cli {
 enum Command {
     /// Run the service: gateway, processor and views in one process.
     Serve(Box<ServeArgs>),
+    /// Deliver each limit-threshold-reached to a webhook, as a service of
+    /// its own on the shared log (`serve --kafka-listen`'s, or Kafka).
+    Notifier(NotifierArgs),
+    /// Keep the external views (PostgreSQL tables, full-text index), as a
+    /// service of its own on the shared log (`serve --kafka-listen`'s, or Kafka).
+    Views(ViewsArgs),
     /// Send commands to a running service (or, with --direct, straight to a log) and measure.
     Load(LoadArgs),
     /// Drop the service's stores (and its PostgreSQL tables and full-text
@@ -59,6 +67,48 @@ struct RebuildArgs {
     #[arg(long, env = "CARD_LIMITS_POSTGRES")]
     postgres: Option<String>,
     /// Also drop the full-text index in this directory.
+    #[arg(long)]
+    search_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SharedLogArgs {
+    /// The shared log: kafka://host:port[,…][?property=value&…], the address
+    /// of `card-limits serve --kafka-listen` or of a Kafka cluster. Unless it
+    /// sets kappa.instance, the service's name is its instance (local state
+    /// under $KAPPA_STATE_DIR/<instance>, default ./kappa-state).
+    #[arg(long, env = "KAPPA_LOG")]
+    log: String,
+    /// Answer /health and /metrics (and the views' /search) at this
+    /// loopback address.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Wait this long for the event topic to exist (the decision service creates it).
+    #[arg(long, default_value = "5m")]
+    topic_wait: humantime::Duration,
+}
+
+#[derive(Debug, Args)]
+struct NotifierArgs {
+    #[command(flatten)]
+    shared: SharedLogArgs,
+    /// The webhook that receives each limit-threshold-reached (POST, JSON, Idempotency-Key).
+    #[arg(long, env = "CARD_LIMITS_NOTIFY_URL")]
+    notify_url: kappa_effects::reqwest::Url,
+    /// A notification attempt with no answer within this long fails (and is retried).
+    #[arg(long, default_value = "10s")]
+    notify_timeout: humantime::Duration,
+}
+
+#[derive(Debug, Args)]
+struct ViewsArgs {
+    #[command(flatten)]
+    shared: SharedLogArgs,
+    /// Keep the card_limits and card_authorizations tables in this PostgreSQL
+    /// database (create them first with `card-limits postgres-schema`).
+    #[arg(long, env = "CARD_LIMITS_POSTGRES")]
+    postgres: Option<String>,
+    /// Keep a full-text index of authorizations in this directory, served at /search/authorizations?q=.
     #[arg(long)]
     search_dir: Option<std::path::PathBuf>,
 }
@@ -132,12 +182,13 @@ struct ServeArgs {
     /// (any number above 0 follows them all; see docs/kafka.md).
     #[arg(long, default_value_t = 0, requires = "advertise")]
     standby_replicas: u32,
-    /// Serve the embedded log over the Kafka protocol at this address, so
-    /// that other services and any Kafka client share it (`--log
-    /// kafka://ADDR`, kcat, …; see docs/node.md). With --security, clients
-    /// authenticate as its `kafka_users` and the same policy applies; with
-    /// --tls-cert too, the listener speaks TLS and may be non-loopback.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve the embedded log over the Kafka protocol at this address
+    /// (127.0.0.1:9092 when given bare), so that the notifier, the views
+    /// and any Kafka client share it (`--log kafka://ADDR`, kcat, …; see
+    /// docs/node.md). With --security, clients authenticate as its
+    /// `kafka_users` and the same policy applies; with --tls-cert too, the
+    /// listener speaks TLS and may be non-loopback.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9092")]
     kafka_listen: Option<SocketAddr>,
 }
 
@@ -183,6 +234,23 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
+        Command::Notifier(args) => {
+            let config = shell_config(None, None);
+            let config = card_limits::shell::ShellConfig {
+                notify_url: Some(args.notify_url),
+                notify_timeout: args.notify_timeout.into(),
+                ..config
+            };
+            run_service(card_limits::shell::NOTIFIER_SERVICE, &args.shared, &config)
+        }
+        Command::Views(args) => {
+            anyhow::ensure!(
+                args.postgres.is_some() || args.search_dir.is_some(),
+                "name the views to keep: --postgres CONNINFO, --search-dir DIR, or both"
+            );
+            let config = shell_config(args.postgres, args.search_dir);
+            run_service(card_limits::shell::VIEWS_SERVICE, &args.shared, &config)
+        }
         Command::Load(args) if args.direct => direct(&args),
         Command::Load(args) => load(&args),
         Command::Rebuild(args) => {
@@ -210,6 +278,133 @@ fn open_log(location: &str, durability: Durability) -> anyhow::Result<Arc<dyn Lo
     )
     .with_context(|| format!("opening the log at {location}"))?;
     Ok(Arc::from(log))
+}
+
+/// The shell's settings with no notifier.
+fn shell_config(
+    postgres: Option<String>,
+    search_dir: Option<std::path::PathBuf>,
+) -> card_limits::shell::ShellConfig {
+    card_limits::shell::ShellConfig {
+        notify_url: None,
+        notify_timeout: Duration::from_secs(10),
+        postgres,
+        search_dir,
+        events_topic: GatewayConfig::default().event_topics[0].clone(),
+    }
+}
+
+/// Runs part of the shell as a service of its own on the shared log,
+/// until SIGINT or SIGTERM (or until a part stops for good).
+fn run_service(
+    name: &str,
+    args: &SharedLogArgs,
+    config: &card_limits::shell::ShellConfig,
+) -> anyhow::Result<()> {
+    use card_limits::services;
+    anyhow::ensure!(
+        args.log.starts_with("kafka://"),
+        "--log {}: the {name} shares the decision service's log over the Kafka protocol; give it kafka://ADDR of `card-limits serve --kafka-listen ADDR` (a log directory belongs to one process)",
+        args.log
+    );
+    if let Some(addr) = args.http {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "--http {addr}: the {name} answers on loopback addresses only (its /search carries no access control)"
+        );
+    }
+    let location = services::with_instance(&args.log, name);
+    let log = open_log(&location, Durability::Always)?;
+    let partitions = services::wait_for_topic(&*log, &config.events_topic, args.topic_wait.into())
+        .with_context(|| format!("waiting for the topic {}", config.events_topic))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let shell = Arc::new(card_limits::shell::Shell::start(
+        &log,
+        config,
+        runtime.handle().clone(),
+    )?);
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcome = runtime.block_on(async {
+        let face = match args.http {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding --http {addr}"))?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let answering = match &face {
+            Some(l) => format!(", answering at http://{} /health /metrics", l.local_addr()?),
+            None => String::new(),
+        };
+        // Tests and scripts read the address from this first line.
+        println!(
+            "card-limits {name} following {} ({partitions} partitions) on {}{answering}",
+            config.events_topic,
+            services::without_query(&location),
+        );
+        let (stop_face, face_stopped) = tokio::sync::watch::channel(false);
+        let face = face.map(|listener| {
+            let app = services::router(shell.clone());
+            let mut stop = face_stopped.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::error!(error = %e, "the HTTP face stopped");
+                }
+            })
+        });
+        let (waiter, stop) = (shell.clone(), stopping.clone());
+        let catching_up =
+            tokio::task::spawn_blocking(move || match services::catch_up(&waiter, &stop) {
+                Ok(Some(c)) => println!("ready: {c}"),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "catching up failed"),
+            });
+        let mut watch = tokio::time::interval(Duration::from_secs(1));
+        let outcome = tokio::select! {
+            () = kappa_gateway::interrupted() => Ok(()),
+            failure = async {
+                loop {
+                    watch.tick().await;
+                    // Sinks recover by themselves; a stopped notifier does not.
+                    if let Some(n) = &shell.notifier
+                        && !n.is_running()
+                    {
+                        return n.failure().unwrap_or_else(|| "stopped".to_owned());
+                    }
+                }
+            } => Err(anyhow::anyhow!("the {name} stopped: {failure}")),
+        };
+        // Everything that shares the shell lets go of it before it closes.
+        stopping.store(true, std::sync::atomic::Ordering::Release);
+        let _ = stop_face.send(true);
+        if let Some(face) = face
+            && tokio::time::timeout(Duration::from_secs(5), face)
+                .await
+                .is_err()
+        {
+            tracing::warn!("HTTP requests still open after 5 s; closing anyway");
+        }
+        let _ = catching_up.await;
+        outcome
+    });
+    let closed = match Arc::try_unwrap(shell) {
+        Ok(shell) => shell.close().map_err(anyhow::Error::from),
+        Err(_) => Err(anyhow::anyhow!(
+            "the {name}'s parts are still in use; their progress is redone at the next start"
+        )),
+    };
+    outcome?;
+    closed
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {

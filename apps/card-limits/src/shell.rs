@@ -10,8 +10,9 @@ use kappa_effects::postgres::{self, Change, ColumnType, PostgresSinkConfig, Tabl
 use kappa_effects::search::{Doc, FieldKind, SearchConfig};
 use kappa_effects::{
     EffectsError, HttpEffect, HttpRequest, PostgresSink, Runner, RunnerConfig, SearchSink,
+    SinkHandle,
 };
-use kappa_gateway::{Envelope, GatewayBuilder};
+use kappa_gateway::{Envelope, GatewayBuilder, MetricsSource};
 use kappa_log::{Log, Record};
 use serde_json::{Map, Value, json};
 
@@ -20,6 +21,12 @@ use serde_json::{Map, Value, json};
 pub const NOTIFIER: &str = "notification";
 /// The full-text index's name: `GET /search/authorizations?q=`.
 pub const SEARCH_INDEX: &str = "authorizations";
+/// The notifier as a service of its own (`card-limits notifier`): its
+/// instance on the shared log.
+pub const NOTIFIER_SERVICE: &str = "notifier";
+/// The external views as a service of their own (`card-limits views`):
+/// their instance on the shared log.
+pub const VIEWS_SERVICE: &str = "views";
 
 /// Where the shell's parts are, when they run.
 #[derive(Clone, Debug)]
@@ -92,18 +99,83 @@ impl Shell {
 
     /// Serves the shell's figures in `/metrics` and the index at `/search`.
     pub fn register(&self, mut builder: GatewayBuilder) -> GatewayBuilder {
-        if let Some(n) = &self.notifier {
-            builder = builder.metrics(n.metrics_source());
-        }
-        for s in &self.sinks {
-            builder = builder.metrics(s.metrics_source());
+        for source in self.metrics_sources() {
+            builder = builder.metrics(source);
         }
         if let Some(s) = &self.search {
-            builder = builder
-                .metrics(s.metrics_source())
-                .routes(kappa_effects::search::routes(&[s]));
+            builder = builder.routes(kappa_effects::search::routes(&[s]));
         }
         builder
+    }
+
+    /// Whether no part runs.
+    pub fn is_empty(&self) -> bool {
+        self.notifier.is_none() && self.sinks.is_empty() && self.search.is_none()
+    }
+
+    /// The figures of every part.
+    pub fn metrics_sources(&self) -> Vec<Arc<dyn MetricsSource>> {
+        let notifier = self.notifier.iter().map(Runner::metrics_source);
+        notifier
+            .chain(self.sink_handles().map(SinkHandle::metrics_source))
+            .collect()
+    }
+
+    /// Why parts are stopped or recovering, one line each (empty: all well).
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = &self.notifier {
+            if let Some(f) = n.failure() {
+                out.push(format!("{NOTIFIER}: {f}"));
+            } else if !n.is_running() {
+                out.push(format!("{NOTIFIER}: stopped"));
+            }
+        }
+        for sink in self.sink_handles() {
+            if let Some(f) = sink.failure() {
+                out.push(format!("{}: {f}", sink.name()));
+            } else if !sink.is_running() {
+                out.push(format!("{}: stopped", sink.name()));
+            }
+        }
+        out
+    }
+
+    fn sink_handles(&self) -> impl Iterator<Item = &SinkHandle> {
+        let tables = self.sinks.iter().map(|s| &**s);
+        tables.chain(self.search.iter().map(|s| &**s))
+    }
+
+    /// Records of the event topic the parts have made durable, summed over
+    /// parts and partitions: its growth over a while is the shell's rate.
+    pub fn progress(&self) -> u64 {
+        let notifier = self.notifier.iter().map(Runner::committed);
+        notifier
+            .chain(self.sink_handles().map(SinkHandle::committed))
+            .flatten()
+            .sum()
+    }
+
+    /// Waits until every part reflects everything the event topic holds
+    /// now; false on timeout or when a part stopped.
+    ///
+    /// # Errors
+    ///
+    /// Log failures.
+    pub fn wait_caught_up(&self, timeout: std::time::Duration) -> Result<bool, EffectsError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        if let Some(n) = &self.notifier
+            && !n.wait_caught_up(left())?
+        {
+            return Ok(false);
+        }
+        for sink in self.sink_handles() {
+            if !sink.wait_caught_up(left())? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Stops every part; outcomes already finished are committed.

@@ -157,6 +157,11 @@ impl SinkHandle {
         })
     }
 
+    /// The sink's name (its figures' `sink` label).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
     /// Whether the sink runs (possibly recovering from a failure).
     pub fn is_running(&self) -> bool {
         !self.shared.stopping.load(Ordering::Acquire)

@@ -62,4 +62,5 @@ pub use metrics::{MetricFamilies, MetricsSource, label as metric_label};
 pub use problem::Problem;
 pub use rate::RateLimit;
 pub use schema::{Actions, Refusal, Violation};
+pub use serve::interrupted;
 pub use views::{KeyFormat, ValueFormat, View, ViewKind};

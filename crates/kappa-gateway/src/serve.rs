@@ -19,6 +19,38 @@ use crate::gateway::Gateway;
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Completes when the process is asked to stop: ctrl-c (SIGINT) or, on
+/// Unix, SIGTERM (what service managers send).
+///
+/// ```no_run
+/// # async fn demo() {
+/// kappa_gateway::interrupted().await;
+/// println!("stopping");
+/// # }
+/// ```
+pub async fn interrupted() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
 /// A TLS server configuration from a certificate chain and its private key,
 /// both PEM. Offers HTTP/1.1.
 ///
@@ -67,8 +99,8 @@ pub fn server_config_from_files(
 }
 
 impl Gateway {
-    /// Serves the gateway on `listener` (plain HTTP) until ctrl-c, then
-    /// shuts down gracefully: live streams end, answers in flight complete.
+    /// Serves the gateway on `listener` (plain HTTP) until [`interrupted`],
+    /// then shuts down gracefully: live streams end, answers in flight complete.
     ///
     /// # Errors
     ///
@@ -77,14 +109,11 @@ impl Gateway {
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
     ) -> std::io::Result<()> {
-        self.serve(listener, None, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+        self.serve(listener, None, interrupted()).await
     }
 
-    /// Serves the gateway over TLS on `listener` until ctrl-c, then shuts
-    /// down gracefully: live streams end, answers in flight complete.
+    /// Serves the gateway over TLS on `listener` until [`interrupted`],
+    /// then shuts down gracefully: live streams end, answers in flight complete.
     ///
     /// # Errors
     ///
@@ -94,10 +123,7 @@ impl Gateway {
         listener: tokio::net::TcpListener,
         tls: Arc<rustls::ServerConfig>,
     ) -> std::io::Result<()> {
-        self.serve(listener, Some(tls), async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+        self.serve(listener, Some(tls), interrupted()).await
     }
 
     /// Serves the gateway on `listener`, over TLS when `tls` is given,

@@ -2,8 +2,10 @@
 //! implementation of the rules (the oracle) to check the service against.
 #![allow(dead_code)]
 
+pub mod history_http;
 pub mod security;
 pub mod service;
+pub mod views;
 
 use std::collections::{HashMap, HashSet};
 

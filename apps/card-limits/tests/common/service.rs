@@ -91,6 +91,13 @@ pub fn free_port() -> u16 {
 }
 
 fn serve_with(args: &[&str], state: Option<&Path>) -> (Server, SocketAddr) {
+    let (server, addr, _) = serve_saying(args, state);
+    (server, addr)
+}
+
+/// Starts `card-limits serve` with `args`; returns it, its HTTP address
+/// and the lines it printed before `ready`.
+fn serve_saying(args: &[&str], state: Option<&Path>) -> (Server, SocketAddr, Vec<String>) {
     let mut process = Process::new(env!("CARGO_BIN_EXE_card-limits"));
     process.arg("serve").args(args);
     let mut stderr = Stdio::null();
@@ -128,8 +135,108 @@ fn serve_with(args: &[&str], state: Option<&Path>) -> (Server, SocketAddr) {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    (Server(child), addr)
+    let mut said = Vec::new();
+    loop {
+        let line = lines.next().unwrap().unwrap();
+        if line == "ready" {
+            break;
+        }
+        said.push(line);
+    }
+    (Server(child), addr, said)
+}
+
+/// Starts `card-limits serve` on the log in `dir`, also serving it over
+/// the Kafka protocol on a loopback port; returns it, its HTTP address and
+/// the `kafka://` location of its log.
+pub fn serve_node(dir: &Path, extra: &[&str]) -> (Server, SocketAddr, String) {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec![
+        "--http",
+        "127.0.0.1:0",
+        "--durability",
+        "always",
+        "--kafka-listen",
+        "127.0.0.1:0",
+        "--log",
+        dir,
+    ];
+    args.extend(extra);
+    let (server, addr, said) = serve_saying(&args, None);
+    let kafka = said
+        .iter()
+        .find_map(|l| l.strip_prefix("serving the log to Kafka clients at "))
+        .unwrap_or_else(|| panic!("no Kafka address in {said:?}"));
+    (server, addr, format!("kafka://{kafka}"))
+}
+
+/// A running `card-limits notifier` or `card-limits views`.
+pub struct Service {
+    pub server: Server,
+    /// Its HTTP face, when it was given `--http`.
+    pub http: Option<SocketAddr>,
+    /// What it said once caught up (`ready: caught up with …`).
+    pub ready: String,
+}
+
+/// Starts `card-limits <kind> args` (local state under `state`, its
+/// diagnostics in `state/<kind>-<n>.log`) and waits until it has caught up
+/// with the log.
+pub fn start_service(kind: &str, args: &[&str], state: &Path) -> Service {
+    std::fs::create_dir_all(state).unwrap();
+    let n = std::fs::read_dir(state).unwrap().count();
+    let diagnostics = std::fs::File::create(state.join(format!("{kind}-{n}.log"))).unwrap();
+    let mut child = Process::new(env!("CARGO_BIN_EXE_card-limits"))
+        .arg(kind)
+        .args(args)
+        .env("KAPPA_STATE_DIR", state)
+        .env("KAPPA_LOG_LEVEL", "info")
+        .env_remove("KAPPA_LOG")
+        .env_remove("CARD_LIMITS_POSTGRES")
+        .env_remove("CARD_LIMITS_NOTIFY_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(diagnostics))
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("{kind} said nothing: see {}", state.display()))
+        .unwrap();
+    let http = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(|a| a.parse().unwrap());
+    let ready = lines
+        .next()
+        .unwrap_or_else(|| panic!("{kind} stopped before catching up: see {}", state.display()))
+        .unwrap();
+    assert!(ready.starts_with("ready: caught up with "), "{ready}");
+    // Nothing more is said; keep the pipe open so it never writes to a closed one.
+    std::thread::spawn(move || lines.for_each(drop));
+    Service {
+        server: Server(child),
+        http,
+        ready,
+    }
+}
+
+/// The Python of the virtualenv `scripts/test.sh` makes with the Kafka clients.
+pub fn python() -> std::path::PathBuf {
+    let tools = std::env::var_os("KAPPA_TOOLS").map_or_else(
+        || {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/kappa-tools")
+        },
+        std::path::PathBuf::from,
+    );
+    let python = tools.join("py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which makes the virtualenv with the Kafka clients (pip install -r apps/card-limits/merchant-totals/requirements.txt)",
+        python.display()
+    );
+    python
 }
 
 /// Stops a server with SIGINT (a graceful stop) and waits for it.

@@ -336,6 +336,12 @@ impl Runner {
         p.progress.iter().map(Progress::running).sum()
     }
 
+    /// The next offset per partition of the input below which every event
+    /// has its outcome committed (or needs none).
+    pub fn committed(&self) -> Vec<u64> {
+        self.shared.committed.get()
+    }
+
     /// Waits until every event the input holds now has its outcome
     /// committed (or needs none); false on timeout or when the runner stopped.
     ///
