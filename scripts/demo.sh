@@ -42,12 +42,13 @@ mkdir -p "$run"
 
 pids=()
 names=()
-# The last started stops first; each gets SIGINT, a graceful stop, and
-# one that does not stop cleanly is named.
+# The last started stops first; each gets SIGTERM, a graceful stop (a
+# script's background jobs ignore SIGINT), and one that does not stop
+# cleanly is named.
 stop_all() {
     local i status failed=0
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill -INT "${pids[$i]}" 2>/dev/null || continue
+        kill -TERM "${pids[$i]}" 2>/dev/null || continue
         status=0
         wait "${pids[$i]}" || status=$?
         if [ "$status" -ne 0 ]; then

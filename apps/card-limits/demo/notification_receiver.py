@@ -11,6 +11,7 @@ landed) is answered 204 and not kept twice. Standard library only.
 
 import argparse
 import json
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -57,10 +58,13 @@ def main():
     host, _, port = args.listen.rpartition(":")
     server = ThreadingHTTPServer((host, int(port)), Handler)
     print(f"notification receiver at http://{args.listen}/notify, writing {args.out}", flush=True)
+    # SIGTERM (what the demo script sends) or ctrl-c stops it cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    out.close()
 
 
 if __name__ == "__main__":

@@ -294,6 +294,16 @@ fn shell_config(
     }
 }
 
+/// The `kappa.instance` a location names, or `0` (the Kafka backend's
+/// default; an embedded log has one process).
+fn instance_of(location: &str) -> String {
+    location
+        .split_once('?')
+        .and_then(|(_, q)| q.split('&').find_map(|p| p.strip_prefix("kappa.instance=")))
+        .unwrap_or("0")
+        .to_owned()
+}
+
 /// Runs part of the shell as a service of its own on the shared log,
 /// until SIGINT or SIGTERM (or until a part stops for good).
 fn run_service(
@@ -346,6 +356,16 @@ fn run_service(
             config.events_topic,
             services::without_query(&location),
         );
+        let mut base = kappa_gateway::registry::Announcement::new(name, &instance_of(&location));
+        base.http = face
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| format!("http://{a}"));
+        let (parts, reader) = (shell.progress_parts(), log.clone());
+        let beacon = kappa_gateway::registry::Beacon::start(log.clone(), base, move |a| {
+            a.writes.clear();
+            card_limits::shell::announce_parts(&*reader, &parts, a);
+        })?;
         let (stop_face, face_stopped) = tokio::sync::watch::channel(false);
         let face = face.map(|listener| {
             let app = services::router(shell.clone());
@@ -395,6 +415,7 @@ fn run_service(
             tracing::warn!("HTTP requests still open after 5 s; closing anyway");
         }
         let _ = catching_up.await;
+        drop(beacon);
         outcome
     });
     let closed = match Arc::try_unwrap(shell) {
@@ -481,6 +502,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Bound first, so the service announces where it answers.
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(args.http))
+        .with_context(|| format!("binding {}", args.http))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut announcement =
+        kappa_gateway::registry::Announcement::new("decisions", &instance_of(&args.log));
+    announcement.http = Some(format!("{scheme}://{addr}"));
+    config.announce = Some(announcement);
     kappa_gateway::ensure_topics(&*log, &config)?;
     let node = match args.kafka_listen {
         Some(addr) => {
@@ -535,11 +566,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     )?;
     let gateway = Arc::new(service.gateway);
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.http)
-            .await
-            .with_context(|| format!("binding {}", args.http))?;
-        let addr = listener.local_addr()?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
         println!("card-limits listening on {scheme}://{addr} (API documentation at {scheme}://{addr}/docs, cards at {scheme}://{addr}/cards/card-1)");
         if let Some(node) = node {
             println!("serving the log to Kafka clients at {}", node.local_addr());

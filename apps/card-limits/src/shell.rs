@@ -7,11 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kappa_effects::postgres::{self, Change, ColumnType, PostgresSinkConfig, Table};
+use kappa_effects::progress::Progress;
 use kappa_effects::search::{Doc, FieldKind, SearchConfig};
 use kappa_effects::{
     EffectsError, HttpEffect, HttpRequest, PostgresSink, Runner, RunnerConfig, SearchSink,
     SinkHandle,
 };
+use kappa_gateway::registry::Announcement;
 use kappa_gateway::{Envelope, GatewayBuilder, MetricsSource};
 use kappa_log::{Log, Record};
 use serde_json::{Map, Value, json};
@@ -97,10 +99,15 @@ impl Shell {
         Ok(shell)
     }
 
-    /// Serves the shell's figures in `/metrics` and the index at `/search`.
+    /// Serves the shell's figures in `/metrics` and the index at `/search`,
+    /// and adds the parts to the service's announcement.
     pub fn register(&self, mut builder: GatewayBuilder) -> GatewayBuilder {
         for source in self.metrics_sources() {
             builder = builder.metrics(source);
+        }
+        let parts = self.progress_parts();
+        if !parts.is_empty() {
+            builder = builder.announce_with(move |log, a| announce_parts(log, &parts, a));
         }
         if let Some(s) = &self.search {
             builder = builder.routes(kappa_effects::search::routes(&[s]));
@@ -156,6 +163,14 @@ impl Shell {
             .sum()
     }
 
+    /// Every part's progress, for the service's announcement.
+    pub fn progress_parts(&self) -> Vec<Arc<dyn Progress>> {
+        let notifier = self.notifier.iter().map(Runner::progress);
+        notifier
+            .chain(self.sink_handles().map(SinkHandle::progress))
+            .collect()
+    }
+
     /// Waits until every part reflects everything the event topic holds
     /// now; false on timeout or when a part stopped.
     ///
@@ -196,6 +211,20 @@ impl Shell {
         }
         first
     }
+}
+
+/// Adds what `parts` read (with their lag) and write to an announcement;
+/// when the log cannot say how far they are, the last figures stand.
+pub fn announce_parts(log: &dyn Log, parts: &[Arc<dyn Progress>], a: &mut Announcement) {
+    match kappa_effects::progress::readings(log, parts) {
+        Ok(reads) => {
+            a.reads
+                .retain(|r| !reads.iter().any(|n| n.reader == r.reader));
+            a.reads.extend(reads);
+        }
+        Err(e) => tracing::warn!(error = %e, "measuring the lag to announce failed"),
+    }
+    a.writes.extend(kappa_effects::progress::writes(parts));
 }
 
 /// The notifier's effect: a POST of the notification to `url`.

@@ -72,7 +72,7 @@ fn browse(name: &str, url: &str, backend: &str, token: Option<&str>) -> Value {
     );
     assert_eq!(summary["console_errors"], 0, "{summary}");
     let screenshots = summary["screenshots"].as_array().unwrap();
-    assert_eq!(screenshots.len(), 8, "{summary}");
+    assert_eq!(screenshots.len(), 9, "{summary}");
     for s in screenshots {
         let file = PathBuf::from(s.as_str().unwrap());
         assert!(

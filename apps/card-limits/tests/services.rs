@@ -356,3 +356,128 @@ async fn the_python_service_keeps_per_merchant_daily_totals_equal_to_a_recomputa
     assert_eq!(civil_date(0), "1970-01-01");
     assert_eq!(civil_date(20_608), "2026-06-04");
 }
+
+/// `GET /console/api/system` until `done` holds for it (at most a minute).
+async fn system_until(
+    addr: std::net::SocketAddr,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut c = kappa_gateway::load::HttpClient::connect(addr)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c.get("/console/api/system").await.unwrap();
+        assert_eq!(r.status, 200);
+        let system = r.json();
+        if done(&system) {
+            return system;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {system:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The service named `name` in a system answer.
+fn service<'a>(system: &'a Value, name: &str) -> Option<&'a Value> {
+    system["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == name)
+}
+
+/// Whether every reading of `entry` is on `topic` with no lag, and there are `n`.
+fn caught_up_on(entry: Option<&Value>, topic: &str, n: usize) -> bool {
+    entry.is_some_and(|e| {
+        let reads = e["reads"].as_array().unwrap();
+        reads.len() == n && reads.iter().all(|r| r["topic"] == topic && r["lag"] == 0)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_draws_each_service_and_group_with_the_topics_it_reads_and_writes_and_its_lag()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (log_dir, state) = (dir.path().join("log"), dir.path().join("state"));
+    let search = dir.path().join("search").to_string_lossy().into_owned();
+    let (serve, addr, kafka) = serve_node(&log_dir, &[]);
+    let hook = Webhook::start(|_| Reply::status(204)).await.unwrap();
+    let notify = hook.url("notify");
+    let notifier = start_service("notifier", &notifier_args(&kafka, &notify), &state);
+    let views = start_service("views", &["--log", &kafka, "--search-dir", &search], &state);
+    let load = Load::new(1500, 24, 4);
+    load.finish(addr).await;
+    decide_everything(addr, 24).await;
+
+    // Once the notifier wrote its outcomes, every Kappa reader is at the end.
+    let system = system_until(addr, "every service caught up", |s| {
+        let running = |n: &str| service(s, n).is_some_and(|e| e["state"] == "running");
+        running("decisions")
+            && running("notifier")
+            && running("views")
+            && caught_up_on(service(s, "decisions"), "commands", 1)
+            && caught_up_on(service(s, "notifier"), "events", 1)
+            && caught_up_on(service(s, "views"), "events", 1)
+    })
+    .await;
+    let decisions = service(&system, "decisions").unwrap();
+    assert_eq!(decisions["http"], format!("http://{addr}"));
+    assert_eq!(
+        decisions["writes"],
+        serde_json::json!(["commands", "events"])
+    );
+    let notifier_entry = service(&system, "notifier").unwrap();
+    assert_eq!(notifier_entry["instance"], "notifier");
+    assert_eq!(
+        notifier_entry["reads"][0]["reader"],
+        "kappa-effects-notification"
+    );
+    assert_eq!(
+        notifier_entry["writes"],
+        serde_json::json!(["events", "notification-dead-letters"])
+    );
+    assert_eq!(
+        notifier_entry["http"],
+        format!("http://{}", notifier.http.unwrap())
+    );
+    assert_eq!(
+        service(&system, "views").unwrap()["writes"],
+        serde_json::json!([])
+    );
+    let events = system["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "events")
+        .unwrap();
+    assert!(events["records"].as_u64().unwrap() > 1500, "{events}");
+
+    // The Python service announces nothing: its Kafka group is drawn from its offsets.
+    let db = dir.path().join("totals.sqlite");
+    let bootstrap = kafka.trim_start_matches("kafka://").to_owned();
+    tokio::task::spawn_blocking(move || merchant_totals_once(&bootstrap, &db))
+        .await
+        .unwrap();
+    system_until(addr, "the Python group at the end", |s| {
+        let group = s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == "merchant-totals");
+        caught_up_on(group, "events", 1)
+    })
+    .await;
+
+    // A stopped service says so; a killed one goes silent.
+    stop(notifier);
+    let mut views = views;
+    views.server.kill();
+    system_until(addr, "stopped and silent", |s| {
+        service(s, "notifier").is_some_and(|e| e["state"] == "stopped")
+            && service(s, "views").is_some_and(|e| e["state"] == "silent")
+    })
+    .await;
+    interrupt(serve);
+}

@@ -15,6 +15,7 @@
 mod error;
 mod follower;
 pub mod postgres;
+pub mod progress;
 pub mod runner;
 pub mod search;
 mod sink;

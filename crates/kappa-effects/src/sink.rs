@@ -200,6 +200,11 @@ impl SinkHandle {
         self.shared.clone()
     }
 
+    /// The sink's progress, for the service's announcement.
+    pub fn progress(&self) -> Arc<dyn crate::progress::Progress> {
+        self.shared.clone()
+    }
+
     pub(crate) fn stop(&mut self) -> Result<(), EffectsError> {
         self.shared.stopping.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
@@ -303,6 +308,24 @@ impl Shared {
     pub(crate) fn wait_for(&self, targets: &[(u32, u64)], timeout: Duration) -> bool {
         self.committed
             .wait_for(targets, timeout, || self.stopping.load(Ordering::Acquire))
+    }
+}
+
+impl crate::progress::Progress for Shared {
+    fn reader(&self) -> String {
+        self.name.clone()
+    }
+
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn writes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn committed(&self) -> Vec<u64> {
+        Shared::committed(self)
     }
 }
 

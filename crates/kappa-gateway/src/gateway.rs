@@ -55,6 +55,11 @@ pub struct GatewayConfig {
     /// A connection whose request headers take longer than this to arrive
     /// is closed (slow clients holding connections open).
     pub header_read_timeout: Duration,
+    /// Announce the service in the log's registry
+    /// ([`crate::registry::SERVICES_TOPIC`]) as this, with the topics it
+    /// reads (and its lag on each) and writes filled in, so a console on
+    /// any instance draws it; `None`: not announced.
+    pub announce: Option<crate::registry::Announcement>,
 }
 
 impl Default for GatewayConfig {
@@ -75,6 +80,7 @@ impl Default for GatewayConfig {
             policy: None,
             rate_limit: None,
             header_read_timeout: Duration::from_secs(10),
+            announce: None,
         }
     }
 }
@@ -131,12 +137,18 @@ pub struct GatewayBuilder {
     routes: Option<Router>,
     metric_sources: Vec<Arc<dyn MetricsSource>>,
     console_pages: Vec<crate::console::ConsolePage>,
+    announcers: Vec<Announcer>,
 }
+
+/// Adds what a part of the service reads and writes to its announcement.
+type Announcer = Box<dyn Fn(&dyn Log, &mut crate::registry::Announcement) + Send + Sync>;
 
 /// A started gateway.
 pub struct Gateway {
     state: Arc<State>,
     routes: Option<Router>,
+    /// Says the service stopped when the gateway is dropped.
+    _beacon: Option<crate::registry::Beacon>,
 }
 
 impl Gateway {
@@ -150,6 +162,7 @@ impl Gateway {
             routes: None,
             metric_sources: Vec::new(),
             console_pages: Vec::new(),
+            announcers: Vec::new(),
         }
     }
 
@@ -288,6 +301,18 @@ impl GatewayBuilder {
         self
     }
 
+    /// Adds to the service's announcement (when [`GatewayConfig::announce`]
+    /// is set) what a part the gateway does not own reads and writes: an
+    /// effect runner, a sink. Called every announcement, after the
+    /// gateway's own applications are filled in.
+    pub fn announce_with(
+        mut self,
+        announcer: impl Fn(&dyn Log, &mut crate::registry::Announcement) + Send + Sync + 'static,
+    ) -> Self {
+        self.announcers.push(Box::new(announcer));
+        self
+    }
+
     /// Creates missing topics, starts the index, the writer and the outcome
     /// watcher.
     ///
@@ -304,6 +329,7 @@ impl GatewayBuilder {
             routes,
             metric_sources,
             console_pages,
+            announcers,
         } = self;
         if config.event_topics.is_empty() {
             return Err(GatewayError::Config("no event topics".to_owned()));
@@ -376,29 +402,77 @@ impl GatewayBuilder {
             "gateway started"
         );
         let limiter = config.rate_limit.map(crate::rate::Limiter::new);
+        let state = Arc::new(State {
+            log,
+            config,
+            actions,
+            views,
+            writer,
+            index,
+            outcomes,
+            idempotency: Idempotency::default(),
+            metrics: Metrics::default(),
+            metric_sources,
+            limiter,
+            partitions,
+            start_ends,
+            view_start_ends,
+            closing: Arc::default(),
+            console_pages,
+            sampler: crate::console::stats::Sampler::default(),
+        });
+        let beacon = match state.config.announce.clone() {
+            Some(base) => {
+                let weak = Arc::downgrade(&state);
+                Some(crate::registry::Beacon::start(
+                    state.log.clone(),
+                    base,
+                    move |a| {
+                        if let Some(state) = weak.upgrade() {
+                            refresh_announcement(&state, a);
+                            for announcer in &announcers {
+                                announcer(&*state.log, a);
+                            }
+                            a.writes.sort();
+                            a.writes.dedup();
+                        }
+                    },
+                )?)
+            }
+            None => None,
+        };
         Ok(Gateway {
-            state: Arc::new(State {
-                log,
-                config,
-                actions,
-                views,
-                writer,
-                index,
-                outcomes,
-                idempotency: Idempotency::default(),
-                metrics: Metrics::default(),
-                metric_sources,
-                limiter,
-                partitions,
-                start_ends,
-                view_start_ends,
-                closing: Arc::default(),
-                console_pages,
-                sampler: crate::console::stats::Sampler::default(),
-            }),
+            state,
             routes,
+            _beacon: beacon,
         })
     }
+}
+
+/// What the gateway's service reads and writes: commands, and whatever its
+/// applications (but the gateway's own index) read and write.
+fn refresh_announcement(state: &Arc<State>, a: &mut crate::registry::Announcement) {
+    let mut reads = Vec::new();
+    let mut writes = vec![state.config.commands_topic.clone()];
+    for app in crate::console::api::applications(state) {
+        let id = app.application_id();
+        if id == state.config.index_application_id {
+            continue;
+        }
+        match crate::registry::lag_of(&*state.log, id, &app.committed_positions()) {
+            Ok(r) => reads.extend(r),
+            // The last announcement's figures stand until the log answers.
+            Err(e) => {
+                tracing::warn!(error = %e, application = id, "measuring the lag to announce failed");
+                return;
+            }
+        }
+        writes.extend(app.topology().sink_topics(id));
+    }
+    writes.sort();
+    writes.dedup();
+    a.reads = reads;
+    a.writes = writes;
 }
 
 /// Creates the command and event topics when missing; returns their

@@ -42,6 +42,7 @@ mod outcomes;
 pub mod position;
 mod problem;
 mod rate;
+pub mod registry;
 mod schema;
 mod serve;
 

@@ -2,7 +2,10 @@
 
 use kappa_log::LogError;
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
 
@@ -51,6 +54,24 @@ pub(crate) fn reader(config: &KafkaConfig) -> ClientConfig {
         .set("allow.auto.create.topics", "false");
     c
 }
+
+/// The readers' context. A reader asks to be told when it reaches a
+/// partition's end (`enable.partition.eof`), and librdkafka also reports
+/// that as a global error event, which the default context logs at ERROR
+/// for every partition, every time: thousands of lines a minute for a
+/// service that follows the log. Reaching the end is no failure.
+pub(crate) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+            e => tracing::error!(error = %e, reason, "librdkafka"),
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// Maps a client error to the log's error, naming what was being done.
 pub(crate) fn broker(doing: &str, e: &KafkaError) -> LogError {

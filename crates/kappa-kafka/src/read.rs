@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 
-use crate::client::{self, COMMIT_HEADER};
+use crate::client::{self, COMMIT_HEADER, ReaderContext};
 use crate::config::KafkaConfig;
 
 /// How often a read that has seen no end reports asks the leaders itself.
@@ -29,11 +29,11 @@ const SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// One assigned consumer and where its last fetch left each partition.
 pub(crate) struct Reader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     /// Asks the leaders for end offsets. Never assigned: a query through
     /// an assigned consumer waits behind its fetches (on tansu under load,
     /// up to the whole timeout), stalling the read that asked.
-    ends: Arc<BaseConsumer>,
+    ends: Arc<BaseConsumer<ReaderContext>>,
     /// The partitions assigned and the next offset the consumer will deliver.
     at: Vec<(TopicPartition, u64)>,
     /// For each assigned partition, whether it reported its end since its last record.
@@ -44,9 +44,9 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    fn new(config: &KafkaConfig, ends: Arc<BaseConsumer>) -> Result<Self, LogError> {
-        let consumer: BaseConsumer = client::reader(config)
-            .create()
+    fn new(config: &KafkaConfig, ends: Arc<BaseConsumer<ReaderContext>>) -> Result<Self, LogError> {
+        let consumer: BaseConsumer<ReaderContext> = client::reader(config)
+            .create_with_context(ReaderContext)
             .map_err(|e| client::broker("creating a consumer", &e))?;
         Ok(Self {
             consumer,
@@ -335,7 +335,7 @@ pub(crate) struct Readers {
     config: KafkaConfig,
     idle: Mutex<Vec<Reader>>,
     /// The end-offset client every reader shares, made with the first reader.
-    ends: Mutex<Option<Arc<BaseConsumer>>>,
+    ends: Mutex<Option<Arc<BaseConsumer<ReaderContext>>>>,
 }
 
 impl Readers {
@@ -347,14 +347,14 @@ impl Readers {
         }
     }
 
-    fn ends(&self) -> Result<Arc<BaseConsumer>, LogError> {
+    fn ends(&self) -> Result<Arc<BaseConsumer<ReaderContext>>, LogError> {
         let mut ends = lock(&self.ends);
         if let Some(c) = &*ends {
             return Ok(c.clone());
         }
-        let c: Arc<BaseConsumer> = Arc::new(
+        let c: Arc<BaseConsumer<ReaderContext>> = Arc::new(
             client::reader(&self.config)
-                .create()
+                .create_with_context(ReaderContext)
                 .map_err(|e| client::broker("creating a consumer", &e))?,
         );
         *ends = Some(c.clone());

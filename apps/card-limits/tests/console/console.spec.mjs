@@ -60,6 +60,19 @@ try {
   page.on("pageerror", (e) => { if (counting) errors.push(`page: ${e.message}`); });
   page.on("requestfailed", (r) => { if (counting && r.failure()?.errorText !== "net::ERR_ABORTED") errors.push(`request: ${r.url()} ${r.failure()?.errorText}`); });
 
+  await step("system", page, async () => {
+    await page.goto(`${base}/console#/system`);
+    await page.locator("#status[data-state=ok]").waitFor();
+    // The decision service announced itself in the log: a box reading commands, writing events.
+    const box = page.locator('g.box[data-box^="service:decisions/"]');
+    await box.waitFor();
+    check(await box.getAttribute("data-state") === "running", "the decision service is running");
+    await box.locator('text.lag[data-topic="commands"][data-reader="card-limits"]').waitFor();
+    await page.locator('.system g.topic[data-topic="events"]').waitFor();
+    const writes = await page.locator('.system path.edge.write[data-to="topic:events"]').count();
+    check(writes >= 1, `an arrow from a writer to events, saw ${writes}`);
+  });
+
   await step("topology", page, async () => {
     await page.goto(`${base}/console#/topology`);
     await page.locator("#status[data-state=ok]").waitFor();

@@ -342,6 +342,11 @@ impl Runner {
         self.shared.committed.get()
     }
 
+    /// The runner's progress, for the service's announcement.
+    pub fn progress(&self) -> Arc<dyn crate::progress::Progress> {
+        self.shared.clone()
+    }
+
     /// Waits until every event the input holds now has its outcome
     /// committed (or needs none); false on timeout or when the runner stopped.
     ///
@@ -775,6 +780,27 @@ fn commit_loop(shared: &Arc<Shared>) -> Result<(), EffectsError> {
         if stopping {
             return Ok(());
         }
+    }
+}
+
+impl crate::progress::Progress for Shared {
+    fn reader(&self) -> String {
+        self.config.group()
+    }
+
+    fn topic(&self) -> &str {
+        &self.config.input_topic
+    }
+
+    fn writes(&self) -> Vec<String> {
+        vec![
+            self.config.outcomes_topic.clone(),
+            self.config.dead_letter_topic.clone(),
+        ]
+    }
+
+    fn committed(&self) -> Vec<u64> {
+        self.committed.get()
     }
 }
 

@@ -2,7 +2,7 @@
 //! (`topology`), its topics with their offsets and lag (`topics`), and a
 //! record browser over any topic (`records`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::{OriginalUri, Path, State};
@@ -193,6 +193,45 @@ pub(crate) async fn topics(State(state): State<Shared>) -> Result<Response, Prob
             }
         }
         Ok(json!({"topics": topics, "groups": groups}))
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// The system on this log, as the article draws it: every service that
+/// announced itself (`crate::registry`), with what it reads (and its lag)
+/// and writes; the Kafka consumer groups of processes that use the log
+/// with a stock client and announce nothing; and the topics between them.
+pub(crate) async fn system(State(state): State<Shared>) -> Result<Response, Problem> {
+    let s = state.clone();
+    let answer = blocking(move || {
+        let services = crate::registry::announced(&*s.log)?;
+        let mut known: HashSet<&str> = services
+            .iter()
+            .flat_map(|a| a.announcement.reads.iter().map(|r| r.reader.as_str()))
+            .collect();
+        let apps = applications(&s);
+        known.extend(apps.iter().map(|a| a.application_id()));
+        let names = match s.log.group_names() {
+            Ok(names) => names,
+            Err(LogError::Unsupported(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut groups = Vec::new();
+        for name in names.iter().filter(|n| !known.contains(n.as_str())) {
+            let positions = s.log.group_positions(name)?;
+            let reads = crate::registry::lag_of(&*s.log, name, &positions)?;
+            groups.push(json!({"group": name, "reads": reads}));
+        }
+        let topics: Vec<Value> = topic_offsets(&*s.log)?
+            .iter()
+            .filter(|(spec, _)| !is_internal(&spec.name))
+            .map(|(spec, ranges)| {
+                let records: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+                json!({"name": spec.name, "partitions": spec.partitions, "records": records})
+            })
+            .collect();
+        Ok(json!({"services": services, "groups": groups, "topics": topics}))
     })
     .await?;
     Ok(json_response(StatusCode::OK, &answer))

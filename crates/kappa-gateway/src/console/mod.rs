@@ -56,7 +56,7 @@ impl ConsolePage {
 }
 
 /// The console's own files, embedded at build time.
-const ASSETS: [(&str, &str, &str); 7] = [
+const ASSETS: [(&str, &str, &str); 8] = [
     (
         "console.css",
         "text/css",
@@ -87,6 +87,11 @@ const ASSETS: [(&str, &str, &str); 7] = [
         "text/javascript",
         include_str!("assets/views.js"),
     ),
+    (
+        "system.js",
+        "text/javascript",
+        include_str!("assets/system.js"),
+    ),
     ("live.js", "text/javascript", include_str!("assets/live.js")),
 ];
 
@@ -106,6 +111,7 @@ pub(crate) fn routes(state: Shared) -> Router {
         .route("/console/pages/{file}", get(page))
         .route("/console/api/info", get(api::info))
         .route("/console/api/topology", get(api::topology))
+        .route("/console/api/system", get(api::system))
         .route("/console/api/topics", get(api::topics))
         .route("/console/api/topics/{topic}/records", get(api::records))
         .route("/console/api/stats", get(stats::now))

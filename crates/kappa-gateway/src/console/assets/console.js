@@ -120,6 +120,7 @@ function askForToken(detail) {
 }
 
 const builtIn = {
+  system: "/console/assets/system.js",
   topology: "/console/assets/topology.js",
   topics: "/console/assets/topics.js",
   commands: "/console/assets/commands.js",

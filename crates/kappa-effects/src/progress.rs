@@ -1,0 +1,52 @@
+//! How far each part of the shell has got, for the service's announcement
+//! in the log's registry (`kappa_gateway::registry`): which topic it
+//! reads, under which name, what it writes, and how far behind the end it is.
+
+use std::sync::Arc;
+
+use kappa_gateway::registry::Reading;
+use kappa_log::{Log, LogError, TopicPartition};
+
+/// A running runner's or sink's progress; cheap to keep (it shares the
+/// part's state, not the part), so an announcement can outlive the part.
+pub trait Progress: Send + Sync {
+    /// The name it reads under: a runner's group, a sink's name.
+    fn reader(&self) -> String;
+    /// The topic it reads.
+    fn topic(&self) -> &str;
+    /// The topics it writes into the log (outcomes, dead letters).
+    fn writes(&self) -> Vec<String>;
+    /// The next offset per partition it has made durable.
+    fn committed(&self) -> Vec<u64>;
+}
+
+/// What `parts` read, each with its lag: the log's end minus its committed
+/// offset, summed over partitions.
+///
+/// # Errors
+///
+/// Log failures.
+pub fn readings(log: &dyn Log, parts: &[Arc<dyn Progress>]) -> Result<Vec<Reading>, LogError> {
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        let mut lag = 0;
+        for (p, next) in (0u32..).zip(part.committed()) {
+            let end = log.offsets(&TopicPartition::new(part.topic(), p))?.end;
+            lag += end.saturating_sub(next);
+        }
+        out.push(Reading {
+            topic: part.topic().to_owned(),
+            reader: part.reader(),
+            lag,
+        });
+    }
+    Ok(out)
+}
+
+/// The topics `parts` write, each once, sorted.
+pub fn writes(parts: &[Arc<dyn Progress>]) -> Vec<String> {
+    let mut out: Vec<String> = parts.iter().flat_map(|p| p.writes()).collect();
+    out.sort();
+    out.dedup();
+    out
+}
