@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Per-merchant daily totals of approved card authorizations.
+"""Per-merchant daily totals of approved card authorizations (by the UTC day
+of the decision, the event's timestamp).
 
 A service of the card-limits system written with no Kappa code at all: a
 stock Kafka client (confluent-kafka) reads the `events` topic that the

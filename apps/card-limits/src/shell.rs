@@ -115,11 +115,6 @@ impl Shell {
         builder
     }
 
-    /// Whether no part runs.
-    pub fn is_empty(&self) -> bool {
-        self.notifier.is_none() && self.sinks.is_empty() && self.search.is_none()
-    }
-
     /// The figures of every part.
     pub fn metrics_sources(&self) -> Vec<Arc<dyn MetricsSource>> {
         let notifier = self.notifier.iter().map(Runner::metrics_source);

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+#[macro_use]
 mod node;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kappa_log::partition_for_key;
-use node::{Broker, Cluster, apache_kafka, runtime, send_request};
+use node::{Cluster, runtime, send_request};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier,
 };
@@ -482,32 +483,6 @@ fn offsets_go_only_for_topics_the_group_does_not_consume(broker: &mut dyn Cluste
         (NONE, vec![NONE])
     );
     assert_eq!(committed(broker, "picky", "consumed"), None);
-}
-
-/// Each case runs on a Kappa node and on Apache Kafka: what a client sees
-/// must be the same (docs/node.md lists the deliberate differences).
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
-        mod on_a_kappa_node {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    let dir = tempfile::tempdir().unwrap();
-                    super::$case(&mut Broker::start(dir.path()));
-                }
-            )*
-        }
-        mod on_apache_kafka {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&mut apache_kafka());
-                }
-            )*
-        }
-    };
 }
 
 on_both!(

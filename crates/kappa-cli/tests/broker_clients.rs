@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+#[macro_use]
 mod node;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kappa_log::{EmbeddedLog, FetchLimits, Log, TopicPartition, partition_for_key};
-use node::{Broker, Cluster, apache_kafka, runtime};
+use node::{Cluster, runtime};
 use rdkafka::Message;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
@@ -593,32 +594,6 @@ fn topic_configs_given_at_creation_are_described(broker: &mut dyn Cluster) {
             "every topic describes its cleanup.policy"
         );
     }
-}
-
-/// Each case runs on a Kappa node and on Apache Kafka: what a client sees
-/// must be the same (docs/node.md lists the deliberate differences).
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
-        mod on_a_kappa_node {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    let dir = tempfile::tempdir().unwrap();
-                    super::$case(&mut Broker::start(dir.path()));
-                }
-            )*
-        }
-        mod on_apache_kafka {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&mut apache_kafka());
-                }
-            )*
-        }
-    };
 }
 
 fn a_range_group_of_two_then_three_rebalances_without_losing_or_repeating_committed_work(

@@ -176,32 +176,8 @@ fn kcat_produces_and_consumes_through_the_node() {
         }
     }
     assert!(produce.wait().unwrap().success(), "kcat produced");
-    let out = Command::new("kcat")
-        .args([
-            "-b",
-            &broker.addr,
-            "-t",
-            "greetings",
-            "-C",
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%p %k %s %h\n",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kcat consumed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut lines: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let out = kcat_consume(&broker.addr, "greetings", &["-f", "%p %k %s %h\n"]);
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
     lines.sort();
     let mut expected: Vec<String> = (0..20)
         .map(|i| {
@@ -240,22 +216,20 @@ fn kcat_reading_committed_sees_committed_transactions_only() {
             p.abort_transaction(wait).unwrap();
         }
     }
+    let out = kcat_consume(
+        &broker.addr,
+        "settled",
+        &["-X", "isolation.level=read_committed", "-f", "%s\n"],
+    );
+    assert_eq!(out, "kept-1\nkept-2\n");
+}
+
+/// Everything `topic` holds, read from the beginning to its end by kcat
+/// with `extra` arguments (a format, client properties); kcat's output.
+fn kcat_consume(addr: &str, topic: &str, extra: &[&str]) -> String {
     let out = Command::new("kcat")
-        .args([
-            "-b",
-            &broker.addr,
-            "-t",
-            "settled",
-            "-C",
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-X",
-            "isolation.level=read_committed",
-            "-f",
-            "%s\n",
-        ])
+        .args(["-b", addr, "-t", topic, "-C", "-o", "beginning", "-e", "-q"])
+        .args(extra)
         .output()
         .expect("kcat is missing: run scripts/test.sh or apt-get install kcat");
     assert!(
@@ -263,5 +237,5 @@ fn kcat_reading_committed_sees_committed_transactions_only() {
         "kcat consumed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "kept-1\nkept-2\n");
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -9,11 +9,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+#[macro_use]
 mod node;
 
 use std::time::{Duration, Instant};
 
-use node::{Broker, Cluster, apache_kafka, runtime};
+use node::{Broker, Cluster, runtime};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -241,30 +242,6 @@ fn a_producer_killed_mid_transaction_leaves_nothing_visible(broker: &mut dyn Clu
         committed_values_through(broker, "abandoned", "after-2"),
         ["after-1", "after-2"]
     );
-}
-
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
-        mod on_a_kappa_node {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    let dir = tempfile::tempdir().unwrap();
-                    super::$case(&mut Broker::start(dir.path()));
-                }
-            )*
-        }
-        mod on_apache_kafka {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&mut apache_kafka());
-                }
-            )*
-        }
-    };
 }
 
 on_both!(

@@ -12,6 +12,32 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 
+/// Runs each case, a `fn(&mut dyn Cluster)` of the test file, as a test
+/// on a Kappa node and as a test on Apache Kafka: what a client sees must
+/// be the same (docs/node.md lists the deliberate differences).
+#[allow(unused_macros)] // each test file uses a part
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod on_a_kappa_node {
+            $(
+                #[test]
+                fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$case(&mut $crate::node::Broker::start(dir.path()));
+                }
+            )*
+        }
+        mod on_apache_kafka {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&mut $crate::node::apache_kafka());
+                }
+            )*
+        }
+    };
+}
+
 /// A running `kappa broker` serving the embedded log in `dir`.
 pub struct Broker {
     child: Option<Child>,
