@@ -56,6 +56,45 @@ fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// The decisions serving their log on a node, a PostgreSQL server with the
+/// service's tables, and a webhook answering as `script` says: what the
+/// notifier and the views run against.
+struct Setup {
+    _pg: kappa_effects::postgres::TempCluster,
+    url: String,
+    hook: Webhook,
+    dir: tempfile::TempDir,
+    log_dir: std::path::PathBuf,
+    state: std::path::PathBuf,
+    search: String,
+    serve: Server,
+    addr: std::net::SocketAddr,
+    kafka: String,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let (pg, url) = postgres();
+        let hook = Webhook::start(script).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (log_dir, state) = (dir.path().join("log"), dir.path().join("state"));
+        let search = dir.path().join("search").to_string_lossy().into_owned();
+        let (serve, addr, kafka) = serve_node(&log_dir, &[]);
+        Self {
+            _pg: pg,
+            url,
+            hook,
+            dir,
+            log_dir,
+            state,
+            search,
+            serve,
+            addr,
+            kafka,
+        }
+    }
+}
+
 /// Stops a service with SIGINT, checking that it stops cleanly.
 fn stop(service: Service) {
     interrupt(service.server);
@@ -82,12 +121,18 @@ fn settle_and_stop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_notifier_and_the_views_in_processes_of_their_own_the_oracle_history_passes() {
-    let (_pg, url) = postgres();
-    let hook = Webhook::start(script).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (log_dir, state) = (dir.path().join("log"), dir.path().join("state"));
-    let search = dir.path().join("search").to_string_lossy().into_owned();
-    let (serve, addr, kafka) = serve_node(&log_dir, &[]);
+    let Setup {
+        _pg,
+        url,
+        hook,
+        dir: _dir,
+        log_dir,
+        state,
+        search,
+        serve,
+        addr,
+        kafka,
+    } = Setup::start().await;
     let notify = hook.url("notify");
     let (n_args, v_args) = (
         notifier_args(&kafka, &notify),
@@ -117,12 +162,18 @@ async fn the_notifier_and_the_views_killed_and_restarted_during_a_load_notify_on
  {
     const COMMANDS: u64 = 2400;
     const CARDS: u64 = 24;
-    let (_pg, url) = postgres();
-    let hook = Webhook::start(script).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (log_dir, state) = (dir.path().join("log"), dir.path().join("state"));
-    let search = dir.path().join("search").to_string_lossy().into_owned();
-    let (serve, addr, kafka) = serve_node(&log_dir, &[]);
+    let Setup {
+        _pg,
+        url,
+        hook,
+        dir: _dir,
+        log_dir,
+        state,
+        search,
+        serve,
+        addr,
+        kafka,
+    } = Setup::start().await;
     let notify = hook.url("notify");
     let n_args: Vec<String> = notifier_args(&kafka, &notify).map(str::to_owned).into();
     let v_args: Vec<String> = views_args(&kafka, &url, &search).map(str::to_owned).into();
@@ -217,14 +268,15 @@ async fn a_notifier_first_started_after_100000_commands_catches_up_and_notifies_
     let hook = Webhook::start(|_| Reply::status(204)).await.unwrap();
     let notify = hook.url("notify");
     let notifier = start_service("notifier", &notifier_args(&kafka, &notify), &state);
-    println!("notifier after 100000 commands: {}", notifier.ready);
-    let records: f64 = notifier.ready["ready: caught up with ".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(records > 100_000.0, "{}", notifier.ready);
+    // `ready: caught up with N records in S s (R records/s)`
+    let words: Vec<&str> = notifier.ready.split([' ', '(']).collect();
+    let (records, seconds): (u64, f64) = (words[4].parse().unwrap(), words[7].parse().unwrap());
+    assert!(records > 100_000, "{}", notifier.ready);
+    println!(
+        "{}",
+        serde_json::json!({"notifier_catch_up": {"commands": 100_000, "records": records,
+            "seconds": seconds, "records_per_s": records as f64 / seconds}})
+    );
     stop(notifier);
     interrupt(serve);
 

@@ -89,27 +89,21 @@ pub fn expected_tables(events: &[Envelope]) -> (Rows, Rows) {
 }
 
 pub async fn tables(url: &str) -> (Rows, Rows) {
-    {
-        let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let limits = c
-            .query("SELECT card, limit_cents::text, period_days::text, (extract(epoch from set_at) * 1000)::bigint::text FROM card_limits", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (0..4).map(|i| r.get::<_, String>(i)).collect())
-            .collect();
-        let auths = c
-            .query("SELECT card, auth_id, amount::text, merchant, approved::text, spent::text, coalesce(limit_cents::text, 'null'), (extract(epoch from decided_at) * 1000)::bigint::text, event_id FROM card_authorizations", &[])
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = async |sql: &str| -> Rows {
+        c.query(sql, &[])
             .await
             .unwrap()
             .iter()
-            .map(|r| (0..9).map(|i| r.get::<_, String>(i)).collect())
-            .collect();
-        (limits, auths)
-    }
+            .map(|r| (0..r.len()).map(|i| r.get::<_, String>(i)).collect())
+            .collect()
+    };
+    let limits = rows("SELECT card, limit_cents::text, period_days::text, (extract(epoch from set_at) * 1000)::bigint::text FROM card_limits").await;
+    let auths = rows("SELECT card, auth_id, amount::text, merchant, approved::text, spent::text, coalesce(limit_cents::text, 'null'), (extract(epoch from decided_at) * 1000)::bigint::text, event_id FROM card_authorizations").await;
+    (limits, auths)
 }
 
 /// The index holds every decision once and answers each of `words` (in
