@@ -63,7 +63,7 @@ struct Setup {
     _pg: kappa_effects::postgres::TempCluster,
     url: String,
     hook: Webhook,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     log_dir: std::path::PathBuf,
     state: std::path::PathBuf,
     search: String,
@@ -84,7 +84,7 @@ impl Setup {
             _pg: pg,
             url,
             hook,
-            dir,
+            _dir: dir,
             log_dir,
             state,
             search,
@@ -121,40 +121,29 @@ fn settle_and_stop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_notifier_and_the_views_in_processes_of_their_own_the_oracle_history_passes() {
-    let Setup {
-        _pg,
-        url,
-        hook,
-        dir: _dir,
-        log_dir,
-        state,
-        search,
-        serve,
-        addr,
-        kafka,
-    } = Setup::start().await;
-    let notify = hook.url("notify");
+    let s = Setup::start().await;
+    let notify = s.hook.url("notify");
     let (n_args, v_args) = (
-        notifier_args(&kafka, &notify),
-        views_args(&kafka, &url, &search),
+        notifier_args(&s.kafka, &notify),
+        views_args(&s.kafka, &s.url, &s.search),
     );
-    let notifier = start_service("notifier", &n_args, &state);
-    let views = start_service("views", &v_args, &state);
+    let notifier = start_service("notifier", &n_args, &s.state);
+    let views = start_service("views", &v_args, &s.state);
     assert!(views.http.is_some() && notifier.http.is_some());
 
-    common::history_http::check_history(addr, 1500).await;
+    common::history_http::check_history(s.addr, 1500).await;
 
     let log = settle_and_stop(
-        serve,
+        s.serve,
         (notifier, views),
         (&n_args, &v_args),
-        &state,
-        &log_dir,
+        &s.state,
+        &s.log_dir,
     );
     let all = events(&*log);
-    check_notifications(&*log, &all, &hook.calls());
-    assert_eq!(tables(&url).await, expected_tables(&all));
-    check_search(log, Path::new(&search), &all, &[]);
+    check_notifications(&*log, &all, &s.hook.calls());
+    assert_eq!(tables(&s.url).await, expected_tables(&all));
+    check_search(log, Path::new(&s.search), &all, &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,27 +151,18 @@ async fn the_notifier_and_the_views_killed_and_restarted_during_a_load_notify_on
  {
     const COMMANDS: u64 = 2400;
     const CARDS: u64 = 24;
-    let Setup {
-        _pg,
-        url,
-        hook,
-        dir: _dir,
-        log_dir,
-        state,
-        search,
-        serve,
-        addr,
-        kafka,
-    } = Setup::start().await;
-    let notify = hook.url("notify");
-    let n_args: Vec<String> = notifier_args(&kafka, &notify).map(str::to_owned).into();
-    let v_args: Vec<String> = views_args(&kafka, &url, &search).map(str::to_owned).into();
+    let s = Setup::start().await;
+    let notify = s.hook.url("notify");
+    let n_args: Vec<String> = notifier_args(&s.kafka, &notify).map(str::to_owned).into();
+    let v_args: Vec<String> = views_args(&s.kafka, &s.url, &s.search)
+        .map(str::to_owned)
+        .into();
 
     // On a thread of its own, while the load runs: each service in turn is
     // killed (SIGKILL) a moment after it caught up, and started again.
     let loaded = Arc::new(AtomicBool::new(false));
     let killer = {
-        let (loaded, state) = (loaded.clone(), state.clone());
+        let (loaded, state) = (loaded.clone(), s.state.clone());
         let (n_args, v_args) = (n_args.clone(), v_args.clone());
         std::thread::spawn(move || {
             let mut services = [
@@ -207,8 +187,8 @@ async fn the_notifier_and_the_views_killed_and_restarted_during_a_load_notify_on
         })
     };
     let load = Load::new(COMMANDS, CARDS, 6);
-    load.finish(addr).await;
-    decide_everything(addr, CARDS).await;
+    load.finish(s.addr).await;
+    decide_everything(s.addr, CARDS).await;
     loaded.store(true, Ordering::Release);
     let ([notifier, views], kills) = tokio::task::spawn_blocking(move || killer.join().unwrap())
         .await
@@ -216,18 +196,18 @@ async fn the_notifier_and_the_views_killed_and_restarted_during_a_load_notify_on
     assert!(kills >= 6, "{kills}");
 
     let log = settle_and_stop(
-        serve,
+        s.serve,
         (notifier, views),
         (&as_strs(&n_args), &as_strs(&v_args)),
-        &state,
-        &log_dir,
+        &s.state,
+        &s.log_dir,
     );
     let all = events(&*log);
-    check_notifications(&*log, &all, &hook.calls());
+    check_notifications(&*log, &all, &s.hook.calls());
     let expected = expected_tables(&all);
     assert!(expected.1.len() > 500, "{}", expected.1.len());
-    assert_eq!(tables(&url).await, expected);
-    check_search(log, Path::new(&search), &all, &MERCHANT_WORDS);
+    assert_eq!(tables(&s.url).await, expected);
+    check_search(log, Path::new(&s.search), &all, &MERCHANT_WORDS);
 }
 
 /// Writes `n` commands of the traffic stream straight to the log in `dir`
