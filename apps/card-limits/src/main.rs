@@ -296,12 +296,8 @@ fn shell_config(
 
 /// The `kappa.instance` a location names, or `0` (the Kafka backend's
 /// default; an embedded log has one process).
-fn instance_of(location: &str) -> String {
-    location
-        .split_once('?')
-        .and_then(|(_, q)| q.split('&').find_map(|p| p.strip_prefix("kappa.instance=")))
-        .unwrap_or("0")
-        .to_owned()
+fn instance_of(location: &str) -> &str {
+    card_limits::services::named_instance(location).unwrap_or("0")
 }
 
 /// Runs part of the shell as a service of its own on the shared log,
@@ -346,8 +342,9 @@ fn run_service(
             }
             None => None,
         };
-        let answering = match &face {
-            Some(l) => format!(", answering at http://{} /health /metrics", l.local_addr()?),
+        let face_addr = face.as_ref().map(|l| l.local_addr()).transpose()?;
+        let answering = match face_addr {
+            Some(a) => format!(", answering at http://{a} /health /metrics"),
             None => String::new(),
         };
         // Tests and scripts read the address from this first line.
@@ -356,11 +353,8 @@ fn run_service(
             config.events_topic,
             services::without_query(&location),
         );
-        let mut base = kappa_gateway::registry::Announcement::new(name, &instance_of(&location));
-        base.http = face
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| format!("http://{a}"));
+        let mut base = kappa_gateway::registry::Announcement::new(name, instance_of(&location));
+        base.http = face_addr.map(|a| format!("http://{a}"));
         let (parts, reader) = (shell.progress_parts(), log.clone());
         let beacon = kappa_gateway::registry::Beacon::start(log.clone(), base, move |a| {
             a.writes.clear();
@@ -509,7 +503,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut announcement =
-        kappa_gateway::registry::Announcement::new("decisions", &instance_of(&args.log));
+        kappa_gateway::registry::Announcement::new("decisions", instance_of(&args.log));
     announcement.http = Some(format!("{scheme}://{addr}"));
     config.announce = Some(announcement);
     kappa_gateway::ensure_topics(&*log, &config)?;

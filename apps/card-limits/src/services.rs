@@ -33,13 +33,25 @@ use crate::shell::Shell;
 /// ```
 pub fn with_instance(location: &str, instance: &str) -> String {
     match location.split_once('?') {
-        Some((_, query)) if query.split('&').any(|p| p.starts_with("kappa.instance=")) => {
-            location.to_owned()
-        }
+        _ if named_instance(location).is_some() => location.to_owned(),
         Some((_, "")) => format!("{location}kappa.instance={instance}"),
         Some(_) => format!("{location}&kappa.instance={instance}"),
         None => format!("{location}?kappa.instance={instance}"),
     }
+}
+
+/// The `kappa.instance` a location names, if it names one.
+///
+/// ```
+/// use card_limits::services::named_instance;
+/// assert_eq!(named_instance("kafka://h:9092?a=b&kappa.instance=blue"), Some("blue"));
+/// assert_eq!(named_instance("kafka://h:9092"), None);
+/// ```
+pub fn named_instance(location: &str) -> Option<&str> {
+    let (_, query) = location.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("kappa.instance="))
 }
 
 /// A `kafka://` location without its query, which may hold credentials:

@@ -148,14 +148,15 @@ impl Shell {
         tables.chain(self.search.iter().map(|s| &**s))
     }
 
-    /// Records of the event topic the parts have made durable, summed over
-    /// parts and partitions: its growth over a while is the shell's rate.
+    /// Records of the event topic every part has made durable (the least
+    /// of the parts, each summed over partitions): its growth over a while
+    /// is the shell's rate.
     pub fn progress(&self) -> u64 {
-        let notifier = self.notifier.iter().map(Runner::committed);
-        notifier
-            .chain(self.sink_handles().map(SinkHandle::committed))
-            .flatten()
-            .sum()
+        self.progress_parts()
+            .iter()
+            .map(|p| p.committed().iter().sum::<u64>())
+            .min()
+            .unwrap_or(0)
     }
 
     /// Every part's progress, for the service's announcement.

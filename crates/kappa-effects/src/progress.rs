@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use kappa_gateway::registry::Reading;
+use kappa_gateway::registry::{Reading, lag_of};
 use kappa_log::{Log, LogError, TopicPartition};
 
 /// A running runner's or sink's progress; cheap to keep (it shares the
@@ -29,16 +29,11 @@ pub trait Progress: Send + Sync {
 pub fn readings(log: &dyn Log, parts: &[Arc<dyn Progress>]) -> Result<Vec<Reading>, LogError> {
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
-        let mut lag = 0;
-        for (p, next) in (0u32..).zip(part.committed()) {
-            let end = log.offsets(&TopicPartition::new(part.topic(), p))?.end;
-            lag += end.saturating_sub(next);
-        }
-        out.push(Reading {
-            topic: part.topic().to_owned(),
-            reader: part.reader(),
-            lag,
-        });
+        let positions: Vec<(TopicPartition, u64)> = (0u32..)
+            .zip(part.committed())
+            .map(|(p, next)| (TopicPartition::new(part.topic(), p), next))
+            .collect();
+        out.extend(lag_of(log, &part.reader(), &positions)?);
     }
     Ok(out)
 }

@@ -469,8 +469,6 @@ fn refresh_announcement(state: &Arc<State>, a: &mut crate::registry::Announcemen
         }
         writes.extend(app.topology().sink_topics(id));
     }
-    writes.sort();
-    writes.dedup();
     a.reads = reads;
     a.writes = writes;
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kappa_log::{FetchLimits, Log, LogError, ProducerRecord, TopicPartition, TopicSpec};
+use kappa_log::{FetchLimits, Log, LogError, ProducerRecord, TopicPartition, TopicSpec, now_ms};
 use serde::{Deserialize, Serialize};
 
 use crate::error::GatewayError;
@@ -73,12 +73,6 @@ pub struct Announcement {
     /// Whether it said this as it stopped.
     #[serde(default)]
     pub stopped: bool,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The machine's name, as the kernel knows it.

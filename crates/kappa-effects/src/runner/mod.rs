@@ -336,12 +336,6 @@ impl Runner {
         p.progress.iter().map(Progress::running).sum()
     }
 
-    /// The next offset per partition of the input below which every event
-    /// has its outcome committed (or needs none).
-    pub fn committed(&self) -> Vec<u64> {
-        self.shared.committed.get()
-    }
-
     /// The runner's progress, for the service's announcement.
     pub fn progress(&self) -> Arc<dyn crate::progress::Progress> {
         self.shared.clone()

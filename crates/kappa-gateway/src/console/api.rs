@@ -139,6 +139,14 @@ pub(crate) fn topic_offsets(log: &dyn Log) -> Result<Vec<(TopicSpec, Vec<OffsetR
     Ok(out)
 }
 
+/// The log's groups; none on a log that does not list them.
+fn group_names(log: &dyn Log) -> Result<Vec<String>, LogError> {
+    match log.group_names() {
+        Err(LogError::Unsupported(_)) => Ok(Vec::new()),
+        listed => listed,
+    }
+}
+
 pub(crate) async fn topics(State(state): State<Shared>) -> Result<Response, Problem> {
     let s = state.clone();
     let answer = blocking(move || {
@@ -179,11 +187,7 @@ pub(crate) async fn topics(State(state): State<Shared>) -> Result<Response, Prob
         // Every other group with positions in the log: effect runners and
         // sinks, and Kafka consumer groups of a log served over the Kafka
         // protocol (their committed offsets are the log's group positions).
-        let others = match s.log.group_names() {
-            Ok(names) => names,
-            Err(LogError::Unsupported(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let others = group_names(&*s.log)?;
         for name in others
             .iter()
             .filter(|n| !apps.iter().any(|a| a.application_id() == n.as_str()))
@@ -212,11 +216,7 @@ pub(crate) async fn system(State(state): State<Shared>) -> Result<Response, Prob
             .collect();
         let apps = applications(&s);
         known.extend(apps.iter().map(|a| a.application_id()));
-        let names = match s.log.group_names() {
-            Ok(names) => names,
-            Err(LogError::Unsupported(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let names = group_names(&*s.log)?;
         let mut groups = Vec::new();
         for name in names.iter().filter(|n| !known.contains(n.as_str())) {
             let positions = s.log.group_positions(name)?;
