@@ -1,5 +1,5 @@
-//! The service over real HTTP, on the embedded log and on Kafka (a tansu
-//! broker, and a Kappa node serving an embedded log): a generated history sent with `sync=true`, every outcome and
+//! The service over real HTTP, on the embedded log and on Kafka (Apache
+//! Kafka, a tansu broker, and a Kappa node serving an embedded log): a generated history sent with `sync=true`, every outcome and
 //! the final balances compared with the oracle. The application code is the
 //! same; only the log handed to it differs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kappa_gateway::GatewayConfig;
-use kappa_kafka::testing::Tansu;
+use kappa_kafka::testing::{ApacheKafka, Tansu};
 use kappa_kafka::{KafkaConfig, KafkaLog};
 use kappa_log::{EmbeddedLog, Log};
 
@@ -26,6 +26,15 @@ async fn on_kafka_a_history_sent_over_http_gets_the_oracles_outcomes_and_balance
     let broker = Tansu::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = Arc::new(KafkaLog::open(broker.config(dir.path())).unwrap());
+    history_over_http(log, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_apache_kafka_a_history_sent_over_http_gets_the_oracles_outcomes_and_balances() {
+    let kafka = ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = KafkaConfig::new(kafka.bootstrap(), dir.path());
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::open(config).unwrap());
     history_over_http(log, 300).await;
 }
 

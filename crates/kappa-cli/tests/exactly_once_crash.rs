@@ -9,7 +9,8 @@
 //! the child over loopback) broker faults are injected as well: produce
 //! requests failing with retriable errors, and the broker going down for a
 //! moment mid-round. On a Kappa node (the Kafka protocol served from an
-//! embedded log by this test) the child reaches its log the same way.
+//! embedded log by this test) and on Apache Kafka (one KRaft node run by
+//! this test) the child reaches its log the same way.
 //!
 //! Seeded; `KAPPA_CRASH_SEED=<seed>` replays a run.
 
@@ -263,14 +264,12 @@ impl Backend for Kafka {
         c
     }
     fn open(&self) -> Box<dyn Log> {
-        // A fresh copy of the metadata each time: everything checked comes from the broker.
-        let state = tempfile::tempdir().unwrap();
-        let log = KafkaLog::open_with_topic_admin(
-            KafkaConfig::new(self.broker.bootstrap(), state.path()),
-            self.broker.clone(),
-        )
-        .expect("the Kafka log opens after a kill");
-        Box::new(log)
+        open_as_next_start(|state| {
+            KafkaLog::open_with_topic_admin(
+                KafkaConfig::new(self.broker.bootstrap(), state),
+                self.broker.clone(),
+            )
+        })
     }
     fn disturb(&self, rng: &mut Rng, acks: u64) {
         match (acks, rng.below(6)) {
@@ -331,10 +330,60 @@ impl Backend for OnNode {
         c
     }
     fn open(&self) -> Box<dyn Log> {
+        open_as_next_start(|state| KafkaLog::open(KafkaConfig::new(self.node.bootstrap(), state)))
+    }
+    fn disturb(&self, _: &mut Rng, _: u64) {}
+    fn rounds(&self) -> usize {
+        8
+    }
+    fn lines_per_round_max(&self) -> u64 {
+        20_000
+    }
+}
+
+/// Opens Kafka's log as the child's next start would, each time with a
+/// fresh copy of the metadata (everything checked comes from the broker).
+///
+/// Opening finishes the instance's own write-ahead entries; a task's
+/// entries are finished when the task is claimed, so every task is
+/// claimed here as the child's next start claims it. A task commit whose
+/// entry was stored has happened even when the kill cut its production
+/// short (its outputs out, its positions not yet): without the claim, the
+/// checks would read such a commit half-applied.
+fn open_as_next_start(
+    open: impl Fn(&std::path::Path) -> Result<KafkaLog, kappa_log::LogError>,
+) -> Box<dyn Log> {
+    let state = tempfile::tempdir().unwrap();
+    let log = open(state.path()).expect("the Kafka log opens after a kill");
+    // A kill before the child joined its group leaves no tasks to claim.
+    if log
+        .partition_count(&format!("{TASKS_TOPIC_PREFIX}kappa-sums"))
+        .is_ok()
+    {
+        let tasks: Vec<u32> = (0..PARTITIONS).collect();
+        log.claim_tasks("kappa-sums", &tasks, &[]).unwrap();
+        drop(log);
         let state = tempfile::tempdir().unwrap();
-        let log = KafkaLog::open(KafkaConfig::new(self.node.bootstrap(), state.path()))
-            .expect("the Kafka log opens after a kill");
-        Box::new(log)
+        return Box::new(open(state.path()).expect("the Kafka log reopens"));
+    }
+    Box::new(log)
+}
+
+/// Kappa's Kafka backend on Apache Kafka (one KRaft node, a child process
+/// of this test): the Kafka child is killed, the broker is not.
+struct OnApacheKafka {
+    kafka: kappa_kafka::testing::ApacheKafka,
+    state: tempfile::TempDir,
+}
+
+impl Backend for OnApacheKafka {
+    fn child(&self) -> Command {
+        let mut c = child(&format!("kafka://{}", self.kafka.bootstrap()));
+        c.env("KAPPA_STATE_DIR", self.state.path());
+        c
+    }
+    fn open(&self) -> Box<dyn Log> {
+        open_as_next_start(|state| KafkaLog::open(KafkaConfig::new(self.kafka.bootstrap(), state)))
     }
     fn disturb(&self, _: &mut Rng, _: u64) {}
     fn rounds(&self) -> usize {
@@ -439,4 +488,12 @@ fn on_kafka_sigkill_and_broker_faults_never_lose_or_duplicate_a_result() {
 #[test]
 fn on_kafka_served_by_a_kappa_node_sigkill_never_loses_or_duplicates_a_result() {
     sigkill_never_loses_or_duplicates_a_result(&OnNode::start());
+}
+
+#[test]
+fn on_apache_kafka_sigkill_never_loses_or_duplicates_a_result() {
+    sigkill_never_loses_or_duplicates_a_result(&OnApacheKafka {
+        kafka: kappa_kafka::testing::ApacheKafka::start().unwrap_or_else(|e| panic!("{e}")),
+        state: tempfile::tempdir().unwrap(),
+    });
 }

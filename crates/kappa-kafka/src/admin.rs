@@ -1,6 +1,7 @@
 //! Topic administration: create, delete and list topics on the cluster.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use kappa_log::{CleanupPolicy, LogError, TopicConfig, TopicSpec};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -33,7 +34,11 @@ pub(crate) struct Admin {
     admin: AdminClient<DefaultClientContext>,
     options: AdminOptions,
     replication_factor: i32,
+    timeout: Duration,
 }
+
+/// How often a new topic's metadata is asked for until it is ready.
+const READY_POLL: Duration = Duration::from_millis(20);
 
 impl Admin {
     pub(crate) fn new(config: &KafkaConfig) -> Result<Self, LogError> {
@@ -46,7 +51,43 @@ impl Admin {
                 .request_timeout(Some(config.timeout))
                 .operation_timeout(Some(config.timeout)),
             replication_factor: config.replication_factor,
+            timeout: config.timeout,
         })
+    }
+
+    /// Waits until the cluster's metadata shows every partition of a topic
+    /// just created with a leader. Apache Kafka answers `CreateTopics` once
+    /// the controller has the topic, before the broker serving it knows:
+    /// reads and writes right after it failed with unknown topic or not
+    /// leader (Kafka 4.1, one KRaft node).
+    fn wait_until_ready(&self, name: &str, partitions: usize) -> Result<(), LogError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let ready = self
+                .admin
+                .inner()
+                .fetch_metadata(Some(name), self.timeout)
+                .is_ok_and(|md| {
+                    md.topics().iter().any(|t| {
+                        t.name() == name
+                            && t.error().is_none()
+                            && t.partitions().len() == partitions
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.error().is_none() && p.leader() >= 0)
+                    })
+                });
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LogError::Broker(format!(
+                    "topic {name:?} was created but its partitions had no leader within {:?}",
+                    self.timeout
+                )));
+            }
+            std::thread::sleep(READY_POLL);
+        }
     }
 
     /// Every topic and its partition count, as the cluster's metadata says.
@@ -98,7 +139,7 @@ impl TopicAdmin for Admin {
                 }
             }
         }
-        Ok(())
+        self.wait_until_ready(&spec.name, spec.partitions as usize)
     }
 
     fn delete(&self, name: &str) -> Result<(), LogError> {

@@ -29,7 +29,8 @@ const HEARTBEAT_INTERVAL_MS: &str = "1000";
 /// How long leaving waits for the group to revoke the tasks.
 const LEAVE_WAIT: Duration = Duration::from_secs(10);
 
-struct GroupContext {
+/// A member consumer's context: tells the listener when tasks move.
+pub(crate) struct GroupContext {
     listener: Arc<dyn RebalanceListener>,
     held: Mutex<Vec<u32>>,
 }
@@ -79,6 +80,9 @@ impl ConsumerContext for GroupContext {
 
 /// This instance's membership of a group; dropping it leaves the group.
 pub(crate) struct Member {
+    /// Shared with the poll thread; also commits the group's offsets
+    /// (`crate::offsets`), with this member's generation.
+    consumer: Arc<BaseConsumer<GroupContext>>,
     stop: Arc<AtomicBool>,
     rejoin: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -109,9 +113,10 @@ impl Member {
             listener: listener.clone(),
             held: Mutex::new(Vec::new()),
         };
-        let consumer: BaseConsumer<GroupContext> = c
-            .create_with_context(context)
-            .map_err(|e| client::broker("joining the group", &e))?;
+        let consumer: Arc<BaseConsumer<GroupContext>> = Arc::new(
+            c.create_with_context(context)
+                .map_err(|e| client::broker("joining the group", &e))?,
+        );
         consumer
             .subscribe(&[topic])
             .map_err(|e| client::broker("subscribing to the task topic", &e))?;
@@ -119,25 +124,25 @@ impl Member {
         let rejoin = Arc::new(AtomicBool::new(false));
         let (flag, again) = (stop.clone(), rejoin.clone());
         let (group_name, topic_name) = (group.to_owned(), topic.to_owned());
+        let polled = consumer.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kappa-group-{group}"))
             .spawn(move || {
-                poll(
-                    &consumer,
-                    &flag,
-                    &again,
-                    &*listener,
-                    &group_name,
-                    &topic_name,
-                );
+                poll(&polled, &flag, &again, &*listener, &group_name, &topic_name);
             })
             .map_err(|e| LogError::Broker(format!("starting the group thread: {e}")))?;
         tracing::info!(group, topic, "joined the group");
         Ok(Self {
+            consumer,
             stop,
             rejoin,
             thread: Some(thread),
         })
+    }
+
+    /// The member's consumer.
+    pub(crate) fn consumer(&self) -> &Arc<BaseConsumer<GroupContext>> {
+        &self.consumer
     }
 }
 

@@ -12,6 +12,7 @@ mod client;
 mod config;
 mod group;
 mod log;
+mod offsets;
 mod produce;
 mod read;
 pub mod testing;

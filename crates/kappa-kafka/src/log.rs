@@ -16,6 +16,7 @@ use crate::admin::{self, Admin, TopicAdmin};
 use crate::cache::Cache;
 use crate::client::COMMIT_HEADER;
 use crate::config::KafkaConfig;
+use crate::offsets::OffsetMirror;
 use crate::produce::{Outgoing, Senders};
 use crate::read::Readers;
 use crate::writeahead::{self, ChunkHeader, Entry};
@@ -126,6 +127,8 @@ pub struct KafkaLog {
     /// Groups whose positions live per task ([`kappa_log::task_changelog`]):
     /// the topic and its partition count.
     task_groups: RwLock<HashMap<String, (Arc<str>, u32)>>,
+    /// Copies committed group positions to Kafka's group offsets.
+    offsets: OffsetMirror,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,6 +180,7 @@ impl KafkaLog {
             own_metadata: Mutex::new(HashMap::new()),
             restoring: Mutex::new(()),
             task_groups: RwLock::new(HashMap::new()),
+            offsets: OffsetMirror::start(&config),
             config,
         };
         let started = Instant::now();
@@ -850,6 +854,11 @@ impl KafkaLog {
         // (If applying fails it stays registered, which is safe.)
         self.cache.apply(&all_changes, &checkpoints)?;
         lock(&self.in_flight).remove(&flight);
+        self.offsets.mirror(all_changes.iter().filter_map(|(k, v)| {
+            let (group, tp) = parse_group_key(k.strip_prefix(GROUPS_PREFIX)?)?;
+            let offset = u64::from_be_bytes(<[u8; 8]>::try_from(v.as_deref()?).ok()?);
+            Some((group, tp, offset))
+        }));
         Ok(receipts)
     }
 
@@ -1120,12 +1129,9 @@ impl Log for KafkaLog {
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupMembership>, LogError> {
         let topic = self.task_topic(group, tasks)?;
-        Ok(Box::new(crate::group::Member::join(
-            &self.config,
-            group,
-            &topic,
-            listener,
-        )?))
+        let member = crate::group::Member::join(&self.config, group, &topic, listener)?;
+        self.offsets.member(group, member.consumer());
+        Ok(Box::new(member))
     }
 
     fn claim_tasks(

@@ -245,18 +245,35 @@ impl Reader {
 
     /// A partition's first and next offsets, asked of its leader.
     pub(crate) fn watermarks(&self, tp: &TopicPartition) -> Result<(u64, u64), LogError> {
-        let (low, high) = self
-            .ends
-            .fetch_watermarks(&tp.topic, partition_i32(tp.partition)?, self.timeout)
-            .map_err(|e| match e.rdkafka_error_code() {
-                Some(
-                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownPartition,
-                ) => LogError::UnknownTopic(tp.topic.to_string()),
-                _ => client::broker(
-                    &format!("asking the offsets of {}/{}", tp.topic, tp.partition),
-                    &e,
-                ),
-            })?;
+        let deadline = Instant::now() + self.timeout;
+        let asked = loop {
+            let asked =
+                self.ends
+                    .fetch_watermarks(&tp.topic, partition_i32(tp.partition)?, self.timeout);
+            // Leadership moving (or a topic just made, not yet led): ask again.
+            let moving = asked.as_ref().is_err_and(|e| {
+                matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotLeaderForPartition
+                            | RDKafkaErrorCode::LeaderNotAvailable
+                    )
+                )
+            });
+            if !moving || Instant::now() >= deadline {
+                break asked;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (low, high) = asked.map_err(|e| match e.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownPartition,
+            ) => LogError::UnknownTopic(tp.topic.to_string()),
+            _ => client::broker(
+                &format!("asking the offsets of {}/{}", tp.topic, tp.partition),
+                &e,
+            ),
+        })?;
         Ok((
             u64::try_from(low).unwrap_or(0),
             u64::try_from(high).unwrap_or(0),

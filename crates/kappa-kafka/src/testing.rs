@@ -261,14 +261,8 @@ fn tansu_program() -> Option<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("KAPPA_TANSU") {
         return Some(p.into());
     }
-    let tools = std::env::var_os("KAPPA_TOOLS")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/kappa-tools"))
-        });
-    if let Some(t) = tools.map(|t| t.join("tansu/bin/tansu"))
-        && t.is_file()
-    {
+    let t = tools_dir().join("tansu/bin/tansu");
+    if t.is_file() {
         return Some(t);
     }
     std::env::var_os("PATH").and_then(|paths| {
@@ -468,21 +462,42 @@ impl Drop for ApacheKafka {
 fn kafka_libs() -> Result<std::path::PathBuf, LogError> {
     let libs = std::env::var_os("KAPPA_KAFKA_LIBS")
         .map(std::path::PathBuf::from)
-        .or_else(|| {
-            let tools = std::env::var_os("KAPPA_TOOLS")
-                .map(std::path::PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME")
-                        .map(|h| std::path::PathBuf::from(h).join(".cache/kappa-tools"))
-                })?;
-            Some(tools.join(format!("kafka-{APACHE_KAFKA_VERSION}/libs")))
-        })
-        .filter(|l| l.join(".complete").is_file())
-        .ok_or_else(|| {
-            LogError::Broker(format!(
-                "Apache Kafka {APACHE_KAFKA_VERSION}'s jars are not installed; run scripts/test.sh \
-                 (need_apache_kafka in scripts/packages.sh fetches them from Maven Central)"
-            ))
-        })?;
+        .unwrap_or_else(|| tools_dir().join(format!("kafka-{APACHE_KAFKA_VERSION}/libs")));
+    if !libs.join(".complete").is_file() {
+        return Err(LogError::Broker(format!(
+            "Apache Kafka {APACHE_KAFKA_VERSION}'s jars are not installed; run scripts/test.sh \
+             (need_apache_kafka in scripts/packages.sh fetches them from Maven Central)"
+        )));
+    }
     Ok(libs)
+}
+
+/// Where `scripts/test.sh` installs the tools tests use: `$KAPPA_TOOLS`,
+/// else `~/.cache/kappa-tools`.
+pub fn tools_dir() -> std::path::PathBuf {
+    std::env::var_os("KAPPA_TOOLS").map_or_else(
+        || {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/kappa-tools")
+        },
+        std::path::PathBuf::from,
+    )
+}
+
+/// The Python of the tools' virtualenv, which has the Kafka clients nobody
+/// here wrote (`confluent-kafka`, `kafka-python`).
+///
+/// # Errors
+///
+/// The virtualenv is missing; the message says how to make it.
+pub fn python() -> Result<std::path::PathBuf, LogError> {
+    let python = tools_dir().join("py/bin/python");
+    if !python.exists() {
+        return Err(LogError::Broker(format!(
+            "{} is missing: run scripts/test.sh, which makes the virtualenv with the Kafka clients \
+             (need_python_kafka in scripts/packages.sh)",
+            python.display()
+        )));
+    }
+    Ok(python)
 }

@@ -1,12 +1,15 @@
-//! The Kafka backend's `Log` behaviour on three brokers: librdkafka's
-//! in-process mock cluster, tansu (a Kafka-compatible broker run as a
-//! child process) and a Kappa node (the Kafka protocol served from an
-//! embedded log, in this process); and what it writes, read by kcat.
+//! The Kafka backend's `Log` behaviour on four brokers: Apache Kafka (one
+//! KRaft node run as a child process), librdkafka's in-process mock
+//! cluster, tansu (a Kafka-compatible broker run as a child process) and a
+//! Kappa node (the Kafka protocol served from an embedded log, in this
+//! process); and what it writes, read by Kafka clients nobody here wrote.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
-use kappa_kafka::testing::{MockBroker, Tansu};
+use kappa_kafka::testing::{ApacheKafka, MockBroker, Tansu};
 use kappa_kafka::{KafkaConfig, KafkaLog};
 use kappa_log::{
     Commit, FetchLimits, Log, LogError, ProducerRecord, Record, TopicPartition, TopicSpec,
@@ -27,6 +30,12 @@ impl Broker for Arc<MockBroker> {
 impl Broker for Tansu {
     fn open(&self, dir: &std::path::Path) -> KafkaLog {
         KafkaLog::open(self.config(dir)).unwrap()
+    }
+}
+
+impl Broker for ApacheKafka {
+    fn open(&self, dir: &std::path::Path) -> KafkaLog {
+        KafkaLog::open(KafkaConfig::new(self.bootstrap(), dir)).unwrap()
     }
 }
 
@@ -57,6 +66,10 @@ fn mock() -> Arc<MockBroker> {
 
 fn tansu() -> Tansu {
     Tansu::start().unwrap()
+}
+
+fn apache_kafka() -> ApacheKafka {
+    ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
@@ -205,6 +218,151 @@ fn bad_commits_are_refused_whole(broker: &dyn Broker) {
     for p in 0..2 {
         assert_eq!(log.offsets(&TopicPartition::new("t", p)).unwrap().end, 0);
     }
+}
+
+/// Tells a test which tasks the group assigned.
+struct Assignments(Mutex<mpsc::Sender<Vec<u32>>>);
+
+impl kappa_log::RebalanceListener for Assignments {
+    fn revoked(&self, _: &[u32]) {}
+    fn assigned(&self, tasks: &[u32]) {
+        let _ = self.0.lock().unwrap().send(tasks.to_vec());
+    }
+}
+
+/// Committed offsets of `groups` as a Kafka admin client nobody here wrote
+/// (Python `confluent-kafka`) reads them: group -> (topic, partition) -> offset.
+fn kafka_group_offsets(
+    bootstrap: &str,
+    groups: &[&str],
+) -> BTreeMap<String, BTreeMap<(String, u32), u64>> {
+    const SCRIPT: &str = r#"
+import json, sys
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1], "broker.address.family": "v4"})
+out = {}
+for group in sys.argv[2:]:
+    found = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
+    out[group] = [[tp.topic, tp.partition, tp.offset] for tp in found.topic_partitions]
+print(json.dumps(out))
+"#;
+    let python = kappa_kafka::testing::python().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(python)
+        .args(["-c", SCRIPT, bootstrap])
+        .args(groups)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: BTreeMap<String, Vec<(String, u32, i64)>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    parsed
+        .into_iter()
+        .map(|(group, tps)| {
+            let offsets = tps
+                .into_iter()
+                .filter(|(_, _, offset)| *offset >= 0)
+                .map(|(t, p, o)| ((t, p), u64::try_from(o).unwrap()))
+                .collect();
+            (group, offsets)
+        })
+        .collect()
+}
+
+/// Kappa's positions as Kafka tools see them: the positions of a plain
+/// group and of a task group (committed by the tasks' holder, a member of
+/// the Kafka group of the same name) are the groups' committed offsets,
+/// read by an independent admin client once the log is closed.
+fn positions_are_kafka_group_offsets(broker: &dyn Broker, bootstrap: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = broker.open(dir.path());
+    log.create_topic(&TopicSpec::new("in", 2)).unwrap();
+    let tp = |p| TopicPartition::new("in", p);
+    // Positions within what the partitions hold (a Kappa node refuses others).
+    let mut input = Commit::new();
+    for p in 0..2 {
+        for i in 0..10 {
+            input.append_to("in", p, ProducerRecord::value(format!("{i}")));
+        }
+    }
+    log.commit(input).unwrap();
+    let mut plain = Commit::new();
+    plain.set_group_position("plain", tp(0), 3);
+    plain.set_group_position("plain", tp(1), 5);
+    log.commit(plain).unwrap();
+
+    let (tell, assigned) = mpsc::channel();
+    let member = log
+        .join_group("app", 2, Arc::new(Assignments(Mutex::new(tell))))
+        .unwrap();
+    loop {
+        let tasks = assigned
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the group assigned no tasks within 60 s");
+        if tasks == [0, 1] {
+            break;
+        }
+    }
+    log.claim_tasks("app", &[0, 1], &[]).unwrap();
+    for round in 1..=3u64 {
+        let commits = (0..2u32)
+            .map(|task| {
+                let mut c = Commit::new();
+                c.set_group_position("app", tp(task), round * (u64::from(task) + 2));
+                (task, c)
+            })
+            .collect();
+        log.commit_tasks("app", commits).unwrap();
+    }
+    // Closing copies what is still pending, through the member that holds the tasks.
+    drop(log);
+    drop(member);
+
+    let seen = kafka_group_offsets(bootstrap, &["plain", "app"]);
+    let reopened = broker.open(tempfile::tempdir().unwrap().path());
+    for (group, expected) in [("plain", [3, 5]), ("app", [6, 9])] {
+        let kappa: BTreeMap<(String, u32), u64> = reopened
+            .group_positions(group)
+            .unwrap()
+            .into_iter()
+            .map(|(tp, o)| ((tp.topic.to_string(), tp.partition), o))
+            .collect();
+        let wanted: BTreeMap<(String, u32), u64> = (0..2u32)
+            .map(|p| (("in".to_owned(), p), expected[p as usize]))
+            .collect();
+        assert_eq!(kappa, wanted, "Kappa's positions of {group}");
+        assert_eq!(seen[group], kappa, "Kafka's offsets of {group}");
+    }
+}
+
+#[test]
+fn on_apache_kafka_positions_are_kafka_group_offsets() {
+    let kafka = apache_kafka();
+    positions_are_kafka_group_offsets(&kafka, kafka.bootstrap());
+}
+
+#[test]
+fn on_a_kappa_node_positions_are_kafka_group_offsets() {
+    let node = kappa_node();
+    positions_are_kafka_group_offsets(&node, node.node.bootstrap());
+}
+
+// Not on the mock cluster: it answers OffsetFetch only for partitions the
+// request names, so an admin client's "every offset of the group" is empty
+// there (`rd_kafka_mock_handle_OffsetFetch`, librdkafka 2.12).
+
+#[test]
+fn on_apache_kafka_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
+    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&apache_kafka());
+}
+
+#[test]
+fn on_apache_kafka_bad_commits_are_refused_whole() {
+    bad_commits_are_refused_whole(&apache_kafka());
 }
 
 #[test]

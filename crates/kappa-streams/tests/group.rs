@@ -1,5 +1,5 @@
 //! Several instances of one application share its tasks through a Kafka
-//! consumer group (tansu): the tasks are split between them, each task is
+//! consumer group (on Apache Kafka and on tansu): the tasks are split between them, each task is
 //! run by exactly one instance, the instance registry says who runs what,
 //! and when an instance leaves the other takes its tasks over with their
 //! stores and goes on — outputs exactly once and stores equal to a
@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kappa_kafka::KafkaLog;
-use kappa_kafka::testing::Tansu;
+use kappa_kafka::testing::{ApacheKafka, Tansu};
+use kappa_kafka::{KafkaConfig, KafkaLog};
 use kappa_log::{Log, ProducerRecord, TopicPartition, TopicSpec};
 use kappa_streams::{Assignment, Streams, StreamsConfig, TaskOwner, TopologyTestDriver};
 
@@ -33,8 +33,14 @@ fn inputs() -> Vec<ProducerRecord> {
         .collect()
 }
 
-fn open(tansu: &Tansu, name: &str, state: &std::path::Path) -> Arc<dyn Log> {
-    let mut kafka = tansu.config(&state.join(name));
+/// Opens instance `name`'s log, its state in `state/name`, with the
+/// broker's settings from `config`.
+fn open(
+    config: &dyn Fn(&std::path::Path) -> KafkaConfig,
+    name: &str,
+    state: &std::path::Path,
+) -> Arc<dyn Log> {
+    let mut kafka = config(&state.join(name));
     kafka.instance = name.to_owned();
     Arc::new(KafkaLog::open(kafka).unwrap())
 }
@@ -80,8 +86,24 @@ fn processed(log: &dyn Log, instances: &[&Streams]) {
 }
 
 #[test]
-fn instances_split_the_tasks_and_one_takes_over_when_the_other_leaves() {
+fn on_apache_kafka_instances_split_the_tasks_and_one_takes_over_when_the_other_leaves() {
+    let kafka = ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"));
+    instances_split_the_tasks_and_one_takes_over_when_the_other_leaves(&|state| {
+        KafkaConfig::new(kafka.bootstrap(), state)
+    });
+}
+
+#[test]
+fn on_tansu_instances_split_the_tasks_and_one_takes_over_when_the_other_leaves() {
     let tansu = Tansu::start().unwrap();
+    instances_split_the_tasks_and_one_takes_over_when_the_other_leaves(&|state| {
+        tansu.config(state)
+    });
+}
+
+fn instances_split_the_tasks_and_one_takes_over_when_the_other_leaves(
+    config: &dyn Fn(&std::path::Path) -> KafkaConfig,
+) {
     let state = tempfile::tempdir().unwrap();
     let input = inputs();
     let mut driver = TopologyTestDriver::new(topology(), PARTITIONS).unwrap();
@@ -90,12 +112,12 @@ fn instances_split_the_tasks_and_one_takes_over_when_the_other_leaves() {
     }
     let expected = collect(&**driver.log(), PARTITIONS);
 
-    let log_a = open(&tansu, "a", state.path());
+    let log_a = open(config, "a", state.path());
     for t in ["in", "doubled", "sums", "parity"] {
         log_a.create_topic(&TopicSpec::new(t, PARTITIONS)).unwrap();
     }
     let a = start(&log_a, "a");
-    let log_b = open(&tansu, "b", state.path());
+    let log_b = open(config, "b", state.path());
     let b = start(&log_b, "b");
     eventually(
         "the tasks are split between the two",

@@ -1,7 +1,8 @@
 //! One suite of topology tests, run on every backend: the embedded log and
-//! Kafka, on librdkafka's mock cluster (in process), on tansu (a
-//! Kafka-compatible broker run as a child process) and on a Kappa node
-//! (the Kafka protocol served from an embedded log). Each test restarts the
+//! Kafka, on Apache Kafka (one KRaft node run as a child process), on
+//! librdkafka's mock cluster (in process), on tansu (a Kafka-compatible
+//! broker run as a child process) and on a Kappa node (the Kafka protocol
+//! served from an embedded log). Each test restarts the
 //! application on a reopened log halfway through its input, so stores and
 //! positions are restored from what the backend kept.
 
@@ -16,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kappa_kafka::testing::{MockBroker, Tansu};
+use kappa_kafka::testing::{ApacheKafka, MockBroker, Tansu};
 use kappa_kafka::{KafkaConfig, KafkaLog};
 use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log, ProducerRecord, TopicSpec};
 use kappa_streams::{Streams, StreamsConfig, TopologyTestDriver};
@@ -56,6 +57,14 @@ struct KafkaTansu(Tansu);
 impl Backend for KafkaTansu {
     fn open(&self, state: &Path) -> Arc<dyn Log> {
         Arc::new(KafkaLog::open(self.0.config(state)).unwrap())
+    }
+}
+
+struct KafkaApache(ApacheKafka);
+
+impl Backend for KafkaApache {
+    fn open(&self, state: &Path) -> Arc<dyn Log> {
+        Arc::new(KafkaLog::open(KafkaConfig::new(self.0.bootstrap(), state)).unwrap())
     }
 }
 
@@ -153,6 +162,12 @@ fn embedded_outputs_and_stores_survive_a_restart() {
 fn kafka_on_the_mock_outputs_and_stores_survive_a_restart() {
     let broker = Arc::new(MockBroker::start().unwrap());
     outputs_and_stores_survive_a_restart(&KafkaMock(broker));
+}
+
+#[test]
+fn kafka_on_apache_kafka_outputs_and_stores_survive_a_restart() {
+    let kafka = ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"));
+    outputs_and_stores_survive_a_restart(&KafkaApache(kafka));
 }
 
 #[test]

@@ -223,20 +223,7 @@ pub fn start_service(kind: &str, args: &[&str], state: &Path) -> Service {
 
 /// The Python of the virtualenv `scripts/test.sh` makes with the Kafka clients.
 pub fn python() -> std::path::PathBuf {
-    let tools = std::env::var_os("KAPPA_TOOLS").map_or_else(
-        || {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/kappa-tools")
-        },
-        std::path::PathBuf::from,
-    );
-    let python = tools.join("py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/test.sh, which makes the virtualenv with the Kafka clients (pip install -r apps/card-limits/merchant-totals/requirements.txt)",
-        python.display()
-    );
-    python
+    kappa_kafka::testing::python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Stops a server with SIGINT (a graceful stop) and waits for it.

@@ -147,24 +147,10 @@ pub fn apache_kafka() -> ApacheKafka {
     ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Where `scripts/test.sh` keeps tools outside the repository.
-pub fn tools_dir() -> PathBuf {
-    std::env::var_os("KAPPA_TOOLS").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kappa-tools"),
-        PathBuf::from,
-    )
-}
-
 /// The Python of the virtualenv with the Kafka clients, failing the test
 /// with how to make it when it is missing.
 pub fn python() -> PathBuf {
-    let python = tools_dir().join("py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/test.sh, which makes the virtualenv with the Kafka clients (pip install -r crates/kappa-node/tests/clients/python/requirements.txt)",
-        python.display()
-    );
-    python
+    kappa_kafka::testing::python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Client settings for a broker at `addr`.
