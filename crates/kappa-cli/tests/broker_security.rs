@@ -16,7 +16,7 @@ use node::{Broker, runtime};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -89,25 +89,25 @@ fn a_non_loopback_listener_needs_tls_and_sasl() {
     assert!(stderr.contains("needs TLS"), "{stderr}");
 }
 
-/// A node on every address with the settings of `settings`; its port.
-fn secured_broker(dir: &Path) -> (Broker, u16) {
+/// A node on every address with the settings of `settings` and `extra`
+/// arguments; its port.
+fn secured_broker(dir: &Path, extra: &[&str]) -> (Broker, u16) {
     let port = free_port();
     let security = dir.join("security.json");
     let (cert, key) = (dir.join("node.pem"), dir.join("node.key"));
-    let broker = Broker::start_with(
-        &dir.join("log"),
-        &format!("0.0.0.0:{port}"),
-        &[
-            "--advertise",
-            &format!("localhost:{port}"),
-            "--security",
-            security.to_str().unwrap(),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let advertise = format!("localhost:{port}");
+    let mut args = vec![
+        "--advertise",
+        &advertise,
+        "--security",
+        security.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let broker = Broker::start_with(&dir.join("log"), &format!("0.0.0.0:{port}"), &args);
     (broker, port)
 }
 
@@ -115,7 +115,7 @@ fn secured_broker(dir: &Path) -> (Broker, u16) {
 fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
     let dir = tempfile::tempdir().unwrap();
     let ca = settings(dir.path());
-    let (_broker, port) = secured_broker(dir.path());
+    let (_broker, port) = secured_broker(dir.path(), &[]);
 
     let writer = client(port, &ca, "SCRAM-SHA-256", "writer", "write-secret");
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
@@ -204,6 +204,84 @@ fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
     assert!(plain.fetch_metadata(None, Duration::from_secs(5)).is_err());
 }
 
+/// Keeps what librdkafka reports (errors and logs), to read the broker's reasons.
+#[derive(Default)]
+struct Reasons(std::sync::Mutex<Vec<String>>);
+
+impl Reasons {
+    fn say(&self, what: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|r| r.contains(what))
+    }
+}
+
+impl rdkafka::ClientContext for Reasons {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.0.lock().unwrap().push(format!("{fac}: {message}"));
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.lock().unwrap().push(format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Reasons {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, (): ()) {}
+}
+
+/// A producer that reports into [`Reasons`] (a producer's errors reach its
+/// context with the broker's words; a consumer's come back bare).
+fn reporting(config: &ClientConfig) -> rdkafka::producer::BaseProducer<Reasons> {
+    config.create_with_context(Reasons::default()).unwrap()
+}
+
+/// Polls `producer` until its reasons say `what`, failing after [`WAIT`].
+fn until_said(producer: &rdkafka::producer::BaseProducer<Reasons>, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !producer.context().say(what) {
+        assert!(
+            Instant::now() < deadline,
+            "never said {what:?}: {:?}",
+            producer.context().0.lock().unwrap()
+        );
+        producer.poll(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_address_that_keeps_failing_to_authenticate_is_locked_out_even_with_the_right_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = settings(dir.path());
+    let (_broker, port) = secured_broker(
+        dir.path(),
+        &["--sasl-failures-max", "3", "--sasl-failure-window", "1h"],
+    );
+    // librdkafka tries again by itself after each refusal: one client
+    // guessing for a while makes the three failures.
+    let guesser = reporting(
+        client(port, &ca, "SCRAM-SHA-256", "writer", "guess")
+            .set("reconnect.backoff.ms", "10")
+            .set("reconnect.backoff.max.ms", "100"),
+    );
+    until_said(&guesser, "too many failed authentications");
+    drop(guesser);
+
+    let owner = reporting(&client(
+        port,
+        &ca,
+        "SCRAM-SHA-512",
+        "writer",
+        "write-secret",
+    ));
+    until_said(&owner, "too many failed authentications");
+    assert!(
+        owner
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_err(),
+        "the right password from a locked address is refused too"
+    );
+}
+
 /// kafka-python over SASL_SSL: its own SCRAM and PLAIN code, not librdkafka's.
 const KAFKA_PYTHON_PRODUCE: &str = r#"
 import sys
@@ -221,7 +299,8 @@ print("ok")
 fn kafka_python_and_kafkajs_authenticate_with_their_own_sasl_code() {
     let dir = tempfile::tempdir().unwrap();
     let ca = settings(dir.path());
-    let (_broker, port) = secured_broker(dir.path());
+    // Wrong passwords are tried below, more than the default limit allows.
+    let (_broker, port) = secured_broker(dir.path(), &["--sasl-failures-max", "1000"]);
     let bootstrap = format!("localhost:{port}");
     let writer = client(port, &ca, "PLAIN", "writer", "write-secret");
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =

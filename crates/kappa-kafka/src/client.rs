@@ -60,7 +60,18 @@ pub(crate) fn reader(config: &KafkaConfig) -> ClientConfig {
 /// that as a global error event, which the default context logs at ERROR
 /// for every partition, every time: thousands of lines a minute for a
 /// service that follows the log. Reaching the end is no failure.
-pub(crate) struct ReaderContext;
+///
+/// Public for other consumers that ask for ends, such as the benchmarks':
+///
+/// ```no_run
+/// use rdkafka::consumer::BaseConsumer;
+/// let consumer: BaseConsumer<kappa_kafka::ReaderContext> = rdkafka::ClientConfig::new()
+///     .set("bootstrap.servers", "127.0.0.1:9092")
+///     .set("enable.partition.eof", "true")
+///     .create_with_context(kappa_kafka::ReaderContext)?;
+/// # Ok::<_, rdkafka::error::KafkaError>(())
+/// ```
+pub struct ReaderContext;
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {

@@ -19,6 +19,7 @@ pub mod testing;
 mod writeahead;
 
 pub use admin::TopicAdmin;
+pub use client::ReaderContext;
 pub use config::{KafkaConfig, TANSU_REWIND};
 pub use log::{COMMIT_SLOTS, KafkaLog, METADATA_TOPIC, RestoreStats, TASKS_TOPIC_PREFIX};
 

@@ -47,6 +47,12 @@ pub struct NodeConfig {
     pub group_session_timeout_max: Duration,
     /// Produce requests merged into one commit at most.
     pub group_commit_requests_max: usize,
+    /// Failed SASL authentications an address may make within
+    /// [`NodeConfig::sasl_failure_window`]; past them its attempts are
+    /// refused until the window ends.
+    pub sasl_failures_max: u32,
+    /// See [`NodeConfig::sasl_failures_max`].
+    pub sasl_failure_window: Duration,
 }
 
 impl NodeConfig {
@@ -65,6 +71,8 @@ impl NodeConfig {
             group_session_timeout_min: Duration::from_millis(1000),
             group_session_timeout_max: Duration::from_secs(30 * 60),
             group_commit_requests_max: 256,
+            sasl_failures_max: 10,
+            sasl_failure_window: Duration::from_secs(60),
         }
     }
 

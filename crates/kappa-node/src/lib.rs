@@ -40,6 +40,7 @@ mod decode;
 mod error;
 mod frame;
 mod groups;
+mod logins;
 mod producers;
 mod records;
 mod security;

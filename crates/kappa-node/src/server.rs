@@ -22,6 +22,7 @@ use crate::decode::{self, Refusal};
 use crate::error::NodeError;
 use crate::frame::{FrameError, read_frame};
 use crate::groups::Coordinator;
+use crate::logins::FailedLogins;
 use crate::producers::{ProducerIds, Sequences};
 use crate::security::{Exchange, Mechanism, Step};
 use crate::stats::NodeStats;
@@ -43,6 +44,7 @@ pub(crate) struct Shared {
     pub groups: Arc<Coordinator>,
     pub transactions: Arc<Transactions>,
     pub stats: Arc<NodeStats>,
+    pub logins: FailedLogins,
 }
 
 /// A node bound to its address, ready to serve.
@@ -96,6 +98,7 @@ impl Node {
             &transactions,
         )));
         let advertised = config.advertised();
+        let logins = FailedLogins::new(config.sasl_failures_max, config.sasl_failure_window);
         tracing::info!(addr = %local_addr, cluster_id, "serving the log over the Kafka protocol");
         Ok(Self {
             listener,
@@ -110,6 +113,7 @@ impl Node {
                 groups,
                 transactions,
                 stats,
+                logins,
             }),
         })
     }
@@ -381,6 +385,16 @@ fn sasl_authenticate(
         ));
         return (ResponseKind::SaslAuthenticate(r), Next::Close);
     };
+    let now = std::time::Instant::now();
+    if let Some(wait) = shared.logins.locked(peer.ip(), now) {
+        tracing::debug!(%peer, "refused an authentication: too many failures from this address");
+        r.error_code = crate::codes::SASL_AUTHENTICATION_FAILED;
+        r.error_message = Some(apis::text(format!(
+            "too many failed authentications from this address; try again in {} s",
+            wait.as_secs().max(1)
+        )));
+        return (ResponseKind::SaslAuthenticate(r), Next::Close);
+    }
     match exchange.step(security, message) {
         Ok(Step::Continue(reply, exchange)) => {
             r.auth_bytes = Bytes::from(reply);
@@ -394,7 +408,17 @@ fn sasl_authenticate(
             (ResponseKind::SaslAuthenticate(r), Next::Continue)
         }
         Err(refused) => {
-            tracing::warn!(%peer, reason = %refused.0, "a Kafka client failed to authenticate");
+            if shared.logins.failed(peer.ip(), now) {
+                tracing::warn!(
+                    %peer,
+                    reason = %refused.0,
+                    failures = shared.config.sasl_failures_max,
+                    window_s = shared.config.sasl_failure_window.as_secs(),
+                    "a Kafka client failed to authenticate; its address may not try again until the window ends"
+                );
+            } else {
+                tracing::warn!(%peer, reason = %refused.0, "a Kafka client failed to authenticate");
+            }
             r.error_code = crate::codes::SASL_AUTHENTICATION_FAILED;
             r.error_message = Some(apis::text(refused.0));
             (ResponseKind::SaslAuthenticate(r), Next::Close)

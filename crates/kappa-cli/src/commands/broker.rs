@@ -37,6 +37,14 @@ pub struct BrokerArgs {
     /// Partitions of an automatically created topic.
     #[arg(long, default_value_t = 1)]
     auto_create_partitions: u32,
+    /// Failed SASL authentications one client address may make within
+    /// --sasl-failure-window; past them its attempts are refused until the
+    /// window ends.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    sasl_failures_max: u32,
+    /// See --sasl-failures-max.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    sasl_failure_window: std::time::Duration,
     /// Address to serve the node's figures on, in Prometheus' text format
     /// at `/metrics`; loopback only, as the figures carry no authentication.
     #[arg(long)]
@@ -85,6 +93,8 @@ pub fn run(
     config.advertise.clone_from(&args.advertise);
     config.auto_create_topics = args.auto_create_topics;
     config.auto_create_partitions = args.auto_create_partitions;
+    config.sasl_failures_max = args.sasl_failures_max;
+    config.sasl_failure_window = args.sasl_failure_window;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
