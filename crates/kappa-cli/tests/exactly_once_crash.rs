@@ -303,34 +303,47 @@ impl Backend for Kafka {
     }
 }
 
-/// Kappa's Kafka backend on a Kappa node (the Kafka protocol served from
-/// an embedded log, in this process): the child is killed, the node is not.
-struct OnNode {
-    node: kappa_node::testing::TestNode,
-    _log_dir: tempfile::TempDir,
+/// Kappa's Kafka backend on a broker this test runs without faults: a
+/// Kappa node (the Kafka protocol served from an embedded log, in this
+/// process) or Apache Kafka (one KRaft node, a child process). The child
+/// is killed, the broker is not.
+struct OnBroker {
+    bootstrap: String,
     state: tempfile::TempDir,
+    /// Keeps the broker (and what it needs) running.
+    _broker: Box<dyn std::any::Any>,
 }
 
-impl OnNode {
-    fn start() -> Self {
+impl OnBroker {
+    fn kappa_node() -> Self {
         let log_dir = tempfile::tempdir().unwrap();
         let log = Arc::new(EmbeddedLog::open(log_dir.path()).unwrap());
+        let node = kappa_node::testing::TestNode::start(log).unwrap();
         Self {
-            node: kappa_node::testing::TestNode::start(log).unwrap(),
-            _log_dir: log_dir,
+            bootstrap: node.bootstrap().to_owned(),
             state: tempfile::tempdir().unwrap(),
+            _broker: Box::new((node, log_dir)),
+        }
+    }
+
+    fn apache_kafka() -> Self {
+        let kafka = kappa_kafka::testing::ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            bootstrap: kafka.bootstrap().to_owned(),
+            state: tempfile::tempdir().unwrap(),
+            _broker: Box::new(kafka),
         }
     }
 }
 
-impl Backend for OnNode {
+impl Backend for OnBroker {
     fn child(&self) -> Command {
-        let mut c = child(&format!("kafka://{}", self.node.bootstrap()));
+        let mut c = child(&format!("kafka://{}", self.bootstrap));
         c.env("KAPPA_STATE_DIR", self.state.path());
         c
     }
     fn open(&self) -> Box<dyn Log> {
-        open_as_next_start(|state| KafkaLog::open(KafkaConfig::new(self.node.bootstrap(), state)))
+        open_as_next_start(|state| KafkaLog::open(KafkaConfig::new(&self.bootstrap, state)))
     }
     fn disturb(&self, _: &mut Rng, _: u64) {}
     fn rounds(&self) -> usize {
@@ -367,31 +380,6 @@ fn open_as_next_start(
         return Box::new(open(state.path()).expect("the Kafka log reopens"));
     }
     Box::new(log)
-}
-
-/// Kappa's Kafka backend on Apache Kafka (one KRaft node, a child process
-/// of this test): the Kafka child is killed, the broker is not.
-struct OnApacheKafka {
-    kafka: kappa_kafka::testing::ApacheKafka,
-    state: tempfile::TempDir,
-}
-
-impl Backend for OnApacheKafka {
-    fn child(&self) -> Command {
-        let mut c = child(&format!("kafka://{}", self.kafka.bootstrap()));
-        c.env("KAPPA_STATE_DIR", self.state.path());
-        c
-    }
-    fn open(&self) -> Box<dyn Log> {
-        open_as_next_start(|state| KafkaLog::open(KafkaConfig::new(self.kafka.bootstrap(), state)))
-    }
-    fn disturb(&self, _: &mut Rng, _: u64) {}
-    fn rounds(&self) -> usize {
-        8
-    }
-    fn lines_per_round_max(&self) -> u64 {
-        20_000
-    }
 }
 
 fn child(location: &str) -> Command {
@@ -487,13 +475,10 @@ fn on_kafka_sigkill_and_broker_faults_never_lose_or_duplicate_a_result() {
 
 #[test]
 fn on_kafka_served_by_a_kappa_node_sigkill_never_loses_or_duplicates_a_result() {
-    sigkill_never_loses_or_duplicates_a_result(&OnNode::start());
+    sigkill_never_loses_or_duplicates_a_result(&OnBroker::kappa_node());
 }
 
 #[test]
 fn on_apache_kafka_sigkill_never_loses_or_duplicates_a_result() {
-    sigkill_never_loses_or_duplicates_a_result(&OnApacheKafka {
-        kafka: kappa_kafka::testing::ApacheKafka::start().unwrap_or_else(|e| panic!("{e}")),
-        state: tempfile::tempdir().unwrap(),
-    });
+    sigkill_never_loses_or_duplicates_a_result(&OnBroker::apache_kafka());
 }
