@@ -33,8 +33,7 @@ async fn on_kafka_a_history_sent_over_http_gets_the_oracles_outcomes_and_balance
 async fn on_apache_kafka_a_history_sent_over_http_gets_the_oracles_outcomes_and_balances() {
     let kafka = ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let config = KafkaConfig::new(kafka.bootstrap(), dir.path());
-    let log: Arc<dyn Log> = Arc::new(KafkaLog::open(config).unwrap());
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::open(kafka.config(dir.path())).unwrap());
     history_over_http(log, 300).await;
 }
 

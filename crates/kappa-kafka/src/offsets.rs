@@ -82,15 +82,16 @@ impl OffsetMirror {
         &self,
         positions: impl IntoIterator<Item = (String, TopicPartition, u64)>,
     ) {
+        // Most commits (commands, outcomes) carry no positions: they take no lock.
+        let mut positions = positions.into_iter().peekable();
+        if positions.peek().is_none() {
+            return;
+        }
         let mut state = lock(&self.shared.state);
-        let mut any = false;
         for (group, tp, offset) in positions {
             state.pending.entry(group).or_default().insert(tp, offset);
-            any = true;
         }
-        if any {
-            self.shared.wake.notify_one();
-        }
+        self.shared.wake.notify_one();
     }
 
     /// Commits `group`'s offsets through `consumer` (a member of the

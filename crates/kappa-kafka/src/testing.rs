@@ -386,6 +386,12 @@ impl ApacheKafka {
         &self.bootstrap
     }
 
+    /// Settings for a log on this broker with state in `state_dir` (as
+    /// [`Tansu::config`], with nothing to work around).
+    pub fn config(&self, state_dir: &std::path::Path) -> crate::KafkaConfig {
+        crate::KafkaConfig::new(self.bootstrap(), state_dir)
+    }
+
     /// Kills the broker with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -35,7 +35,7 @@ impl Broker for Tansu {
 
 impl Broker for ApacheKafka {
     fn open(&self, dir: &std::path::Path) -> KafkaLog {
-        KafkaLog::open(KafkaConfig::new(self.bootstrap(), dir)).unwrap()
+        KafkaLog::open(self.config(dir)).unwrap()
     }
 }
 

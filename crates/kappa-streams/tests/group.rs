@@ -89,7 +89,7 @@ fn processed(log: &dyn Log, instances: &[&Streams]) {
 fn on_apache_kafka_instances_split_the_tasks_and_one_takes_over_when_the_other_leaves() {
     let kafka = ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"));
     instances_split_the_tasks_and_one_takes_over_when_the_other_leaves(&|state| {
-        KafkaConfig::new(kafka.bootstrap(), state)
+        kafka.config(state)
     });
 }
 

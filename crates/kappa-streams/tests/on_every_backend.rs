@@ -64,7 +64,7 @@ struct KafkaApache(ApacheKafka);
 
 impl Backend for KafkaApache {
     fn open(&self, state: &Path) -> Arc<dyn Log> {
-        Arc::new(KafkaLog::open(KafkaConfig::new(self.0.bootstrap(), state)).unwrap())
+        Arc::new(KafkaLog::open(self.0.config(state)).unwrap())
     }
 }
 

@@ -89,7 +89,7 @@ impl Broker {
     /// A log's settings on this broker, its state in `state`.
     fn config(&self, state: &std::path::Path) -> KafkaConfig {
         match self {
-            Self::Apache(k) => KafkaConfig::new(k.bootstrap(), state),
+            Self::Apache(k) => k.config(state),
             Self::Tansu(t) => t.config(state),
         }
     }
