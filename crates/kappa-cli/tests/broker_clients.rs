@@ -266,16 +266,20 @@ fn member(
     let topic = topic.to_string();
     thread::spawn(move || {
         // A commit refused mid-rebalance (REBALANCE_IN_PROGRESS, as Kafka
-        // answers then) is retried while the partition is still ours.
-        let mut retry: Option<(i32, i64)> = None;
+        // answers then) is retried while the partition is still ours. One
+        // pending commit per partition: a later commit of another partition
+        // must not drop it, or a partition whose last record it was stays
+        // behind for good.
+        let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
         while !stop.load(Ordering::Relaxed) {
-            if let Some((p, next)) = retry.take() {
-                let owned = consumer
-                    .assignment()
-                    .is_ok_and(|a| a.find_partition(&topic, p).is_some());
-                if owned {
-                    retry = commit(&consumer, &book, &topic, p, next).err();
-                }
+            if !pending.is_empty() {
+                let assignment = consumer.assignment().ok();
+                pending.retain(|&p, &mut next| {
+                    let owned = assignment
+                        .as_ref()
+                        .is_some_and(|a| a.find_partition(&topic, p).is_some());
+                    owned && commit(&consumer, &book, &topic, p, next).is_err()
+                });
             }
             let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
@@ -288,27 +292,22 @@ fn member(
                     l.repeated_after_commit.push((p, o));
                 }
             }
-            retry = commit(&consumer, &book, &topic, p, o + 1).err();
+            match commit(&consumer, &book, &topic, p, o + 1) {
+                Ok(()) => pending.remove(&p),
+                Err(next) => pending.insert(p, next),
+            };
         }
         // Leaving the group hands its partitions over at once.
         consumer.unsubscribe();
     })
 }
 
-/// Commits `next` for partition `p`; on failure returns what to retry.
-fn commit(
-    consumer: &BaseConsumer,
-    book: &Book,
-    topic: &str,
-    p: i32,
-    next: i64,
-) -> Result<(), (i32, i64)> {
+/// Commits `next` for partition `p`; on failure returns the offset to retry.
+fn commit(consumer: &BaseConsumer, book: &Book, topic: &str, p: i32, next: i64) -> Result<(), i64> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Offset(next))
         .unwrap();
-    consumer
-        .commit(&tpl, CommitMode::Sync)
-        .map_err(|_| (p, next))?;
+    consumer.commit(&tpl, CommitMode::Sync).map_err(|_| next)?;
     let mut l = book.ledger.lock().unwrap();
     let c = l.committed.entry(p).or_default();
     *c = (*c).max(next);

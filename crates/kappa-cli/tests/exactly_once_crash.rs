@@ -22,13 +22,17 @@ use common::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kappa_kafka::testing::{MockBroker, RDKafkaApiKey, RDKafkaRespErr};
 use kappa_kafka::{COMMIT_SLOTS, KafkaConfig, KafkaLog, METADATA_TOPIC, TASKS_TOPIC_PREFIX};
 use kappa_log::{EmbeddedLog, FetchLimits, Log, Record, TopicPartition};
 use kappa_streams::provenance::SOURCE_HEADER;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const PARTITIONS: u32 = 4;
 
@@ -259,16 +263,17 @@ impl Kafka {
 
 impl Backend for Kafka {
     fn child(&self) -> Command {
-        let mut c = child(&format!("kafka://{}", self.broker.bootstrap()));
+        // The mock has no real transactions: the write-ahead protocol.
+        let mut c = child(&format!(
+            "kafka://{}?kappa.commit=write-ahead",
+            self.broker.bootstrap()
+        ));
         c.env("KAPPA_STATE_DIR", self.state.path());
         c
     }
     fn open(&self) -> Box<dyn Log> {
         open_as_next_start(|state| {
-            KafkaLog::open_with_topic_admin(
-                KafkaConfig::new(self.broker.bootstrap(), state),
-                self.broker.clone(),
-            )
+            KafkaLog::open_with_topic_admin(self.broker.config(state), self.broker.clone())
         })
     }
     fn disturb(&self, rng: &mut Rng, acks: u64) {
@@ -333,6 +338,49 @@ impl OnBroker {
             state: tempfile::tempdir().unwrap(),
             _broker: Box::new(kafka),
         }
+    }
+}
+
+impl OnBroker {
+    /// The child as instance `name` (its own state directory under the
+    /// shared base, its own commit topic; the same group).
+    fn instance(&self, name: &str) -> Command {
+        let mut c = child(&format!("kafka://{}?kappa.instance={name}", self.bootstrap));
+        c.env("KAPPA_STATE_DIR", self.state.path());
+        c
+    }
+
+    /// The group's committed Kafka offsets and the input's ends, by partition.
+    fn progress(&self) -> (Vec<i64>, Vec<i64>) {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", "kappa-sums")
+            .create()
+            .unwrap();
+        let mut asked = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            asked.add_partition("numbers", i32::try_from(p).unwrap());
+        }
+        let committed = consumer
+            .committed_offsets(asked, Duration::from_secs(30))
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|e| e.offset().to_raw().unwrap_or(-1))
+            .collect();
+        let ends = (0..PARTITIONS)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(
+                        "numbers",
+                        i32::try_from(p).unwrap(),
+                        Duration::from_secs(30),
+                    )
+                    .unwrap()
+                    .1
+            })
+            .collect();
+        (committed, ends)
     }
 }
 
@@ -461,6 +509,124 @@ fn sigkill_never_loses_or_duplicates_a_result(backend: &dyn Backend) {
     let total = check(&*backend.open(), true);
     eprintln!("{rounds} kills, {total} inputs each with exactly one output");
     assert!(total > 0);
+}
+
+/// Sends `KEY AMOUNT` lines to a child until `stop` or until its input
+/// closes; returns how many it sent.
+fn feed(mut stdin: std::process::ChildStdin, stop: Arc<AtomicBool>, first: u64) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = first;
+        let mut buf = String::new();
+        while !stop.load(Ordering::Relaxed) {
+            buf.clear();
+            for _ in 0..100 {
+                buf += &format!("k{} {}\n", n % 37, n % 11 + 1);
+                n += 1;
+            }
+            if stdin.write_all(buf.as_bytes()).is_err() {
+                break;
+            }
+        }
+        n - first
+    })
+}
+
+/// Zombie fencing: an instance frozen with SIGSTOP, in the middle of work,
+/// past its session timeout while its tasks move to another instance, is
+/// resumed with SIGCONT. Its commits are refused ("fenced"), and every
+/// input still has exactly one output once the other instance finishes.
+fn a_frozen_instance_cannot_commit_after_its_tasks_moved(broker: &OnBroker) {
+    let mut zombie = broker
+        .instance("zombie")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = feed(zombie.stdin.take().unwrap(), stop.clone(), 0);
+    let mut acks = BufReader::new(zombie.stdout.take().unwrap()).lines();
+    // Busy appending and processing: its tasks hold uncommitted work.
+    for _ in 0..30 {
+        match acks.next() {
+            Some(Ok(l)) if l.starts_with("appended") => {}
+            other => panic!("the instance stopped acknowledging input: {other:?}"),
+        }
+    }
+    let (said, told) = mpsc::channel();
+    let stderr = BufReader::new(zombie.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("zombie: {line}");
+            if said.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    signal(&zombie, "-STOP");
+
+    // The other instance gets the frozen one's tasks once its session times
+    // out, and processes every input appended before the freeze.
+    let mut successor = broker
+        .instance("successor")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (committed, ends) = broker.progress();
+        if committed.iter().zip(&ends).all(|(c, e)| c >= e) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the successor did not take over within 120 s: committed {committed:?} of {ends:?}"
+        );
+        // Between looks at the group's offsets, not a wait for them.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    signal(&zombie, "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match told.recv_timeout(left) {
+            Ok(line) if line.contains("fenced") => break,
+            Ok(_) => {}
+            Err(e) => panic!("the resumed instance never had a commit refused as fenced: {e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    zombie.kill().unwrap();
+    zombie.wait().unwrap();
+    drop(acks);
+    let sent = feeder.join().unwrap();
+
+    // With its input closed, the successor finishes everything and exits.
+    drop(successor.stdin.take());
+    assert!(successor.wait().unwrap().success());
+    let total = check(&*broker.open(), true);
+    eprintln!("{sent} lines sent; {total} inputs each with exactly one output");
+    assert!(total > 0);
+}
+
+fn signal(child: &std::process::Child, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {which} failed");
+}
+
+#[test]
+fn on_apache_kafka_a_frozen_instance_cannot_commit_after_its_tasks_moved() {
+    a_frozen_instance_cannot_commit_after_its_tasks_moved(&OnBroker::apache_kafka());
+}
+
+#[test]
+fn on_kafka_served_by_a_kappa_node_a_frozen_instance_cannot_commit_after_its_tasks_moved() {
+    a_frozen_instance_cannot_commit_after_its_tasks_moved(&OnBroker::kappa_node());
 }
 
 #[test]

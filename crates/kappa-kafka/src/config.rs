@@ -42,6 +42,35 @@ pub struct KafkaConfig {
     /// that batch, so reads start up to [`TANSU_REWIND`] records earlier and
     /// drop what comes before the asked offset.
     pub compat_tansu: bool,
+    /// How task commits are made atomic (`kappa.commit`).
+    pub commit: CommitProtocol,
+}
+
+/// How a task's commit (its outputs, changelog records and input
+/// positions) is made atomic and fenced. See `docs/kafka.md`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitProtocol {
+    /// Kafka transactions, unless the broker is known to lack them
+    /// (`kappa.compat=tansu-0.6`): then the write-ahead protocol.
+    #[default]
+    Auto,
+    /// One transactional producer per task (`transactional.id`
+    /// `kappa-<group>-<task>`): claiming a task fences its last holder.
+    Transactions,
+    /// Each commit written ahead to the task's slot, then produced; for
+    /// brokers without transactions.
+    WriteAhead,
+}
+
+impl KafkaConfig {
+    /// Whether task commits are Kafka transactions.
+    pub fn transactional(&self) -> bool {
+        match self.commit {
+            CommitProtocol::Auto => !self.compat_tansu,
+            CommitProtocol::Transactions => true,
+            CommitProtocol::WriteAhead => false,
+        }
+    }
 }
 
 /// How far before the asked offset reads start on tansu 0.6: librdkafka's
@@ -73,6 +102,7 @@ impl KafkaConfig {
             replication_factor: -1,
             timeout: Duration::from_secs(30),
             compat_tansu: false,
+            commit: CommitProtocol::Auto,
         }
     }
 
@@ -115,7 +145,8 @@ impl KafkaConfig {
     }
 
     /// Sets a client property, or one of the backend's own (`kappa.instance`,
-    /// `kappa.replication.factor`, `kappa.timeout.ms`, `kappa.compat`).
+    /// `kappa.replication.factor`, `kappa.timeout.ms`, `kappa.compat`,
+    /// `kappa.commit`).
     ///
     /// # Errors
     ///
@@ -139,6 +170,14 @@ impl KafkaConfig {
                     "tansu-0.6" => true,
                     "none" => false,
                     _ => return Err(bad("expected `none` or `tansu-0.6`")),
+                };
+            }
+            "kappa.commit" => {
+                self.commit = match value {
+                    "auto" => CommitProtocol::Auto,
+                    "transactions" => CommitProtocol::Transactions,
+                    "write-ahead" => CommitProtocol::WriteAhead,
+                    _ => return Err(bad("expected `auto`, `transactions` or `write-ahead`")),
                 };
             }
             "kappa.timeout.ms" => {
@@ -194,6 +233,17 @@ mod tests {
     }
 
     #[test]
+    fn commits_are_transactions_unless_the_broker_lacks_them() {
+        let c = |url: &str| KafkaConfig::from_url(url, "/s").unwrap().transactional();
+        assert!(c("kafka://a:1"));
+        assert!(!c("kafka://a:1?kappa.compat=tansu-0.6"));
+        assert!(!c("kafka://a:1?kappa.commit=write-ahead"));
+        assert!(c(
+            "kafka://a:1?kappa.compat=tansu-0.6&kappa.commit=transactions"
+        ));
+    }
+
+    #[test]
     fn bad_urls_say_what_is_wrong() {
         for (url, says) in [
             ("http://a:1", "not a kafka://"),
@@ -203,6 +253,7 @@ mod tests {
             ("kafka://a:1?acks=0", "sets this property itself"),
             ("kafka://a:1?novalue", "not property=value"),
             ("kafka://a:1?kappa.instance=a/b", "instance name"),
+            ("kafka://a:1?kappa.commit=sometimes", "expected `auto`"),
         ] {
             let e = KafkaConfig::from_url(url, "/s").unwrap_err().to_string();
             assert!(e.contains(says), "{url}: {e}");

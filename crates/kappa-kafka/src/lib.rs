@@ -20,7 +20,7 @@ mod writeahead;
 
 pub use admin::TopicAdmin;
 pub use client::ReaderContext;
-pub use config::{KafkaConfig, TANSU_REWIND};
+pub use config::{CommitProtocol, KafkaConfig, TANSU_REWIND};
 pub use log::{COMMIT_SLOTS, KafkaLog, METADATA_TOPIC, RestoreStats, TASKS_TOPIC_PREFIX};
 
 use std::path::Path;

@@ -17,7 +17,7 @@ use crate::cache::Cache;
 use crate::client::COMMIT_HEADER;
 use crate::config::KafkaConfig;
 use crate::offsets::OffsetMirror;
-use crate::produce::{Outgoing, Senders};
+use crate::produce::{Outgoing, Sender, Senders};
 use crate::read::Readers;
 use crate::writeahead::{self, ChunkHeader, Entry};
 
@@ -69,6 +69,13 @@ struct Slot {
     next_seq: u64,
 }
 
+/// What makes a held task's commits atomic: its write-ahead slot, or its
+/// transactional producer (see [`crate::CommitProtocol`]).
+enum TaskWriter {
+    Ahead(Slot),
+    Transactional(Sender),
+}
+
 /// Slots not in use, and how many were retired by a failed commit.
 #[derive(Default)]
 struct SlotPool {
@@ -116,8 +123,8 @@ pub struct KafkaLog {
     next_flight: AtomicU64,
     round_robin: Mutex<HashMap<String, u32>>,
     restore: Mutex<RestoreStats>,
-    /// Task slots of the tasks this instance holds, by group and task.
-    task_slots: Mutex<HashMap<(String, u32), Slot>>,
+    /// Writers of the tasks this instance holds, by group and task.
+    task_writers: Mutex<HashMap<(String, u32), TaskWriter>>,
     /// For each key this instance wrote to the shared metadata topic, the
     /// offset of its latest write: reading the topic never puts an older
     /// value over it.
@@ -176,7 +183,7 @@ impl KafkaLog {
             next_flight: AtomicU64::new(0),
             round_robin: Mutex::new(HashMap::new()),
             restore: Mutex::new(RestoreStats::default()),
-            task_slots: Mutex::new(HashMap::new()),
+            task_writers: Mutex::new(HashMap::new()),
             own_metadata: Mutex::new(HashMap::new()),
             restoring: Mutex::new(()),
             task_groups: RwLock::new(HashMap::new()),
@@ -684,7 +691,7 @@ impl KafkaLog {
 
     /// Writes each entry ahead on its slot, then produces them all (one
     /// produce round each); returns each entry's records' offsets.
-    fn write(&self, items: &mut [(Slot, Entry)]) -> Result<Vec<Vec<u64>>, LogError> {
+    fn write_ahead(&self, items: &mut [(Slot, Entry)]) -> Result<Vec<Vec<Option<u64>>>, LogError> {
         let chunks: Vec<Vec<Outgoing>> = items
             .iter()
             .map(|(slot, entry)| self.chunk_records(slot, entry))
@@ -716,20 +723,52 @@ impl KafkaLog {
         let mut rest = &offsets[..];
         for (_, entry) in items.iter() {
             let (mine, after) = rest.split_at(entry.records.len().min(rest.len()));
-            out.push(mine.to_vec());
+            out.push(mine.iter().copied().map(Some).collect());
             rest = after;
         }
         Ok(out)
     }
 
-    /// Commits checked commits, each on its slot: writes them ahead and
-    /// produces them together, then applies their metadata to the cache.
-    /// Gives each slot back to `put_back` (`false`: its entry's fate is
-    /// unknown, so the slot must not be used again until recovered).
-    fn commit_planned(
+    /// Commits each task's records in a transaction of its producer, the
+    /// tasks side by side; returns each entry's records' offsets where the
+    /// broker reported them.
+    fn write_transactions(
+        items: &mut [((u32, Sender), Entry)],
+    ) -> Result<Vec<Vec<Option<u64>>>, LogError> {
+        let transact =
+            |((_, sender), entry): &((u32, Sender), Entry)| sender.transact(&entry.records);
+        if let [one] = items {
+            return Ok(vec![transact(one)?]);
+        }
+        std::thread::scope(|scope| {
+            let running: Vec<_> = items
+                .iter()
+                .map(|item| scope.spawn(move || transact(item)))
+                .collect();
+            running
+                .into_iter()
+                .map(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        Err(LogError::Broker(
+                            "a transaction's thread panicked".to_owned(),
+                        ))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Commits checked commits, each with its writer: `write` makes them
+    /// durable (returning each record's offset where known), then their
+    /// metadata is applied to the cache. Gives each writer back to
+    /// `put_back` (`false`: its commit's fate is unknown, so the writer
+    /// must not be used again until its task or slot is recovered).
+    fn commit_planned<W>(
         &self,
-        batch: Vec<(Planned, Slot)>,
-        put_back: impl Fn(Slot, bool),
+        batch: Vec<(Planned, W)>,
+        seq_of: impl Fn(&W) -> u64,
+        write: impl FnOnce(&mut [(W, Entry)]) -> Result<Vec<Vec<Option<u64>>>, LogError>,
+        put_back: impl Fn(W, bool),
     ) -> Result<Vec<CommitReceipt>, LogError> {
         let flight = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let mut items = Vec::with_capacity(batch.len());
@@ -759,7 +798,7 @@ impl KafkaLog {
                     .cloned(),
             );
             let entry = Entry {
-                seq: slot.next_seq,
+                seq: seq_of(&slot),
                 records: planned.records,
                 bounds,
             };
@@ -773,7 +812,7 @@ impl KafkaLog {
             return Err(e);
         }
         lock(&self.in_flight).insert(flight, changelog_bounds.clone());
-        let offsets = match self.write(&mut items) {
+        let offsets = match write(&mut items) {
             Ok(o) => o,
             Err(e) => {
                 // The commits may yet happen (when their slots are
@@ -793,6 +832,7 @@ impl KafkaLog {
             let mut own = lock(&self.own_metadata);
             for (((_, entry), at), (outputs, changes)) in items.iter().zip(&offsets).zip(metas) {
                 for (o, at) in entry.records.iter().zip(at) {
+                    let Some(at) = at else { continue };
                     let e = ends
                         .entry(TopicPartition::new(o.topic.clone(), o.partition))
                         .or_insert(0);
@@ -802,7 +842,9 @@ impl KafkaLog {
                     .iter()
                     .zip(entry.records[outputs..].iter().zip(&at[outputs..]))
                 {
-                    if *o.topic == *METADATA_TOPIC {
+                    if *o.topic == *METADATA_TOPIC
+                        && let Some(at) = at
+                    {
                         own.insert(k.clone(), *at);
                     }
                 }
@@ -811,10 +853,12 @@ impl KafkaLog {
                     positions: entry.records[..outputs]
                         .iter()
                         .zip(at)
-                        .map(|(o, at)| Position {
-                            topic: o.topic.clone(),
-                            partition: o.partition,
-                            offset: *at,
+                        .filter_map(|(o, at)| {
+                            Some(Position {
+                                topic: o.topic.clone(),
+                                partition: o.partition,
+                                offset: (*at)?,
+                            })
                         })
                         .collect(),
                 });
@@ -835,8 +879,10 @@ impl KafkaLog {
             let mut tps: Vec<&TopicPartition> = changelog_bounds.iter().map(|(tp, _)| tp).collect();
             tps.sort();
             tps.dedup();
+            // A partition whose offsets the broker did not report keeps its
+            // checkpoint: the next restore reads those records again.
             tps.into_iter()
-                .map(|tp| {
+                .filter_map(|tp| {
                     let other = flights
                         .iter()
                         .filter(|(id, _)| **id != flight)
@@ -844,8 +890,8 @@ impl KafkaLog {
                         .filter(|(t, _)| t == tp)
                         .map(|(_, b)| *b)
                         .min();
-                    let mine = ends.get(tp).copied().unwrap_or(0);
-                    (tp.clone(), other.map_or(mine, |o| o.min(mine)))
+                    let mine = ends.get(tp).copied()?;
+                    Some((tp.clone(), other.map_or(mine, |o| o.min(mine))))
                 })
                 .collect()
         };
@@ -939,6 +985,12 @@ struct Planned {
     records: Vec<Outgoing>,
     outputs: usize,
     changes: Vec<(Bytes, Option<Bytes>)>,
+}
+
+/// The transactional id of a group's task: whoever holds the task uses it,
+/// so claiming the task fences the instance that held it before.
+fn task_transactional_id(group: &str, task: u32) -> String {
+    format!("kappa-{group}-{task}")
 }
 
 fn topics_key(topic: &str) -> Vec<u8> {
@@ -1074,9 +1126,12 @@ impl Log for KafkaLog {
         }
         let planned = self.plan(commit)?;
         let slot = self.take_slot()?;
-        let mut receipts = self.commit_planned(vec![(planned, slot)], |slot, ok| {
-            self.put_back_slot(slot, ok)
-        })?;
+        let mut receipts = self.commit_planned(
+            vec![(planned, slot)],
+            |slot| slot.next_seq,
+            |items| self.write_ahead(items),
+            |slot, ok| self.put_back_slot(slot, ok),
+        )?;
         Ok(receipts.pop().unwrap_or_default())
     }
 
@@ -1087,15 +1142,17 @@ impl Log for KafkaLog {
                 planned.push((task, self.plan(commit)?));
             }
         }
-        let mut batch = Vec::with_capacity(planned.len());
+        let mut ahead = Vec::new();
+        let mut transactional = Vec::new();
         {
-            let mut slots = lock(&self.task_slots);
+            let mut writers = lock(&self.task_writers);
+            let mut taken = Vec::with_capacity(planned.len());
             for (task, p) in planned {
-                match slots.remove(&(group.to_owned(), task)) {
-                    Some(slot) => batch.push((p, slot)),
+                match writers.remove(&(group.to_owned(), task)) {
+                    Some(w) => taken.push((p, task, w)),
                     None => {
-                        for (_, slot) in batch {
-                            slots.insert((group.to_owned(), slot.partition), slot);
+                        for (_, task, w) in taken {
+                            writers.insert((group.to_owned(), task), w);
                         }
                         return Err(LogError::Broker(format!(
                             "task {task} of group {group:?} is not held by instance {:?} (it was never claimed, was revoked, or an earlier commit of it failed)",
@@ -1104,17 +1161,53 @@ impl Log for KafkaLog {
                     }
                 }
             }
-        }
-        let group_key = group.to_owned();
-        self.commit_planned(batch, |slot, ok| {
-            // A slot whose entry's fate is unknown stays out: the task must
-            // be claimed again (which recovers the slot) before it commits.
-            if ok {
-                lock(&self.task_slots).insert((group_key.clone(), slot.partition), slot);
-            } else {
-                tracing::error!(group = %group_key, task = slot.partition, "a task commit failed; the task must be claimed again");
+            for (p, task, w) in taken {
+                match w {
+                    TaskWriter::Ahead(slot) => ahead.push((p, slot)),
+                    TaskWriter::Transactional(sender) => transactional.push((p, (task, sender))),
+                }
             }
-        })?;
+        }
+        // A writer whose commit's fate is unknown stays out: the task must
+        // be claimed again (which recovers its slot, or fences its
+        // producer) before it commits.
+        let lost = |task: u32| {
+            tracing::error!(
+                group,
+                task,
+                "a task commit failed; the task must be claimed again"
+            );
+        };
+        if !ahead.is_empty() {
+            self.commit_planned(
+                ahead,
+                |slot| slot.next_seq,
+                |items| self.write_ahead(items),
+                |slot, ok| {
+                    if ok {
+                        lock(&self.task_writers)
+                            .insert((group.to_owned(), slot.partition), TaskWriter::Ahead(slot));
+                    } else {
+                        lost(slot.partition);
+                    }
+                },
+            )?;
+        }
+        if !transactional.is_empty() {
+            self.commit_planned(
+                transactional,
+                |_| 0,
+                Self::write_transactions,
+                |(task, sender), ok| {
+                    if ok {
+                        lock(&self.task_writers)
+                            .insert((group.to_owned(), task), TaskWriter::Transactional(sender));
+                    } else {
+                        lost(task);
+                    }
+                },
+            )?;
+        }
         Ok(())
     }
 
@@ -1151,8 +1244,42 @@ impl Log for KafkaLog {
         let mut slots = Vec::with_capacity(tasks.len());
         for &task in tasks {
             self.check_partition(&topic, task)?;
+            // Finishes what a write-ahead holder left, also when the group
+            // now commits by transactions.
             slots.push(self.recover_slot(topic.clone(), writer.clone(), task)?);
         }
+        let writers: Vec<(u32, TaskWriter)> = if self.config.transactional() {
+            // Before the state is read: initialising a task's producer
+            // fences its last holder and aborts its open transaction.
+            let config = &self.config;
+            std::thread::scope(|scope| {
+                let starting: Vec<_> = tasks
+                    .iter()
+                    .map(|&task| {
+                        scope.spawn(move || {
+                            let id = task_transactional_id(group, task);
+                            Sender::transactional(config, &id)
+                                .map(|s| (task, TaskWriter::Transactional(s)))
+                        })
+                    })
+                    .collect();
+                starting
+                    .into_iter()
+                    .map(|t| {
+                        t.join().unwrap_or_else(|_| {
+                            Err(LogError::Broker(
+                                "a task's producer thread panicked".to_owned(),
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, LogError>>()
+            })?
+        } else {
+            slots
+                .into_iter()
+                .map(|slot| (slot.partition, TaskWriter::Ahead(slot)))
+                .collect()
+        };
         let mut tps = changelogs.to_vec();
         tps.push(TopicPartition::new(METADATA_TOPIC, 0));
         let started = Instant::now();
@@ -1169,15 +1296,15 @@ impl Log for KafkaLog {
             seconds = started.elapsed().as_secs_f64(),
             "tasks claimed: their state is restored"
         );
-        let mut held = lock(&self.task_slots);
-        for slot in slots {
-            held.insert((group.to_owned(), slot.partition), slot);
+        let mut held = lock(&self.task_writers);
+        for (task, writer) in writers {
+            held.insert((group.to_owned(), task), writer);
         }
         Ok(())
     }
 
     fn release_tasks(&self, group: &str, tasks: &[u32]) -> Result<(), LogError> {
-        let mut held = lock(&self.task_slots);
+        let mut held = lock(&self.task_writers);
         for t in tasks {
             held.remove(&(group.to_owned(), *t));
         }
@@ -1308,8 +1435,7 @@ mod tests {
     use crate::testing::MockBroker;
 
     fn open(broker: &Arc<MockBroker>, dir: &std::path::Path) -> KafkaLog {
-        KafkaLog::open_with_topic_admin(KafkaConfig::new(broker.bootstrap(), dir), broker.clone())
-            .unwrap()
+        KafkaLog::open_with_topic_admin(broker.config(dir), broker.clone()).unwrap()
     }
 
     fn values(log: &KafkaLog, topic: &str, partitions: u32) -> Vec<String> {

@@ -48,6 +48,10 @@ struct DeliveryState {
 }
 
 const NOT_DELIVERED: i64 = -1;
+/// How long an open transaction may last before the broker aborts it: a
+/// crashed holder's transaction holds back `read_committed` readers of its
+/// partitions at most this long (unless the next holder fences it sooner).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ClientContext for Deliveries {}
 
@@ -79,10 +83,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One idempotent producer.
+/// Whether an error says another producer of the same transactional id
+/// took over (a newer holder of the task initialised it).
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
+}
+
+/// One idempotent producer, or a transactional one.
 pub(crate) struct Sender {
     producer: ThreadedProducer<Deliveries>,
     timeout: Duration,
+    transactional_id: Option<String>,
 }
 
 impl Sender {
@@ -93,6 +109,7 @@ impl Sender {
         Ok(Self {
             producer,
             timeout: config.timeout,
+            transactional_id: None,
         })
     }
 
@@ -109,6 +126,96 @@ impl Sender {
         self.send_parts(&[records], header)
     }
 
+    /// A transactional producer for `transactional_id`, initialised: any
+    /// earlier producer of the id is fenced, and its open transaction
+    /// aborted, before this returns.
+    pub(crate) fn transactional(
+        config: &KafkaConfig,
+        transactional_id: &str,
+    ) -> Result<Self, LogError> {
+        // librdkafka wants a request's and a record's timeouts within the
+        // transaction's.
+        let within = config
+            .timeout
+            .min(TRANSACTION_TIMEOUT)
+            .as_millis()
+            .to_string();
+        let producer: ThreadedProducer<Deliveries> = client::producer(config)
+            .set("transactional.id", transactional_id)
+            .set(
+                "transaction.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            )
+            .set("socket.timeout.ms", &within)
+            .set("message.timeout.ms", &within)
+            .create_with_context(Deliveries::default())
+            .map_err(|e| client::broker("creating a transactional producer", &e))?;
+        producer.init_transactions(config.timeout).map_err(|e| {
+            client::broker(
+                &format!("initialising transactional id {transactional_id:?}"),
+                &e,
+            )
+        })?;
+        Ok(Self {
+            producer,
+            timeout: config.timeout,
+            transactional_id: Some(transactional_id.to_owned()),
+        })
+    }
+
+    /// Produces `records` in one transaction of this transactional
+    /// producer and commits it; returns the records' offsets where the
+    /// broker reports them (a broker may assign offsets only when the
+    /// transaction commits).
+    ///
+    /// On an error the transaction is aborted when it still can be; a
+    /// fenced producer (another holder initialised the id) is done for.
+    pub(crate) fn transact(&self, records: &[Outgoing]) -> Result<Vec<Option<u64>>, LogError> {
+        // A fenced producer fails whatever it was doing (queued records
+        // are purged, say): its fatal error says why.
+        let fenced = || {
+            self.producer
+                .client()
+                .fatal_error()
+                .is_some_and(|(code, _)| is_fencing(code))
+        };
+        let txn_error = |doing: &str, e: &KafkaError| {
+            if e.rdkafka_error_code().is_some_and(is_fencing) || fenced() {
+                self.fenced()
+            } else {
+                client::broker(doing, e)
+            }
+        };
+        self.producer
+            .begin_transaction()
+            .map_err(|e| txn_error("beginning a transaction", &e))?;
+        let committed = self
+            .send_raw(&[records], &|_| None)
+            .map_err(|e| if fenced() { self.fenced() } else { e })
+            .and_then(|offsets| {
+                self.producer
+                    .commit_transaction(self.timeout)
+                    .map_err(|e| txn_error("committing a transaction", &e))?;
+                Ok(offsets)
+            });
+        match committed {
+            Ok(offsets) => Ok(offsets.into_iter().map(|o| u64::try_from(o).ok()).collect()),
+            Err(e) => {
+                if let Err(abort) = self.producer.abort_transaction(self.timeout) {
+                    tracing::debug!(error = %abort, "could not abort a failed transaction");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn fenced(&self) -> LogError {
+        LogError::Broker(format!(
+            "fenced: transactional id {:?} was initialised by a newer holder of its task; this commit did not happen",
+            self.transactional_id.as_deref().unwrap_or_default()
+        ))
+    }
+
     /// As [`Sender::send_all`] for the records of several slices, as if
     /// concatenated (indexes count through all of them).
     pub(crate) fn send_parts(
@@ -116,6 +223,22 @@ impl Sender {
         parts: &[&[Outgoing]],
         header: &dyn Fn(usize) -> Option<(&'static str, String)>,
     ) -> Result<Vec<u64>, LogError> {
+        self.send_raw(parts, header)?
+            .into_iter()
+            .map(|o| {
+                u64::try_from(o)
+                    .map_err(|_| LogError::Broker("a delivery report carried no offset".to_owned()))
+            })
+            .collect()
+    }
+
+    /// Produces and waits for every acknowledgement; offsets as reported
+    /// (negative where the broker gave none).
+    fn send_raw(
+        &self,
+        parts: &[&[Outgoing]],
+        header: &dyn Fn(usize) -> Option<(&'static str, String)>,
+    ) -> Result<Vec<i64>, LogError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         {
             let mut s = lock(&self.producer.context().state);
@@ -199,13 +322,7 @@ impl Sender {
         if let Some(e) = &s.first_error {
             return Err(LogError::Broker(format!("a record was not delivered: {e}")));
         }
-        s.offsets
-            .iter()
-            .map(|&o| {
-                u64::try_from(o)
-                    .map_err(|_| LogError::Broker("a delivery report carried no offset".to_owned()))
-            })
-            .collect()
+        Ok(std::mem::take(&mut s.offsets))
     }
 }
 

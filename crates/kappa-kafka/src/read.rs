@@ -189,6 +189,7 @@ impl Reader {
                 }
             }
         }
+        self.past_markers(from, &mut next);
         self.at = from
             .iter()
             .zip(&next)
@@ -198,6 +199,28 @@ impl Reader {
             next_offsets: next,
             records: got,
         })
+    }
+
+    /// Moves each partition's next offset past the transaction markers the
+    /// consumer read after its last record. Markers take offsets but are
+    /// never delivered; librdkafka counts them in its position, and without
+    /// this a partition that ends in a marker would stay one short of its
+    /// end (a read to the end would never get there).
+    fn past_markers(&self, from: &[(TopicPartition, u64)], next: &mut [u64]) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for ((tp, _), n) in from.iter().zip(next.iter_mut()) {
+            let Ok(p) = partition_i32(tp.partition) else {
+                continue;
+            };
+            if let Some(Offset::Offset(at)) =
+                positions.find_partition(&tp.topic, p).map(|e| e.offset())
+                && let Ok(at) = u64::try_from(at)
+            {
+                *n = (*n).max(at);
+            }
+        }
     }
 
     /// Notes an end-of-partition event. librdkafka names only the partition

@@ -24,7 +24,8 @@ enum Request {
 /// the admin API (topics are created through [`MockBroker::create_topic`],
 /// which [`crate::KafkaLog::open_with_topic_admin`] uses), nor offsets by
 /// time; it accepts transactional requests but does not implement their
-/// semantics, which is one reason the backend does not rely on them.
+/// semantics (no commit markers), so logs on it commit by the write-ahead
+/// protocol ([`MockBroker::config`]).
 pub struct MockBroker {
     bootstrap: String,
     requests: Option<mpsc::Sender<Request>>,
@@ -90,6 +91,14 @@ impl MockBroker {
     /// `host:port` of the broker.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// Settings for a log on this cluster with state in `state_dir`:
+    /// write-ahead commits, as the mock has no real transactions.
+    pub fn config(&self, state_dir: &std::path::Path) -> crate::KafkaConfig {
+        let mut c = crate::KafkaConfig::new(self.bootstrap(), state_dir);
+        c.commit = crate::CommitProtocol::WriteAhead;
+        c
     }
 
     fn ask<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Request) -> Result<T, LogError> {

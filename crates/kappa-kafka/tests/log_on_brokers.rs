@@ -17,25 +17,31 @@ use kappa_log::{
 
 /// A broker to run on: opens a log on it with its state in a directory.
 trait Broker {
-    fn open(&self, dir: &std::path::Path) -> KafkaLog;
+    /// Settings for a log with its state in `dir`.
+    fn config(&self, dir: &std::path::Path) -> KafkaConfig;
+    fn open(&self, dir: &std::path::Path) -> KafkaLog {
+        KafkaLog::open(self.config(dir)).unwrap()
+    }
 }
 
 impl Broker for Arc<MockBroker> {
+    fn config(&self, dir: &std::path::Path) -> KafkaConfig {
+        MockBroker::config(self, dir)
+    }
     fn open(&self, dir: &std::path::Path) -> KafkaLog {
-        let config = KafkaConfig::new(self.bootstrap(), dir);
-        KafkaLog::open_with_topic_admin(config, self.clone()).unwrap()
+        KafkaLog::open_with_topic_admin(self.config(dir), self.clone()).unwrap()
     }
 }
 
 impl Broker for Tansu {
-    fn open(&self, dir: &std::path::Path) -> KafkaLog {
-        KafkaLog::open(self.config(dir)).unwrap()
+    fn config(&self, dir: &std::path::Path) -> KafkaConfig {
+        Tansu::config(self, dir)
     }
 }
 
 impl Broker for ApacheKafka {
-    fn open(&self, dir: &std::path::Path) -> KafkaLog {
-        KafkaLog::open(self.config(dir)).unwrap()
+    fn config(&self, dir: &std::path::Path) -> KafkaConfig {
+        ApacheKafka::config(self, dir)
     }
 }
 
@@ -46,8 +52,8 @@ struct KappaNode {
 }
 
 impl Broker for KappaNode {
-    fn open(&self, dir: &std::path::Path) -> KafkaLog {
-        KafkaLog::open(KafkaConfig::new(self.node.bootstrap(), dir)).unwrap()
+    fn config(&self, dir: &std::path::Path) -> KafkaConfig {
+        KafkaConfig::new(self.node.bootstrap(), dir)
     }
 }
 
@@ -218,6 +224,97 @@ fn bad_commits_are_refused_whole(broker: &dyn Broker) {
     for p in 0..2 {
         assert_eq!(log.offsets(&TopicPartition::new("t", p)).unwrap().end, 0);
     }
+}
+
+/// A task claimed by another instance fences the instance that held it:
+/// the old holder's commits (outputs, store, positions) never land, the
+/// new holder's do, and a fresh start restores only what landed.
+fn a_task_claimed_elsewhere_fences_its_last_holder(broker: &dyn Broker) {
+    let task_commit = |output: &str, position: u64| {
+        let mut c = Commit::new();
+        c.append(
+            "out",
+            ProducerRecord::value(output.to_owned()).with_key("k"),
+        );
+        c.put_metadata("store/k", output.to_owned());
+        c.set_group_position("fenced", TopicPartition::new("in", 0), position);
+        vec![(0, c)]
+    };
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = broker.open(first_dir.path());
+    assert!(
+        first.config().transactional(),
+        "task commits are transactions here"
+    );
+    for topic in ["in", "out"] {
+        first.create_topic(&TopicSpec::new(topic, 1)).unwrap();
+    }
+    first
+        .commit({
+            let mut c = Commit::new();
+            c.append_all(
+                "in",
+                None,
+                (0..3).map(|i| ProducerRecord::value(format!("{i}"))),
+            );
+            c
+        })
+        .unwrap();
+    first.claim_tasks("fenced", &[0], &[]).unwrap();
+    first
+        .commit_tasks("fenced", task_commit("first-1", 1))
+        .unwrap();
+
+    let mut config = broker.config(second_dir.path());
+    config.instance = "second".to_owned();
+    let second = KafkaLog::open(config).unwrap();
+    second.claim_tasks("fenced", &[0], &[]).unwrap();
+    assert_eq!(
+        second.metadata(b"store/k").unwrap().as_deref(),
+        Some(&b"first-1"[..]),
+        "the new holder restores what the last one committed"
+    );
+
+    let refused = first
+        .commit_tasks("fenced", task_commit("first-2", 2))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("fenced"), "{refused}");
+    let again = first
+        .commit_tasks("fenced", task_commit("first-3", 3))
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("not held"), "{again}");
+    second
+        .commit_tasks("fenced", task_commit("second-2", 2))
+        .unwrap();
+
+    let values: Vec<String> = read_all(&second, "out", 0)
+        .iter()
+        .map(|r| String::from_utf8(r.value.as_deref().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["first-1", "second-2"], "only the holders' commits");
+    drop((first, second));
+    let fresh = tempfile::tempdir().unwrap();
+    let log = broker.open(fresh.path());
+    assert_eq!(
+        log.metadata(b"store/k").unwrap().as_deref(),
+        Some(&b"second-2"[..])
+    );
+    assert_eq!(
+        log.group_positions("fenced").unwrap(),
+        [(TopicPartition::new("in", 0), 2)]
+    );
+}
+
+#[test]
+fn on_apache_kafka_a_task_claimed_elsewhere_fences_its_last_holder() {
+    a_task_claimed_elsewhere_fences_its_last_holder(&apache_kafka());
+}
+
+#[test]
+fn on_a_kappa_node_a_task_claimed_elsewhere_fences_its_last_holder() {
+    a_task_claimed_elsewhere_fences_its_last_holder(&kappa_node());
 }
 
 /// Tells a test which tasks the group assigned.

@@ -47,7 +47,7 @@ struct KafkaMock(Arc<MockBroker>);
 
 impl Backend for KafkaMock {
     fn open(&self, state: &Path) -> Arc<dyn Log> {
-        let config = KafkaConfig::new(self.0.bootstrap(), state);
+        let config = self.0.config(state);
         Arc::new(KafkaLog::open_with_topic_admin(config, self.0.clone()).unwrap())
     }
 }

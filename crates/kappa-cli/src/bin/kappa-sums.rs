@@ -32,6 +32,14 @@ const WINDOW: Duration = Duration::from_millis(50);
 const INPUT_BATCH_LINES_MAX: usize = 100;
 
 fn main() -> std::process::ExitCode {
+    // Warnings and errors (a refused commit, say) go to standard error.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG_LEVEL")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -112,7 +120,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     appended += append(&*log, &mut batch)?;
     writeln!(stdout, "appended {appended}")?;
-    streams.wait_for_inputs()?;
+    if let Err(e) = streams.wait_for_inputs() {
+        // Closing says why a worker stopped.
+        return Err(match streams.close() {
+            Err(why) => format!("{e}: {why}").into(),
+            Ok(()) => e.into(),
+        });
+    }
     streams.close()?;
     Ok(())
 }
