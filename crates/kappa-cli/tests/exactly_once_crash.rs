@@ -28,7 +28,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kappa_kafka::testing::{MockBroker, RDKafkaApiKey, RDKafkaRespErr};
-use kappa_kafka::{COMMIT_SLOTS, KafkaConfig, KafkaLog, METADATA_TOPIC, TASKS_TOPIC_PREFIX};
+use kappa_kafka::{
+    COMMIT_SLOTS, CommitProtocol, KafkaConfig, KafkaLog, METADATA_TOPIC, TASKS_TOPIC_PREFIX,
+};
 use kappa_log::{EmbeddedLog, FetchLimits, Log, Record, TopicPartition};
 use kappa_streams::provenance::SOURCE_HEADER;
 use rdkafka::TopicPartitionList;
@@ -345,7 +347,10 @@ impl OnBroker {
     /// The child as instance `name` (its own state directory under the
     /// shared base, its own commit topic; the same group).
     fn instance(&self, name: &str) -> Command {
-        let mut c = child(&format!("kafka://{}?kappa.instance={name}", self.bootstrap));
+        let mut c = child(&format!(
+            "kafka://{}?kappa.commit=transactions&kappa.instance={name}",
+            self.bootstrap
+        ));
         c.env("KAPPA_STATE_DIR", self.state.path());
         c
     }
@@ -386,12 +391,19 @@ impl OnBroker {
 
 impl Backend for OnBroker {
     fn child(&self) -> Command {
-        let mut c = child(&format!("kafka://{}", self.bootstrap));
+        let mut c = child(&format!(
+            "kafka://{}?kappa.commit=transactions",
+            self.bootstrap
+        ));
         c.env("KAPPA_STATE_DIR", self.state.path());
         c
     }
     fn open(&self) -> Box<dyn Log> {
-        open_as_next_start(|state| KafkaLog::open(KafkaConfig::new(&self.bootstrap, state)))
+        open_as_next_start(|state| {
+            let mut config = KafkaConfig::new(&self.bootstrap, state);
+            config.commit = CommitProtocol::Transactions;
+            KafkaLog::open(config)
+        })
     }
     fn disturb(&self, _: &mut Rng, _: u64) {}
     fn rounds(&self) -> usize {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use kappa_kafka::testing::{ApacheKafka, MockBroker, Tansu};
-use kappa_kafka::{KafkaConfig, KafkaLog};
+use kappa_kafka::{CommitProtocol, KafkaConfig, KafkaLog};
 use kappa_log::{
     Commit, FetchLimits, Log, LogError, ProducerRecord, Record, TopicPartition, TopicSpec,
 };
@@ -241,11 +241,13 @@ fn a_task_claimed_elsewhere_fences_its_last_holder(broker: &dyn Broker) {
         vec![(0, c)]
     };
     let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = broker.open(first_dir.path());
-    assert!(
-        first.config().transactional(),
-        "task commits are transactions here"
-    );
+    let transactional = |dir: &std::path::Path, instance: &str| {
+        let mut config = broker.config(dir);
+        config.commit = CommitProtocol::Transactions;
+        config.instance = instance.to_owned();
+        KafkaLog::open(config).unwrap()
+    };
+    let first = transactional(first_dir.path(), "first");
     for topic in ["in", "out"] {
         first.create_topic(&TopicSpec::new(topic, 1)).unwrap();
     }
@@ -265,9 +267,7 @@ fn a_task_claimed_elsewhere_fences_its_last_holder(broker: &dyn Broker) {
         .commit_tasks("fenced", task_commit("first-1", 1))
         .unwrap();
 
-    let mut config = broker.config(second_dir.path());
-    config.instance = "second".to_owned();
-    let second = KafkaLog::open(config).unwrap();
+    let second = transactional(second_dir.path(), "second");
     second.claim_tasks("fenced", &[0], &[]).unwrap();
     assert_eq!(
         second.metadata(b"store/k").unwrap().as_deref(),

@@ -34,7 +34,7 @@ pub enum BenchCommand {
     Gateway(super::bench_gateway::GatewayBenchArgs),
     /// The PostgreSQL sink against a batched binary COPY of the same rows.
     Postgres(super::bench_postgres::PostgresBenchArgs),
-    /// The Kafka backend on tansu: filter+map against a plain rdkafka loop, and restore speed.
+    /// The Kafka backend on Apache Kafka (or tansu): filter+map against a plain rdkafka loop, and restore speed.
     Kafka(super::bench_kafka::KafkaBenchArgs),
     /// librdkafka through the Kafka-protocol node against direct appends, and latency through it.
     Broker(super::bench_broker::BrokerBenchArgs),

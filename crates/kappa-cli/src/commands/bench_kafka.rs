@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use kappa_kafka::testing::{ApacheKafka, Tansu};
-use kappa_kafka::{KafkaConfig, KafkaLog};
+use kappa_kafka::{CommitProtocol, KafkaConfig, KafkaLog};
 use kappa_log::{Commit, Log, TopicSpec};
 use kappa_streams::{Streams, StreamsBuilder, StreamsConfig, Utf8};
 use rdkafka::ClientConfig;
@@ -42,9 +42,33 @@ pub struct KafkaBenchArgs {
     /// The broker each measurement starts afresh.
     #[arg(long, value_enum, default_value_t = BrokerKind::ApacheKafka)]
     broker: BrokerKind,
+    /// How the topology's task commits are made atomic (`kappa.commit`).
+    #[arg(long, value_enum, default_value_t = Commits::Auto)]
+    commit: Commits,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// `kappa.commit` for the topology's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Commits {
+    /// The backend's default.
+    Auto,
+    /// Kafka transactions.
+    Transactions,
+    /// The write-ahead protocol.
+    WriteAhead,
+}
+
+impl From<Commits> for CommitProtocol {
+    fn from(c: Commits) -> Self {
+        match c {
+            Commits::Auto => Self::Auto,
+            Commits::Transactions => Self::Transactions,
+            Commits::WriteAhead => Self::WriteAhead,
+        }
+    }
 }
 
 /// Which broker the benchmark runs on.
@@ -103,6 +127,8 @@ struct Report {
     partitions: u32,
     rounds: usize,
     commit_interval_ms: u128,
+    /// `kappa.commit` of the topology's log.
+    commit: String,
     baseline_records_per_s: f64,
     kappa_records_per_s: f64,
     kappa_vs_baseline_ratio: f64,
@@ -143,6 +169,28 @@ fn client(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap).set("log_level", "3");
     c
+}
+
+/// Loads the broker's group and transaction coordinators (not measured).
+/// A broker in service has them loaded; a fresh one creates their topics
+/// on first use, seconds that would be charged to Kappa's side only (the
+/// baseline uses neither a group nor transactions).
+fn warm_coordinators(bootstrap: &str) -> anyhow::Result<()> {
+    let producer: BaseProducer = client(bootstrap)
+        .set("transactional.id", "bench-warm-up")
+        .create()?;
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .context("loading the transaction coordinator")?;
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", "bench-warm-up")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("in", 0);
+    consumer
+        .committed_offsets(tpl, Duration::from_secs(60))
+        .context("loading the group coordinator")?;
+    Ok(())
 }
 
 /// Fills `in` with the input (not measured).
@@ -250,9 +298,14 @@ fn kappa(args: &KafkaBenchArgs) -> anyhow::Result<(f64, f64)> {
     let broker = args.broker.start()?;
     let bootstrap = broker.bootstrap();
     let state = tempfile::tempdir()?;
-    let log: Arc<dyn Log> = Arc::new(KafkaLog::open(broker.config(state.path()))?);
+    let mut config = broker.config(state.path());
+    config.commit = args.commit.into();
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::open(config)?);
     topics(&*log, args.partitions)?;
     prefill(&bootstrap, args)?;
+    if args.broker == BrokerKind::ApacheKafka {
+        warm_coordinators(&bootstrap)?;
+    }
     let started = Instant::now();
     let b = StreamsBuilder::new();
     b.stream("in", Utf8, Utf8)
@@ -385,6 +438,7 @@ pub fn run(args: &KafkaBenchArgs) -> anyhow::Result<()> {
         partitions: args.partitions,
         rounds: args.rounds,
         commit_interval_ms: args.commit_interval.as_millis(),
+        commit: format!("{:?}", CommitProtocol::from(args.commit)),
         baseline_records_per_s: baseline_rate,
         kappa_records_per_s: kappa_rate,
         kappa_vs_baseline_ratio: kappa_rate / baseline_rate,
