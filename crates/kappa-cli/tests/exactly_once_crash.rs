@@ -463,24 +463,14 @@ fn sigkill_never_loses_or_duplicates_a_result(backend: &dyn Backend) {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut stdin = proc.stdin.take().unwrap();
+        let stdin = proc.stdin.take().unwrap();
         let first = line;
-        let feeder = std::thread::spawn(move || {
-            let mut n = first;
-            let mut buf = String::new();
-            while n < first + lines_max {
-                buf.clear();
-                for _ in 0..100 {
-                    buf += &format!("k{} {}\n", n % 37, n % 11 + 1);
-                    n += 1;
-                }
-                // The pipe breaks when the child is killed; that ends the round.
-                if stdin.write_all(buf.as_bytes()).is_err() {
-                    break;
-                }
-            }
-            n
-        });
+        // The pipe breaks when the child is killed; that ends the round.
+        let feeder = feed(
+            stdin,
+            Arc::new(AtomicBool::new(false)),
+            first..first + lines_max,
+        );
         // Kill after a random number of input commits: by then the topology
         // is somewhere in processing or committing them.
         let kill_after = 1 + rng.below(150);
@@ -523,13 +513,18 @@ fn sigkill_never_loses_or_duplicates_a_result(backend: &dyn Backend) {
     assert!(total > 0);
 }
 
-/// Sends `KEY AMOUNT` lines to a child until `stop` or until its input
-/// closes; returns how many it sent.
-fn feed(mut stdin: std::process::ChildStdin, stop: Arc<AtomicBool>, first: u64) -> JoinHandle<u64> {
+/// Sends `KEY AMOUNT` lines numbered from `lines.start` to a child, a
+/// hundred at a time, until `lines.end`, `stop`, or its input closes;
+/// returns the next line's number.
+fn feed(
+    mut stdin: std::process::ChildStdin,
+    stop: Arc<AtomicBool>,
+    lines: std::ops::Range<u64>,
+) -> JoinHandle<u64> {
     std::thread::spawn(move || {
-        let mut n = first;
+        let mut n = lines.start;
         let mut buf = String::new();
-        while !stop.load(Ordering::Relaxed) {
+        while n < lines.end && !stop.load(Ordering::Relaxed) {
             buf.clear();
             for _ in 0..100 {
                 buf += &format!("k{} {}\n", n % 37, n % 11 + 1);
@@ -539,7 +534,7 @@ fn feed(mut stdin: std::process::ChildStdin, stop: Arc<AtomicBool>, first: u64) 
                 break;
             }
         }
-        n - first
+        n
     })
 }
 
@@ -556,7 +551,7 @@ fn a_frozen_instance_cannot_commit_after_its_tasks_moved(broker: &OnBroker) {
         .spawn()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let feeder = feed(zombie.stdin.take().unwrap(), stop.clone(), 0);
+    let feeder = feed(zombie.stdin.take().unwrap(), stop.clone(), 0..u64::MAX);
     let mut acks = BufReader::new(zombie.stdout.take().unwrap()).lines();
     // Busy appending and processing: its tasks hold uncommitted work.
     for _ in 0..30 {
