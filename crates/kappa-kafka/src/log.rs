@@ -89,7 +89,9 @@ struct SlotPool {
 /// written as one write-ahead entry to this instance's commit topic (the
 /// commit point), then produced to its destinations with a header naming
 /// the entry; a restart completes an entry that was cut short, producing
-/// only what is missing. Metadata (store state, group positions) lives in
+/// only what is missing. With `kappa.commit=transactions` a task's commits
+/// are Kafka transactions of a producer of its own instead, and claiming
+/// a task fences its last holder ([`crate::CommitProtocol`]). Metadata (store state, group positions) lives in
 /// compacted changelog topics, copied to a local cache with a checkpoint
 /// per changelog partition, so a restart restores only the tail.
 /// See `docs/kafka.md`.
