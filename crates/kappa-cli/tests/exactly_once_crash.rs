@@ -355,38 +355,42 @@ impl OnBroker {
         c
     }
 
-    /// The group's committed Kafka offsets and the input's ends, by partition.
-    fn progress(&self) -> (Vec<i64>, Vec<i64>) {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+    /// A client that reads the group's committed offsets (it never joins).
+    fn group_reader(&self) -> BaseConsumer {
+        rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", "kappa-sums")
             .create()
-            .unwrap();
-        let mut asked = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            asked.add_partition("numbers", i32::try_from(p).unwrap());
-        }
-        let committed = consumer
-            .committed_offsets(asked, Duration::from_secs(30))
             .unwrap()
-            .elements()
-            .iter()
-            .map(|e| e.offset().to_raw().unwrap_or(-1))
-            .collect();
-        let ends = (0..PARTITIONS)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(
-                        "numbers",
-                        i32::try_from(p).unwrap(),
-                        Duration::from_secs(30),
-                    )
-                    .unwrap()
-                    .1
-            })
-            .collect();
-        (committed, ends)
     }
+}
+
+/// The group's committed Kafka offsets and the input's ends, by partition.
+fn progress(consumer: &BaseConsumer) -> (Vec<i64>, Vec<i64>) {
+    let mut asked = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        asked.add_partition("numbers", i32::try_from(p).unwrap());
+    }
+    let committed = consumer
+        .committed_offsets(asked, Duration::from_secs(30))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(-1))
+        .collect();
+    let ends = (0..PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(
+                    "numbers",
+                    i32::try_from(p).unwrap(),
+                    Duration::from_secs(30),
+                )
+                .unwrap()
+                .1
+        })
+        .collect();
+    (committed, ends)
 }
 
 impl Backend for OnBroker {
@@ -580,9 +584,10 @@ fn a_frozen_instance_cannot_commit_after_its_tasks_moved(broker: &OnBroker) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let group = broker.group_reader();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (committed, ends) = broker.progress();
+        let (committed, ends) = progress(&group);
         if committed.iter().zip(&ends).all(|(c, e)| c >= e) {
             break;
         }

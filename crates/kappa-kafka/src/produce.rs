@@ -190,7 +190,7 @@ impl Sender {
             .begin_transaction()
             .map_err(|e| txn_error("beginning a transaction", &e))?;
         let committed = self
-            .send_raw(&[records], &|_| None)
+            .send_raw(&[records], &|_| None, |o| Ok(u64::try_from(o).ok()))
             .map_err(|e| if fenced() { self.fenced() } else { e })
             .and_then(|offsets| {
                 self.producer
@@ -199,7 +199,7 @@ impl Sender {
                 Ok(offsets)
             });
         match committed {
-            Ok(offsets) => Ok(offsets.into_iter().map(|o| u64::try_from(o).ok()).collect()),
+            Ok(offsets) => Ok(offsets),
             Err(e) => {
                 if let Err(abort) = self.producer.abort_transaction(self.timeout) {
                     tracing::debug!(error = %abort, "could not abort a failed transaction");
@@ -223,22 +223,21 @@ impl Sender {
         parts: &[&[Outgoing]],
         header: &dyn Fn(usize) -> Option<(&'static str, String)>,
     ) -> Result<Vec<u64>, LogError> {
-        self.send_raw(parts, header)?
-            .into_iter()
-            .map(|o| {
-                u64::try_from(o)
-                    .map_err(|_| LogError::Broker("a delivery report carried no offset".to_owned()))
-            })
-            .collect()
+        self.send_raw(parts, header, |o| {
+            u64::try_from(o)
+                .map_err(|_| LogError::Broker("a delivery report carried no offset".to_owned()))
+        })
     }
 
-    /// Produces and waits for every acknowledgement; offsets as reported
-    /// (negative where the broker gave none).
-    fn send_raw(
+    /// Produces and waits for every acknowledgement; returns each record's
+    /// offset as reported (negative where the broker gave none) through
+    /// `offset`.
+    fn send_raw<T>(
         &self,
         parts: &[&[Outgoing]],
         header: &dyn Fn(usize) -> Option<(&'static str, String)>,
-    ) -> Result<Vec<i64>, LogError> {
+        offset: impl Fn(i64) -> Result<T, LogError>,
+    ) -> Result<Vec<T>, LogError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         {
             let mut s = lock(&self.producer.context().state);
@@ -322,7 +321,8 @@ impl Sender {
         if let Some(e) = &s.first_error {
             return Err(LogError::Broker(format!("a record was not delivered: {e}")));
         }
-        Ok(std::mem::take(&mut s.offsets))
+        // Read in place: the report buffer keeps its capacity for the next batch.
+        s.offsets.iter().map(|&o| offset(o)).collect()
     }
 }
 

@@ -42,33 +42,20 @@ pub struct KafkaBenchArgs {
     /// The broker each measurement starts afresh.
     #[arg(long, value_enum, default_value_t = BrokerKind::ApacheKafka)]
     broker: BrokerKind,
-    /// How the topology's task commits are made atomic (`kappa.commit`).
-    #[arg(long, value_enum, default_value_t = Commits::Auto)]
-    commit: Commits,
+    /// How the topology's task commits are made atomic: `kappa.commit`'s
+    /// `auto`, `transactions` or `write-ahead`.
+    #[arg(long, default_value = "auto", value_parser = parse_commit)]
+    commit: CommitProtocol,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
-/// `kappa.commit` for the topology's log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Commits {
-    /// The backend's default.
-    Auto,
-    /// Kafka transactions.
-    Transactions,
-    /// The write-ahead protocol.
-    WriteAhead,
-}
-
-impl From<Commits> for CommitProtocol {
-    fn from(c: Commits) -> Self {
-        match c {
-            Commits::Auto => Self::Auto,
-            Commits::Transactions => Self::Transactions,
-            Commits::WriteAhead => Self::WriteAhead,
-        }
-    }
+/// `--commit` by the log's own parser of `kappa.commit`.
+fn parse_commit(value: &str) -> Result<CommitProtocol, String> {
+    let mut c = KafkaConfig::new("", "");
+    c.set("kappa.commit", value).map_err(|e| e.to_string())?;
+    Ok(c.commit)
 }
 
 /// Which broker the benchmark runs on.
@@ -299,7 +286,7 @@ fn kappa(args: &KafkaBenchArgs) -> anyhow::Result<(f64, f64)> {
     let bootstrap = broker.bootstrap();
     let state = tempfile::tempdir()?;
     let mut config = broker.config(state.path());
-    config.commit = args.commit.into();
+    config.commit = args.commit;
     let log: Arc<dyn Log> = Arc::new(KafkaLog::open(config)?);
     topics(&*log, args.partitions)?;
     prefill(&bootstrap, args)?;
@@ -438,7 +425,7 @@ pub fn run(args: &KafkaBenchArgs) -> anyhow::Result<()> {
         partitions: args.partitions,
         rounds: args.rounds,
         commit_interval_ms: args.commit_interval.as_millis(),
-        commit: format!("{:?}", CommitProtocol::from(args.commit)),
+        commit: format!("{:?}", args.commit),
         baseline_records_per_s: baseline_rate,
         kappa_records_per_s: kappa_rate,
         kappa_vs_baseline_ratio: kappa_rate / baseline_rate,
