@@ -1,10 +1,14 @@
-//! Topic administration: create, delete and list topics on the cluster.
+//! Topic administration: create, grow, reconfigure, delete and list topics
+//! on the cluster.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kappa_log::{CleanupPolicy, LogError, TopicConfig, TopicSpec};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
@@ -27,6 +31,23 @@ pub trait TopicAdmin: Send + Sync {
     ///
     /// [`LogError::UnknownTopic`], or the cluster refused.
     fn delete(&self, name: &str) -> Result<(), LogError>;
+
+    /// Grows a topic to `partitions` partitions, returning once every one
+    /// of them has a leader.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`], [`LogError::InvalidConfig`] for a count
+    /// the cluster refuses, or the cluster refused otherwise.
+    fn create_partitions(&self, name: &str, partitions: u32) -> Result<(), LogError>;
+
+    /// Replaces a topic's configuration with `config` (every property
+    /// [`topic_configs`] names is set).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`], or the cluster refused.
+    fn alter_config(&self, name: &str, config: &TopicConfig) -> Result<(), LogError>;
 }
 
 /// The cluster's admin API, used blocking.
@@ -88,6 +109,34 @@ impl Admin {
             }
             std::thread::sleep(READY_POLL);
         }
+    }
+
+    /// Deletes a consumer group and its committed offsets from the cluster;
+    /// a group the cluster does not know is already gone.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::InvalidConfig`] while the group has members (Kafka
+    /// deletes only empty groups), or the cluster refused.
+    pub(crate) fn delete_group(&self, group: &str) -> Result<(), LogError> {
+        let results = futures_executor::block_on(self.admin.delete_groups(&[group], &self.options))
+            .map_err(|e| client::broker(&format!("deleting group {group:?}"), &e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
+                Err((_, RDKafkaErrorCode::NonEmptyGroup)) => {
+                    return Err(LogError::InvalidConfig(format!(
+                        "group {group:?} has members on the cluster; stop them before deleting its positions"
+                    )));
+                }
+                Err((_, code)) => {
+                    return Err(LogError::Broker(format!(
+                        "deleting group {group:?}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every topic and its partition count, as the cluster's metadata says.
@@ -153,6 +202,57 @@ impl TopicAdmin for Admin {
                 }
                 Err((name, code)) => {
                     return Err(LogError::Broker(format!("deleting topic {name:?}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create_partitions(&self, name: &str, partitions: u32) -> Result<(), LogError> {
+        let count = partitions as usize;
+        let grow = NewPartitions::new(name, count);
+        let results =
+            futures_executor::block_on(self.admin.create_partitions([&grow], &self.options))
+                .map_err(|e| client::broker(&format!("adding partitions to {name:?}"), &e))?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((name, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                    return Err(LogError::UnknownTopic(name));
+                }
+                Err((name, RDKafkaErrorCode::InvalidPartitions)) => {
+                    return Err(LogError::InvalidConfig(format!(
+                        "the cluster refused {partitions} partitions for {name:?}"
+                    )));
+                }
+                Err((name, code)) => {
+                    return Err(LogError::Broker(format!(
+                        "adding partitions to {name:?}: {code}"
+                    )));
+                }
+            }
+        }
+        self.wait_until_ready(name, count)
+    }
+
+    fn alter_config(&self, name: &str, config: &TopicConfig) -> Result<(), LogError> {
+        let configs = topic_configs(config);
+        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(name));
+        for (k, v) in &configs {
+            alter = alter.set(k, v);
+        }
+        let results = futures_executor::block_on(self.admin.alter_configs([&alter], &self.options))
+            .map_err(|e| client::broker(&format!("altering the config of {name:?}"), &e))?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                    return Err(LogError::UnknownTopic(name.to_owned()));
+                }
+                Err((_, code)) => {
+                    return Err(LogError::Broker(format!(
+                        "altering the config of {name:?}: {code}"
+                    )));
                 }
             }
         }

@@ -1383,6 +1383,117 @@ impl Log for KafkaLog {
         Ok(out)
     }
 
+    fn group_names(&self) -> Result<Vec<String>, LogError> {
+        let mut names = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        // One look per group: its positions' keys all sort below
+        // `group \0 \xff` (topic names are ASCII), so the next look starts
+        // past them.
+        while let Some((k, _)) = self
+            .cache
+            .page(GROUPS_PREFIX, after.as_deref(), 1)?
+            .into_iter()
+            .next()
+        {
+            let Some((group, _)) = parse_group_key(&k[GROUPS_PREFIX.len()..]) else {
+                let mut skip = k.to_vec();
+                skip.push(0xff);
+                after = Some(skip);
+                continue;
+            };
+            let mut skip = group_prefix(&group);
+            skip.push(0xff);
+            after = Some(skip);
+            names.push(group);
+        }
+        Ok(names)
+    }
+
+    fn delete_group_positions(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<usize, LogError> {
+        if !kappa_log::valid_group_name(group) {
+            return Err(LogError::InvalidGroupName(group.to_owned()));
+        }
+        let mut commit = Commit::new();
+        let mut removed = 0;
+        for (k, _) in self.metadata_scan(&group_prefix(group))? {
+            let doomed = match (partitions, parse_group_key(&k[GROUPS_PREFIX.len()..])) {
+                (None, _) => true,
+                (Some(ps), Some((_, tp))) => ps.contains(&tp),
+                (Some(_), None) => false,
+            };
+            if doomed {
+                commit.delete_metadata(k);
+                removed += 1;
+            }
+        }
+        if partitions.is_none() {
+            // First, so that a group still in use on the cluster keeps its
+            // positions here too.
+            self.admin.delete_group(group)?;
+        }
+        self.offsets.forget(group, partitions);
+        if removed > 0 {
+            self.commit(commit)?;
+        }
+        Ok(removed)
+    }
+
+    fn create_partitions(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        if is_internal(topic) {
+            return Err(LogError::InvalidConfig(format!(
+                "{topic:?} is the backend's own topic; its partitions are not changed by hand"
+            )));
+        }
+        // Asked of the cluster, not the cache: another instance may have grown it.
+        let current = self
+            .refresh_partitions()?
+            .get(topic)
+            .copied()
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
+        if partitions <= current {
+            return Err(LogError::InvalidConfig(format!(
+                "topic {topic:?} has {current} partition(s); a topic only grows, so ask for more"
+            )));
+        }
+        TopicSpec {
+            name: topic.to_owned(),
+            partitions,
+            config: self.topic_config(topic)?,
+        }
+        .validate()?;
+        self.topics.create_partitions(topic, partitions)?;
+        self.partitions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(topic.to_owned(), partitions);
+        tracing::info!(topic, partitions, "grew topic");
+        Ok(())
+    }
+
+    fn alter_topic_config(&self, topic: &str, config: TopicConfig) -> Result<(), LogError> {
+        if is_internal(topic) {
+            return Err(LogError::InvalidConfig(format!(
+                "{topic:?} is the backend's own topic; its config is not changed by hand"
+            )));
+        }
+        let spec = TopicSpec {
+            name: topic.to_owned(),
+            partitions: self.partition_count(topic)?,
+            config,
+        };
+        spec.validate()?;
+        self.topics.alter_config(topic, &spec.config)?;
+        let mut c = Commit::new();
+        c.put_metadata(topics_key(topic), admin::encode_config(&spec.config));
+        self.commit(c)?;
+        tracing::info!(topic, config = ?spec.config, "altered topic");
+        Ok(())
+    }
+
     fn metadata(&self, key: &[u8]) -> Result<Option<Bytes>, LogError> {
         self.cache.get(key)
     }

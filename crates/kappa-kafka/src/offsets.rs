@@ -94,6 +94,22 @@ impl OffsetMirror {
         self.shared.wake.notify_one();
     }
 
+    /// Drops the copies not sent yet of `group`'s positions: of
+    /// `partitions`, or all of them (positions deleted meanwhile).
+    pub(crate) fn forget(&self, group: &str, partitions: Option<&[TopicPartition]>) {
+        let mut state = lock(&self.shared.state);
+        match partitions {
+            None => {
+                state.pending.remove(group);
+            }
+            Some(doomed) => {
+                if let Some(pending) = state.pending.get_mut(group) {
+                    pending.retain(|tp, _| !doomed.contains(tp));
+                }
+            }
+        }
+    }
+
     /// Commits `group`'s offsets through `consumer` (a member of the
     /// group) for as long as it lives.
     pub(crate) fn member(&self, group: &str, consumer: &Arc<BaseConsumer<GroupContext>>) {

@@ -279,9 +279,23 @@ impl Sender {
                 record = record.timestamp(t);
             }
             let mut record = record;
+            let mut refreshed = false;
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
+                    Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition),
+                        back,
+                    )) if !refreshed => {
+                        // The log routes by a partition count newer than this
+                        // producer's metadata (the topic grew): ask once more.
+                        refreshed = true;
+                        record = back;
+                        let _ = self
+                            .producer
+                            .client()
+                            .fetch_metadata(Some(&out.topic), self.timeout);
+                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
                         if Instant::now() >= deadline {

@@ -269,10 +269,22 @@ impl Reader {
     /// A partition's first and next offsets, asked of its leader.
     pub(crate) fn watermarks(&self, tp: &TopicPartition) -> Result<(u64, u64), LogError> {
         let deadline = Instant::now() + self.timeout;
+        let mut refreshed = false;
         let asked = loop {
             let asked =
                 self.ends
                     .fetch_watermarks(&tp.topic, partition_i32(tp.partition)?, self.timeout);
+            // A partition newer than this client's metadata (the topic
+            // grew): ask for the topic's metadata once, then again.
+            if !refreshed
+                && asked.as_ref().is_err_and(|e| {
+                    e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition)
+                })
+            {
+                refreshed = true;
+                let _ = self.ends.fetch_metadata(Some(&tp.topic), self.timeout);
+                continue;
+            }
             // Leadership moving (or a topic just made, not yet led): ask again.
             let moving = asked.as_ref().is_err_and(|e| {
                 matches!(

@@ -158,6 +158,18 @@ impl TopicAdmin for MockBroker {
             "cannot delete {name:?}: the mock cluster has no DeleteTopics"
         )))
     }
+
+    fn create_partitions(&self, name: &str, _partitions: u32) -> Result<(), LogError> {
+        Err(LogError::Unsupported(format!(
+            "growing {name:?}: the mock cluster has no CreatePartitions"
+        )))
+    }
+
+    fn alter_config(&self, name: &str, _config: &kappa_log::TopicConfig) -> Result<(), LogError> {
+        Err(LogError::Unsupported(format!(
+            "altering {name:?}: the mock cluster has no AlterConfigs"
+        )))
+    }
 }
 
 impl Drop for MockBroker {

@@ -12,7 +12,8 @@ use std::time::Duration;
 use kappa_kafka::testing::{ApacheKafka, MockBroker, Tansu};
 use kappa_kafka::{CommitProtocol, KafkaConfig, KafkaLog};
 use kappa_log::{
-    Commit, FetchLimits, Log, LogError, ProducerRecord, Record, TopicPartition, TopicSpec,
+    CleanupPolicy, Commit, FetchLimits, Log, LogError, ProducerRecord, Record, TopicConfig,
+    TopicPartition, TopicSpec, partition_for_key,
 };
 
 /// A broker to run on: opens a log on it with its state in a directory.
@@ -344,19 +345,10 @@ for group in sys.argv[2:]:
     out[group] = [[tp.topic, tp.partition, tp.offset] for tp in found.topic_partitions]
 print(json.dumps(out))
 "#;
-    let python = kappa_kafka::testing::python().unwrap_or_else(|e| panic!("{e}"));
-    let out = std::process::Command::new(python)
-        .args(["-c", SCRIPT, bootstrap])
-        .args(groups)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec![bootstrap];
+    args.extend_from_slice(groups);
     let parsed: BTreeMap<String, Vec<(String, u32, i64)>> =
-        serde_json::from_slice(&out.stdout).unwrap();
+        serde_json::from_slice(&python_output(SCRIPT, &args)).unwrap();
     parsed
         .into_iter()
         .map(|(group, tps)| {
@@ -446,6 +438,161 @@ fn on_apache_kafka_positions_are_kafka_group_offsets() {
 fn on_a_kappa_node_positions_are_kafka_group_offsets() {
     let node = kappa_node();
     positions_are_kafka_group_offsets(&node, node.node.bootstrap());
+}
+
+/// A topic's partition count and `max.message.bytes`/`retention.ms` as a
+/// Kafka admin client nobody here wrote (Python `confluent-kafka`) reads
+/// them from the cluster.
+fn kafka_topic_view(bootstrap: &str, topic: &str) -> (usize, String, String) {
+    const SCRIPT: &str = r#"
+import json, sys
+from confluent_kafka.admin import AdminClient, ConfigResource
+admin = AdminClient({"bootstrap.servers": sys.argv[1], "broker.address.family": "v4"})
+topic = sys.argv[2]
+partitions = len(admin.list_topics(topic, timeout=30).topics[topic].partitions)
+resource = ConfigResource("topic", topic)
+configs = admin.describe_configs([resource])[resource].result(30)
+print(json.dumps([partitions, configs["max.message.bytes"].value, configs["retention.ms"].value]))
+"#;
+    serde_json::from_slice(&python_output(SCRIPT, &[bootstrap, topic])).unwrap()
+}
+
+/// What a Python script (run with `confluent-kafka` installed) prints.
+fn python_output(script: &str, args: &[&str]) -> Vec<u8> {
+    let python = kappa_kafka::testing::python().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Growing a topic, altering its config and deleting group positions
+/// reach the cluster (Kafka clients see them) and survive a lost state
+/// directory; what is refused changes nothing.
+fn topics_grow_configs_change_and_positions_go(broker: &dyn Broker, bootstrap: &str) {
+    let tp = |p| TopicPartition::new("in", p);
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let log = broker.open(dir.path());
+        log.create_topic(&TopicSpec::new("orders", 2)).unwrap();
+        log.append(
+            "orders",
+            vec![ProducerRecord::value("before").with_key("k")],
+        )
+        .unwrap();
+        log.create_partitions("orders", 5).unwrap();
+        for same_or_fewer in [5, 3] {
+            assert!(matches!(
+                log.create_partitions("orders", same_or_fewer),
+                Err(LogError::InvalidConfig(_))
+            ));
+        }
+        assert!(matches!(
+            log.create_partitions("nothing", 3),
+            Err(LogError::UnknownTopic(_))
+        ));
+        let after = log
+            .append("orders", vec![ProducerRecord::value("after").with_key("k")])
+            .unwrap();
+        assert_eq!(after[0].partition, partition_for_key(b"k", 5));
+
+        let mut config = log.describe_topic("orders").unwrap().spec.config;
+        config.max_record_bytes = 300;
+        config.retention_ms = Some(60_000);
+        log.alter_topic_config("orders", config.clone()).unwrap();
+        assert!(matches!(
+            log.append("orders", vec![ProducerRecord::value(vec![0u8; 500])]),
+            Err(LogError::RecordTooLarge { max: 300, .. })
+        ));
+        let mut compacted_with_retention = config;
+        compacted_with_retention.cleanup_policy = CleanupPolicy::Compact;
+        assert!(matches!(
+            log.alter_topic_config("orders", compacted_with_retention),
+            Err(LogError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            log.alter_topic_config("nothing", TopicConfig::default()),
+            Err(LogError::UnknownTopic(_))
+        ));
+
+        log.create_topic(&TopicSpec::new("in", 3)).unwrap();
+        let mut c = Commit::new();
+        for p in 0..3 {
+            for v in ["a", "b", "c"] {
+                c.append_to("in", p, ProducerRecord::value(v));
+            }
+        }
+        log.commit(c).unwrap();
+        let mut c = Commit::new();
+        for p in 0..3 {
+            c.set_group_position("app", tp(p), u64::from(p));
+            c.set_group_position("app-two", tp(p), 3);
+        }
+        log.commit(c).unwrap();
+        assert_eq!(
+            log.delete_group_positions("app", Some(&[tp(1), tp(2)]))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            log.delete_group_positions("app", Some(&[tp(1)])).unwrap(),
+            0
+        );
+        assert!(matches!(
+            log.delete_group_positions("", None),
+            Err(LogError::InvalidGroupName(_))
+        ));
+    }
+    assert_eq!(
+        kafka_topic_view(bootstrap, "orders"),
+        (5, "300".to_owned(), "60000".to_owned())
+    );
+    let mirrored = kafka_group_offsets(bootstrap, &["app-two"]);
+    assert_eq!(mirrored["app-two"].len(), 3, "{mirrored:?}");
+
+    // A lost state directory: all of it comes back from the cluster.
+    let dir = tempfile::tempdir().unwrap();
+    let log = broker.open(dir.path());
+    assert_eq!(log.partition_count("orders").unwrap(), 5);
+    let config = log.describe_topic("orders").unwrap().spec.config;
+    assert_eq!(
+        (config.max_record_bytes, config.retention_ms),
+        (300, Some(60_000))
+    );
+    assert_eq!(
+        read_all(&log, "orders", partition_for_key(b"k", 2)).len(),
+        1,
+        "records already written stay where they were"
+    );
+    assert_eq!(log.group_positions("app").unwrap(), vec![(tp(0), 0)]);
+    assert_eq!(log.group_names().unwrap(), ["app", "app-two"]);
+    assert_eq!(log.delete_group_positions("app-two", None).unwrap(), 3);
+    assert_eq!(log.group_names().unwrap(), ["app"]);
+    assert!(log.group_positions("app-two").unwrap().is_empty());
+    drop(log);
+    assert!(
+        kafka_group_offsets(bootstrap, &["app-two"])["app-two"].is_empty(),
+        "a deleted group's offsets are gone from the cluster too"
+    );
+}
+
+#[test]
+fn on_apache_kafka_topics_grow_configs_change_and_positions_go() {
+    let kafka = apache_kafka();
+    topics_grow_configs_change_and_positions_go(&kafka, kafka.bootstrap());
+}
+
+#[test]
+fn on_a_kappa_node_topics_grow_configs_change_and_positions_go() {
+    let node = kappa_node();
+    topics_grow_configs_change_and_positions_go(&node, node.node.bootstrap());
 }
 
 // Not on the mock cluster: it answers OffsetFetch only for partitions the
