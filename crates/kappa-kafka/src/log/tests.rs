@@ -1,0 +1,137 @@
+//! The write-ahead protocol cut short at each step, on the mock cluster.
+use super::*;
+use crate::testing::MockBroker;
+
+fn open(broker: &Arc<MockBroker>, dir: &std::path::Path) -> KafkaLog {
+    KafkaLog::open_with_topic_admin(broker.config(dir), broker.clone()).unwrap()
+}
+
+fn values(log: &KafkaLog, topic: &str, partitions: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let tp = TopicPartition::new(topic, p);
+        let mut records = Vec::new();
+        log.read_to_end(&[(tp, 0)], true, |rs, _| {
+            records.extend_from_slice(rs);
+            Ok(())
+        })
+        .unwrap();
+        out.extend(
+            records.iter().map(|r| {
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+            }),
+        );
+    }
+    out.sort();
+    out
+}
+
+/// A commit's entry and its chunks, on a slot taken for it (and never
+/// given back: the process is about to "die").
+fn entry_of(log: &KafkaLog, c: Commit) -> (Slot, Entry, Vec<Outgoing>) {
+    let planned = log.plan(c).unwrap();
+    let bounds = log.bounds(&planned.records).unwrap();
+    let slot = log.take_slot().unwrap();
+    let entry = Entry {
+        seq: slot.next_seq,
+        records: planned.records,
+        bounds,
+    };
+    let chunks = log.chunk_records(&slot, &entry);
+    (slot, entry, chunks)
+}
+
+/// The process dies after writing a commit's entry ahead and producing
+/// `produced` of its records: the next start produces the rest, once.
+fn interrupted_after(produced: usize) {
+    let broker = Arc::new(MockBroker::start().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&broker, dir.path());
+    log.create_topic(&TopicSpec::new("out", 2)).unwrap();
+    let mut c = Commit::new();
+    for i in 0..20 {
+        c.append(
+            "out",
+            ProducerRecord::value(format!("v{i:02}")).with_key(format!("k{i}")),
+        );
+    }
+    c.put_metadata("store/x", "42");
+    c.set_group_position("app", TopicPartition::new("out", 1), 17);
+    let (slot, entry, chunks) = entry_of(&log, c);
+    let total = entry.records.len();
+    log.senders
+        .with(|s| s.send_all(&chunks, &|_| None))
+        .unwrap();
+    let n = produced.min(total);
+    let (instance, partition, seq) = (log.config.instance.clone(), slot.partition, entry.seq);
+    log.senders
+        .with(|s| {
+            s.send_all(&entry.records[..n], &|i| {
+                Some((
+                    COMMIT_HEADER,
+                    writeahead::commit_id(&instance, partition, seq, i),
+                ))
+            })
+        })
+        .unwrap();
+    drop(log);
+
+    let log = open(&broker, dir.path());
+    let expected: Vec<String> = (0..20).map(|i| format!("v{i:02}")).collect();
+    assert_eq!(values(&log, "out", 2), expected, "each output exactly once");
+    assert_eq!(
+        log.metadata(b"store/x").unwrap().as_deref(),
+        Some(&b"42"[..])
+    );
+    assert_eq!(
+        log.group_positions("app").unwrap(),
+        vec![(TopicPartition::new("out", 1), 17)]
+    );
+    let stats = log.restore_stats();
+    assert_eq!(stats.redone_records, (total - n) as u64, "{stats:?}");
+    // A second restart finds the entry complete and produces nothing.
+    drop(log);
+    let log = open(&broker, dir.path());
+    assert_eq!(log.restore_stats().redone_records, 0);
+    assert_eq!(values(&log, "out", 2), expected);
+}
+
+#[test]
+fn a_commit_cut_short_before_producing_is_finished_at_the_next_start() {
+    interrupted_after(0);
+}
+
+#[test]
+fn a_commit_cut_short_while_producing_is_finished_without_duplicates() {
+    interrupted_after(7);
+    interrupted_after(21);
+}
+
+#[test]
+fn an_entry_cut_short_while_written_ahead_never_happened() {
+    let broker = Arc::new(MockBroker::start().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&broker, dir.path());
+    log.create_topic(&TopicSpec::new("out", 1)).unwrap();
+    let mut c = Commit::new();
+    for i in 0..40 {
+        c.append(
+            "out",
+            ProducerRecord::value(vec![b'x'; 100_000]).with_key(format!("k{i}")),
+        );
+    }
+    let (_, _, mut chunks) = entry_of(&log, c);
+    assert!(chunks.len() > 1);
+    chunks.pop();
+    log.senders
+        .with(|s| s.send_all(&chunks, &|_| None))
+        .unwrap();
+    drop(log);
+    let log = open(&broker, dir.path());
+    assert!(values(&log, "out", 1).is_empty());
+    assert_eq!(log.restore_stats().redone_entries, 0);
+    // The slot goes on after the abandoned entry.
+    log.append("out", vec![ProducerRecord::value("after").with_key("k")])
+        .unwrap();
+    assert_eq!(values(&log, "out", 1), vec!["after".to_owned()]);
+}
