@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kappa_gateway::Envelope;
 use kappa_gateway::GatewayConfig;
 use kappa_log::{Commit, Durability, EmbeddedOptions, Log, ProducerRecord};
+use kappa_service::Envelope;
 
 /// Many small, short-lived allocations per command (JSON, keys, records);
 /// mimalloc serves them faster than the system allocator.
@@ -353,10 +353,10 @@ fn run_service(
             config.events_topic,
             services::without_query(&location),
         );
-        let mut base = kappa_gateway::registry::Announcement::new(name, instance_of(&location));
+        let mut base = kappa_service::registry::Announcement::new(name, instance_of(&location));
         base.http = face_addr.map(|a| format!("http://{a}"));
         let (parts, reader) = (shell.progress_parts(), log.clone());
-        let beacon = kappa_gateway::registry::Beacon::start(log.clone(), base, move |a| {
+        let beacon = kappa_service::registry::Beacon::start(log.clone(), base, move |a| {
             a.writes.clear();
             card_limits::shell::announce_parts(&*reader, &parts, a);
         })?;
@@ -503,7 +503,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut announcement =
-        kappa_gateway::registry::Announcement::new("decisions", instance_of(&args.log));
+        kappa_service::registry::Announcement::new("decisions", instance_of(&args.log));
     announcement.http = Some(format!("{scheme}://{addr}"));
     config.announce = Some(announcement);
     kappa_gateway::ensure_topics(&*log, &config)?;
@@ -536,7 +536,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let node_metrics = node
         .as_ref()
-        .map(|n| Arc::new(NodeMetrics(n.stats())) as Arc<dyn kappa_gateway::MetricsSource>);
+        .map(|n| Arc::new(NodeMetrics(n.stats())) as Arc<dyn kappa_service::MetricsSource>);
     let shell_config = card_limits::shell::ShellConfig {
         notify_url: args.notify_url.clone(),
         notify_timeout: args.notify_timeout.into(),
@@ -612,8 +612,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 /// The Kafka-protocol node's figures in the service's `/metrics`.
 struct NodeMetrics(Arc<kappa_node::NodeStats>);
 
-impl kappa_gateway::MetricsSource for NodeMetrics {
-    fn collect(&self, families: &mut kappa_gateway::MetricFamilies) {
+impl kappa_service::MetricsSource for NodeMetrics {
+    fn collect(&self, families: &mut kappa_service::MetricFamilies) {
         for s in self.0.samples() {
             families.add_sample(s.family, s.kind, &s.name, &s.labels, s.value);
         }

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kappa_gateway::Envelope;
 use kappa_log::Log;
+use kappa_service::Envelope;
 use kappa_streams::{
     I64, Json, Materialized, Processor, ProcessorContext, StoreHandle, Streams, StreamsBuilder,
     StreamsConfig, StreamsError, Topology, Utf8, WindowStoreHandle,

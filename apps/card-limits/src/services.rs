@@ -16,8 +16,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use kappa_effects::EffectsError;
-use kappa_gateway::MetricFamilies;
 use kappa_log::{Log, LogError};
+use kappa_service::MetricFamilies;
 
 use crate::shell::Shell;
 

@@ -13,9 +13,9 @@ use kappa_effects::{
     EffectsError, HttpEffect, HttpRequest, PostgresSink, Runner, RunnerConfig, SearchSink,
     SinkHandle,
 };
-use kappa_gateway::registry::Announcement;
 use kappa_gateway::{Envelope, GatewayBuilder, MetricsSource};
 use kappa_log::{Log, Record};
+use kappa_service::registry::Announcement;
 use serde_json::{Map, Value, json};
 
 /// The notifier's name: its outcomes are `notification-delivered` and

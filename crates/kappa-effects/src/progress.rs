@@ -1,11 +1,11 @@
 //! How far each part of the shell has got, for the service's announcement
-//! in the log's registry (`kappa_gateway::registry`): which topic it
+//! in the log's registry (`kappa_service::registry`): which topic it
 //! reads, under which name, what it writes, and how far behind the end it is.
 
 use std::sync::Arc;
 
-use kappa_gateway::registry::{Reading, lag_of};
 use kappa_log::{Log, LogError, TopicPartition};
+use kappa_service::registry::{Reading, lag_of};
 
 /// A running runner's or sink's progress; cheap to keep (it shares the
 /// part's state, not the part), so an announcement can outlive the part.

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kappa_gateway::{MetricFamilies, MetricsSource, metric_label};
 use kappa_log::{Log, Record, TopicPartition};
+use kappa_service::{MetricFamilies, MetricsSource, metric_label};
 
 use crate::error::EffectsError;
 use crate::follower::Follower;

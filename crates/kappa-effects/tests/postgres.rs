@@ -192,7 +192,7 @@ fn table_equals_the_topic_after_runs_rebuilds_and_a_dropped_table() {
         .unwrap()
     });
     assert_eq!(positions, 4500, "positions cover every record");
-    let mut families = kappa_gateway::MetricFamilies::default();
+    let mut families = kappa_service::MetricFamilies::default();
     sink.metrics_source().collect(&mut families);
     let mut text = String::new();
     families.render(&mut text);
@@ -212,7 +212,7 @@ fn table_equals_the_topic_after_runs_rebuilds_and_a_dropped_table() {
     written.extend(more);
     caught_up(&sink);
     assert_eq!(table_rows(&url), model(&written));
-    let mut families = kappa_gateway::MetricFamilies::default();
+    let mut families = kappa_service::MetricFamilies::default();
     sink.metrics_source().collect(&mut families);
     let mut text = String::new();
     families.render(&mut text);

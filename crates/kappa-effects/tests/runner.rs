@@ -12,8 +12,8 @@ use kappa_effects::testing::{Reply, Webhook};
 use kappa_effects::{
     BreakerPolicy, Follower, HttpEffect, HttpRequest, RetryPolicy, Runner, RunnerConfig,
 };
-use kappa_gateway::{Envelope, MetricFamilies};
 use kappa_log::{EmbeddedLog, Log, Record, TopicPartition, TopicSpec};
+use kappa_service::{Envelope, MetricFamilies};
 use serde_json::{Value, json};
 
 const KINDS: [&str; 5] = ["ok", "flaky", "slow", "gone", "down"];
@@ -87,7 +87,7 @@ fn webhook_effect(url: String) -> Arc<HttpEffect> {
     )
 }
 
-fn metric(source: &Arc<dyn kappa_gateway::MetricsSource>, line_prefix: &str) -> f64 {
+fn metric(source: &Arc<dyn kappa_service::MetricsSource>, line_prefix: &str) -> f64 {
     let mut f = MetricFamilies::default();
     source.collect(&mut f);
     let mut text = String::new();

@@ -18,10 +18,10 @@ use kappa_streams::{
 };
 use serde_json::{Value, json};
 
-use crate::envelope::Envelope;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, GatewayBuilder, GatewayConfig};
 use crate::views::View;
+use kappa_service::Envelope;
 
 /// Name of the running-total store (and view).
 pub const TOTALS: &str = "totals";

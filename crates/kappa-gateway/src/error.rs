@@ -17,3 +17,13 @@ pub enum GatewayError {
     #[error("HTTP listener: {0}")]
     Io(#[from] std::io::Error),
 }
+
+impl From<kappa_service::ServiceError> for GatewayError {
+    fn from(e: kappa_service::ServiceError) -> Self {
+        match e {
+            kappa_service::ServiceError::Log(e) => Self::Log(e),
+            kappa_service::ServiceError::Io(e) => Self::Io(e),
+            other => Self::Config(other.to_string()),
+        }
+    }
+}

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use kappa_streams::{Streams, TaskOwner};
 
-use crate::problem::Problem;
+use kappa_service::Problem;
 
 /// Marks a request forwarded by another instance (its value: that instance's URL).
 pub const FORWARDED_HEADER: &str = "kappa-forwarded";

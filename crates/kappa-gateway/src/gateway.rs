@@ -12,11 +12,12 @@ use crate::api;
 use crate::error::GatewayError;
 use crate::idempotency::Idempotency;
 use crate::index::Index;
-use crate::metrics::{Metrics, MetricsSource};
+use crate::metrics::Metrics;
 use crate::outcomes::OutcomeWatcher;
 use crate::schema::Actions;
 use crate::views::View;
 use crate::writer::Writer;
+use kappa_service::MetricsSource;
 
 /// Settings of a gateway; `GatewayConfig::default()` suits most services.
 #[derive(Clone, Debug)]
@@ -56,10 +57,10 @@ pub struct GatewayConfig {
     /// is closed (slow clients holding connections open).
     pub header_read_timeout: Duration,
     /// Announce the service in the log's registry
-    /// ([`crate::registry::SERVICES_TOPIC`]) as this, with the topics it
+    /// ([`kappa_service::registry::SERVICES_TOPIC`]) as this, with the topics it
     /// reads (and its lag on each) and writes filled in, so a console on
     /// any instance draws it; `None`: not announced.
-    pub announce: Option<crate::registry::Announcement>,
+    pub announce: Option<kappa_service::registry::Announcement>,
 }
 
 impl Default for GatewayConfig {
@@ -141,14 +142,14 @@ pub struct GatewayBuilder {
 }
 
 /// Adds what a part of the service reads and writes to its announcement.
-type Announcer = Box<dyn Fn(&dyn Log, &mut crate::registry::Announcement) + Send + Sync>;
+type Announcer = Box<dyn Fn(&dyn Log, &mut kappa_service::registry::Announcement) + Send + Sync>;
 
 /// A started gateway.
 pub struct Gateway {
     state: Arc<State>,
     routes: Option<Router>,
     /// Says the service stopped when the gateway is dropped.
-    _beacon: Option<crate::registry::Beacon>,
+    _beacon: Option<kappa_service::registry::Beacon>,
 }
 
 impl Gateway {
@@ -307,7 +308,7 @@ impl GatewayBuilder {
     /// gateway's own applications are filled in.
     pub fn announce_with(
         mut self,
-        announcer: impl Fn(&dyn Log, &mut crate::registry::Announcement) + Send + Sync + 'static,
+        announcer: impl Fn(&dyn Log, &mut kappa_service::registry::Announcement) + Send + Sync + 'static,
     ) -> Self {
         self.announcers.push(Box::new(announcer));
         self
@@ -340,7 +341,7 @@ impl GatewayBuilder {
             ));
         }
         for (i, p) in console_pages.iter().enumerate() {
-            if !crate::envelope::is_action_name(p.id()) {
+            if !kappa_service::is_action_name(p.id()) {
                 return Err(GatewayError::Config(format!(
                     "console page id {:?}: use a kebab-case name, at most 64 bytes",
                     p.id()
@@ -424,7 +425,7 @@ impl GatewayBuilder {
         let beacon = match state.config.announce.clone() {
             Some(base) => {
                 let weak = Arc::downgrade(&state);
-                Some(crate::registry::Beacon::start(
+                Some(kappa_service::registry::Beacon::start(
                     state.log.clone(),
                     base,
                     move |a| {
@@ -451,7 +452,7 @@ impl GatewayBuilder {
 
 /// What the gateway's service reads and writes: commands, and whatever its
 /// applications (but the gateway's own index) read and write.
-fn refresh_announcement(state: &Arc<State>, a: &mut crate::registry::Announcement) {
+fn refresh_announcement(state: &Arc<State>, a: &mut kappa_service::registry::Announcement) {
     let mut reads = Vec::new();
     let mut writes = vec![state.config.commands_topic.clone()];
     for app in crate::console::api::applications(state) {
@@ -459,7 +460,7 @@ fn refresh_announcement(state: &Arc<State>, a: &mut crate::registry::Announcemen
         if id == state.config.index_application_id {
             continue;
         }
-        match crate::registry::lag_of(&*state.log, id, &app.committed_positions()) {
+        match kappa_service::registry::lag_of(&*state.log, id, &app.committed_positions()) {
             Ok(r) => reads.extend(r),
             // The last announcement's figures stand until the log answers.
             Err(e) => {

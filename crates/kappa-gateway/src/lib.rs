@@ -29,7 +29,6 @@ mod console;
 /// Authentication and authorization (the `kappa-auth` crate).
 pub use kappa_auth as auth;
 pub mod demo;
-mod envelope;
 mod error;
 pub mod forward;
 mod gateway;
@@ -39,10 +38,7 @@ pub mod load;
 
 mod metrics;
 mod outcomes;
-pub mod position;
-mod problem;
 mod rate;
-pub mod registry;
 mod schema;
 mod serve;
 
@@ -56,12 +52,16 @@ mod writer;
 
 pub use api::views::wait_for_position;
 pub use console::ConsolePage;
-pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name};
 pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayConfig, ensure_topics};
-pub use metrics::{MetricFamilies, MetricsSource, label as metric_label};
-pub use problem::Problem;
 pub use rate::RateLimit;
 pub use schema::{Actions, Refusal, Violation};
 pub use serve::interrupted;
 pub use views::{KeyFormat, ValueFormat, View, ViewKind};
+
+// The service vocabulary lives below the HTTP face (crate `kappa-service`);
+// these keep the paths applications have always used.
+pub use kappa_service::{
+    Envelope, KEY_MAX_BYTES, MetricFamilies, MetricsSource, Problem, is_action_name, metric_label,
+    position, registry,
+};

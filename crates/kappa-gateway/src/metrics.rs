@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use kappa_service::metric_label as label;
+
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -48,13 +50,6 @@ pub struct Metrics {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Escapes a label value.
-pub fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -166,80 +161,4 @@ impl Metrics {
             self.sse_open()
         );
     }
-}
-
-/// Samples grouped by metric family, so each family is declared once and its
-/// lines stay together, whoever contributes them.
-///
-/// ```
-/// use kappa_gateway::MetricFamilies;
-/// let mut f = MetricFamilies::default();
-/// f.add("jobs_done_total", "counter", "runner=\"a\"", 3);
-/// f.add("jobs_done_total", "counter", "runner=\"b\"", 4);
-/// let mut out = String::new();
-/// f.render(&mut out);
-/// assert_eq!(out.matches("# TYPE jobs_done_total counter").count(), 1);
-/// assert!(out.contains("jobs_done_total{runner=\"b\"} 4"));
-/// ```
-#[derive(Debug, Default)]
-pub struct MetricFamilies {
-    families: std::collections::BTreeMap<String, (&'static str, Vec<String>)>,
-}
-
-impl MetricFamilies {
-    /// Adds one sample; `labels` is the text between the braces (may be empty).
-    pub fn add(
-        &mut self,
-        name: &str,
-        kind: &'static str,
-        labels: &str,
-        value: impl std::fmt::Display,
-    ) {
-        self.add_sample(name, kind, name, labels, value);
-    }
-
-    /// Adds one sample named other than its family: a histogram's
-    /// `_bucket`, `_sum` and `_count` lines under the histogram's family.
-    pub fn add_sample(
-        &mut self,
-        family: &str,
-        kind: &'static str,
-        name: &str,
-        labels: &str,
-        value: impl std::fmt::Display,
-    ) {
-        let lines = match self.families.get_mut(family) {
-            Some(f) => &mut f.1,
-            None => {
-                &mut self
-                    .families
-                    .entry(family.to_owned())
-                    .or_insert_with(|| (kind, Vec::new()))
-                    .1
-            }
-        };
-        lines.push(if labels.is_empty() {
-            format!("{name} {value}")
-        } else {
-            format!("{name}{{{labels}}} {value}")
-        });
-    }
-
-    /// Writes every family in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        for (name, (kind, lines)) in &self.families {
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for l in lines {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-    }
-}
-
-/// Figures of a part of the service that the gateway does not own (an
-/// effect runner, a sink), served in the gateway's `/metrics`.
-pub trait MetricsSource: Send + Sync {
-    /// Adds the current figures.
-    fn collect(&self, families: &mut MetricFamilies);
 }

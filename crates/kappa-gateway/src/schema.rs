@@ -69,7 +69,7 @@ impl Actions {
         description: &str,
         schema: Value,
     ) -> Result<(), GatewayError> {
-        if !crate::envelope::is_action_name(action) {
+        if !kappa_service::is_action_name(action) {
             return Err(GatewayError::Config(format!(
                 "action {action:?} is not a kebab-case name"
             )));

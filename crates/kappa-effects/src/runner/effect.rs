@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kappa_gateway::Envelope;
+use kappa_service::Envelope;
 
 /// One attempt at an effect.
 #[derive(Clone, Debug)]

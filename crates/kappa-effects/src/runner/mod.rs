@@ -26,8 +26,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kappa_gateway::{Envelope, MetricFamilies, MetricsSource, metric_label};
 use kappa_log::{Commit, Log, LogError, ProducerRecord, Record, TopicPartition, TopicSpec};
+use kappa_service::{Envelope, MetricFamilies, MetricsSource, metric_label};
 use kappa_streams::provenance::{CAUSATION_HEADER, CORRELATION_HEADER, SOURCE_HEADER};
 use serde::Deserialize;
 use serde_json::json;
@@ -113,7 +113,7 @@ impl RunnerConfig {
                 self.name
             )))
         };
-        if !kappa_gateway::is_action_name(&self.name) || self.name.len() > 50 {
+        if !kappa_service::is_action_name(&self.name) || self.name.len() > 50 {
             return bad("the name must be kebab-case, at most 50 bytes");
         }
         if self.actions.is_empty() {

@@ -8,8 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kappa_gateway::Problem;
-use kappa_gateway::position::parse_positions;
+use kappa_service::Problem;
+use kappa_service::position::parse_positions;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -64,7 +64,7 @@ fn position(shared: &Shared) -> String {
             )
         })
         .collect();
-    kappa_gateway::position::processed_token(&committed)
+    kappa_service::position::processed_token(&committed)
 }
 
 async fn search(

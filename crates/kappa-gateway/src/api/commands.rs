@@ -13,12 +13,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Shared, json as json_response, query, with_position};
-use crate::envelope::{Envelope, key_problem};
 use crate::idempotency::Claim;
 use crate::index::{Kind, Stored};
 use crate::outcomes::Outcome;
-use crate::problem::Problem;
 use crate::schema::{Refusal, Violation};
+use kappa_service::Problem;
+use kappa_service::{Envelope, key_problem};
 
 /// The request body.
 #[derive(Deserialize)]

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{Shared, blocking, json as json_response, query, with_position};
 use crate::index::Kind;
-use crate::problem::Problem;
+use kappa_service::Problem;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +68,7 @@ async fn list(state: Shared, uri: &axum::http::Uri, kind: Kind) -> Result<Respon
         ));
     }
     if let Some(a) = &q.action
-        && !crate::envelope::is_action_name(a)
+        && !kappa_service::is_action_name(a)
     {
         return Err(Problem::bad_request(format!("{a:?} is not an action name")));
     }

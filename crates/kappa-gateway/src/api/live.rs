@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{Shared, query};
-use crate::position::Cursor;
-use crate::problem::Problem;
+use kappa_service::Problem;
+use kappa_service::position::Cursor;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

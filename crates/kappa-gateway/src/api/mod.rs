@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::gateway::State;
-use crate::problem::Problem;
+use kappa_service::Problem;
 
 pub(crate) type Shared = Arc<State>;
 

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::{Shared, json as json_response};
 use crate::gateway::State as GatewayState;
-use crate::metrics::{MetricFamilies, label};
-use crate::problem::Problem;
+use kappa_service::Problem;
+use kappa_service::{MetricFamilies, metric_label as label};
 
 pub(crate) async fn health() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))

@@ -12,9 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Shared, blocking, json as json_response, query};
-use crate::position::parse_positions;
-use crate::problem::Problem;
 use crate::views::{View, ViewKind};
+use kappa_service::Problem;
+use kappa_service::position::parse_positions;
 
 /// Waits until `streams` has processed every record named in `min_position`
 /// (comma-separated `topic/partition/offset`), for at most `wait`: the
@@ -124,7 +124,7 @@ async fn ready_for(
 
 /// The positions a read of `view` reflects.
 fn reflected(view: &View, partition: Option<u32>) -> String {
-    crate::position::reflected(&view.streams, partition)
+    kappa_service::position::reflected(&view.streams, partition)
 }
 
 /// A view as `/views` lists it.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{Shared, blocking, json as json_response, query};
-use crate::problem::Problem;
+use kappa_service::Problem;
 
 /// Most records one page of the browser returns.
 pub(crate) const RECORDS_MAX: usize = 500;
@@ -209,7 +209,7 @@ pub(crate) async fn topics(State(state): State<Shared>) -> Result<Response, Prob
 pub(crate) async fn system(State(state): State<Shared>) -> Result<Response, Problem> {
     let s = state.clone();
     let answer = blocking(move || {
-        let services = crate::registry::announced(&*s.log)?;
+        let services = kappa_service::registry::announced(&*s.log)?;
         let mut known: HashSet<&str> = services
             .iter()
             .flat_map(|a| a.announcement.reads.iter().map(|r| r.reader.as_str()))
@@ -220,7 +220,7 @@ pub(crate) async fn system(State(state): State<Shared>) -> Result<Response, Prob
         let mut groups = Vec::new();
         for name in names.iter().filter(|n| !known.contains(n.as_str())) {
             let positions = s.log.group_positions(name)?;
-            let reads = crate::registry::lag_of(&*s.log, name, &positions)?;
+            let reads = kappa_service::registry::lag_of(&*s.log, name, &positions)?;
             groups.push(json!({"group": name, "reads": reads}));
         }
         let topics: Vec<Value> = topic_offsets(&*s.log)?

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::api::Shared;
-use crate::problem::Problem;
+use kappa_service::Problem;
 
 /// A page an application adds to the console: a script (an ES module
 /// exporting `render(root, console)`) listed in the console's menu.

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::api::{applications, topic_offsets};
 use crate::api::{Shared, blocking, json as json_response};
-use crate::problem::Problem;
+use kappa_service::Problem;
 
 /// How often a new sample may be taken.
 const INTERVAL: Duration = Duration::from_secs(1);

@@ -18,9 +18,9 @@ use kappa_log::{Position, TopicPartition};
 /// An element is not `topic/partition/offset`.
 ///
 /// ```
-/// let p = kappa_gateway::position::parse_positions("commands/0/7,events/1/3").unwrap();
+/// let p = kappa_service::position::parse_positions("commands/0/7,events/1/3").unwrap();
 /// assert_eq!(p.len(), 2);
-/// assert!(kappa_gateway::position::parse_positions("commands/x").is_err());
+/// assert!(kappa_service::position::parse_positions("commands/x").is_err());
 /// ```
 pub fn parse_positions(text: &str) -> Result<Vec<Position>, String> {
     text.split(',')
@@ -93,7 +93,7 @@ impl Cursor {
     /// Malformed, or naming other topics or partition counts.
     ///
     /// ```
-    /// use kappa_gateway::position::Cursor;
+    /// use kappa_service::position::Cursor;
     /// let c = Cursor::decode("events@3.0", &["events".into()], 2).unwrap();
     /// assert_eq!(c.encode(), "events@3.0");
     /// assert!(Cursor::decode("events@3", &["events".into()], 2).is_err());

@@ -14,7 +14,7 @@ use std::time::Duration;
 use kappa_log::{FetchLimits, Log, LogError, ProducerRecord, TopicPartition, TopicSpec, now_ms};
 use serde::{Deserialize, Serialize};
 
-use crate::error::GatewayError;
+use crate::ServiceError;
 
 /// The topic of announcements: one partition, compacted, keyed by
 /// `service/instance`.
@@ -41,7 +41,7 @@ pub struct Reading {
 /// What a service says about itself.
 ///
 /// ```
-/// use kappa_gateway::registry::{Announcement, Reading};
+/// use kappa_service::registry::{Announcement, Reading};
 /// let mut a = Announcement::new("notifier", "notifier");
 /// a.reads.push(Reading { topic: "events".into(), reader: "notification".into(), lag: 0 });
 /// a.writes.push("events".into());
@@ -172,7 +172,7 @@ impl Beacon {
         log: Arc<dyn Log>,
         base: Announcement,
         refresh: impl Fn(&mut Announcement) + Send + 'static,
-    ) -> Result<Self, GatewayError> {
+    ) -> Result<Self, ServiceError> {
         ensure_topic(&*log)?;
         let mut last = base;
         refresh(&mut last);

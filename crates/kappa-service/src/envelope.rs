@@ -10,7 +10,7 @@ use uuid::Uuid;
 /// A command or an event as stored on its topic.
 ///
 /// ```
-/// use kappa_gateway::Envelope;
+/// use kappa_service::Envelope;
 /// let command = Envelope::command("set-limit", serde_json::json!({"limit": 500}), Some("card-1".into()));
 /// let event = command.event("limit-set", serde_json::json!({"limit": 500}));
 /// assert_eq!(event.parent, Some(command.id));

@@ -1,15 +1,15 @@
 //! Errors as RFC 9457 `application/problem+json` responses.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum_core::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 /// One problem: a status, a short title, a detail for this occurrence, and
 /// any extension members (for example the list of schema violations).
 ///
 /// ```
-/// use axum::http::StatusCode;
-/// use kappa_gateway::Problem;
+/// use http::StatusCode;
+/// use kappa_service::Problem;
 /// let p = Problem::new(StatusCode::NOT_FOUND, "no such command").with("id", "0190…");
 /// assert_eq!(p.status(), StatusCode::NOT_FOUND);
 /// ```

@@ -1,0 +1,28 @@
+//! The vocabulary of a Kappa service, below its HTTP face.
+//!
+//! Commands and events, the positions a write returns and a read waits for,
+//! the problems a service answers with, its metric families and its
+//! announcements on the log are what every part of a service speaks about:
+//! the functional core's topologies, the imperative shell's effect runners
+//! and sinks, and the HTTP gateway. They live here so that only the parts
+//! that serve HTTP depend on the gateway.
+//!
+//! ```
+//! use kappa_service::{Envelope, position};
+//! let command = Envelope::command("deposit", serde_json::json!({"amount": 5}), Some("acct-1".into()));
+//! let event = command.event("deposited", serde_json::json!({"amount": 5}));
+//! assert_eq!(event.parent, Some(command.id));
+//! assert_eq!(position::parse_positions("commands/0/7").map(|p| p.len()), Ok(1));
+//! ```
+
+mod envelope;
+mod error;
+mod metrics;
+pub mod position;
+mod problem;
+pub mod registry;
+
+pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name, key_problem};
+pub use error::ServiceError;
+pub use metrics::{MetricFamilies, MetricsSource, metric_label};
+pub use problem::Problem;
