@@ -89,35 +89,35 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Cuts the groups into time windows (tumbling or hopping).
     pub fn windowed_by(
         &self,
-        windows: crate::windows::TimeWindows,
-    ) -> crate::windows::TimeWindowedKStream<K, V> {
+        windows: crate::windowing::TimeWindows,
+    ) -> crate::windowing::TimeWindowedKStream<K, V> {
         self.windowed(windows)
     }
 
     /// Cuts the groups into sliding windows (KIP-450).
     pub fn windowed_by_sliding(
         &self,
-        windows: crate::sliding::SlidingWindows,
-    ) -> crate::sliding::SlidingWindowedKStream<K, V> {
+        windows: crate::windowing::SlidingWindows,
+    ) -> crate::windowing::SlidingWindowedKStream<K, V> {
         self.windowed(windows)
     }
 
     /// Cuts the groups into sessions for session-windowed aggregation.
     pub fn windowed_by_sessions(
         &self,
-        sessions: crate::sessions::SessionWindows,
-    ) -> crate::sessions::SessionWindowedKStream<K, V> {
+        sessions: crate::windowing::SessionWindows,
+    ) -> crate::windowing::SessionWindowedKStream<K, V> {
         self.windowed(sessions)
     }
 
-    fn windowed<W>(&self, windows: W) -> crate::windows::WindowedKStream<K, V, W> {
-        crate::windows::WindowedKStream {
+    fn windowed<W>(&self, windows: W) -> crate::windowing::WindowedKStream<K, V, W> {
+        crate::windowing::WindowedKStream {
             graph: self.graph.clone(),
             children: self.children.clone(),
             name: self.name.clone(),
             key_serde: self.key_serde.clone(),
             windows,
-            emit: crate::windows::Emit::OnUpdate,
+            emit: crate::windowing::Emit::OnUpdate,
             late_topic: None,
         }
     }

@@ -19,22 +19,19 @@ mod kstream;
 mod ktable;
 mod node;
 mod ops;
-mod panes;
 mod processor;
 pub mod provenance;
 mod registry;
 mod reset;
 mod runtime;
 mod serde;
-mod sessions;
-mod sliding;
 mod store;
 mod stream_join;
 mod tasks;
 mod topology;
 mod versioned;
 mod window_store;
-mod windows;
+mod windowing;
 
 pub use context::TaskContext;
 pub use driver::TopologyTestDriver;
@@ -50,14 +47,14 @@ pub use registry::TaskOwner;
 pub use reset::{ResetReport, rebuild_application, reset_application};
 pub use runtime::{Assignment, Streams, StreamsConfig, StreamsMetrics};
 pub use serde::{I64, Json, RawBytes, Serde, SerdeError, Utf8};
-pub use sessions::{SessionWindowedKStream, SessionWindowedSerde, SessionWindows};
-pub use sliding::{SlidingWindowedKStream, SlidingWindows};
 pub use store::{ReadOnlyStore, StoreKind, StoreSpec};
 pub use stream_join::{JoinSerdes, JoinWindows};
 pub use tasks::TaskState;
 pub use topology::{Materialized, NodeDescription, StreamsBuilder, Topology};
 pub use versioned::VersionedStoreHandle;
 pub use window_store::WindowStoreHandle;
-pub use windows::{
-    Emit, TimeWindowedKStream, TimeWindows, Window, Windowed, WindowedKStream, WindowedSerde,
+pub use windowing::{
+    Emit, SessionWindowedKStream, SessionWindowedSerde, SessionWindows, SlidingWindowedKStream,
+    SlidingWindows, TimeWindowedKStream, TimeWindows, Window, Windowed, WindowedKStream,
+    WindowedSerde,
 };

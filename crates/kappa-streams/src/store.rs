@@ -365,7 +365,7 @@ impl ReadOnlyStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, Bytes)>, LogError> {
-        use crate::windows::{entry_key, split_entry_key};
+        use crate::windowing::time::{entry_key, split_entry_key};
         let partition = kappa_log::partition_for_key(key, self.partitions);
         let base = store_prefix(&self.app, &self.name, partition);
         // Entry keys are start (8 bytes) then key: every window starting in

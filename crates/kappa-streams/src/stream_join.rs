@@ -344,7 +344,7 @@ impl<K: Data, L: Data, Rt: Data, R: Data> JoinRun<K, L, Rt, R> {
         let t = ctx.timestamp();
         // A record whose whole window has closed can no longer join (late).
         if t.saturating_add(w.diff_ms).saturating_add(w.grace_ms) < ctx.stream_time() {
-            crate::windows::record_late(ctx, None, w.grace_ms);
+            crate::windowing::record_late(ctx, None, w.grace_ms);
             return self.expire(ctx);
         }
         let key_bytes = ctx.encode(&*self.op.serdes.key, &key, "join key")?;
