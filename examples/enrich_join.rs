@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::ensure;
-use kappa_log::{EmbeddedLog, FetchLimits, Log, ProducerRecord, Record, TopicPartition, TopicSpec};
+use kappa_log::{EmbeddedLog, Log, ProducerRecord, TopicPartition, TopicSpec};
 use kappa_streams::{Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Utf8};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
 
     // Two partitions: list by order id for a stable listing.
     let mut enriched = BTreeMap::new();
-    for r in read_all(&*log, "enriched-orders")? {
+    for r in log.read_topic("enriched-orders")? {
         let id = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
         let (order, customer): Enriched =
             serde_json::from_slice(r.value.as_deref().unwrap_or_default())?;
@@ -114,14 +114,4 @@ fn customer(id: &str, name: &str, country: &str) -> ProducerRecord {
 fn order(customer: &str, order: &str, item: &str, cents: i64) -> ProducerRecord {
     let value = json!({"order": order, "item": item, "cents": cents});
     ProducerRecord::value(value.to_string()).with_key(customer.to_owned())
-}
-
-/// Every record of `topic`, partition by partition (the topics here are small).
-fn read_all(log: &dyn Log, topic: &str) -> anyhow::Result<Vec<Record>> {
-    let mut out = Vec::new();
-    for p in 0..log.partition_count(topic)? {
-        let from = [(TopicPartition::new(topic, p), 0)];
-        log.fetch(&from, FetchLimits::default(), &mut out)?;
-    }
-    Ok(out)
 }

@@ -19,8 +19,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Json, Router, routing::post};
 use kappa_effects::{HttpEffect, HttpRequest, Runner, RunnerConfig};
-use kappa_gateway::Envelope;
-use kappa_log::{EmbeddedLog, FetchLimits, Log, ProducerRecord, Record, TopicPartition, TopicSpec};
+use kappa_log::{EmbeddedLog, Log, ProducerRecord, TopicSpec};
+use kappa_service::Envelope;
 use serde_json::{Value, json};
 
 /// The longest the program waits for the webhook's calls and the outcomes.
@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
     }
     runner.close()?;
     let mut outcomes = Vec::new();
-    for r in read_all(&*log, "events")? {
+    for r in log.read_topic("events")? {
         let value = r.value.unwrap_or_default();
         outcomes.push(serde_json::from_slice::<Envelope>(&value)?);
     }
@@ -134,16 +134,6 @@ fn main() -> anyhow::Result<()> {
 /// An event as a command processor writes it: caused by a command, with its key.
 fn event(order: &str, action: &str, data: Value) -> Envelope {
     Envelope::command("order-command", json!({}), Some(order.to_owned())).event(action, data)
-}
-
-/// Every record of `topic`, partition by partition (the topics here are small).
-fn read_all(log: &dyn Log, topic: &str) -> anyhow::Result<Vec<Record>> {
-    let mut out = Vec::new();
-    for p in 0..log.partition_count(topic)? {
-        let from = [(TopicPartition::new(topic, p), 0)];
-        log.fetch(&from, FetchLimits::default(), &mut out)?;
-    }
-    Ok(out)
 }
 
 /// A JSON string's text, or the JSON of anything else.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use kappa_log::{EmbeddedLog, FetchLimits, Log, ProducerRecord, Record, TopicPartition, TopicSpec};
+use kappa_log::{EmbeddedLog, Log, ProducerRecord, TopicPartition, TopicSpec};
 use kappa_streams::{
     ERROR_HEADER, I64, Materialized, Serde, Streams, StreamsBuilder, StreamsConfig, TimeWindows,
     Utf8, Windowed, WindowedSerde,
@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     // Emit-on-update: each output is a window's count so far, in order, so
     // the last one per window and user is the window's count.
     let serde = WindowedSerde::new(Utf8, MINUTE);
-    let updates = read_all(&*log, "views-per-minute")?;
+    let updates = log.read_topic("views-per-minute")?;
     let mut counts = BTreeMap::new();
     for r in &updates {
         let windowed: Windowed<String> = serde.deserialize(r.key.as_deref().unwrap_or_default())?;
@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
     for ((start, user), (end, count)) in &counts {
         println!("[{}, {}) {user}: {count}", clock(*start), clock(*end));
     }
-    for r in read_all(&*log, "late-page-views")? {
+    for r in log.read_topic("late-page-views")? {
         println!(
             "late, not counted: {} viewed {} at {}",
             text(r.key.as_deref()),
@@ -111,14 +111,6 @@ fn main() -> anyhow::Result<()> {
     }
     println!("late records: {late_records}");
     Ok(())
-}
-
-/// Every record of `topic` (one partition, a few records).
-fn read_all(log: &dyn Log, topic: &str) -> anyhow::Result<Vec<Record>> {
-    let mut out = Vec::new();
-    let from = [(TopicPartition::new(topic, 0), 0)];
-    log.fetch(&from, FetchLimits::default(), &mut out)?;
-    Ok(out)
 }
 
 fn text(bytes: Option<&[u8]>) -> String {

@@ -50,6 +50,22 @@ fn fails(dir: &Path, args: &[&str], stdin: &str) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// Runs `kappa bench ARGS --json --dir DIR`; its JSON report.
+fn bench_report(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(args)
+        .args(["--json", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn end_offsets(dir: &Path, topic: &str) -> Vec<u64> {
     let log = EmbeddedLog::open(dir).unwrap();
     let d = log.describe_topic(topic).unwrap();
@@ -397,8 +413,9 @@ fn topics_can_be_listed_and_deleted() {
 #[test]
 fn bench_log_prints_a_json_summary() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
-        .args([
+    let report = bench_report(
+        tmp.path(),
+        &[
             "bench",
             "log",
             "--records",
@@ -407,18 +424,8 @@ fn bench_log_prints_a_json_summary() {
             "100,1024",
             "--batch",
             "500",
-            "--json",
-            "--dir",
-        ])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["benchmark"], "log");
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
@@ -441,26 +448,17 @@ fn bench_log_prints_a_json_summary() {
 #[test]
 fn bench_streams_prints_a_json_summary() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
-        .args([
+    let report = bench_report(
+        tmp.path(),
+        &[
             "bench",
             "streams",
             "--records",
             "2000",
             "--durability",
             "never",
-            "--json",
-            "--dir",
-        ])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["benchmark"], "streams");
     let results = report["results"].as_array().unwrap();
     let names: Vec<&str> = results

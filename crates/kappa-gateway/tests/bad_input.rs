@@ -7,7 +7,7 @@ mod common;
 use axum::body::Body;
 use axum::http::Request;
 use bytes::Bytes;
-use common::{assert_problem, start};
+use common::{assert_problem, fresh, start};
 use http_body_util::BodyExt;
 use hyper::Method;
 use proptest::prelude::*;
@@ -25,9 +25,7 @@ type Case = (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_bad_request_gets_its_status_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     let before = s.ends("commands");
     let post = |b: &str| Bytes::from(b.to_owned());
     let cases: Vec<Case> = vec![
@@ -200,9 +198,7 @@ async fn each_kind_of_bad_request_gets_its_status_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_violations_are_all_listed_with_their_pointers() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     let r = c
         .post(
             "/commands",

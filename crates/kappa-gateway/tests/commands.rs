@@ -4,22 +4,21 @@
 mod common;
 
 use bytes::Bytes;
-use common::{assert_problem, body, start};
+use common::{assert_problem, body, fresh, send, start};
 use hyper::Method;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_command_is_written_down_and_indexed() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
-    let r = c
-        .post(
-            "/commands",
-            &body("add", Some("acct-1"), json!({"amount": 5})),
-        )
-        .await
-        .unwrap();
+    let (_dir, s, mut c) = fresh().await;
+    let r = send(
+        &mut c,
+        "/commands",
+        "add",
+        Some("acct-1"),
+        json!({"amount": 5}),
+    )
+    .await;
     assert_eq!(r.status, 202);
     let cmd = r.json();
     let id = cmd["id"].as_str().unwrap().to_owned();
@@ -72,17 +71,16 @@ async fn an_async_command_is_written_down_and_indexed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_commands_answer_with_their_events_or_409_or_504() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
 
-    let r = c
-        .post(
-            "/commands?sync=true",
-            &body("add", Some("a"), json!({"amount": 3})),
-        )
-        .await
-        .unwrap();
+    let r = send(
+        &mut c,
+        "/commands?sync=true",
+        "add",
+        Some("a"),
+        json!({"amount": 3}),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let answer = r.json();
     let events = answer["events"].as_array().unwrap();
@@ -118,10 +116,7 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
     assert_eq!(r.json()["parent_record"]["id"], answer["id"]);
 
     // A rejecting outcome: 409, with the command and its events.
-    let r = c
-        .post("/commands?sync=true", &body("fail", None, json!({})))
-        .await
-        .unwrap();
+    let r = send(&mut c, "/commands?sync=true", "fail", None, json!({})).await;
     let p = assert_problem(&r, 409);
     assert_eq!(p["events"][0]["error"], true);
     assert_eq!(p["events"][0]["parent"], p["id"]);
@@ -142,13 +137,14 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
 
     // No outcome: 504, and the command stays in the log, pending.
     let before = s.ends("commands");
-    let r = c
-        .post(
-            "/commands?sync=true&timeout_ms=150",
-            &body("ignore", None, json!({})),
-        )
-        .await
-        .unwrap();
+    let r = send(
+        &mut c,
+        "/commands?sync=true&timeout_ms=150",
+        "ignore",
+        None,
+        json!({}),
+    )
+    .await;
     let p = assert_problem(&r, 504);
     let location = p["location"].as_str().unwrap().to_owned();
     assert_eq!(r.header("location"), None);
@@ -167,9 +163,7 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_retries_write_once_even_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (dir, s, mut c) = fresh().await;
     let payload = Bytes::from(body("add", Some("k"), json!({"amount": 9})).to_string());
     let key = [("idempotency-key", "order-42")];
     let first = c
@@ -244,9 +238,7 @@ async fn all_ids(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_by_offset_and_by_cursor_and_filters_events_by_action() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     let mut sent = Vec::new();
     let mut last_event = String::new();
     for i in 0..23 {
@@ -255,13 +247,14 @@ async fn history_pages_by_offset_and_by_cursor_and_filters_events_by_action() {
         } else {
             ("add", json!({"amount": 1}))
         };
-        let r = c
-            .post(
-                "/commands?sync=true",
-                &body(action, Some(&format!("k{}", i % 5)), data),
-            )
-            .await
-            .unwrap();
+        let r = send(
+            &mut c,
+            "/commands?sync=true",
+            action,
+            Some(&format!("k{}", i % 5)),
+            data,
+        )
+        .await;
         let answer = r.json();
         sent.push(answer["id"].as_str().unwrap().to_owned());
         last_event = answer["events"][0]["position"].as_str().unwrap().to_owned();
@@ -324,18 +317,17 @@ async fn history_pages_by_offset_and_by_cursor_and_filters_events_by_action() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_read_your_writes_and_report_their_positions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     let mut position = String::new();
     for amount in [4, 5, 6] {
-        let r = c
-            .post(
-                "/commands",
-                &body("add", Some("acct"), json!({"amount": amount})),
-            )
-            .await
-            .unwrap();
+        let r = send(
+            &mut c,
+            "/commands",
+            "add",
+            Some("acct"),
+            json!({"amount": amount}),
+        )
+        .await;
         position = r.json()["position"].as_str().unwrap().to_owned();
     }
     let r = c
@@ -388,9 +380,7 @@ async fn views_read_your_writes_and_report_their_positions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_is_rebuilt_identically_from_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (dir, s, mut c) = fresh().await;
     for i in 0..12 {
         let action = if i % 3 == 0 { "fail" } else { "add" };
         let data = if action == "add" {
@@ -398,13 +388,14 @@ async fn the_index_is_rebuilt_identically_from_the_log() {
         } else {
             json!({})
         };
-        let r = c
-            .post(
-                "/commands?sync=true",
-                &body(action, Some(&format!("k{i}")), data),
-            )
-            .await
-            .unwrap();
+        let r = send(
+            &mut c,
+            "/commands?sync=true",
+            action,
+            Some(&format!("k{i}")),
+            data,
+        )
+        .await;
         assert!(r.status == 201 || r.status == 409);
     }
     s.stop().await;
@@ -441,18 +432,17 @@ async fn the_index_is_rebuilt_identically_from_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_endpoints_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     assert_eq!(c.get("/health").await.unwrap().status, 200);
     assert_eq!(c.get("/ready").await.unwrap().status, 200);
-    let r = c
-        .post(
-            "/commands?sync=true",
-            &body("add", Some("m"), json!({"amount": 1})),
-        )
-        .await
-        .unwrap();
+    let r = send(
+        &mut c,
+        "/commands?sync=true",
+        "add",
+        Some("m"),
+        json!({"amount": 1}),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let metrics = c.get("/metrics").await.unwrap();
     assert_eq!(metrics.status, 200);

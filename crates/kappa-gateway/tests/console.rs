@@ -6,7 +6,7 @@
 mod common;
 
 use common::sse::open;
-use common::{assert_problem, body, start};
+use common::{assert_problem, fresh, send};
 use kappa_gateway::load::HttpClient;
 use serde_json::{Value, json};
 
@@ -14,13 +14,14 @@ use serde_json::{Value, json};
 async fn add(c: &mut HttpClient, keys: &[&str]) -> Vec<Value> {
     let mut answers = Vec::new();
     for (i, key) in keys.iter().enumerate() {
-        let r = c
-            .post(
-                "/commands?sync=true",
-                &body("add", Some(key), json!({"amount": i + 1})),
-            )
-            .await
-            .unwrap();
+        let r = send(
+            c,
+            "/commands?sync=true",
+            "add",
+            Some(key),
+            json!({"amount": i + 1}),
+        )
+        .await;
         assert_eq!(r.status, 201);
         answers.push(r.json());
     }
@@ -39,9 +40,7 @@ fn named<'a>(v: &'a Value, list: &str, field: &str, name: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_scripts_are_served_from_the_binary() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     let page = c.get("/console").await.unwrap();
     assert_eq!(page.status, 200);
     assert_eq!(
@@ -85,9 +84,7 @@ async fn the_page_and_its_scripts_are_served_from_the_binary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_and_topology_describe_the_running_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     let info = c.get("/console/api/info").await.unwrap().json();
     assert_eq!(info["backend"], "embedded");
     assert_eq!(info["commands_topic"], "commands");
@@ -126,9 +123,7 @@ async fn info_and_topology_describe_the_running_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_record_browser_pages_and_links_each_event_to_its_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     let answers = add(&mut c, &["k"; 5]).await;
     // The first command's event, by its position; its provenance names the command.
     let event = &answers[0]["events"][0];
@@ -236,9 +231,7 @@ async fn the_record_browser_pages_and_links_each_event_to_its_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_and_live_figures_show_offsets_rates_and_lag() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     add(&mut c, &["k0", "k1", "k2", "k3"]).await;
     let topics = c.get("/console/api/topics").await.unwrap().json();
     let commands = named(&topics, "topics", "name", "commands");
@@ -320,9 +313,7 @@ async fn topics_and_live_figures_show_offsets_rates_and_lag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sampled_stream_sends_at_most_its_rate_and_counts_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     assert_problem(&c.get("/events/updates?max_rate=0").await.unwrap(), 400);
     assert_problem(&c.get("/events/updates?max_rate=x").await.unwrap(), 400);
     const N: u64 = 30;

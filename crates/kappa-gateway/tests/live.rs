@@ -7,24 +7,23 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use common::sse::open;
-use common::{assert_problem, body, start};
+use common::{assert_problem, fresh, send};
 use hyper::Method;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     let mut expected = Vec::new();
     for i in 0..10 {
-        let r = c
-            .post(
-                "/commands?sync=true",
-                &body("add", Some(&format!("k{i}")), json!({"amount": 1})),
-            )
-            .await
-            .unwrap();
+        let r = send(
+            &mut c,
+            "/commands?sync=true",
+            "add",
+            Some(&format!("k{i}")),
+            json!({"amount": 1}),
+        )
+        .await;
         expected.push(r.json()["events"][0]["id"].as_str().unwrap().to_owned());
     }
     let mut seen = Vec::new();
@@ -43,13 +42,14 @@ async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {
         // The connection drops here, mid-stream.
     }
     for i in 10..15 {
-        let r = c
-            .post(
-                "/commands?sync=true",
-                &body("add", Some(&format!("k{i}")), json!({"amount": 1})),
-            )
-            .await
-            .unwrap();
+        let r = send(
+            &mut c,
+            "/commands?sync=true",
+            "add",
+            Some(&format!("k{i}")),
+            json!({"amount": 1}),
+        )
+        .await;
         expected.push(r.json()["events"][0]["id"].as_str().unwrap().to_owned());
     }
     let mut sse = s.client().await;
@@ -61,10 +61,7 @@ async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {
     assert_eq!(unique.len(), seen.len(), "an event was repeated: {seen:?}");
     assert_eq!(unique, expected.iter().collect::<HashSet<_>>());
     // The stream is live: the next frame is the next new event, not an old one.
-    let r = c
-        .post("/commands?sync=true", &body("ping", None, json!({"n": 1})))
-        .await
-        .unwrap();
+    let r = send(&mut c, "/commands?sync=true", "ping", None, json!({"n": 1})).await;
     let newest = r.json()["events"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(frames.next().await.data["id"].as_str().unwrap(), newest);
     drop(frames);
@@ -73,9 +70,7 @@ async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_filter_by_action_and_refuse_bad_cursors() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
+    let (_dir, s, mut c) = fresh().await;
     for i in 0..6 {
         let action = if i % 2 == 0 { "fail" } else { "add" };
         let data = if action == "add" {
@@ -83,9 +78,7 @@ async fn streams_filter_by_action_and_refuse_bad_cursors() {
         } else {
             json!({})
         };
-        c.post("/commands?sync=true", &body(action, None, data))
-            .await
-            .unwrap();
+        send(&mut c, "/commands?sync=true", action, None, data).await;
     }
     let mut sse = s.client().await;
     let mut frames = open(

@@ -213,6 +213,40 @@ pub trait Log: Send + Sync {
         Ok(self.describe_topic(topic)?.spec.partitions)
     }
 
+    /// Every record of `topic` up to its end offsets at the call, partition
+    /// by partition: for small topics (tools, tests, examples), since it
+    /// holds them all in memory.
+    ///
+    /// ```
+    /// use kappa_log::{Log, MemoryLog, ProducerRecord, TopicSpec};
+    /// let log = MemoryLog::new();
+    /// log.create_topic(&TopicSpec::new("greetings", 2)).unwrap();
+    /// log.append("greetings", vec![ProducerRecord::value("hi").with_key("a"); 3]).unwrap();
+    /// assert_eq!(log.read_topic("greetings").unwrap().len(), 3);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::UnknownTopic`], or a failed read.
+    fn read_topic(&self, topic: &str) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::new();
+        for partition in 0..self.partition_count(topic)? {
+            let tp = TopicPartition::new(topic, partition);
+            let range = self.offsets(&tp)?;
+            let mut at = range.start;
+            while at < range.end {
+                let before = out.len();
+                self.fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut out)?;
+                // Compaction and transaction markers leave gaps in offsets.
+                let Some(last) = out[before..].last() else {
+                    break;
+                };
+                at = last.offset + 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// The first offset whose record has a timestamp at or after `timestamp_ms`,
     /// or `None` if there is none (as Kafka's `ListOffsets` by time).
     ///

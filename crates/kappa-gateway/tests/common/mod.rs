@@ -39,6 +39,28 @@ pub async fn start(dir: &Path) -> Service {
     start_with(dir, config()).await
 }
 
+/// Starts the demo service on a log in a new scratch directory, with a
+/// client; the directory is deleted when the first item drops.
+pub async fn fresh() -> (tempfile::TempDir, Service, HttpClient) {
+    let dir = tempfile::tempdir().expect("scratch directory");
+    let service = start(dir.path()).await;
+    let client = service.client().await;
+    (dir, service, client)
+}
+
+/// Posts a command to `path` (the request itself must not fail).
+pub async fn send(
+    c: &mut HttpClient,
+    path: &str,
+    action: &str,
+    key: Option<&str>,
+    data: Value,
+) -> Reply {
+    c.post(path, &body(action, key, data))
+        .await
+        .expect("post the command")
+}
+
 pub async fn start_with(dir: &Path, config: GatewayConfig) -> Service {
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir).expect("open log"));
     let (gateway, streams) =

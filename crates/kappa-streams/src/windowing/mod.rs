@@ -31,7 +31,7 @@ use crate::context::TaskContext;
 use crate::error::StreamsError;
 use crate::ktable::KTable;
 use crate::node::{Children, Data, Forward, Node, NodeFactory, TaskInit, add_child, new_children};
-use crate::serde::Serde;
+use crate::serde::{Serde, SerdeError};
 use crate::topology::{Materialized, SharedGraph, lock};
 
 pub use session::{SessionWindowedKStream, SessionWindowedSerde, SessionWindows};
@@ -211,6 +211,21 @@ impl<K: 'static, A: 'static> Step<'_, K, A> {
         self.ctx.store_put(self.store, entry, None);
     }
 
+    /// Closes the open windows that `ended` says have ended, first to last:
+    /// `open` is in closing order, so the first still open stops the walk.
+    /// `ended` answers a window's store entry, key bytes and bounds.
+    pub(crate) fn close_ended<T: Ord + Clone>(
+        &mut self,
+        open: &mut std::collections::BTreeSet<T>,
+        ended: impl Fn(&T) -> Option<(Bytes, Bytes, Window)>,
+    ) -> Result<(), StreamsError> {
+        while let Some((entry, key_bytes, window)) = open.first().and_then(&ended) {
+            open.pop_first();
+            self.close_entry(entry, key_bytes, window)?;
+        }
+        Ok(())
+    }
+
     /// Closes the window stored under `entry`: reports its final aggregate
     /// (with [`Emit::Final`]) and drops it.
     pub(crate) fn close_entry(
@@ -372,35 +387,19 @@ impl<K: Data, A: Data, S> WindowedAggregateRun<K, A, S> {
         S: WindowAssigner<K, V, A>,
     {
         let placed = self.assigner.add(at, key, value)?;
-        self.send_updates(at.ctx, key, at.updates)?;
+        for (window, agg) in at.updates.drain(..) {
+            let key = key.clone();
+            self.forward.send(at.ctx, Windowed { key, window }, agg)?;
+        }
         if placed == Placed::Late {
             record_late(at.ctx, self.late_topic.as_ref(), self.grace_ms);
         }
         self.assigner.close(at)?;
-        self.send_closed(at.ctx, at.closed)
-    }
-
-    fn send_updates(
-        &mut self,
-        ctx: &mut TaskContext,
-        key: &K,
-        updates: &mut Vec<(Window, Option<A>)>,
-    ) -> Result<(), StreamsError> {
-        for (window, agg) in updates.drain(..) {
-            let key = key.clone();
-            self.forward.send(ctx, Windowed { key, window }, agg)?;
-        }
-        Ok(())
-    }
-
-    fn send_closed(
-        &mut self,
-        ctx: &mut TaskContext,
-        closed: &mut Vec<(Bytes, Window, Option<A>)>,
-    ) -> Result<(), StreamsError> {
-        for (key_bytes, window, agg) in closed.drain(..) {
-            let key = ctx.decode_stored(self.store, &*self.key_serde, &key_bytes)?;
-            self.forward.send(ctx, Windowed { key, window }, agg)?;
+        for (key_bytes, window, agg) in at.closed.drain(..) {
+            let key = at
+                .ctx
+                .decode_stored(self.store, &*self.key_serde, &key_bytes)?;
+            self.forward.send(at.ctx, Windowed { key, window }, agg)?;
         }
         Ok(())
     }
@@ -440,6 +439,45 @@ pub(crate) fn record_late(ctx: &mut TaskContext, late_topic: Option<&Arc<str>>, 
         Some(topic) => ctx.emit_input(topic, reason),
         None => tracing::warn!(position = %ctx.position(), "{reason}"),
     }
+}
+
+/// Writes a windowed key as Kafka's windowed serdes do: the key's bytes,
+/// then each of `times` as 8 big-endian bytes.
+pub(crate) fn encode_windowed<K, const N: usize>(
+    inner: &impl Serde<K>,
+    key: &K,
+    times: [i64; N],
+    out: &mut Vec<u8>,
+) -> Result<(), SerdeError> {
+    inner.serialize(key, out)?;
+    for t in times {
+        out.extend_from_slice(&t.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Reads what [`encode_windowed`] wrote; `what` names the key in errors.
+pub(crate) fn decode_windowed<K, const N: usize>(
+    inner: &impl Serde<K>,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(K, [i64; N]), SerdeError> {
+    let Some(key_len) = bytes.len().checked_sub(8 * N) else {
+        return Err(SerdeError(format!(
+            "{what} needs at least {} bytes, got {}",
+            8 * N,
+            bytes.len()
+        )));
+    };
+    let (key, tail) = bytes.split_at(key_len);
+    let mut times = [0; N];
+    for (t, b) in times.iter_mut().zip(tail.chunks_exact(8)) {
+        let b: [u8; 8] = b
+            .try_into()
+            .map_err(|_| SerdeError(format!("{what}: a bad window time")))?;
+        *t = i64::from_be_bytes(b);
+    }
+    Ok((inner.deserialize(key)?, times))
 }
 
 /// A duration in ms, saturating.

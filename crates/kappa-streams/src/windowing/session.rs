@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{
     Combine, Emit, Fold, Placed, Step, Window, WindowAssigner, Windowed, WindowedKStream, counting,
-    from_init, ms, sum, time_bytes, time_of,
+    decode_windowed, encode_windowed, from_init, ms, sum, time_bytes, time_of,
 };
 use crate::context::TaskContext;
 use crate::error::StreamsError;
@@ -212,15 +212,17 @@ impl<K: Data, V: Data, A: Data, F: Fold<K, V, A>> WindowAssigner<K, V, A> for Se
     /// Emits (for final results) and drops sessions that have closed.
     fn close(&mut self, at: &mut Step<'_, K, A>) -> Result<(), StreamsError> {
         let close_time = self.close_time(at);
-        while let Some((end, key_bytes, start)) = self.open.first().cloned() {
-            if end >= close_time {
-                break;
-            }
-            self.open.pop_first();
-            let entry = entry_key(&key_bytes, start, end);
-            at.close_entry(entry, key_bytes, Window { start, end })?;
-        }
-        Ok(())
+        at.close_ended(&mut self.open, |(end, key, start)| {
+            let (start, end) = (*start, *end);
+            let ended = end < close_time;
+            ended.then(|| {
+                (
+                    entry_key(key, start, end),
+                    key.clone(),
+                    Window { start, end },
+                )
+            })
+        })
     }
 }
 
@@ -231,31 +233,15 @@ pub struct SessionWindowedSerde<S>(pub S);
 
 impl<K, S: Serde<K>> Serde<Windowed<K>> for SessionWindowedSerde<S> {
     fn serialize(&self, value: &Windowed<K>, out: &mut Vec<u8>) -> Result<(), SerdeError> {
-        self.0.serialize(&value.key, out)?;
-        out.extend_from_slice(&value.window.end.to_be_bytes());
-        out.extend_from_slice(&value.window.start.to_be_bytes());
-        Ok(())
+        let Window { start, end } = value.window;
+        encode_windowed(&self.0, &value.key, [end, start], out)
     }
 
     fn deserialize(&self, bytes: &[u8]) -> Result<Windowed<K>, SerdeError> {
-        if bytes.len() < 16 {
-            return Err(SerdeError(format!(
-                "a session key needs at least 16 bytes, got {}",
-                bytes.len()
-            )));
-        }
-        let (key, times) = bytes.split_at(bytes.len() - 16);
-        let time = |b: &[u8]| {
-            b.try_into()
-                .map(i64::from_be_bytes)
-                .map_err(|_| SerdeError("bad session time".to_owned()))
-        };
+        let (key, [end, start]) = decode_windowed(&self.0, bytes, "a session key")?;
         Ok(Windowed {
-            key: self.0.deserialize(key)?,
-            window: Window {
-                start: time(&times[8..])?,
-                end: time(&times[..8])?,
-            },
+            key,
+            window: Window { start, end },
         })
     }
 }

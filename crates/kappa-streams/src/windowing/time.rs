@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::{
     Combine, Emit, Fold, Placed, Step, Window, WindowAssigner, Windowed, WindowedKStream, counting,
-    from_init, ms, sum, time_bytes, time_of,
+    decode_windowed, encode_windowed, from_init, ms, sum, time_bytes, time_of,
 };
 use crate::context::TaskContext;
 use crate::error::StreamsError;
@@ -259,21 +259,13 @@ impl<K: Data, V: Data, A: Data, F: Fold<K, V, A>> WindowAssigner<K, V, A> for Ea
     }
 
     fn close(&mut self, at: &mut Step<'_, K, A>) -> Result<(), StreamsError> {
-        let size = self.windows.size_ms;
-        while let Some((start, key_bytes)) = self.open.first().cloned() {
-            let end = start.saturating_add(size);
-            if end.saturating_add(at.grace_ms) > at.stream_time {
-                break;
-            }
-            self.open.pop_first();
-            // Closed windows are kept no longer than size + grace, as Kafka's default retention.
-            at.close_entry(
-                entry_key(start, &key_bytes),
-                key_bytes,
-                Window { start, end },
-            )?;
-        }
-        Ok(())
+        let (size, grace, now) = (self.windows.size_ms, at.grace_ms, at.stream_time);
+        // Closed windows are kept no longer than size + grace, as Kafka's default retention.
+        at.close_ended(&mut self.open, |(start, key)| {
+            let (start, end) = (*start, start.saturating_add(size));
+            let ended = end.saturating_add(grace) <= now;
+            ended.then(|| (entry_key(start, key), key.clone(), Window { start, end }))
+        })
     }
 }
 
@@ -297,30 +289,15 @@ impl<S> WindowedSerde<S> {
 
 impl<K, S: Serde<K>> Serde<Windowed<K>> for WindowedSerde<S> {
     fn serialize(&self, value: &Windowed<K>, out: &mut Vec<u8>) -> Result<(), SerdeError> {
-        self.inner.serialize(&value.key, out)?;
-        out.extend_from_slice(&value.window.start.to_be_bytes());
-        Ok(())
+        encode_windowed(&self.inner, &value.key, [value.window.start], out)
     }
 
     fn deserialize(&self, bytes: &[u8]) -> Result<Windowed<K>, SerdeError> {
-        if bytes.len() < 8 {
-            return Err(SerdeError(format!(
-                "a windowed key needs at least 8 bytes, got {}",
-                bytes.len()
-            )));
-        }
-        let (key, start) = bytes.split_at(bytes.len() - 8);
-        let start = i64::from_be_bytes(
-            start
-                .try_into()
-                .map_err(|_| SerdeError("bad window start".to_owned()))?,
-        );
+        let (key, [start]) = decode_windowed(&self.inner, bytes, "a windowed key")?;
+        let end = start.saturating_add(self.size_ms);
         Ok(Windowed {
-            key: self.inner.deserialize(key)?,
-            window: Window {
-                start,
-                end: start.saturating_add(self.size_ms),
-            },
+            key,
+            window: Window { start, end },
         })
     }
 }
