@@ -225,13 +225,7 @@ struct LoadArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG_LEVEL")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    kappa_service::log_to_stderr();
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
         Command::Notifier(args) => {

@@ -50,6 +50,14 @@ fn fails(dir: &Path, args: &[&str], stdin: &str) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// `kappa topics create TOPIC --partitions N OPTIONS…`, which must succeed.
+fn create_topic(dir: &Path, topic: &str, partitions: u32, options: &[&str]) {
+    let partitions = partitions.to_string();
+    let mut args = vec!["topics", "create", topic, "--partitions", &partitions];
+    args.extend_from_slice(options);
+    ok(dir, &args, "");
+}
+
 /// Runs `kappa bench ARGS --json --dir DIR`; its JSON report.
 fn bench_report(dir: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
@@ -76,11 +84,7 @@ fn end_offsets(dir: &Path, topic: &str) -> Vec<u64> {
 fn produce_then_consume_round_trips_values_keys_and_positions() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(
-        dir,
-        &["topics", "create", "orders", "--partitions", "3"],
-        "",
-    );
+    create_topic(dir, "orders", 3, &[]);
     let positions = ok(
         dir,
         &[
@@ -148,7 +152,7 @@ fn produce_then_consume_round_trips_values_keys_and_positions() {
 fn fixed_keys_partitions_offsets_and_times_select_records() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(dir, &["topics", "create", "t", "--partitions", "2"], "");
+    create_topic(dir, "t", 2, &[]);
     ok(dir, &["produce", "t", "--partition", "1"], "a\nb\nc\nd\n");
     ok(dir, &["produce", "t", "--key", "same"], "k1\nk2\n");
     let kp = partition_for_key(b"same", 2);
@@ -218,7 +222,7 @@ fn fixed_keys_partitions_offsets_and_times_select_records() {
 fn a_consumer_group_resumes_where_it_stopped() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(dir, &["topics", "create", "t", "--partitions", "1"], "");
+    create_topic(dir, "t", 1, &[]);
     ok(dir, &["produce", "t"], "1\n2\n3\n4\n5\n");
     assert_eq!(
         ok(dir, &["consume", "t", "--group", "g", "--max", "2"], ""),
@@ -237,7 +241,7 @@ fn a_consumer_group_resumes_where_it_stopped() {
 fn follow_prints_existing_records_and_stops_at_max() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(dir, &["topics", "create", "live", "--partitions", "1"], "");
+    create_topic(dir, "live", 1, &[]);
     // The embedded log belongs to one process, so a follower can't watch
     // another process append (tailing across threads is tested in
     // kappa-log's log_behaviour.rs). Here: --follow prints what exists and
@@ -256,19 +260,7 @@ fn follow_prints_existing_records_and_stops_at_max() {
 fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(
-        dir,
-        &[
-            "topics",
-            "create",
-            "t",
-            "--partitions",
-            "2",
-            "--max-record-bytes",
-            "100",
-        ],
-        "",
-    );
+    create_topic(dir, "t", 2, &["--max-record-bytes", "100"]);
     assert!(
         fails(
             dir,
@@ -371,32 +363,8 @@ fn a_second_process_gets_already_in_use() {
 fn topics_can_be_listed_and_deleted() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(
-        dir,
-        &[
-            "topics",
-            "create",
-            "b",
-            "--partitions",
-            "1",
-            "--cleanup-policy",
-            "compact",
-        ],
-        "",
-    );
-    ok(
-        dir,
-        &[
-            "topics",
-            "create",
-            "a",
-            "--partitions",
-            "2",
-            "--retention-ms",
-            "60000",
-        ],
-        "",
-    );
+    create_topic(dir, "b", 1, &["--cleanup-policy", "compact"]);
+    create_topic(dir, "a", 2, &["--retention-ms", "60000"]);
     assert_eq!(
         ok(dir, &["topics", "list"], ""),
         "a\tpartitions=2\tcleanup.policy=delete\nb\tpartitions=1\tcleanup.policy=compact\n"

@@ -4,21 +4,14 @@
 mod common;
 
 use bytes::Bytes;
-use common::{assert_problem, body, fresh, send, start};
+use common::{Commands, assert_problem, body, fresh, send, start};
 use hyper::Method;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_command_is_written_down_and_indexed() {
     let (_dir, s, mut c) = fresh().await;
-    let r = send(
-        &mut c,
-        "/commands",
-        "add",
-        Some("acct-1"),
-        json!({"amount": 5}),
-    )
-    .await;
+    let r = c.command("add", Some("acct-1"), json!({"amount": 5})).await;
     assert_eq!(r.status, 202);
     let cmd = r.json();
     let id = cmd["id"].as_str().unwrap().to_owned();
@@ -73,14 +66,7 @@ async fn an_async_command_is_written_down_and_indexed() {
 async fn sync_commands_answer_with_their_events_or_409_or_504() {
     let (_dir, s, mut c) = fresh().await;
 
-    let r = send(
-        &mut c,
-        "/commands?sync=true",
-        "add",
-        Some("a"),
-        json!({"amount": 3}),
-    )
-    .await;
+    let r = c.sync("add", Some("a"), json!({"amount": 3})).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let answer = r.json();
     let events = answer["events"].as_array().unwrap();
@@ -116,7 +102,7 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
     assert_eq!(r.json()["parent_record"]["id"], answer["id"]);
 
     // A rejecting outcome: 409, with the command and its events.
-    let r = send(&mut c, "/commands?sync=true", "fail", None, json!({})).await;
+    let r = c.sync("fail", None, json!({})).await;
     let p = assert_problem(&r, 409);
     assert_eq!(p["events"][0]["error"], true);
     assert_eq!(p["events"][0]["parent"], p["id"]);
@@ -247,14 +233,7 @@ async fn history_pages_by_offset_and_by_cursor_and_filters_events_by_action() {
         } else {
             ("add", json!({"amount": 1}))
         };
-        let r = send(
-            &mut c,
-            "/commands?sync=true",
-            action,
-            Some(&format!("k{}", i % 5)),
-            data,
-        )
-        .await;
+        let r = c.sync(action, Some(&format!("k{}", i % 5)), data).await;
         let answer = r.json();
         sent.push(answer["id"].as_str().unwrap().to_owned());
         last_event = answer["events"][0]["position"].as_str().unwrap().to_owned();
@@ -320,14 +299,9 @@ async fn views_read_your_writes_and_report_their_positions() {
     let (_dir, s, mut c) = fresh().await;
     let mut position = String::new();
     for amount in [4, 5, 6] {
-        let r = send(
-            &mut c,
-            "/commands",
-            "add",
-            Some("acct"),
-            json!({"amount": amount}),
-        )
-        .await;
+        let r = c
+            .command("add", Some("acct"), json!({"amount": amount}))
+            .await;
         position = r.json()["position"].as_str().unwrap().to_owned();
     }
     let r = c
@@ -388,14 +362,7 @@ async fn the_index_is_rebuilt_identically_from_the_log() {
         } else {
             json!({})
         };
-        let r = send(
-            &mut c,
-            "/commands?sync=true",
-            action,
-            Some(&format!("k{i}")),
-            data,
-        )
-        .await;
+        let r = c.sync(action, Some(&format!("k{i}")), data).await;
         assert!(r.status == 201 || r.status == 409);
     }
     s.stop().await;
@@ -435,14 +402,7 @@ async fn operations_endpoints_answer() {
     let (_dir, s, mut c) = fresh().await;
     assert_eq!(c.get("/health").await.unwrap().status, 200);
     assert_eq!(c.get("/ready").await.unwrap().status, 200);
-    let r = send(
-        &mut c,
-        "/commands?sync=true",
-        "add",
-        Some("m"),
-        json!({"amount": 1}),
-    )
-    .await;
+    let r = c.sync("add", Some("m"), json!({"amount": 1})).await;
     assert_eq!(r.status, 201);
     let metrics = c.get("/metrics").await.unwrap();
     assert_eq!(metrics.status, 200);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::sse::open;
-use common::{assert_problem, fresh, send};
+use common::{Commands, assert_problem, fresh};
 use kappa_gateway::load::HttpClient;
 use serde_json::{Value, json};
 
@@ -14,14 +14,7 @@ use serde_json::{Value, json};
 async fn add(c: &mut HttpClient, keys: &[&str]) -> Vec<Value> {
     let mut answers = Vec::new();
     for (i, key) in keys.iter().enumerate() {
-        let r = send(
-            c,
-            "/commands?sync=true",
-            "add",
-            Some(key),
-            json!({"amount": i + 1}),
-        )
-        .await;
+        let r = c.sync("add", Some(key), json!({"amount": i + 1})).await;
         assert_eq!(r.status, 201);
         answers.push(r.json());
     }

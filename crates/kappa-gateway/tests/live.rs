@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use common::sse::open;
-use common::{assert_problem, fresh, send};
+use common::{Commands, assert_problem, fresh};
 use hyper::Method;
 use serde_json::json;
 
@@ -16,14 +16,9 @@ async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {
     let (_dir, s, mut c) = fresh().await;
     let mut expected = Vec::new();
     for i in 0..10 {
-        let r = send(
-            &mut c,
-            "/commands?sync=true",
-            "add",
-            Some(&format!("k{i}")),
-            json!({"amount": 1}),
-        )
-        .await;
+        let r = c
+            .sync("add", Some(&format!("k{i}")), json!({"amount": 1}))
+            .await;
         expected.push(r.json()["events"][0]["id"].as_str().unwrap().to_owned());
     }
     let mut seen = Vec::new();
@@ -42,14 +37,9 @@ async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {
         // The connection drops here, mid-stream.
     }
     for i in 10..15 {
-        let r = send(
-            &mut c,
-            "/commands?sync=true",
-            "add",
-            Some(&format!("k{i}")),
-            json!({"amount": 1}),
-        )
-        .await;
+        let r = c
+            .sync("add", Some(&format!("k{i}")), json!({"amount": 1}))
+            .await;
         expected.push(r.json()["events"][0]["id"].as_str().unwrap().to_owned());
     }
     let mut sse = s.client().await;
@@ -61,7 +51,7 @@ async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {
     assert_eq!(unique.len(), seen.len(), "an event was repeated: {seen:?}");
     assert_eq!(unique, expected.iter().collect::<HashSet<_>>());
     // The stream is live: the next frame is the next new event, not an old one.
-    let r = send(&mut c, "/commands?sync=true", "ping", None, json!({"n": 1})).await;
+    let r = c.sync("ping", None, json!({"n": 1})).await;
     let newest = r.json()["events"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(frames.next().await.data["id"].as_str().unwrap(), newest);
     drop(frames);
@@ -78,7 +68,7 @@ async fn streams_filter_by_action_and_refuse_bad_cursors() {
         } else {
             json!({})
         };
-        send(&mut c, "/commands?sync=true", action, None, data).await;
+        c.sync(action, None, data).await;
     }
     let mut sse = s.client().await;
     let mut frames = open(

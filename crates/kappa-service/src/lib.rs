@@ -5,7 +5,8 @@
 //! announcements on the log are what every part of a service speaks about:
 //! the functional core's topologies, the imperative shell's effect runners
 //! and sinks, and the HTTP gateway. They live here so that only the parts
-//! that serve HTTP depend on the gateway.
+//! that serve HTTP depend on the gateway. With the `logging` feature,
+//! [`log_to_stderr`] sets up a binary's log lines the way Kappa's own do.
 //!
 //! ```
 //! use kappa_service::{Envelope, position};
@@ -17,6 +18,8 @@
 
 mod envelope;
 mod error;
+#[cfg(feature = "logging")]
+mod logging;
 mod metrics;
 pub mod position;
 mod problem;
@@ -24,5 +27,7 @@ pub mod registry;
 
 pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name, key_problem};
 pub use error::ServiceError;
+#[cfg(feature = "logging")]
+pub use logging::log_to_stderr;
 pub use metrics::{MetricFamilies, MetricsSource, metric_label};
 pub use problem::Problem;

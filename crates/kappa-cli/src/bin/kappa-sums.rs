@@ -33,13 +33,7 @@ const INPUT_BATCH_LINES_MAX: usize = 100;
 
 fn main() -> std::process::ExitCode {
     // Warnings and errors (a refused commit, say) go to standard error.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG_LEVEL")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    kappa_service::log_to_stderr();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

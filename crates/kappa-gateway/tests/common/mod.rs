@@ -61,6 +61,25 @@ pub async fn send(
         .expect("post the command")
 }
 
+/// Sending commands in one line: `c.sync("add", Some("a"), json!({...}))`.
+#[allow(async_fn_in_trait)] // used only here, on one runtime
+pub trait Commands {
+    /// `POST /commands`.
+    async fn command(&mut self, action: &str, key: Option<&str>, data: Value) -> Reply;
+    /// `POST /commands?sync=true`.
+    async fn sync(&mut self, action: &str, key: Option<&str>, data: Value) -> Reply;
+}
+
+impl Commands for HttpClient {
+    async fn command(&mut self, action: &str, key: Option<&str>, data: Value) -> Reply {
+        send(self, "/commands", action, key, data).await
+    }
+
+    async fn sync(&mut self, action: &str, key: Option<&str>, data: Value) -> Reply {
+        send(self, "/commands?sync=true", action, key, data).await
+    }
+}
+
 pub async fn start_with(dir: &Path, config: GatewayConfig) -> Service {
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir).expect("open log"));
     let (gateway, streams) =
