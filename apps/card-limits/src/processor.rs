@@ -60,35 +60,88 @@ pub struct Stores {
     cards: StoreHandle<String, Card>,
     auths: StoreHandle<String, AuthRecord>,
     txns: StoreHandle<String, TxnRecord>,
-    settled: WindowStoreHandle<String, i64>,
-    pending: WindowStoreHandle<String, i64>,
+    settled: Panes,
+    pending: Panes,
     notices: StoreHandle<String, i64>,
+}
+
+/// A window store of daily panes per card, and how far behind a card's
+/// latest event time its panes are kept.
+#[derive(Clone)]
+struct Panes {
+    store: WindowStoreHandle<String, i64>,
+    keep_ms: i64,
+}
+
+/// Where a card's latest event time stands once a command is applied.
+#[derive(Clone, Copy)]
+struct Latest {
+    at: i64,
+    /// Whether `at` moved to a new day: only then can panes have fallen
+    /// behind what is kept.
+    new_day: bool,
+}
+
+impl Latest {
+    /// The card's latest event time after an event at `t`.
+    fn after(card: &Card, t: i64) -> Self {
+        let at = card.latest.map_or(t, |l| l.max(t));
+        let new_day = card.latest.is_none_or(|l| day(at) > day(l));
+        Self { at, new_day }
+    }
 }
 
 impl Stores {
     fn declare(b: &StreamsBuilder) -> Self {
-        let days = |n: u64| Duration::from_secs(n * 86_400);
         Self {
             cards: b.add_state_store(Materialized::persistent(stores::CARDS), Utf8, Json::new()),
             auths: b.add_state_store(Materialized::persistent(stores::AUTHS), Utf8, Json::new()),
             txns: b.add_state_store(Materialized::persistent(stores::TXNS), Utf8, Json::new()),
-            // Record timestamps are arrival times, not the commands' event
-            // times, so the stores keep everything by stream time and panes
-            // are dropped per card instead (see `add_to_pane`).
-            settled: b.add_window_store(
-                Materialized::persistent(stores::SETTLED),
-                Utf8,
-                I64,
-                days(KEEP_FOREVER_DAYS),
-            ),
-            pending: b.add_window_store(
-                Materialized::persistent(stores::PENDING),
-                Utf8,
-                I64,
-                days(KEEP_FOREVER_DAYS),
-            ),
+            settled: Panes::declare(b, stores::SETTLED, SETTLED_KEEP_MS),
+            pending: Panes::declare(b, stores::PENDING, PENDING_KEEP_MS),
             notices: b.add_state_store(Materialized::persistent(stores::NOTICES), Utf8, I64),
         }
+    }
+}
+
+impl Panes {
+    fn declare(b: &StreamsBuilder, name: &str, keep_ms: i64) -> Self {
+        // Record timestamps are arrival times, not the commands' event
+        // times, so the store keeps everything by stream time and panes
+        // are dropped per card instead (see `add`).
+        let keep_forever = Duration::from_secs(KEEP_FOREVER_DAYS * 86_400);
+        Self {
+            store: b.add_window_store(Materialized::persistent(name), Utf8, I64, keep_forever),
+            keep_ms,
+        }
+    }
+
+    /// Adds `amount` to the pane of day(`t`), and, when the card's latest
+    /// event moved to a new day, drops panes no balance at or after
+    /// `latest.at` can reach (older than `keep_ms` behind it).
+    fn add(
+        &self,
+        ctx: &mut Ctx<'_>,
+        key: &String,
+        t: i64,
+        amount: i64,
+        latest: Latest,
+    ) -> Result<(), StreamsError> {
+        let pane = day(t);
+        let total = ctx
+            .window_get(&self.store, key, pane)?
+            .unwrap_or(0)
+            .saturating_add(amount);
+        ctx.window_put(&self.store, key, pane, (total != 0).then_some(&total))?;
+        if !latest.new_day {
+            // Nothing fell behind the horizon since the card's last write.
+            return Ok(());
+        }
+        let horizon = day(latest.at).saturating_sub(self.keep_ms);
+        for (old, _) in ctx.window_fetch(&self.store, key, i64::MIN, horizon.saturating_sub(1))? {
+            ctx.window_put(&self.store, key, old, None)?;
+        }
+        Ok(())
     }
 }
 
@@ -119,44 +172,14 @@ impl Decide {
     ) -> Result<Balance, StreamsError> {
         let today = day(t);
         let period = card.period_days() * DAY_MS;
-        let settled = ctx.window_fetch(&self.0.settled, key, today - period + DAY_MS, today)?;
-        let pending = ctx.window_fetch(&self.0.pending, key, today - HOLD_MS + DAY_MS, today)?;
+        let settled =
+            ctx.window_fetch(&self.0.settled.store, key, today - period + DAY_MS, today)?;
+        let pending =
+            ctx.window_fetch(&self.0.pending.store, key, today - HOLD_MS + DAY_MS, today)?;
         Ok(Balance {
             settled: settled.iter().map(|(_, v)| v).sum(),
             pending: pending.iter().map(|(_, v)| v).sum(),
         })
-    }
-
-    /// Adds `amount` to the pane of day(`t`), and, when the card's latest
-    /// event moved to a new day (`new_day`), drops panes no balance at or
-    /// after `latest` can reach (older than `keep_ms` behind it).
-    #[allow(clippy::too_many_arguments)]
-    fn add_to_pane(
-        &self,
-        ctx: &mut Ctx<'_>,
-        store: &WindowStoreHandle<String, i64>,
-        key: &String,
-        t: i64,
-        amount: i64,
-        latest: i64,
-        keep_ms: i64,
-        new_day: bool,
-    ) -> Result<(), StreamsError> {
-        let pane = day(t);
-        let total = ctx
-            .window_get(store, key, pane)?
-            .unwrap_or(0)
-            .saturating_add(amount);
-        ctx.window_put(store, key, pane, (total != 0).then_some(&total))?;
-        if !new_day {
-            // Nothing fell behind the horizon since the card's last write.
-            return Ok(());
-        }
-        let horizon = day(latest).saturating_sub(keep_ms);
-        for (old, _) in ctx.window_fetch(store, key, i64::MIN, horizon.saturating_sub(1))? {
-            ctx.window_put(store, key, old, None)?;
-        }
-        Ok(())
     }
 
     fn is_late(card: &Card, t: i64) -> bool {
@@ -236,19 +259,11 @@ impl Decide {
         let approve = card
             .limit
             .is_none_or(|l| i128::from(before) + i128::from(d.amount) <= i128::from(l));
-        let latest = card.latest.map_or(d.timestamp, |l| l.max(d.timestamp));
-        let new_day = card.latest.is_none_or(|l| day(latest) > day(l));
+        let latest = Latest::after(&card, d.timestamp);
         let (decision, spent, status) = if approve {
-            self.add_to_pane(
-                ctx,
-                &self.0.pending,
-                &d.card,
-                d.timestamp,
-                d.amount,
-                latest,
-                PENDING_KEEP_MS,
-                new_day,
-            )?;
+            self.0
+                .pending
+                .add(ctx, &d.card, d.timestamp, d.amount, latest)?;
             (
                 "authorization-approved",
                 before.saturating_add(d.amount),
@@ -265,7 +280,7 @@ impl Decide {
         if !approve {
             data["reason"] = json!("limit-exceeded");
         }
-        card.latest = Some(latest);
+        card.latest = Some(latest.at);
         ctx.put(&self.0.cards, &d.card, &card)?;
         let record = AuthRecord {
             amount: d.amount,
@@ -303,8 +318,7 @@ impl Decide {
             let data = json!({"txn_id": d.txn_id, "card": d.card, "reason": "late"});
             return ctx.forward(d.card, command.reject("settlement-rejected", data));
         }
-        let latest = card.latest.map_or(d.timestamp, |l| l.max(d.timestamp));
-        let new_day = card.latest.is_none_or(|l| day(latest) > day(l));
+        let latest = Latest::after(&card, d.timestamp);
         let mut matched = false;
         if let Some(auth_id) = &d.auth_id {
             let auth_key = format!("{}/{auth_id}", d.card);
@@ -312,33 +326,19 @@ impl Decide {
                 && hold.status == AuthStatus::Pending
             {
                 // A hold past every window it could count in has no pane left to take from.
-                if day(hold.timestamp) >= day(latest).saturating_sub(PENDING_KEEP_MS) {
-                    self.add_to_pane(
-                        ctx,
-                        &self.0.pending,
-                        &d.card,
-                        hold.timestamp,
-                        -hold.amount,
-                        latest,
-                        PENDING_KEEP_MS,
-                        new_day,
-                    )?;
+                if day(hold.timestamp) >= day(latest.at).saturating_sub(PENDING_KEEP_MS) {
+                    self.0
+                        .pending
+                        .add(ctx, &d.card, hold.timestamp, -hold.amount, latest)?;
                 }
                 hold.status = AuthStatus::Settled;
                 ctx.put(&self.0.auths, &auth_key, &hold)?;
                 matched = true;
             }
         }
-        self.add_to_pane(
-            ctx,
-            &self.0.settled,
-            &d.card,
-            d.timestamp,
-            d.amount,
-            latest,
-            SETTLED_KEEP_MS,
-            new_day,
-        )?;
+        self.0
+            .settled
+            .add(ctx, &d.card, d.timestamp, d.amount, latest)?;
         let record = TxnRecord {
             amount: d.amount,
             timestamp: d.timestamp,
@@ -346,7 +346,7 @@ impl Decide {
             matched,
         };
         ctx.put(&self.0.txns, &txn_key, &record)?;
-        card.latest = Some(latest);
+        card.latest = Some(latest.at);
         ctx.put(&self.0.cards, &d.card, &card)?;
         let data = json!({
             "txn_id": d.txn_id, "card": d.card, "amount": d.amount,

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kappa_gateway::{
     ConsolePage, Gateway, GatewayBuilder, GatewayConfig, GatewayError, Problem, View,
@@ -215,6 +217,39 @@ struct Read {
     wait_ms: Option<u64>,
 }
 
+/// A read of one card, as every `/cards/{card}/...` route takes it: the
+/// query parsed, the card id checked, and `min_position` waited for if
+/// asked, before the handler runs.
+struct CardRead {
+    streams: Arc<Streams>,
+    card: String,
+    query: Read,
+}
+
+impl FromRequestParts<Arc<Streams>> for CardRead {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        streams: &Arc<Streams>,
+    ) -> Result<Self, Response> {
+        let Path(card) = Path::<String>::from_request_parts(parts, streams)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let OriginalUri(uri) = OriginalUri::from_request_parts(parts, streams)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let query = prepare(streams, &card, &uri)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            streams: streams.clone(),
+            card,
+            query,
+        })
+    }
+}
+
 /// Parses the query, checks the card id, and waits for `min_position` if asked.
 async fn prepare(
     streams: &Arc<Streams>,
@@ -314,41 +349,24 @@ fn card_balance(streams: &Streams, card: &str, at: Option<i64>) -> Result<Value,
     }))
 }
 
-async fn card(
-    State(streams): State<Arc<Streams>>,
-    Path(card): Path<String>,
-    OriginalUri(uri): OriginalUri,
-) -> Result<axum::Json<Value>, Problem> {
-    let q = prepare(&streams, &card, &uri).await?;
-    if q.at.is_some() || q.status.is_some() {
+async fn card(read: CardRead) -> Result<axum::Json<Value>, Problem> {
+    if read.query.at.is_some() || read.query.status.is_some() {
         return Err(Problem::bad_request(
             "use /cards/{card}/balance?at= or /authorizations?status=",
         ));
     }
-    let s = streams.clone();
-    blocking(move || card_balance(&s, &card, None)).await
+    blocking(move || card_balance(&read.streams, &read.card, None)).await
 }
 
-async fn balance(
-    State(streams): State<Arc<Streams>>,
-    Path(card): Path<String>,
-    OriginalUri(uri): OriginalUri,
-) -> Result<axum::Json<Value>, Problem> {
-    let q = prepare(&streams, &card, &uri).await?;
-    let Some(at) = q.at else {
+async fn balance(read: CardRead) -> Result<axum::Json<Value>, Problem> {
+    let Some(at) = read.query.at else {
         return Err(Problem::bad_request("at=MS is required"));
     };
-    let s = streams.clone();
-    blocking(move || card_balance(&s, &card, Some(at))).await
+    blocking(move || card_balance(&read.streams, &read.card, Some(at))).await
 }
 
-async fn authorizations(
-    State(streams): State<Arc<Streams>>,
-    Path(card): Path<String>,
-    OriginalUri(uri): OriginalUri,
-) -> Result<axum::Json<Value>, Problem> {
-    let q = prepare(&streams, &card, &uri).await?;
-    let wanted = match q.status.as_deref() {
+async fn authorizations(read: CardRead) -> Result<axum::Json<Value>, Problem> {
+    let wanted = match read.query.status.as_deref() {
         None => None,
         Some(s @ ("pending" | "settled" | "declined")) => Some(s.to_owned()),
         Some(other) => {
@@ -357,12 +375,12 @@ async fn authorizations(
             )));
         }
     };
-    let s = streams.clone();
     blocking(move || {
-        let position = position(&s, &card);
+        let CardRead { streams, card, .. } = read;
+        let position = position(&streams, &card);
         let prefix = format!("{card}/");
         let mut list = Vec::new();
-        for (k, v) in s
+        for (k, v) in streams
             .store(stores::AUTHS)
             .prefix(prefix.as_bytes())
             .map_err(Problem::internal)?

@@ -6,14 +6,17 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use common::service::{Load, check_decisions, check_view, serve};
+use common::service::{Load, check_decisions, check_view, remove_limit, serve};
 use kappa_gateway::load::HttpClient;
 use kappa_log::EmbeddedLog;
 
 const COMMANDS: u64 = 1200;
 const CARDS: u64 = 40;
 const CONNECTIONS: u64 = 8;
+/// How long a read waits for the last command of its card.
+const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_load_loses_and_repeats_no_decision() {
@@ -40,19 +43,11 @@ async fn sigkill_mid_load_loses_and_repeats_no_decision() {
     let mut views = HashMap::new();
     for card in 0..CARDS {
         let card = format!("card-{card}");
-        let r = c
-            .post(
-                "/commands?sync=true&timeout_ms=30000",
-                &serde_json::json!({"action": "remove-limit", "key": card, "data": {"card": card}}),
-            )
-            .await
-            .unwrap();
+        let r = remove_limit(&mut c, &card, 30_000).await;
         assert_eq!(r.status, 201);
         let position = r.json()["position"].as_str().unwrap().to_owned();
         let v = c
-            .get(&format!(
-                "/cards/{card}?min_position={position}&wait_ms=30000"
-            ))
+            .get_after(&format!("/cards/{card}"), &position, WAIT)
             .await
             .unwrap();
         assert_eq!(v.status, 200);

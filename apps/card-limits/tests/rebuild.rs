@@ -59,9 +59,7 @@ async fn with_service<T>(dir: &Path, f: impl AsyncFnOnce(&mut HttpClient) -> T) 
 /// processed the records at `min_position`.
 async fn views(c: &mut HttpClient, min_position: &str) -> Vec<Value> {
     let r = c
-        .get(&format!(
-            "/events?limit=1&min_position={min_position}&wait_ms=10000"
-        ))
+        .get_after("/events?limit=1", min_position, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(r.status, 200);

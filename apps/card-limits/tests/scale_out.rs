@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use common::service::{Load, check_decisions, check_view, free_port, serve_instance};
+use common::service::{Load, check_decisions, check_view, free_port, remove_limit, serve_instance};
 use kappa_gateway::load::HttpClient;
 use kappa_kafka::KafkaLog;
 use kappa_kafka::testing::Tansu;
@@ -37,13 +38,11 @@ async fn run_until(load: &Load, addrs: &[SocketAddr], budget: usize) {
 /// (the card's task is moving between instances) is retried after its
 /// Retry-After, for up to a minute.
 async fn read_card(addr: SocketAddr, card: &str, position: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut client = HttpClient::connect(addr).await.unwrap();
         let v = client
-            .get(&format!(
-                "/cards/{card}?min_position={position}&wait_ms=60000"
-            ))
+            .get_after(&format!("/cards/{card}"), position, Duration::from_secs(60))
             .await
             .unwrap();
         if v.status == 503 && std::time::Instant::now() < deadline {
@@ -52,7 +51,7 @@ async fn read_card(addr: SocketAddr, card: &str, position: &str) -> Value {
                 .get("retry-after")
                 .and_then(|h| h.to_str().ok()?.parse().ok())
                 .unwrap();
-            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            tokio::time::sleep(Duration::from_secs(wait)).await;
             continue;
         }
         assert_eq!(
@@ -109,13 +108,7 @@ async fn instances_share_the_work_and_survive_one_killed_mid_load() {
         let mut sender = HttpClient::connect(live[card as usize % live.len()])
             .await
             .unwrap();
-        let r = sender
-            .post(
-                "/commands?sync=true&timeout_ms=60000",
-                &serde_json::json!({"action": "remove-limit", "key": name, "data": {"card": name}}),
-            )
-            .await
-            .unwrap();
+        let r = remove_limit(&mut sender, &name, 60_000).await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         let position = r.json()["position"].as_str().unwrap().to_owned();
         for addr in live {

@@ -120,12 +120,7 @@ async fn customers_reach_only_their_cards() {
     let (status, _) = call(&mut c, Method::GET, "/cards/card-1", Some(ops), None).await;
     assert_eq!(status, 200);
     let r = c
-        .request(
-            Method::GET,
-            "/metrics",
-            &[("authorization", ops)],
-            Bytes::new(),
-        )
+        .get_with("/metrics", &[("authorization", ops)])
         .await
         .unwrap();
     let metrics = String::from_utf8_lossy(&r.body).into_owned();

@@ -305,7 +305,7 @@ fn merchant_totals_once(bootstrap: &str, db: &Path) -> Value {
 /// The totals recomputed from the events below `offsets` (next offset per partition).
 fn recomputed_totals(log: &dyn Log, offsets: &Value) -> Vec<Value> {
     let mut totals: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
-    for r in common::service::read_all(log, "events") {
+    for r in log.read_topic("events").unwrap() {
         let next = offsets[r.partition.to_string()].as_u64().unwrap_or(0);
         if r.offset >= next {
             continue;

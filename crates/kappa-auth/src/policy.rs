@@ -90,60 +90,48 @@ pub enum TopicOperation {
 /// The topics a rule opens to Kafka clients, by operation. Each list holds
 /// names, `*` for all, or a prefix ending in `*` (`orders-*`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+// A rule lists only the operations it grants.
+#[serde(default, deny_unknown_fields)]
 pub struct TopicRights {
     /// Topics that may be read.
-    #[serde(default)]
     pub read: Vec<String>,
     /// Topics that may be written.
-    #[serde(default)]
     pub write: Vec<String>,
     /// Topics that may be created, grown, reconfigured and deleted.
-    #[serde(default)]
     pub create: Vec<String>,
     /// Topics that may be described only.
-    #[serde(default)]
     pub describe: Vec<String>,
 }
 
 /// One rule: whom it is for, and what it allows them.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+// A rule names only what it grants; whatever it leaves out is empty.
+#[serde(default, deny_unknown_fields)]
 pub struct Rule {
     /// Principals with any of these roles…
-    #[serde(default)]
     pub roles: Vec<String>,
     /// …or with one of these subjects (both empty: every authenticated principal).
-    #[serde(default)]
     pub subjects: Vec<String>,
     /// Command actions allowed (`*`: all).
-    #[serde(default)]
     pub commands: Vec<String>,
     /// Views (stores) readable (`*`: all).
-    #[serde(default)]
     pub views: Vec<String>,
     /// Streams followable: `commands`, `events` (`*`: all).
-    #[serde(default)]
     pub streams: Vec<String>,
     /// Route patterns: `/`-separated segments where `*` matches one
     /// segment, `{key}` matches one and names the entity, and a final `**`
     /// matches the rest.
-    #[serde(default)]
     pub routes: Vec<String>,
     /// When set, only entities named in this claim of the principal's token
     /// (a string or an array of strings): commands and view reads must name
     /// one of them as their key, routes must have one as their `{key}`.
     /// Scans, streams and routes without `{key}` are then not allowed.
-    #[serde(default)]
     pub keys_from_claim: Option<String>,
     /// Kafka topics, by operation (for clients of a Kappa node).
-    #[serde(default)]
     pub topics: TopicRights,
     /// Kafka consumer groups that may be used (names, `*`, `prefix*`).
-    #[serde(default)]
     pub groups: Vec<String>,
     /// Kafka transactional ids that may be used (names, `*`, `prefix*`).
-    #[serde(default)]
     pub transactional_ids: Vec<String>,
 }
 

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod fresh_node;
 mod node;
 
 use std::io::{Read, Write};
@@ -133,10 +134,7 @@ fn end_offsets(dir: &std::path::Path, topic: &str, partitions: u32) -> Vec<u64> 
 
 #[test]
 fn bad_requests_get_kafka_errors_or_a_closed_connection_and_change_nothing() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(dir.path());
-    broker.create_topic(&rt, "ledger", 2);
+    let (rt, dir, mut broker) = fresh_node::node_with_topic("ledger", 2);
 
     // A good batch lands, so the checks below can tell "refused" from "broken".
     let mut s = connect(&broker);

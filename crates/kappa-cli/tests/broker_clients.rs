@@ -366,40 +366,30 @@ fn group_rebalances_without_losing_or_repeating_committed_work(
 
     let stop_a = Arc::new(AtomicBool::new(false));
     let stop_rest = Arc::new(AtomicBool::new(false));
-    let a = member(
-        broker,
-        &group,
-        topic,
-        strategy,
-        book.clone(),
-        stop_a.clone(),
-    );
-    produce_range(&rt, &producer, topic, 0, 100);
-    wait_for(&book, 100);
-    let b = member(
-        broker,
-        &group,
-        topic,
-        strategy,
-        book.clone(),
-        stop_rest.clone(),
-    );
-    produce_range(&rt, &producer, topic, 100, 200);
-    wait_for(&book, 200);
-    let c = member(
-        broker,
-        &group,
-        topic,
-        strategy,
-        book.clone(),
-        stop_rest.clone(),
-    );
-    produce_range(&rt, &producer, topic, 200, 300);
-    wait_for(&book, 300);
+    let join = |stop: &Arc<AtomicBool>| {
+        member(
+            &*broker,
+            &group,
+            topic,
+            strategy,
+            book.clone(),
+            stop.clone(),
+        )
+    };
+    // Records `from..to` go in and are committed while the group is as it is now.
+    let produce_and_commit = |from: usize, to: usize| {
+        produce_range(&rt, &producer, topic, from, to);
+        wait_for(&book, to as i64);
+    };
+    let a = join(&stop_a);
+    produce_and_commit(0, 100);
+    let b = join(&stop_rest);
+    produce_and_commit(100, 200);
+    let c = join(&stop_rest);
+    produce_and_commit(200, 300);
     stop_a.store(true, Ordering::Relaxed);
     a.join().unwrap();
-    produce_range(&rt, &producer, topic, 300, 400);
-    wait_for(&book, 400);
+    produce_and_commit(300, 400);
     stop_rest.store(true, Ordering::Relaxed);
     b.join().unwrap();
     c.join().unwrap();

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Rng;
-use kappa_log::{EmbeddedLog, FetchLimits, Log, TopicPartition};
+use kappa_log::{EmbeddedLog, Log};
 use node::{Broker, Cluster, runtime};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -111,28 +111,20 @@ fn acknowledged_records_are_in_the_log_once_and_in_order_after_kills() {
     broker.kill();
     let log = EmbeddedLog::open(dir.path()).unwrap();
     let mut in_log: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
-    for p in 0..PARTITIONS {
-        let tp = TopicPartition::new("orders", p as u32);
-        let end = log.offsets(&tp).unwrap().end;
-        let mut records = Vec::new();
-        let mut at = 0;
-        while at < end {
-            at = log
-                .fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut records)
-                .unwrap()
-                .next_offsets[0];
-        }
-        let mut last_seq = None;
-        for r in records {
-            let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-            let seq: u64 = value.trim_start_matches("order-").parse().unwrap();
-            assert!(
-                last_seq < Some(seq),
-                "partition {p}: {value} after order-{last_seq:?}: out of order"
-            );
-            last_seq = Some(seq);
-            in_log.entry(value).or_default().push((p, r.offset as i64));
-        }
+    let mut last_seq: HashMap<u32, u64> = HashMap::new();
+    for r in log.read_topic("orders").unwrap() {
+        let p = r.partition;
+        let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+        let seq: u64 = value.trim_start_matches("order-").parse().unwrap();
+        let before = last_seq.insert(p, seq);
+        assert!(
+            before < Some(seq),
+            "partition {p}: {value} after order-{before:?}: out of order"
+        );
+        in_log
+            .entry(value)
+            .or_default()
+            .push((p as i32, r.offset as i64));
     }
     let twice: Vec<_> = in_log
         .iter()

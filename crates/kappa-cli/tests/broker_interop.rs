@@ -14,12 +14,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod fresh_node;
 mod node;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use node::{Broker, Cluster, apache_kafka, runtime};
+use node::{Broker, Cluster, apache_kafka};
 
 fn clients_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kappa-node/tests/clients")
@@ -147,10 +148,7 @@ fn kafkajs_works_against_apache_kafka() {
 
 #[test]
 fn kcat_produces_and_consumes_through_the_node() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    broker.create_topic(&rt, "greetings", 2);
+    let (_rt, _dir, broker) = fresh_node::node_with_topic("greetings", 2);
     let mut produce = Command::new("kcat")
         .args([
             "-b",
@@ -193,10 +191,7 @@ fn kcat_produces_and_consumes_through_the_node() {
 #[test]
 fn kcat_reading_committed_sees_committed_transactions_only() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    broker.create_topic(&rt, "settled", 1);
+    let (_rt, _dir, broker) = fresh_node::node_with_topic("settled", 1);
     let p: BaseProducer = broker
         .client()
         .set("transactional.id", "settler")

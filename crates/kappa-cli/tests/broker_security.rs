@@ -73,6 +73,24 @@ fn send(config: &ClientConfig, topic: &str, value: &str) -> Result<(), KafkaErro
         .map_err(|(e, _)| e)
 }
 
+/// The first `n` values of `orders` (one partition), read by `consumer`
+/// from the start; the first error a poll returns ends the read.
+fn read_orders(consumer: &BaseConsumer, n: usize) -> Result<Vec<String>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("orders", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while values.len() < n {
+        assert!(Instant::now() < deadline, "read in time: {values:?}");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8(m?.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    Ok(values)
+}
+
 #[test]
 fn a_non_loopback_listener_needs_tls_and_sasl() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,19 +178,7 @@ fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("orders", 0, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&tpl).unwrap();
-        let mut values = Vec::new();
-        let deadline = Instant::now() + WAIT;
-        while values.len() < 3 {
-            assert!(Instant::now() < deadline, "read in time: {values:?}");
-            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-                let m = m?;
-                values.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
-            }
-        }
+        let values = read_orders(&consumer, 3)?;
         let mut at = TopicPartitionList::new();
         at.add_partition_offset("orders", 0, Offset::Offset(3))
             .unwrap();
@@ -350,45 +356,34 @@ fn kafka_python_and_kafkajs_authenticate_with_their_own_sasl_code() {
             .output()
             .unwrap()
     };
+    let produce = |who: &str, mechanism: &str, password: &str, value: &str| match who {
+        "kafka-python" => python(mechanism, password, value),
+        "kafkajs" => kafkajs(mechanism, password, value),
+        other => panic!("no client {other}"),
+    };
     let mut sent = Vec::new();
-    for (who, out) in [
-        (
-            "kafka-python SCRAM-SHA-256",
-            python("SCRAM-SHA-256", "write-secret", "py-256"),
-        ),
-        (
-            "kafka-python SCRAM-SHA-512",
-            python("SCRAM-SHA-512", "write-secret", "py-512"),
-        ),
-        (
-            "kafka-python PLAIN",
-            python("PLAIN", "write-secret", "py-plain"),
-        ),
-        (
-            "kafkajs scram-sha-256",
-            kafkajs("scram-sha-256", "write-secret", "js-256"),
-        ),
-        (
-            "kafkajs scram-sha-512",
-            kafkajs("scram-sha-512", "write-secret", "js-512"),
-        ),
-        (
-            "kafkajs plain",
-            kafkajs("plain", "write-secret", "js-plain"),
-        ),
+    for (who, mechanism, value) in [
+        ("kafka-python", "SCRAM-SHA-256", "py-256"),
+        ("kafka-python", "SCRAM-SHA-512", "py-512"),
+        ("kafka-python", "PLAIN", "py-plain"),
+        ("kafkajs", "scram-sha-256", "js-256"),
+        ("kafkajs", "scram-sha-512", "js-512"),
+        ("kafkajs", "plain", "js-plain"),
     ] {
+        let out = produce(who, mechanism, "write-secret", value);
         assert!(
             out.status.success(),
-            "{who}: {}{}",
+            "{who} {mechanism}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        sent.push(who);
+        sent.push(value);
     }
-    for (who, out) in [
-        ("kafka-python", python("SCRAM-SHA-256", "guess", "never")),
-        ("kafkajs", kafkajs("scram-sha-256", "guess", "never")),
+    for (who, mechanism) in [
+        ("kafka-python", "SCRAM-SHA-256"),
+        ("kafkajs", "scram-sha-256"),
     ] {
+        let out = produce(who, mechanism, "guess", "never");
         assert!(
             !out.status.success(),
             "{who} with a wrong password was let in"
@@ -399,20 +394,8 @@ fn kafka_python_and_kafkajs_authenticate_with_their_own_sasl_code() {
         .set("group.id", "audit")
         .create()
         .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("orders", 0, Offset::Beginning)
-        .unwrap();
-    reader.assign(&tpl).unwrap();
-    let mut values = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while values.len() < sent.len() {
-        assert!(Instant::now() < deadline, "read in time: {values:?}");
-        if let Some(m) = reader.poll(Duration::from_millis(100)) {
-            values.push(String::from_utf8(m.unwrap().payload().unwrap().to_vec()).unwrap());
-        }
-    }
     assert_eq!(
-        values,
+        read_orders(&reader, sent.len()).unwrap(),
         [
             "py-256", "py-512", "py-plain", "js-256", "js-512", "js-plain"
         ]

@@ -11,11 +11,13 @@
 
 #[macro_use]
 mod node;
+mod fresh_node;
 
 use std::time::{Duration, Instant};
 
-use node::{Broker, Cluster, runtime};
+use node::{Cluster, runtime};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -35,6 +37,12 @@ fn transactional(broker: &dyn Cluster, id: &str, timeout_ms: &str) -> BaseProduc
     p
 }
 
+/// Begins a transaction on `p` and sends `values` in it.
+fn begin_with(p: &BaseProducer, topic: &str, values: &[&str]) {
+    p.begin_transaction().unwrap();
+    send(p, topic, values);
+}
+
 fn send(p: &BaseProducer, topic: &str, values: &[&str]) {
     for v in values {
         p.send(BaseRecord::<(), str>::to(topic).partition(0).payload(*v))
@@ -44,20 +52,40 @@ fn send(p: &BaseProducer, topic: &str, values: &[&str]) {
     p.flush(WAIT).unwrap();
 }
 
-/// The values a `read_committed` consumer reads from partition 0, up to
-/// the partition's end as it reports it now.
-fn committed_values(broker: &dyn Cluster, topic: &str) -> Vec<String> {
-    let c: BaseConsumer = broker
-        .client()
+/// A `read_committed` consumer of partition 0 of `topic` from its start,
+/// with `extra` settings.
+fn committed_reader(broker: &dyn Cluster, topic: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = broker.client();
+    config
         .set("group.id", "transactions-reader")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
+        .set("isolation.level", "read_committed");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let c: BaseConsumer = config.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
     c.assign(&tpl).unwrap();
+    c
+}
+
+/// The value `c` reads within 200 ms, if any; the end of the partition
+/// (with `enable.partition.eof`) comes as an error.
+fn next_value(c: &BaseConsumer) -> Result<Option<String>, KafkaError> {
+    match c.poll(Duration::from_millis(200)) {
+        Some(Ok(m)) => Ok(Some(
+            String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+        )),
+        Some(Err(e)) => Err(e),
+        None => Ok(None),
+    }
+}
+
+/// The values a `read_committed` consumer reads from partition 0, up to
+/// the partition's end as it reports it now.
+fn committed_values(broker: &dyn Cluster, topic: &str) -> Vec<String> {
+    let c = committed_reader(broker, topic, &[("enable.partition.eof", "true")]);
     let deadline = Instant::now() + WAIT;
     let mut out = Vec::new();
     loop {
@@ -65,11 +93,10 @@ fn committed_values(broker: &dyn Cluster, topic: &str) -> Vec<String> {
             Instant::now() < deadline,
             "reached the end of {topic} in time"
         );
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap()),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
-            Some(Err(e)) => panic!("{e}"),
-            None => {}
+        match next_value(&c) {
+            Ok(value) => out.extend(value),
+            Err(KafkaError::PartitionEOF(_)) => return out,
+            Err(e) => panic!("{e}"),
         }
     }
 }
@@ -78,14 +105,11 @@ fn committed_visible_aborted_not(broker: &mut dyn Cluster) {
     let rt = runtime();
     broker.create_topic(&rt, "payments", 1);
     let p = transactional(broker, "payer", "60000");
-    p.begin_transaction().unwrap();
-    send(&p, "payments", &["a1", "a2"]);
+    begin_with(&p, "payments", &["a1", "a2"]);
     p.commit_transaction(WAIT).unwrap();
-    p.begin_transaction().unwrap();
-    send(&p, "payments", &["b1", "b2"]);
+    begin_with(&p, "payments", &["b1", "b2"]);
     p.abort_transaction(WAIT).unwrap();
-    p.begin_transaction().unwrap();
-    send(&p, "payments", &["c1"]);
+    begin_with(&p, "payments", &["c1"]);
     p.commit_transaction(WAIT).unwrap();
     assert_eq!(committed_values(broker, "payments"), ["a1", "a2", "c1"]);
 }
@@ -110,14 +134,12 @@ fn offsets_sent_to_a_transaction_land_with_it(broker: &mut dyn Cluster) {
         tpl
     };
     // Aborted: neither the output nor the offset lands.
-    p.begin_transaction().unwrap();
-    send(&p, "invoices", &["i-aborted"]);
+    begin_with(&p, "invoices", &["i-aborted"]);
     p.send_offsets_to_transaction(&position(2), &consumer.group_metadata().unwrap(), WAIT)
         .unwrap();
     p.abort_transaction(WAIT).unwrap();
     // Committed: both land.
-    p.begin_transaction().unwrap();
-    send(&p, "invoices", &["i0", "i1"]);
+    begin_with(&p, "invoices", &["i0", "i1"]);
     p.send_offsets_to_transaction(&position(2), &consumer.group_metadata().unwrap(), WAIT)
         .unwrap();
     p.commit_transaction(WAIT).unwrap();
@@ -134,16 +156,14 @@ fn a_second_producer_with_the_same_id_fences_the_first(broker: &mut dyn Cluster)
     let rt = runtime();
     broker.create_topic(&rt, "ledger", 1);
     let zombie = transactional(broker, "ledger-writer", "60000");
-    zombie.begin_transaction().unwrap();
-    send(&zombie, "ledger", &["zombie-1"]);
+    begin_with(&zombie, "ledger", &["zombie-1"]);
     let successor = transactional(broker, "ledger-writer", "60000");
     // The zombie's open transaction was aborted, and it cannot commit.
     assert!(
         zombie.commit_transaction(WAIT).is_err(),
         "the fenced producer cannot commit"
     );
-    successor.begin_transaction().unwrap();
-    send(&successor, "ledger", &["successor-1"]);
+    begin_with(&successor, "ledger", &["successor-1"]);
     successor.commit_transaction(WAIT).unwrap();
     assert_eq!(committed_values(broker, "ledger"), ["successor-1"]);
 }
@@ -152,8 +172,7 @@ fn a_transaction_open_past_its_timeout_is_aborted(broker: &mut dyn Cluster) {
     let rt = runtime();
     broker.create_topic(&rt, "slow", 1);
     let p = transactional(broker, "slowpoke", "2000");
-    p.begin_transaction().unwrap();
-    send(&p, "slow", &["late"]);
+    begin_with(&p, "slow", &["late"]);
     // The transaction has to outlive its two-second timeout: the time
     // passing is what is tested, not a stand-in for a signal.
     std::thread::sleep(Duration::from_secs(5));
@@ -184,25 +203,12 @@ sys.stdin.read()
 /// The values a `read_committed` consumer reads from partition 0 until it
 /// has read `last`.
 fn committed_values_through(broker: &dyn Cluster, topic: &str, last: &str) -> Vec<String> {
-    let c: BaseConsumer = broker
-        .client()
-        .set("group.id", "transactions-reader")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = committed_reader(broker, topic, &[]);
     let deadline = Instant::now() + WAIT;
     let mut out = Vec::new();
     while out.last().is_none_or(|v| v != last) {
         assert!(Instant::now() < deadline, "read {last:?} in time: {out:?}");
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap()),
-            Some(Err(e)) => panic!("{e}"),
-            None => {}
-        }
+        out.extend(next_value(&c).unwrap_or_else(|e| panic!("{e}")));
     }
     out
 }
@@ -214,20 +220,16 @@ fn a_producer_killed_mid_transaction_leaves_nothing_visible(broker: &mut dyn Clu
     let rt = runtime();
     broker.create_topic(&rt, "abandoned", 1);
     let mut child = Command::new(node::python())
-        .args([
-            "-c",
-            HALF_A_TRANSACTION,
-            broker.addr(),
-            "quitter",
-            "abandoned",
-        ])
+        .args(["-c", HALF_A_TRANSACTION])
+        .args([broker.addr(), "quitter", "abandoned"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
         .unwrap();
     assert_eq!(line.trim(), "sent", "the producer sent its records");
     child.kill().unwrap();
@@ -254,13 +256,9 @@ on_both!(
 
 #[test]
 fn a_node_killed_mid_transaction_leaves_nothing_of_it_visible() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(dir.path());
-    broker.create_topic(&rt, "transfers", 1);
+    let (_rt, _dir, mut broker) = fresh_node::node_with_topic("transfers", 1);
     let p = transactional(&broker, "mover", "60000");
-    p.begin_transaction().unwrap();
-    send(&p, "transfers", &["half-done"]);
+    begin_with(&p, "transfers", &["half-done"]);
     broker.restart();
     assert!(
         p.commit_transaction(WAIT).is_err(),
@@ -268,8 +266,7 @@ fn a_node_killed_mid_transaction_leaves_nothing_of_it_visible() {
     );
     drop(p);
     let again = transactional(&broker, "mover", "60000");
-    again.begin_transaction().unwrap();
-    send(&again, "transfers", &["whole"]);
+    begin_with(&again, "transfers", &["whole"]);
     again.commit_transaction(WAIT).unwrap();
     assert_eq!(committed_values(&broker, "transfers"), ["whole"]);
 }

@@ -2,10 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::stdout_of_success;
 use kappa_log::{EmbeddedLog, Log, TopicPartition, partition_for_key};
 
 fn kappa(dir: &Path, args: &[&str]) -> Command {
@@ -58,20 +61,40 @@ fn create_topic(dir: &Path, topic: &str, partitions: u32, options: &[&str]) {
     ok(dir, &args, "");
 }
 
-/// Runs `kappa bench ARGS --json --dir DIR`; its JSON report.
-fn bench_report(dir: &Path, args: &[&str]) -> serde_json::Value {
+/// A new log holding `topic`, of one partition, with `lines` produced to it.
+fn one_partition_of(topic: &str, lines: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    create_topic(tmp.path(), topic, 1, &[]);
+    ok(tmp.path(), &["produce", topic], lines);
+    tmp
+}
+
+/// `kappa consume TOPIC OPTIONS…`, which must succeed; what it printed.
+fn consume(dir: &Path, topic: &str, options: &[&str]) -> String {
+    let mut args = vec!["consume", topic];
+    args.extend_from_slice(options);
+    ok(dir, &args, "")
+}
+
+/// Runs `kappa bench BENCHMARK ARGS --json` in a scratch directory, which
+/// it must leave empty; the results of its JSON report.
+fn bench_results(benchmark: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["bench", benchmark])
         .args(args)
         .args(["--json", "--dir"])
-        .arg(dir)
+        .arg(tmp.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report: serde_json::Value = serde_json::from_slice(&stdout_of_success(out)).unwrap();
+    assert_eq!(report["benchmark"], benchmark);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "the scratch directory is cleaned up"
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    report["results"].as_array().unwrap().clone()
 }
 
 fn end_offsets(dir: &Path, topic: &str) -> Vec<u64> {
@@ -105,11 +128,7 @@ fn produce_then_consume_round_trips_values_keys_and_positions() {
     };
     assert_eq!(positions, expected_positions);
 
-    let values = ok(
-        dir,
-        &["consume", "orders", "--partition", &p1.to_string()],
-        "",
-    );
+    let values = consume(dir, "orders", &["--partition", &p1.to_string()]);
     assert_eq!(
         values,
         if p1 == p2 {
@@ -119,11 +138,10 @@ fn produce_then_consume_round_trips_values_keys_and_positions() {
         }
     );
 
-    let json = ok(
+    let json = consume(
         dir,
+        "orders",
         &[
-            "consume",
-            "orders",
             "--format",
             "json",
             "--partition",
@@ -131,7 +149,6 @@ fn produce_then_consume_round_trips_values_keys_and_positions() {
             "--max",
             "1",
         ],
-        "",
     );
     let line: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(line["topic"], "orders");
@@ -142,7 +159,7 @@ fn produce_then_consume_round_trips_values_keys_and_positions() {
     assert!(line["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
     assert_eq!(line["headers"], serde_json::json!([]));
 
-    let all = ok(dir, &["consume", "orders", "--from-beginning"], "");
+    let all = consume(dir, "orders", &["--from-beginning"]);
     let mut lines: Vec<&str> = all.lines().collect();
     lines.sort();
     assert_eq!(lines, ["b", "c", "{\"amount\":5}"]);
@@ -157,57 +174,35 @@ fn fixed_keys_partitions_offsets_and_times_select_records() {
     ok(dir, &["produce", "t", "--key", "same"], "k1\nk2\n");
     let kp = partition_for_key(b"same", 2);
     assert_eq!(
-        ok(
+        consume(
             dir,
+            "t",
             &[
-                "consume",
-                "t",
                 "--partition",
                 &kp.to_string(),
                 "--from-offset",
                 if kp == 1 { "4" } else { "0" }
-            ],
-            ""
+            ]
         ),
         "k1\nk2\n"
     );
     assert_eq!(
-        ok(
+        consume(
             dir,
-            &[
-                "consume",
-                "t",
-                "--partition",
-                "1",
-                "--from-offset",
-                "2",
-                "--max",
-                "1"
-            ],
-            ""
+            "t",
+            &["--partition", "1", "--from-offset", "2", "--max", "1"]
         ),
         "c\n"
     );
     // Every record so far is older than a time in the far future, none newer.
     assert_eq!(
-        ok(
-            dir,
-            &["consume", "t", "--from-time", "2200-01-01T00:00:00Z"],
-            ""
-        ),
+        consume(dir, "t", &["--from-time", "2200-01-01T00:00:00Z"]),
         ""
     );
-    let since_epoch = ok(
+    let since_epoch = consume(
         dir,
-        &[
-            "consume",
-            "t",
-            "--partition",
-            "1",
-            "--from-time",
-            "1970-01-02T00:00:00Z",
-        ],
-        "",
+        "t",
+        &["--partition", "1", "--from-time", "1970-01-02T00:00:00Z"],
     );
     assert!(since_epoch.starts_with("a\nb\nc\nd\n"), "{since_epoch}");
     let described = ok(dir, &["topics", "describe", "t"], "");
@@ -220,16 +215,11 @@ fn fixed_keys_partitions_offsets_and_times_select_records() {
 
 #[test]
 fn a_consumer_group_resumes_where_it_stopped() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = one_partition_of("t", "1\n2\n3\n4\n5\n");
     let dir = tmp.path();
-    create_topic(dir, "t", 1, &[]);
-    ok(dir, &["produce", "t"], "1\n2\n3\n4\n5\n");
-    assert_eq!(
-        ok(dir, &["consume", "t", "--group", "g", "--max", "2"], ""),
-        "1\n2\n"
-    );
-    assert_eq!(ok(dir, &["consume", "t", "--group", "g"], ""), "3\n4\n5\n");
-    assert_eq!(ok(dir, &["consume", "t", "--group", "g"], ""), "");
+    assert_eq!(consume(dir, "t", &["--group", "g", "--max", "2"]), "1\n2\n");
+    assert_eq!(consume(dir, "t", &["--group", "g"]), "3\n4\n5\n");
+    assert_eq!(consume(dir, "t", &["--group", "g"]), "");
     let log = EmbeddedLog::open(dir).unwrap();
     assert_eq!(
         log.group_positions("g").unwrap(),
@@ -239,14 +229,12 @@ fn a_consumer_group_resumes_where_it_stopped() {
 
 #[test]
 fn follow_prints_existing_records_and_stops_at_max() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    create_topic(dir, "live", 1, &[]);
     // The embedded log belongs to one process, so a follower can't watch
     // another process append (tailing across threads is tested in
     // kappa-log's log_behaviour.rs). Here: --follow prints what exists and
     // stops once --max records were printed.
-    ok(dir, &["produce", "live"], "first\n");
+    let tmp = one_partition_of("live", "first\n");
+    let dir = tmp.path();
     let follower = kappa(dir, &["consume", "live", "--follow", "--max", "1"])
         .stdout(Stdio::piped())
         .spawn()
@@ -380,12 +368,9 @@ fn topics_can_be_listed_and_deleted() {
 
 #[test]
 fn bench_log_prints_a_json_summary() {
-    let tmp = tempfile::tempdir().unwrap();
-    let report = bench_report(
-        tmp.path(),
+    let results = bench_results(
+        "log",
         &[
-            "bench",
-            "log",
             "--records",
             "3000",
             "--value-sizes",
@@ -394,8 +379,6 @@ fn bench_log_prints_a_json_summary() {
             "500",
         ],
     );
-    assert_eq!(report["benchmark"], "log");
-    let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
     for (r, size) in results.iter().zip([100, 1024]) {
         assert_eq!(r["value_bytes"], size);
@@ -409,26 +392,11 @@ fn bench_log_prints_a_json_summary() {
             assert!(r[field].as_f64().unwrap() > 0.0, "{field} in {r}");
         }
     }
-    // The scratch directory is cleaned up.
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
 #[test]
 fn bench_streams_prints_a_json_summary() {
-    let tmp = tempfile::tempdir().unwrap();
-    let report = bench_report(
-        tmp.path(),
-        &[
-            "bench",
-            "streams",
-            "--records",
-            "2000",
-            "--durability",
-            "never",
-        ],
-    );
-    assert_eq!(report["benchmark"], "streams");
-    let results = report["results"].as_array().unwrap();
+    let results = bench_results("streams", &["--records", "2000", "--durability", "never"]);
     let names: Vec<&str> = results
         .iter()
         .map(|r| r["scenario"].as_str().unwrap())
@@ -446,7 +414,6 @@ fn bench_streams_prints_a_json_summary() {
         assert_eq!(r["records"], 2000);
         assert!(r["records_per_s"].as_f64().unwrap() > 0.0, "{r}");
     }
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
 #[test]
@@ -534,12 +501,7 @@ fn demo_serves_commands_that_load_drives_and_the_log_keeps() {
         .unwrap();
     demo.kill().unwrap();
     demo.wait().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&stdout_of_success(out)).unwrap();
     let ok = report["ok"].as_u64().unwrap();
     assert!(ok > 100, "{report}");
     assert_eq!(report["errors"], 0);

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, stdout_of_success};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -58,22 +58,12 @@ fn sigkill_during_appends_loses_and_duplicates_nothing() {
     let mut rng = Rng::from_env("crash test");
     let dir = tempfile::tempdir().unwrap();
     let log_arg = dir.path().to_str().unwrap().to_owned();
-    let created = kappa()
-        .args([
-            "--log",
-            &log_arg,
-            "topics",
-            "create",
-            "numbers",
-            "--partitions",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
+    stdout_of_success(
+        kappa()
+            .args(["--log", &log_arg, "topics", "create", "numbers"])
+            .args(["--partitions", "1"])
+            .output()
+            .unwrap(),
     );
 
     let mut end = 0u64;

@@ -31,30 +31,26 @@ use kappa_kafka::testing::{MockBroker, RDKafkaApiKey, RDKafkaRespErr};
 use kappa_kafka::{
     COMMIT_SLOTS, CommitProtocol, KafkaConfig, KafkaLog, METADATA_TOPIC, TASKS_TOPIC_PREFIX,
 };
-use kappa_log::{EmbeddedLog, FetchLimits, Log, Record, TopicPartition};
+use kappa_log::{EmbeddedLog, Log, LogError, Record, TopicPartition};
 use kappa_streams::provenance::SOURCE_HEADER;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const PARTITIONS: u32 = 4;
 
-fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
-    let tp = TopicPartition::new(topic, partition);
-    let mut out = Vec::new();
-    // A kill before the child created its topics leaves none.
-    let end = match log.offsets(&tp) {
-        Ok(range) => range.end,
-        Err(kappa_log::LogError::UnknownTopic(_)) => return out,
+/// Every record of `topic`, partition by partition.
+fn read_topic(log: &dyn Log, topic: &str) -> Vec<Record> {
+    match log.read_topic(topic) {
+        Ok(records) => records,
+        // A kill before the child created its topics leaves none.
+        Err(LogError::UnknownTopic(_)) => Vec::new(),
         Err(e) => panic!("{e}"),
-    };
-    let mut at = 0;
-    while at < end {
-        at = log
-            .fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut out)
-            .unwrap()
-            .next_offsets[0];
     }
-    out
+}
+
+/// The records of one partition among those of its topic.
+fn of_partition(records: &[Record], partition: u32) -> impl Iterator<Item = &Record> {
+    records.iter().filter(move |r| r.partition == partition)
 }
 
 fn text(b: &Option<bytes::Bytes>) -> String {
@@ -69,23 +65,22 @@ fn check(log: &dyn Log, all_processed: bool) -> u64 {
         .into_iter()
         .collect();
     let mut outputs_by_source: HashMap<String, (String, i64)> = HashMap::new();
-    for p in 0..PARTITIONS {
-        for r in read_all(log, "sums", p) {
-            let source = String::from_utf8(r.header(SOURCE_HEADER).unwrap().to_vec()).unwrap();
-            let value: i64 = text(&r.value).parse().unwrap();
-            let previous = outputs_by_source.insert(source.clone(), (text(&r.key), value));
-            assert!(
-                previous.is_none(),
-                "input {source} produced two outputs: {previous:?} and {:?} at {}",
-                (text(&r.key), value),
-                r.position()
-            );
-        }
+    for r in read_topic(log, "sums") {
+        let source = String::from_utf8(r.header(SOURCE_HEADER).unwrap().to_vec()).unwrap();
+        let value: i64 = text(&r.value).parse().unwrap();
+        let previous = outputs_by_source.insert(source.clone(), (text(&r.key), value));
+        assert!(
+            previous.is_none(),
+            "input {source} produced two outputs: {previous:?} and {:?} at {}",
+            (text(&r.key), value),
+            r.position()
+        );
     }
     let mut total = 0;
     let mut expected_store: BTreeMap<String, i64> = BTreeMap::new();
+    let numbers = read_topic(log, "numbers");
     for p in 0..PARTITIONS {
-        let inputs = read_all(log, "numbers", p);
+        let inputs: Vec<&Record> = of_partition(&numbers, p).collect();
         let done = committed
             .get(&TopicPartition::new("numbers", p))
             .copied()
@@ -94,7 +89,7 @@ fn check(log: &dyn Log, all_processed: bool) -> u64 {
             assert_eq!(done, inputs.len() as u64, "numbers/{p} not fully processed");
         }
         let mut sums: HashMap<String, i64> = HashMap::new();
-        for r in &inputs {
+        for r in inputs {
             let key = text(&r.key);
             let source = format!("numbers/{p}/{}", r.offset);
             let output = outputs_by_source.remove(&source);
@@ -120,7 +115,7 @@ fn check(log: &dyn Log, all_processed: bool) -> u64 {
         outputs_by_source.is_empty(),
         "outputs without an input: {outputs_by_source:?}"
     );
-    let windows = check_window_counts(log, &committed);
+    let windows = check_window_counts(log, &numbers, &committed);
     if all_processed {
         eprintln!("{windows} closed windows, each emitted once with its exact count");
         assert!(
@@ -156,23 +151,26 @@ fn check(log: &dyn Log, all_processed: bool) -> u64 {
 const WINDOW_MS: i64 = 50;
 
 /// Each closed (key, window) was emitted exactly once, with the count of
-/// its committed inputs; no open window was emitted.
-fn check_window_counts(log: &dyn Log, committed: &HashMap<TopicPartition, u64>) -> usize {
+/// its committed inputs (among `numbers`, the whole input topic); no open
+/// window was emitted.
+fn check_window_counts(
+    log: &dyn Log,
+    numbers: &[Record],
+    committed: &HashMap<TopicPartition, u64>,
+) -> usize {
     let mut emitted: HashMap<(String, i64), i64> = HashMap::new();
-    for p in 0..PARTITIONS {
-        for r in read_all(log, "window-counts", p) {
-            let k = r.key.as_deref().unwrap();
-            let (key, start) = k.split_at(k.len() - 8);
-            let id = (
-                String::from_utf8(key.to_vec()).unwrap(),
-                i64::from_be_bytes(start.try_into().unwrap()),
-            );
-            let count = i64::from_be_bytes(r.value.as_deref().unwrap().try_into().unwrap());
-            assert!(
-                emitted.insert(id.clone(), count).is_none(),
-                "window {id:?} emitted twice"
-            );
-        }
+    for r in read_topic(log, "window-counts") {
+        let k = r.key.as_deref().unwrap();
+        let (key, start) = k.split_at(k.len() - 8);
+        let id = (
+            String::from_utf8(key.to_vec()).unwrap(),
+            i64::from_be_bytes(start.try_into().unwrap()),
+        );
+        let count = i64::from_be_bytes(r.value.as_deref().unwrap().try_into().unwrap());
+        assert!(
+            emitted.insert(id.clone(), count).is_none(),
+            "window {id:?} emitted twice"
+        );
     }
     let mut expected: HashMap<(String, i64), i64> = HashMap::new();
     for p in 0..PARTITIONS {
@@ -180,8 +178,7 @@ fn check_window_counts(log: &dyn Log, committed: &HashMap<TopicPartition, u64>) 
             .get(&TopicPartition::new("numbers", p))
             .copied()
             .unwrap_or(0);
-        let inputs: Vec<Record> = read_all(log, "numbers", p)
-            .into_iter()
+        let inputs: Vec<&Record> = of_partition(numbers, p)
             .filter(|r| r.offset < done)
             .collect();
         let stream_time = inputs.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN);
@@ -631,32 +628,29 @@ fn signal(child: &std::process::Child, which: &str) {
     assert!(status.success(), "kill {which} failed");
 }
 
-#[test]
-fn on_apache_kafka_a_frozen_instance_cannot_commit_after_its_tasks_moved() {
-    a_frozen_instance_cannot_commit_after_its_tasks_moved(&OnBroker::apache_kafka());
+/// A `#[test]` for each backend a scenario runs on.
+macro_rules! tests {
+    ($($test:ident: $scenario:ident on $backend:expr;)+) => {
+        $(
+            #[test]
+            fn $test() {
+                $scenario(&$backend);
+            }
+        )+
+    };
 }
 
-#[test]
-fn on_kafka_served_by_a_kappa_node_a_frozen_instance_cannot_commit_after_its_tasks_moved() {
-    a_frozen_instance_cannot_commit_after_its_tasks_moved(&OnBroker::kappa_node());
-}
-
-#[test]
-fn on_the_embedded_log_sigkill_never_loses_or_duplicates_a_result() {
-    sigkill_never_loses_or_duplicates_a_result(&Embedded(tempfile::tempdir().unwrap()));
-}
-
-#[test]
-fn on_kafka_sigkill_and_broker_faults_never_lose_or_duplicate_a_result() {
-    sigkill_never_loses_or_duplicates_a_result(&Kafka::start());
-}
-
-#[test]
-fn on_kafka_served_by_a_kappa_node_sigkill_never_loses_or_duplicates_a_result() {
-    sigkill_never_loses_or_duplicates_a_result(&OnBroker::kappa_node());
-}
-
-#[test]
-fn on_apache_kafka_sigkill_never_loses_or_duplicates_a_result() {
-    sigkill_never_loses_or_duplicates_a_result(&OnBroker::apache_kafka());
+tests! {
+    on_apache_kafka_a_frozen_instance_cannot_commit_after_its_tasks_moved:
+        a_frozen_instance_cannot_commit_after_its_tasks_moved on OnBroker::apache_kafka();
+    on_kafka_served_by_a_kappa_node_a_frozen_instance_cannot_commit_after_its_tasks_moved:
+        a_frozen_instance_cannot_commit_after_its_tasks_moved on OnBroker::kappa_node();
+    on_the_embedded_log_sigkill_never_loses_or_duplicates_a_result:
+        sigkill_never_loses_or_duplicates_a_result on Embedded(tempfile::tempdir().unwrap());
+    on_kafka_sigkill_and_broker_faults_never_lose_or_duplicate_a_result:
+        sigkill_never_loses_or_duplicates_a_result on Kafka::start();
+    on_kafka_served_by_a_kappa_node_sigkill_never_loses_or_duplicates_a_result:
+        sigkill_never_loses_or_duplicates_a_result on OnBroker::kappa_node();
+    on_apache_kafka_sigkill_never_loses_or_duplicates_a_result:
+        sigkill_never_loses_or_duplicates_a_result on OnBroker::apache_kafka();
 }

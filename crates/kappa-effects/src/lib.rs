@@ -35,3 +35,10 @@ pub use runner::{
 };
 pub use search::SearchSink;
 pub use sink::{Applied, SinkHandle};
+
+/// Locks `m` even if a thread panicked holding it: what the crate keeps
+/// under its locks (queues, counters, a failure message) stays usable, and
+/// the panic is reported where it happened.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

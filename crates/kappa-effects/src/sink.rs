@@ -4,7 +4,7 @@
 //! and its positions change in one transaction.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use kappa_service::{MetricFamilies, MetricsSource, metric_label};
 
 use crate::error::EffectsError;
 use crate::follower::Follower;
+use crate::lock;
 use crate::watermark::Watermark;
 
 /// What one applied batch changed.
@@ -59,16 +60,27 @@ pub(crate) struct Shared {
     restarts: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// What every running sink offers (both sinks dereference to it): its
 /// progress, its health and its figures.
 pub struct SinkHandle {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Makes a sink (a struct keeping its [`SinkHandle`] in `thread`)
+/// dereference to the handle, so that the handle's methods are the sink's.
+macro_rules! deref_to_handle {
+    ($sink:ty) => {
+        impl std::ops::Deref for $sink {
+            type Target = $crate::sink::SinkHandle;
+
+            fn deref(&self) -> &Self::Target {
+                &self.thread
+            }
+        }
+    };
+}
+pub(crate) use deref_to_handle;
 
 /// Opens a sink's storage: its applier and the positions it has stored.
 /// Called again after a failure (a lost connection, say).
@@ -336,35 +348,18 @@ impl MetricsSource for Shared {
             metric_label(&self.name),
             self.kind
         );
-        let n = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        f.add("kappa_sink_records_total", "counter", &l, n(&self.records));
-        f.add(
-            "kappa_sink_upserted_total",
-            "counter",
-            &l,
-            n(&self.upserted),
-        );
-        f.add("kappa_sink_deleted_total", "counter", &l, n(&self.deleted));
-        f.add("kappa_sink_skipped_total", "counter", &l, n(&self.skipped));
-        f.add("kappa_sink_batches_total", "counter", &l, n(&self.batches));
-        f.add(
-            "kappa_sink_restarts_total",
-            "counter",
-            &l,
-            n(&self.restarts),
-        );
-        f.add(
-            "kappa_sink_failing",
-            "gauge",
-            &l,
-            u8::from(lock(&self.failure).is_some()),
-        );
-        f.add(
-            "kappa_sink_running",
-            "gauge",
-            &l,
-            u8::from(!self.stopping.load(Ordering::Acquire)),
-        );
+        let mut counter =
+            |name: &str, v: &AtomicU64| f.add(name, "counter", &l, v.load(Ordering::Relaxed));
+        counter("kappa_sink_records_total", &self.records);
+        counter("kappa_sink_upserted_total", &self.upserted);
+        counter("kappa_sink_deleted_total", &self.deleted);
+        counter("kappa_sink_skipped_total", &self.skipped);
+        counter("kappa_sink_batches_total", &self.batches);
+        counter("kappa_sink_restarts_total", &self.restarts);
+        let failing = lock(&self.failure).is_some();
+        f.add("kappa_sink_failing", "gauge", &l, u8::from(failing));
+        let running = !self.stopping.load(Ordering::Acquire);
+        f.add("kappa_sink_running", "gauge", &l, u8::from(running));
         let committed = self.committed.get();
         for (p, at) in committed.into_iter().enumerate() {
             let tp = TopicPartition::new(self.topic.as_str(), p as u32);

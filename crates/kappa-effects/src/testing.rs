@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +16,7 @@ use axum::routing::post;
 use serde_json::Value;
 
 use crate::error::EffectsError;
+use crate::lock;
 
 /// One call the webhook received.
 #[derive(Clone, Debug)]
@@ -62,10 +63,6 @@ struct WebhookState {
     per_key: Mutex<HashMap<String, usize>>,
     current: AtomicUsize,
     max: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A webhook server on a loopback port, serving `POST /{anything}`.

@@ -4,14 +4,17 @@
 //! created again. The crash test (SIGKILL mid-batch) is in card-limits.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kappa_effects::PostgresSink;
 use kappa_effects::postgres::{self, Change, ColumnType, PostgresSinkConfig, Table, TempCluster};
-use kappa_log::{EmbeddedLog, Log, ProducerRecord, Record, TopicSpec};
+use kappa_log::{Log, ProducerRecord, Record};
 use serde_json::{Value, json};
+
+use common::{caught_up, log_with_topic};
 
 const TOPIC: &str = "accounts";
 
@@ -26,6 +29,9 @@ fn table() -> Table {
         .column("score", ColumnType::Double)
 }
 
+/// The columns after `id`, each taken from the record's field of its name.
+const FIELDS: [&str; 6] = ["owner", "cents", "active", "opened", "tags", "score"];
+
 fn mapping(r: &Record) -> Result<Change, String> {
     let id = String::from_utf8(r.key.as_deref().unwrap_or_default().to_vec())
         .map_err(|e| e.to_string())?;
@@ -33,15 +39,9 @@ fn mapping(r: &Record) -> Result<Change, String> {
         return Ok(Change::Delete(vec![json!(id)]));
     };
     let v: Value = serde_json::from_slice(v).map_err(|e| e.to_string())?;
-    Ok(Change::Upsert(vec![
-        json!(id),
-        v["owner"].clone(),
-        v["cents"].clone(),
-        v["active"].clone(),
-        v["opened"].clone(),
-        v["tags"].clone(),
-        v["score"].clone(),
-    ]))
+    let mut row = vec![json!(id)];
+    row.extend(FIELDS.map(|f| v[f].clone()));
+    Ok(Change::Upsert(row))
 }
 
 type Row = (String, String, i64, bool, i64, Option<Value>, f64);
@@ -136,21 +136,12 @@ fn start(log: &Arc<dyn Log>, url: &str) -> PostgresSink {
     PostgresSink::start(log.clone(), url, config, mapping).unwrap()
 }
 
-fn caught_up(sink: &PostgresSink) {
-    assert!(
-        sink.wait_caught_up(Duration::from_secs(60)).unwrap(),
-        "{:?}",
-        sink.failure()
-    );
-}
-
 #[test]
 fn table_equals_the_topic_after_runs_rebuilds_and_a_dropped_table() {
     let pg = TempCluster::start().unwrap();
     let url = pg.url();
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
-    log.create_topic(&TopicSpec::new(TOPIC, 3)).unwrap();
+    let log = log_with_topic(dir.path(), TOPIC, 3);
     let mut rng = fastrand::Rng::with_seed(7);
     let mut written = records(&mut rng, 3000);
     log.append(TOPIC, written.clone()).unwrap();

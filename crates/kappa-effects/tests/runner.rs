@@ -55,18 +55,6 @@ fn write_events(log: &dyn Log, action: &str, n: usize) -> HashMap<String, Envelo
     out
 }
 
-fn all_records(log: &Arc<dyn Log>, topic: &str) -> Vec<Record> {
-    let mut f = Follower::new(log.clone(), topic, |_| 0).unwrap();
-    let mut out = Vec::new();
-    loop {
-        let before = out.len();
-        f.next_batch(Duration::ZERO, &mut out).unwrap();
-        if out.len() == before {
-            return out;
-        }
-    }
-}
-
 fn envelopes(records: &[Record]) -> Vec<Envelope> {
     records
         .iter()
@@ -74,17 +62,29 @@ fn envelopes(records: &[Record]) -> Vec<Envelope> {
         .collect()
 }
 
-fn webhook_effect(url: String) -> Arc<HttpEffect> {
-    let url: kappa_effects::reqwest::Url = url.parse().unwrap();
-    Arc::new(
-        HttpEffect::new(move |e: &Envelope| {
-            Ok(HttpRequest::post(
-                url.clone(),
-                json!({"id": e.id, "data": e.data}),
-            ))
-        })
-        .unwrap(),
-    )
+/// A webhook that answers every call with 200, `delay` after it came.
+fn answering_after(rt: &tokio::runtime::Runtime, delay: Duration) -> Webhook {
+    rt.block_on(Webhook::start(move |_| Reply::after(delay, 200)))
+        .unwrap()
+}
+
+/// Starts a runner that posts each event's id and data to `hook`'s
+/// "notify" path.
+fn start_notifying(
+    log: &Arc<dyn Log>,
+    config: RunnerConfig,
+    hook: &Webhook,
+    rt: &tokio::runtime::Runtime,
+) -> Runner {
+    let url: kappa_effects::reqwest::Url = hook.url("notify").parse().unwrap();
+    let effect = HttpEffect::new(move |e: &Envelope| {
+        Ok(HttpRequest::post(
+            url.clone(),
+            json!({"id": e.id, "data": e.data}),
+        ))
+    })
+    .unwrap();
+    Runner::start(log.clone(), config, Arc::new(effect), rt.handle().clone()).unwrap()
 }
 
 fn metric(source: &Arc<dyn kappa_service::MetricsSource>, line_prefix: &str) -> f64 {
@@ -147,13 +147,7 @@ fn every_event_gets_one_outcome_with_retries_and_dead_letters(log: Arc<dyn Log>)
         failures_to_open: 10_000,
         ..BreakerPolicy::default()
     };
-    let runner = Runner::start(
-        log.clone(),
-        config.clone(),
-        webhook_effect(hook.url("notify")),
-        rt.handle().clone(),
-    )
-    .unwrap();
+    let runner = start_notifying(&log, config.clone(), &hook, &rt);
     assert!(
         runner.wait_caught_up(Duration::from_secs(60)).unwrap(),
         "{:?}",
@@ -183,7 +177,7 @@ fn every_event_gets_one_outcome_with_retries_and_dead_letters(log: Arc<dyn Log>)
     runner.close().unwrap();
 
     let check = |log: &Arc<dyn Log>| {
-        let all = envelopes(&all_records(log, "events"));
+        let all = envelopes(&log.read_topic("events").unwrap());
         let mut outcomes: HashMap<uuid::Uuid, Vec<&Envelope>> = HashMap::new();
         for e in &all {
             if e.action.starts_with("notify-") {
@@ -208,12 +202,8 @@ fn every_event_gets_one_outcome_with_retries_and_dead_letters(log: Arc<dyn Log>)
             assert_eq!(o.key.as_deref(), Some(key.as_str()));
             let d = &o.data;
             let kind = key.split('-').next().unwrap();
-            let statuses: Vec<Value> = d["errors"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["status"].clone())
-                .collect();
+            let errors = d["errors"].as_array().unwrap();
+            let statuses: Vec<Value> = errors.iter().map(|e| e["status"].clone()).collect();
             match kind {
                 "ok" => {
                     (
@@ -232,13 +222,8 @@ fn every_event_gets_one_outcome_with_retries_and_dead_letters(log: Arc<dyn Log>)
                 "slow" => {
                     assert_eq!(o.action, "notify-delivered");
                     assert_eq!(d["attempts"], 2);
-                    assert!(
-                        d["errors"][0]["error"]
-                            .as_str()
-                            .unwrap()
-                            .contains("no answer within 400 ms"),
-                        "{d}"
-                    );
+                    let first_error = d["errors"][0]["error"].as_str().unwrap();
+                    assert!(first_error.contains("no answer within 400 ms"), "{d}");
                 }
                 "gone" => {
                     assert_eq!(o.action, "notify-failed");
@@ -255,7 +240,7 @@ fn every_event_gets_one_outcome_with_retries_and_dead_letters(log: Arc<dyn Log>)
                 }
             }
         }
-        let letters = envelopes_of_letters(&all_records(log, "notify-dead-letters"));
+        let letters = envelopes_of_letters(&log.read_topic("notify-dead-letters").unwrap());
         let mut expected: Vec<String> = events
             .iter()
             .filter(|(k, _)| k.starts_with("gone") || k.starts_with("down"))
@@ -296,13 +281,7 @@ fn every_event_gets_one_outcome_with_retries_and_dead_letters(log: Arc<dyn Log>)
             .collect()
     };
     let before = ends(&log);
-    let runner = Runner::start(
-        log.clone(),
-        config,
-        webhook_effect(hook.url("notify")),
-        rt.handle().clone(),
-    )
-    .unwrap();
+    let runner = start_notifying(&log, config, &hook, &rt);
     assert!(runner.wait_caught_up(Duration::from_secs(30)).unwrap());
     assert_eq!(runner.unfinished(), 0);
     runner.close().unwrap();
@@ -337,11 +316,7 @@ fn envelopes_of_letters(records: &[Record]) -> Vec<String> {
 fn a_dead_target_does_not_stall_a_live_one() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let live = rt
-        .block_on(Webhook::start(|_| {
-            Reply::after(Duration::from_millis(15), 200)
-        }))
-        .unwrap();
+    let live = answering_after(&rt, Duration::from_millis(15));
     // A port nobody listens on: every call is refused.
     let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -460,20 +435,15 @@ fn a_dead_target_does_not_stall_a_live_one() {
 fn close_lets_attempts_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let hook = rt
-        .block_on(Webhook::start(|_| {
-            Reply::after(Duration::from_millis(400), 200)
-        }))
-        .unwrap();
+    let hook = answering_after(&rt, Duration::from_millis(400));
     let log = open(dir.path());
     let events = write_events(&*log, "limit-threshold-reached", 2);
-    let runner = Runner::start(
-        log.clone(),
+    let runner = start_notifying(
+        &log,
         RunnerConfig::new("notify", &["limit-threshold-reached"]),
-        webhook_effect(hook.url("notify")),
-        rt.handle().clone(),
-    )
-    .unwrap();
+        &hook,
+        &rt,
+    );
     // Close once every call is being answered (each takes 400 ms).
     let deadline = Instant::now() + Duration::from_secs(30);
     while hook.calls().len() < events.len() {
@@ -481,7 +451,7 @@ fn close_lets_attempts_in_flight_finish() {
         std::thread::yield_now();
     }
     runner.close().unwrap();
-    let outcomes = envelopes(&all_records(&log, "events"))
+    let outcomes = envelopes(&log.read_topic("events").unwrap())
         .into_iter()
         .filter(|e| e.action == "notify-delivered")
         .count();

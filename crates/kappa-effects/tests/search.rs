@@ -3,14 +3,17 @@
 //! and after a rebuild; `/search/{index}` serves it over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use kappa_effects::SearchSink;
 use kappa_effects::search::{self, Doc, FieldKind, SearchConfig};
-use kappa_log::{EmbeddedLog, Log, ProducerRecord, Record, TopicPartition, TopicSpec};
+use kappa_log::{ProducerRecord, Record, TopicPartition, TopicSpec};
 use serde_json::{Map, Value, json};
+
+use common::{caught_up, log_with_topic};
 
 const TOPIC: &str = "docs";
 const WORDS: [&str; 8] = [
@@ -101,20 +104,11 @@ fn check(sink: &SearchSink, written: &[ProducerRecord]) {
     );
 }
 
-fn caught_up(sink: &SearchSink) {
-    assert!(
-        sink.wait_caught_up(Duration::from_secs(60)).unwrap(),
-        "{:?}",
-        sink.failure()
-    );
-}
-
 #[test]
 fn answers_equal_a_recomputation_after_restarts_and_rebuilds() {
     let dir = tempfile::tempdir().unwrap();
     let index_dir = dir.path().join("index");
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
-    log.create_topic(&TopicSpec::new(TOPIC, 2)).unwrap();
+    let log = log_with_topic(&dir.path().join("log"), TOPIC, 2);
     let mut rng = fastrand::Rng::with_seed(11);
     let mut written = records(&mut rng, 2000);
     log.append(TOPIC, written.clone()).unwrap();
@@ -156,8 +150,7 @@ fn answers_equal_a_recomputation_after_restarts_and_rebuilds() {
 
     // So is an index of a longer log than this one (the log was replaced).
     drop(log);
-    let fresh: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("fresh")).unwrap());
-    fresh.create_topic(&TopicSpec::new(TOPIC, 2)).unwrap();
+    let fresh = log_with_topic(&dir.path().join("fresh"), TOPIC, 2);
     let err = SearchSink::start(fresh, config(&index_dir), mapping)
         .err()
         .unwrap()
@@ -168,8 +161,7 @@ fn answers_equal_a_recomputation_after_restarts_and_rebuilds() {
 #[test]
 fn search_is_served_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
-    log.create_topic(&TopicSpec::new(TOPIC, 2)).unwrap();
+    let log = log_with_topic(&dir.path().join("log"), TOPIC, 2);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -41,6 +41,7 @@ mod outcomes;
 mod rate;
 mod schema;
 mod serve;
+pub mod testing;
 
 /// HTTPS: a rustls configuration from PEM files, for
 /// [`Gateway::serve_tls_until_interrupted`] and [`Gateway::serve`].

@@ -145,6 +145,40 @@ impl HttpClient {
         self.request(Method::GET, path, &[], Bytes::new()).await
     }
 
+    /// `GET path` with `headers` (credentials, `Last-Event-ID`).
+    ///
+    /// # Errors
+    ///
+    /// The connection fails.
+    pub async fn get_with(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, ClientError> {
+        self.request(Method::GET, path, headers, Bytes::new()).await
+    }
+
+    /// `GET path` once the service has processed `min_position` (the
+    /// positions a write answered with), waiting at most `wait`: a read of
+    /// one's own writes, as the history and the views offer it.
+    ///
+    /// # Errors
+    ///
+    /// The connection fails.
+    pub async fn get_after(
+        &mut self,
+        path: &str,
+        min_position: &str,
+        wait: Duration,
+    ) -> Result<Reply, ClientError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.get(&format!(
+            "{path}{sep}min_position={min_position}&wait_ms={}",
+            wait.as_millis()
+        ))
+        .await
+    }
+
     /// `POST path` with a JSON body.
     ///
     /// # Errors

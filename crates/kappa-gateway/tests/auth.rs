@@ -14,6 +14,7 @@ use hyper::Method;
 use kappa_gateway::GatewayConfig;
 use kappa_gateway::auth::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use kappa_gateway::auth::{ApiKey, Authenticator, JwtKey};
+use kappa_gateway::load::{HttpClient, Reply};
 use serde_json::{Value, json};
 
 const SECRET: &[u8] = b"a test secret that is long enough for HS256";
@@ -37,6 +38,23 @@ fn claims(sub: &str) -> Value {
     json!({"sub": sub, "aud": AUDIENCE, "iss": ISSUER, "exp": now() + 600, "roles": ["customer"]})
 }
 
+/// `POST path` with `body`, sent with `credentials`.
+async fn post_as(c: &mut HttpClient, path: &str, credentials: &str, body: Bytes) -> Reply {
+    c.request(Method::POST, path, &[("authorization", credentials)], body)
+        .await
+        .unwrap()
+}
+
+/// Accepts HS256 tokens signed with `SECRET` for `AUDIENCE` from `ISSUER`,
+/// and the API key `secret` (`kk_<id>.…`) of `subject`, an operator.
+fn authenticator(id: &str, secret: &str, subject: &str) -> Authenticator {
+    Authenticator::new()
+        .jwt_key(JwtKey::hmac(Algorithm::HS256, SECRET).unwrap())
+        .audience(AUDIENCE)
+        .issuer(ISSUER)
+        .api_key(ApiKey::from_secret(id, secret, subject, &["operator"]))
+}
+
 fn with(mut v: Value, field: &str, value: Value) -> Value {
     v[field] = value;
     v
@@ -45,21 +63,11 @@ fn with(mut v: Value, field: &str, value: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_valid_credentials_get_in_and_refusals_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let auth = Authenticator::new()
-        .jwt_key(JwtKey::hmac(Algorithm::HS256, SECRET).unwrap())
-        .audience(AUDIENCE)
-        .issuer(ISSUER)
-        .api_key(ApiKey::from_secret(
-            "ci",
-            "kk_ci.secret-one",
-            "ci-robot",
-            &["operator"],
-        ))
-        .api_key(
-            ApiKey::from_hash("old", &ApiKey::hash("kk_old.secret-two"), "old-robot", &[])
-                .unwrap()
-                .revoked(),
-        );
+    let auth = authenticator("ci", "kk_ci.secret-one", "ci-robot").api_key(
+        ApiKey::from_hash("old", &ApiKey::hash("kk_old.secret-two"), "old-robot", &[])
+            .unwrap()
+            .revoked(),
+    );
     let s = start_with(
         dir.path(),
         GatewayConfig {
@@ -186,26 +194,13 @@ async fn only_valid_credentials_get_in_and_refusals_write_nothing() {
         } else {
             // Another principal cannot replay (and read) alice's idempotent command.
             assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
-            let r = c
-                .request(
-                    Method::POST,
-                    "/commands",
-                    &[("authorization", credentials)],
-                    command.clone(),
-                )
-                .await
-                .unwrap();
+            let r = post_as(&mut c, "/commands", credentials, command.clone()).await;
             assert_eq!(r.status, 202);
             assert_eq!(r.json()["principal"], subject);
         }
     }
     let r = c
-        .request(
-            Method::GET,
-            "/metrics",
-            &[("authorization", &robot)],
-            Bytes::new(),
-        )
+        .get_with("/metrics", &[("authorization", &robot)])
         .await
         .unwrap();
     let metrics = String::from_utf8_lossy(&r.body).into_owned();
@@ -287,16 +282,7 @@ async fn the_policy_limits_principals_to_their_actions_and_entities() {
         {"roles": ["operator"], "commands": ["*"], "views": ["*"], "streams": ["*"], "routes": ["/**"]}
     ]}))
     .unwrap();
-    let auth = Authenticator::new()
-        .jwt_key(JwtKey::hmac(Algorithm::HS256, SECRET).unwrap())
-        .audience(AUDIENCE)
-        .issuer(ISSUER)
-        .api_key(ApiKey::from_secret(
-            "ops",
-            "kk_ops.secret",
-            "ops-robot",
-            &["operator"],
-        ));
+    let auth = authenticator("ops", "kk_ops.secret", "ops-robot");
     let s = start_with(
         dir.path(),
         GatewayConfig {
@@ -325,15 +311,7 @@ async fn the_policy_limits_principals_to_their_actions_and_entities() {
         ("ping", "acct-1"),
         ("add", "acct-1%2F..%2Facct-2"),
     ] {
-        let r = c
-            .request(
-                Method::POST,
-                "/commands",
-                &[("authorization", &alice)],
-                send(key, action),
-            )
-            .await
-            .unwrap();
+        let r = post_as(&mut c, "/commands", &alice, send(key, action)).await;
         assert_eq!(r.status, 403, "{action} {key}");
         assert_eq!(r.json()["reason"], "forbidden");
     }
@@ -349,34 +327,19 @@ async fn the_policy_limits_principals_to_their_actions_and_entities() {
         "/docs",
     ] {
         let r = c
-            .request(
-                Method::GET,
-                path,
-                &[("authorization", &alice)],
-                Bytes::new(),
-            )
+            .get_with(path, &[("authorization", &alice)])
             .await
             .unwrap();
         assert_eq!(r.status, 403, "{path}");
     }
     // Her own account, she may.
-    let r = c
-        .request(
-            Method::POST,
-            "/commands?sync=true",
-            &[("authorization", &alice)],
-            send("acct-1", "add"),
-        )
-        .await
-        .unwrap();
+    let r = post_as(&mut c, "/commands?sync=true", &alice, send("acct-1", "add")).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let position = r.json()["position"].as_str().unwrap().to_owned();
     let r = c
-        .request(
-            Method::GET,
+        .get_with(
             &format!("/views/totals/acct-1?min_position={position}&wait_ms=10000"),
             &[("authorization", &alice)],
-            Bytes::new(),
         )
         .await
         .unwrap();
@@ -390,19 +353,11 @@ async fn the_policy_limits_principals_to_their_actions_and_entities() {
         ("/metrics", 200),
         ("/docs", 200),
     ] {
-        let r = c
-            .request(Method::GET, path, &[("authorization", &ops)], Bytes::new())
-            .await
-            .unwrap();
+        let r = c.get_with(path, &[("authorization", &ops)]).await.unwrap();
         assert_eq!(r.status, status, "{path}");
     }
     let r = c
-        .request(
-            Method::GET,
-            "/metrics",
-            &[("authorization", &ops)],
-            Bytes::new(),
-        )
+        .get_with("/metrics", &[("authorization", &ops)])
         .await
         .unwrap();
     assert!(
@@ -445,15 +400,10 @@ async fn each_principal_has_its_own_request_budget() {
     )
     .await;
     let mut c = s.client().await;
-    let get = async |c: &mut kappa_gateway::load::HttpClient, key: &str| {
-        c.request(
-            Method::GET,
-            "/views",
-            &[("authorization", key)],
-            Bytes::new(),
-        )
-        .await
-        .unwrap()
+    let get = async |c: &mut HttpClient, key: &str| {
+        c.get_with("/views", &[("authorization", key)])
+            .await
+            .unwrap()
     };
     for _ in 0..3 {
         assert_eq!(get(&mut c, "Bearer kk_a.first").await.status, 200);

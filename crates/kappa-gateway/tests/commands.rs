@@ -3,8 +3,11 @@
 
 mod common;
 
+use std::path::Path;
+use std::time::Duration;
+
 use bytes::Bytes;
-use common::{Commands, assert_problem, body, fresh, send, start};
+use common::{Commands, WAIT, add_or_fail, assert_problem, body, fresh, send, start};
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -52,9 +55,7 @@ async fn an_async_command_is_written_down_and_indexed() {
 
     // Read-your-writes on the history: wait for the index to pass the position.
     let r = c
-        .get(&format!(
-            "/commands/{id}?min_position={position}&wait_ms=10000"
-        ))
+        .get_after(&format!("/commands/{id}"), position, WAIT)
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -75,29 +76,14 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
     assert_eq!(events[0]["parent"], answer["id"]);
     assert_eq!(events[0]["data"]["total"], 3);
     // The index reads commands and events: wait for both records.
-    let both = format!(
-        "{},{}",
-        answer["position"].as_str().unwrap(),
-        events[0]["position"].as_str().unwrap()
-    );
-    let event_position = both.as_str();
-    let r = c
-        .get(&format!(
-            "/commands/{}?min_position={event_position}&wait_ms=10000",
-            answer["id"].as_str().unwrap()
-        ))
-        .await
-        .unwrap();
+    let both = with_first_event(&answer);
+    let command = format!("/commands/{}", answer["id"].as_str().unwrap());
+    let r = c.get_after(&command, &both, WAIT).await.unwrap();
     let status = r.json();
     assert_eq!(status["status"], "succeeded");
     assert_eq!(status["events"], json!([events[0]["id"]]));
-    let r = c
-        .get(&format!(
-            "/events/{}?min_position={event_position}&wait_ms=10000",
-            events[0]["id"].as_str().unwrap()
-        ))
-        .await
-        .unwrap();
+    let event = format!("/events/{}", events[0]["id"].as_str().unwrap());
+    let r = c.get_after(&event, &both, WAIT).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["parent_record"]["id"], answer["id"]);
 
@@ -106,17 +92,9 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
     let p = assert_problem(&r, 409);
     assert_eq!(p["events"][0]["error"], true);
     assert_eq!(p["events"][0]["parent"], p["id"]);
-    let failed_both = format!(
-        "{},{}",
-        p["position"].as_str().unwrap(),
-        p["events"][0]["position"].as_str().unwrap()
-    );
-    let failed_position = failed_both.as_str();
+    let failed = format!("/commands/{}", p["id"].as_str().unwrap());
     let r = c
-        .get(&format!(
-            "/commands/{}?min_position={failed_position}&wait_ms=10000",
-            p["id"].as_str().unwrap()
-        ))
+        .get_after(&failed, &with_first_event(&p), WAIT)
         .await
         .unwrap();
     assert_eq!(r.json()["status"], "failed");
@@ -137,10 +115,7 @@ async fn sync_commands_answer_with_their_events_or_409_or_504() {
     let after = s.ends("commands");
     assert_eq!(after.iter().sum::<u64>(), before.iter().sum::<u64>() + 1);
     let r = c
-        .get(&format!(
-            "{location}?min_position={}&wait_ms=10000",
-            p["position"].as_str().unwrap()
-        ))
+        .get_after(&location, p["position"].as_str().unwrap(), WAIT)
         .await
         .unwrap();
     assert_eq!(r.json()["status"], "pending");
@@ -197,6 +172,16 @@ async fn idempotent_retries_write_once_even_across_a_restart() {
     s.stop().await;
 }
 
+/// A sync answer's position and its first event's, comma-separated: the
+/// index reads both topics.
+fn with_first_event(answer: &Value) -> String {
+    format!(
+        "{},{}",
+        answer["position"].as_str().unwrap(),
+        answer["events"][0]["position"].as_str().unwrap()
+    )
+}
+
 async fn all_ids(
     c: &mut kappa_gateway::load::HttpClient,
     path: &str,
@@ -228,11 +213,7 @@ async fn history_pages_by_offset_and_by_cursor_and_filters_events_by_action() {
     let mut sent = Vec::new();
     let mut last_event = String::new();
     for i in 0..23 {
-        let (action, data) = if i % 4 == 3 {
-            ("fail", json!({}))
-        } else {
-            ("add", json!({"amount": 1}))
-        };
+        let (action, data) = add_or_fail(i % 4 == 3, 1);
         let r = c.sync(action, Some(&format!("k{}", i % 5)), data).await;
         let answer = r.json();
         sent.push(answer["id"].as_str().unwrap().to_owned());
@@ -249,10 +230,7 @@ async fn history_pages_by_offset_and_by_cursor_and_filters_events_by_action() {
     }
     assert!(all.contains(&last_event));
     let r = c
-        .get(&format!(
-            "/events?limit=1&min_position={}&wait_ms=10000",
-            all.join(",")
-        ))
+        .get_after("/events?limit=1", &all.join(","), WAIT)
         .await
         .unwrap();
     assert_eq!(r.status, 200);
@@ -305,9 +283,7 @@ async fn views_read_your_writes_and_report_their_positions() {
         position = r.json()["position"].as_str().unwrap().to_owned();
     }
     let r = c
-        .get(&format!(
-            "/views/totals/acct?min_position={position}&wait_ms=10000"
-        ))
+        .get_after("/views/totals/acct", &position, WAIT)
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -329,12 +305,9 @@ async fn views_read_your_writes_and_report_their_positions() {
         .unwrap();
     assert_eq!(r.json()["entries"], json!([{"key": "acct", "value": 15}]));
     // A position not reached in time: 503 with Retry-After.
+    let unwritten = format!("commands/{}/{}", written.partition, written.offset + 1000);
     let r = c
-        .get(&format!(
-            "/views/totals/acct?min_position=commands/{}/{}&wait_ms=50",
-            written.partition,
-            written.offset + 1000
-        ))
+        .get_after("/views/totals/acct", &unwritten, Duration::from_millis(50))
         .await
         .unwrap();
     assert_problem(&r, 503);
@@ -356,45 +329,36 @@ async fn views_read_your_writes_and_report_their_positions() {
 async fn the_index_is_rebuilt_identically_from_the_log() {
     let (dir, s, mut c) = fresh().await;
     for i in 0..12 {
-        let action = if i % 3 == 0 { "fail" } else { "add" };
-        let data = if action == "add" {
-            json!({"amount": i + 1})
-        } else {
-            json!({})
-        };
+        let (action, data) = add_or_fail(i % 3 == 0, i + 1);
         let r = c.sync(action, Some(&format!("k{i}")), data).await;
         assert!(r.status == 201 || r.status == 409);
     }
     s.stop().await;
-    let s = start(dir.path()).await;
-    let mut c = s.client().await;
-    let before = (
-        c.get("/commands?limit=1000").await.unwrap().json(),
-        c.get("/events?limit=1000").await.unwrap().json(),
-        c.get("/events?action=failed&limit=1000")
-            .await
-            .unwrap()
-            .json(),
-    );
-    assert_eq!(before.0["total"], 12);
-    s.stop().await;
+    let before = history_after_restart(dir.path()).await;
+    assert_eq!(before[0]["total"], 12);
     // Drop the index's state and positions; the next start replays the topics.
     let log = kappa_log::EmbeddedLog::open(dir.path()).unwrap();
     let report = kappa_streams::reset_application(&log, "kappa-gateway-index").unwrap();
     assert!(report.store_entries_dropped > 0, "{report:?}");
     drop(log);
-    let s = start(dir.path()).await;
+    assert_eq!(history_after_restart(dir.path()).await, before);
+}
+
+/// The whole history as a service started on `dir` answers it: commands,
+/// events, failed events.
+async fn history_after_restart(dir: &Path) -> Vec<Value> {
+    let s = start(dir).await;
     let mut c = s.client().await;
-    let after = (
-        c.get("/commands?limit=1000").await.unwrap().json(),
-        c.get("/events?limit=1000").await.unwrap().json(),
-        c.get("/events?action=failed&limit=1000")
-            .await
-            .unwrap()
-            .json(),
-    );
-    assert_eq!(after, before);
+    let mut pages = Vec::new();
+    for path in [
+        "/commands?limit=1000",
+        "/events?limit=1000",
+        "/events?action=failed&limit=1000",
+    ] {
+        pages.push(c.get(path).await.unwrap().json());
+    }
     s.stop().await;
+    pages
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,8 @@ mod common;
 
 use std::collections::HashSet;
 
-use bytes::Bytes;
-use common::sse::open;
-use common::{Commands, assert_problem, fresh};
-use hyper::Method;
+use common::sse::{first_frames, open};
+use common::{Commands, add_or_fail, assert_problem, fresh};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,47 +60,21 @@ async fn a_resumed_stream_loses_nothing_and_repeats_nothing() {
 async fn streams_filter_by_action_and_refuse_bad_cursors() {
     let (_dir, s, mut c) = fresh().await;
     for i in 0..6 {
-        let action = if i % 2 == 0 { "fail" } else { "add" };
-        let data = if action == "add" {
-            json!({"amount": 2})
-        } else {
-            json!({})
-        };
+        let (action, data) = add_or_fail(i % 2 == 0, 2);
         c.sync(action, None, data).await;
     }
-    let mut sse = s.client().await;
-    let mut frames = open(
-        &mut sse,
-        "/events/updates?from=beginning&action=failed",
-        None,
-    )
-    .await;
-    for _ in 0..3 {
-        let f = frames.next().await;
+    let failed = "/events/updates?from=beginning&action=failed";
+    for f in first_frames(s.client().await, failed, 3).await {
         assert_eq!(f.data["action"], "failed");
     }
-    drop(frames);
-    let mut commands = s.client().await;
-    let mut frames = open(
-        &mut commands,
-        "/commands/updates?from=beginning&action=add",
-        None,
-    )
-    .await;
-    for _ in 0..3 {
-        let f = frames.next().await;
+    let added = "/commands/updates?from=beginning&action=add";
+    for f in first_frames(s.client().await, added, 3).await {
         assert_eq!(f.event, "command");
         assert_eq!(f.data["action"], "add");
     }
-    drop(frames);
     for bad in ["nonsense", "events@1", "commands@0.0", "events@x.0"] {
         let r = c
-            .request(
-                Method::GET,
-                "/events/updates",
-                &[("last-event-id", bad)],
-                Bytes::new(),
-            )
+            .get_with("/events/updates", &[("last-event-id", bad)])
             .await
             .unwrap();
         assert_problem(&r, 400);

@@ -127,9 +127,7 @@ async fn versioned_windowed_and_custom_views_answer_with_positions() {
     let min = last.join(",");
 
     let r = c
-        .get(&format!(
-            "/views/levels/s1?as_of=1200&min_position={min}&wait_ms=10000"
-        ))
+        .get_after("/views/levels/s1?as_of=1200", &min, common::WAIT)
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

@@ -10,7 +10,7 @@ use rdkafka::admin::{
     TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 
 use crate::client;
 use crate::config::KafkaConfig;
@@ -119,24 +119,18 @@ impl Admin {
     /// [`LogError::InvalidConfig`] while the group has members (Kafka
     /// deletes only empty groups), or the cluster refused.
     pub(crate) fn delete_group(&self, group: &str) -> Result<(), LogError> {
-        let results = futures_executor::block_on(self.admin.delete_groups(&[group], &self.options))
-            .map_err(|e| client::broker(&format!("deleting group {group:?}"), &e))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
-                Err((_, RDKafkaErrorCode::NonEmptyGroup)) => {
-                    return Err(LogError::InvalidConfig(format!(
-                        "group {group:?} has members on the cluster; stop them before deleting its positions"
-                    )));
-                }
-                Err((_, code)) => {
-                    return Err(LogError::Broker(format!(
-                        "deleting group {group:?}: {code}"
-                    )));
-                }
-            }
-        }
-        Ok(())
+        request(
+            "deleting group",
+            group,
+            self.admin.delete_groups(&[group], &self.options),
+            |code| match code {
+                RDKafkaErrorCode::GroupIdNotFound => Some(Ok(())),
+                RDKafkaErrorCode::NonEmptyGroup => Some(Err(LogError::InvalidConfig(format!(
+                    "group {group:?} has members on the cluster; stop them before deleting its positions"
+                )))),
+                _ => None,
+            },
+        )
     }
 
     /// Every topic and its partition count, as the cluster's metadata says.
@@ -175,63 +169,43 @@ impl TopicAdmin for Admin {
         for (k, v) in &configs {
             topic = topic.set(k, v);
         }
-        let results = futures_executor::block_on(self.admin.create_topics([&topic], &self.options))
-            .map_err(|e| client::broker(&format!("creating topic {:?}", spec.name), &e))?;
-        for r in results {
-            match r {
-                Ok(_) => {}
-                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    return Err(LogError::TopicExists(name));
+        request(
+            "creating topic",
+            &spec.name,
+            self.admin.create_topics([&topic], &self.options),
+            |code| match code {
+                RDKafkaErrorCode::TopicAlreadyExists => {
+                    Some(Err(LogError::TopicExists(spec.name.clone())))
                 }
-                Err((name, code)) => {
-                    return Err(LogError::Broker(format!("creating topic {name:?}: {code}")));
-                }
-            }
-        }
+                _ => None,
+            },
+        )?;
         self.wait_until_ready(&spec.name, spec.partitions as usize)
     }
 
     fn delete(&self, name: &str) -> Result<(), LogError> {
-        let results = futures_executor::block_on(self.admin.delete_topics(&[name], &self.options))
-            .map_err(|e| client::broker(&format!("deleting topic {name:?}"), &e))?;
-        for r in results {
-            match r {
-                Ok(_) => {}
-                Err((name, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
-                    return Err(LogError::UnknownTopic(name));
-                }
-                Err((name, code)) => {
-                    return Err(LogError::Broker(format!("deleting topic {name:?}: {code}")));
-                }
-            }
-        }
-        Ok(())
+        request(
+            "deleting topic",
+            name,
+            self.admin.delete_topics(&[name], &self.options),
+            |code| unknown_topic(code, name),
+        )
     }
 
     fn create_partitions(&self, name: &str, partitions: u32) -> Result<(), LogError> {
         let count = partitions as usize;
         let grow = NewPartitions::new(name, count);
-        let results =
-            futures_executor::block_on(self.admin.create_partitions([&grow], &self.options))
-                .map_err(|e| client::broker(&format!("adding partitions to {name:?}"), &e))?;
-        for r in results {
-            match r {
-                Ok(_) => {}
-                Err((name, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
-                    return Err(LogError::UnknownTopic(name));
-                }
-                Err((name, RDKafkaErrorCode::InvalidPartitions)) => {
-                    return Err(LogError::InvalidConfig(format!(
-                        "the cluster refused {partitions} partitions for {name:?}"
-                    )));
-                }
-                Err((name, code)) => {
-                    return Err(LogError::Broker(format!(
-                        "adding partitions to {name:?}: {code}"
-                    )));
-                }
-            }
-        }
+        request(
+            "adding partitions to",
+            name,
+            self.admin.create_partitions([&grow], &self.options),
+            |code| match code {
+                RDKafkaErrorCode::InvalidPartitions => Some(Err(LogError::InvalidConfig(format!(
+                    "the cluster refused {partitions} partitions for {name:?}"
+                )))),
+                _ => unknown_topic(code, name),
+            },
+        )?;
         self.wait_until_ready(name, count)
     }
 
@@ -241,23 +215,40 @@ impl TopicAdmin for Admin {
         for (k, v) in &configs {
             alter = alter.set(k, v);
         }
-        let results = futures_executor::block_on(self.admin.alter_configs([&alter], &self.options))
-            .map_err(|e| client::broker(&format!("altering the config of {name:?}"), &e))?;
-        for r in results {
-            match r {
-                Ok(_) => {}
-                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
-                    return Err(LogError::UnknownTopic(name.to_owned()));
-                }
-                Err((_, code)) => {
-                    return Err(LogError::Broker(format!(
-                        "altering the config of {name:?}: {code}"
-                    )));
-                }
-            }
-        }
-        Ok(())
+        request(
+            "altering the config of",
+            name,
+            self.admin.alter_configs([&alter], &self.options),
+            |code| unknown_topic(code, name),
+        )
     }
+}
+
+/// Runs one admin request about `subject` and checks the cluster's answer
+/// for it: `expected` gives the outcome of the error codes the caller knows
+/// what to make of (`None` for the rest, which are broker errors), so every
+/// request reports a refusal the same way.
+fn request<N>(
+    doing: &str,
+    subject: &str,
+    request: impl Future<Output = KafkaResult<Vec<Result<N, (N, RDKafkaErrorCode)>>>>,
+    expected: impl Fn(RDKafkaErrorCode) -> Option<Result<(), LogError>>,
+) -> Result<(), LogError> {
+    let results = futures_executor::block_on(request)
+        .map_err(|e| client::broker(&format!("{doing} {subject:?}"), &e))?;
+    for r in results {
+        if let Err((_, code)) = r {
+            expected(code)
+                .unwrap_or_else(|| Err(LogError::Broker(format!("{doing} {subject:?}: {code}"))))?;
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a request about topic `name` that the cluster does not know.
+fn unknown_topic(code: RDKafkaErrorCode, name: &str) -> Option<Result<(), LogError>> {
+    (code == RDKafkaErrorCode::UnknownTopicOrPartition)
+        .then(|| Err(LogError::UnknownTopic(name.to_owned())))
 }
 
 /// A topic's configuration as Kafka topic properties.

@@ -2,7 +2,6 @@
 //! changelog offset each partition is copied up to (its checkpoint), so a
 //! restart restores only the tail.
 
-use std::ops::Bound;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -48,22 +47,11 @@ impl Cache {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
-            _ => Bound::Included(prefix.to_vec()),
-        };
-        for item in self.metadata.range((start, Bound::Unbounded)) {
-            let (k, v) = item.into_inner()?;
-            if !k.starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((Bytes::from(k), Bytes::from(v)));
-        }
-        Ok(out)
+        kappa_log::metadata_page_from(prefix, after, limit, |range| {
+            self.metadata
+                .range::<&[u8], _>(range)
+                .map(fjall::Guard::into_inner)
+        })
     }
 
     /// The changelog offset `tp` is copied up to (0: nothing yet).

@@ -5,6 +5,11 @@
 //! process); and what it writes, read by Kafka clients nobody here wrote.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+// The behaviour kappa-log's own suite checks on the embedded log.
+#[path = "../../kappa-log/tests/behaviour/mod.rs"]
+mod behaviour;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -12,8 +17,7 @@ use std::time::Duration;
 use kappa_kafka::testing::{ApacheKafka, MockBroker, Tansu};
 use kappa_kafka::{CommitProtocol, KafkaConfig, KafkaLog};
 use kappa_log::{
-    CleanupPolicy, Commit, FetchLimits, Log, LogError, ProducerRecord, Record, TopicConfig,
-    TopicPartition, TopicSpec, partition_for_key,
+    Commit, Log, LogError, ProducerRecord, TopicPartition, TopicSpec, partition_for_key,
 };
 
 /// A broker to run on: opens a log on it with its state in a directory.
@@ -22,6 +26,10 @@ trait Broker {
     fn config(&self, dir: &std::path::Path) -> KafkaConfig;
     fn open(&self, dir: &std::path::Path) -> KafkaLog {
         KafkaLog::open(self.config(dir)).unwrap()
+    }
+    /// Where Kafka clients nobody here wrote connect to it.
+    fn bootstrap(&self) -> String {
+        self.config(std::path::Path::new("")).bootstrap
     }
 }
 
@@ -79,20 +87,6 @@ fn apache_kafka() -> ApacheKafka {
     ApacheKafka::start().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
-    let tp = TopicPartition::new(topic, partition);
-    let end = log.offsets(&tp).unwrap().end;
-    let mut at = log.offsets(&tp).unwrap().start;
-    let mut out = Vec::new();
-    while at < end {
-        let o = log
-            .fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut out)
-            .unwrap();
-        at = o.next_offsets[0];
-    }
-    out
-}
-
 fn commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(broker: &dyn Broker) {
     let dir = tempfile::tempdir().unwrap();
     let log = broker.open(dir.path());
@@ -124,7 +118,7 @@ fn commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(broke
     }
     let mut seen = 0;
     for p in 0..3 {
-        let records = read_all(&log, "in", p);
+        let records = behaviour::read_partition(&log, "in", p);
         for r in &records {
             assert_eq!(
                 r.headers.len(),
@@ -290,7 +284,9 @@ fn a_task_claimed_elsewhere_fences_its_last_holder(broker: &dyn Broker) {
         .commit_tasks("fenced", task_commit("second-2", 2))
         .unwrap();
 
-    let values: Vec<String> = read_all(&second, "out", 0)
+    let values: Vec<String> = second
+        .read_topic("out")
+        .unwrap()
         .iter()
         .map(|r| String::from_utf8(r.value.as_deref().unwrap().to_vec()).unwrap())
         .collect();
@@ -306,16 +302,6 @@ fn a_task_claimed_elsewhere_fences_its_last_holder(broker: &dyn Broker) {
         log.group_positions("fenced").unwrap(),
         [(TopicPartition::new("in", 0), 2)]
     );
-}
-
-#[test]
-fn on_apache_kafka_a_task_claimed_elsewhere_fences_its_last_holder() {
-    a_task_claimed_elsewhere_fences_its_last_holder(&apache_kafka());
-}
-
-#[test]
-fn on_a_kappa_node_a_task_claimed_elsewhere_fences_its_last_holder() {
-    a_task_claimed_elsewhere_fences_its_last_holder(&kappa_node());
 }
 
 /// Tells a test which tasks the group assigned.
@@ -366,7 +352,7 @@ print(json.dumps(out))
 /// group and of a task group (committed by the tasks' holder, a member of
 /// the Kafka group of the same name) are the groups' committed offsets,
 /// read by an independent admin client once the log is closed.
-fn positions_are_kafka_group_offsets(broker: &dyn Broker, bootstrap: &str) {
+fn positions_are_kafka_group_offsets(broker: &dyn Broker) {
     let dir = tempfile::tempdir().unwrap();
     let log = broker.open(dir.path());
     log.create_topic(&TopicSpec::new("in", 2)).unwrap();
@@ -411,7 +397,7 @@ fn positions_are_kafka_group_offsets(broker: &dyn Broker, bootstrap: &str) {
     drop(log);
     drop(member);
 
-    let seen = kafka_group_offsets(bootstrap, &["plain", "app"]);
+    let seen = kafka_group_offsets(&broker.bootstrap(), &["plain", "app"]);
     let reopened = broker.open(tempfile::tempdir().unwrap().path());
     for (group, expected) in [("plain", [3, 5]), ("app", [6, 9])] {
         let kappa: BTreeMap<(String, u32), u64> = reopened
@@ -426,18 +412,6 @@ fn positions_are_kafka_group_offsets(broker: &dyn Broker, bootstrap: &str) {
         assert_eq!(kappa, wanted, "Kappa's positions of {group}");
         assert_eq!(seen[group], kappa, "Kafka's offsets of {group}");
     }
-}
-
-#[test]
-fn on_apache_kafka_positions_are_kafka_group_offsets() {
-    let kafka = apache_kafka();
-    positions_are_kafka_group_offsets(&kafka, kafka.bootstrap());
-}
-
-#[test]
-fn on_a_kappa_node_positions_are_kafka_group_offsets() {
-    let node = kappa_node();
-    positions_are_kafka_group_offsets(&node, node.node.bootstrap());
 }
 
 /// A topic's partition count and `max.message.bytes`/`retention.ms` as a
@@ -460,96 +434,38 @@ print(json.dumps([partitions, configs["max.message.bytes"].value, configs["reten
 /// What a Python script (run with `confluent-kafka` installed) prints.
 fn python_output(script: &str, args: &[&str]) -> Vec<u8> {
     let python = kappa_kafka::testing::python().unwrap_or_else(|e| panic!("{e}"));
-    let out = std::process::Command::new(python)
-        .args(["-c", script])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_of_success(
+        std::process::Command::new(python)
+            .args(["-c", script])
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+/// What a client program printed; what it complained of if it failed.
+fn stdout_of_success(out: std::process::Output) -> Vec<u8> {
+    let complaint = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{complaint}");
     out.stdout
 }
 
 /// Growing a topic, altering its config and deleting group positions
 /// reach the cluster (Kafka clients see them) and survive a lost state
 /// directory; what is refused changes nothing.
-fn topics_grow_configs_change_and_positions_go(broker: &dyn Broker, bootstrap: &str) {
-    let tp = |p| TopicPartition::new("in", p);
+fn topics_grow_configs_change_and_positions_go(broker: &dyn Broker) {
     {
         let dir = tempfile::tempdir().unwrap();
         let log = broker.open(dir.path());
-        log.create_topic(&TopicSpec::new("orders", 2)).unwrap();
-        log.append(
-            "orders",
-            vec![ProducerRecord::value("before").with_key("k")],
-        )
-        .unwrap();
-        log.create_partitions("orders", 5).unwrap();
-        for same_or_fewer in [5, 3] {
-            assert!(matches!(
-                log.create_partitions("orders", same_or_fewer),
-                Err(LogError::InvalidConfig(_))
-            ));
-        }
-        assert!(matches!(
-            log.create_partitions("nothing", 3),
-            Err(LogError::UnknownTopic(_))
-        ));
+        behaviour::grow_orders(&log);
         let after = log
             .append("orders", vec![ProducerRecord::value("after").with_key("k")])
             .unwrap();
         assert_eq!(after[0].partition, partition_for_key(b"k", 5));
-
-        let mut config = log.describe_topic("orders").unwrap().spec.config;
-        config.max_record_bytes = 300;
-        config.retention_ms = Some(60_000);
-        log.alter_topic_config("orders", config.clone()).unwrap();
-        assert!(matches!(
-            log.append("orders", vec![ProducerRecord::value(vec![0u8; 500])]),
-            Err(LogError::RecordTooLarge { max: 300, .. })
-        ));
-        let mut compacted_with_retention = config;
-        compacted_with_retention.cleanup_policy = CleanupPolicy::Compact;
-        assert!(matches!(
-            log.alter_topic_config("orders", compacted_with_retention),
-            Err(LogError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            log.alter_topic_config("nothing", TopicConfig::default()),
-            Err(LogError::UnknownTopic(_))
-        ));
-
-        log.create_topic(&TopicSpec::new("in", 3)).unwrap();
-        let mut c = Commit::new();
-        for p in 0..3 {
-            for v in ["a", "b", "c"] {
-                c.append_to("in", p, ProducerRecord::value(v));
-            }
-        }
-        log.commit(c).unwrap();
-        let mut c = Commit::new();
-        for p in 0..3 {
-            c.set_group_position("app", tp(p), u64::from(p));
-            c.set_group_position("app-two", tp(p), 3);
-        }
-        log.commit(c).unwrap();
-        assert_eq!(
-            log.delete_group_positions("app", Some(&[tp(1), tp(2)]))
-                .unwrap(),
-            2
-        );
-        assert_eq!(
-            log.delete_group_positions("app", Some(&[tp(1)])).unwrap(),
-            0
-        );
-        assert!(matches!(
-            log.delete_group_positions("", None),
-            Err(LogError::InvalidGroupName(_))
-        ));
+        behaviour::alter_config(&log, "orders");
+        behaviour::delete_some_group_positions(&log);
     }
+    let bootstrap = &broker.bootstrap();
     assert_eq!(
         kafka_topic_view(bootstrap, "orders"),
         (5, "300".to_owned(), "60000".to_owned())
@@ -561,21 +477,13 @@ fn topics_grow_configs_change_and_positions_go(broker: &dyn Broker, bootstrap: &
     let dir = tempfile::tempdir().unwrap();
     let log = broker.open(dir.path());
     assert_eq!(log.partition_count("orders").unwrap(), 5);
-    let config = log.describe_topic("orders").unwrap().spec.config;
+    behaviour::check_altered_config(&log, "orders");
     assert_eq!(
-        (config.max_record_bytes, config.retention_ms),
-        (300, Some(60_000))
-    );
-    assert_eq!(
-        read_all(&log, "orders", partition_for_key(b"k", 2)).len(),
+        behaviour::read_partition(&log, "orders", partition_for_key(b"k", 2)).len(),
         1,
         "records already written stay where they were"
     );
-    assert_eq!(log.group_positions("app").unwrap(), vec![(tp(0), 0)]);
-    assert_eq!(log.group_names().unwrap(), ["app", "app-two"]);
-    assert_eq!(log.delete_group_positions("app-two", None).unwrap(), 3);
-    assert_eq!(log.group_names().unwrap(), ["app"]);
-    assert!(log.group_positions("app-two").unwrap().is_empty());
+    behaviour::check_deleted_group_positions(&log);
     drop(log);
     assert!(
         kafka_group_offsets(bootstrap, &["app-two"])["app-two"].is_empty(),
@@ -583,60 +491,47 @@ fn topics_grow_configs_change_and_positions_go(broker: &dyn Broker, bootstrap: &
     );
 }
 
-#[test]
-fn on_apache_kafka_topics_grow_configs_change_and_positions_go() {
-    let kafka = apache_kafka();
-    topics_grow_configs_change_and_positions_go(&kafka, kafka.bootstrap());
+/// A `#[test]` for each broker a behaviour runs on, named
+/// `<behaviour>::on_<broker>`; each starts its own broker.
+macro_rules! on_brokers {
+    ($($behaviour:ident: $($test:ident => $broker:ident),+;)+) => {
+        $(
+            mod $behaviour {
+                $(
+                    #[test]
+                    fn $test() {
+                        super::$behaviour(&super::$broker());
+                    }
+                )+
+            }
+        )+
+    };
 }
 
-#[test]
-fn on_a_kappa_node_topics_grow_configs_change_and_positions_go() {
-    let node = kappa_node();
-    topics_grow_configs_change_and_positions_go(&node, node.node.bootstrap());
-}
-
-// Not on the mock cluster: it answers OffsetFetch only for partitions the
-// request names, so an admin client's "every offset of the group" is empty
-// there (`rd_kafka_mock_handle_OffsetFetch`, librdkafka 2.12).
-
-#[test]
-fn on_apache_kafka_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
-    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&apache_kafka());
-}
-
-#[test]
-fn on_apache_kafka_bad_commits_are_refused_whole() {
-    bad_commits_are_refused_whole(&apache_kafka());
-}
-
-#[test]
-fn on_the_mock_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
-    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&mock());
-}
-
-#[test]
-fn on_tansu_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
-    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&tansu());
-}
-
-#[test]
-fn on_a_kappa_node_commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory() {
-    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory(&kappa_node());
-}
-
-#[test]
-fn on_a_kappa_node_bad_commits_are_refused_whole() {
-    bad_commits_are_refused_whole(&kappa_node());
-}
-
-#[test]
-fn on_the_mock_bad_commits_are_refused_whole() {
-    bad_commits_are_refused_whole(&mock());
-}
-
-#[test]
-fn on_tansu_bad_commits_are_refused_whole() {
-    bad_commits_are_refused_whole(&tansu());
+on_brokers! {
+    commits_reads_and_metadata_survive_a_restart_and_a_lost_state_directory:
+        on_apache_kafka => apache_kafka,
+        on_the_mock => mock,
+        on_tansu => tansu,
+        on_a_kappa_node => kappa_node;
+    bad_commits_are_refused_whole:
+        on_apache_kafka => apache_kafka,
+        on_the_mock => mock,
+        on_tansu => tansu,
+        on_a_kappa_node => kappa_node;
+    a_task_claimed_elsewhere_fences_its_last_holder:
+        on_apache_kafka => apache_kafka,
+        on_a_kappa_node => kappa_node;
+    // These two not on the mock cluster: it answers OffsetFetch only for
+    // partitions the request names, so an admin client's "every offset of
+    // the group" is empty there (`rd_kafka_mock_handle_OffsetFetch`,
+    // librdkafka 2.12).
+    positions_are_kafka_group_offsets:
+        on_apache_kafka => apache_kafka,
+        on_a_kappa_node => kappa_node;
+    topics_grow_configs_change_and_positions_go:
+        on_apache_kafka => apache_kafka,
+        on_a_kappa_node => kappa_node;
 }
 
 /// kcat, an ordinary Kafka client, reads what Kappa wrote: keys, values,
@@ -662,18 +557,15 @@ fn kcat_reads_what_kappa_wrote() {
             .collect(),
     )
     .unwrap();
-    let out = std::process::Command::new("kcat")
-        .args(["-b", &broker.bootstrap(), "-C", "-t", "orders", "-e", "-q"])
-        .args(["-f", "%p|%k|%s|%h\\n"])
-        .output()
-        .expect("kcat is missing: run scripts/test.sh or apt-get install kcat");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of_success(
+        std::process::Command::new("kcat")
+            .args(["-b", &broker.bootstrap(), "-C", "-t", "orders", "-e", "-q"])
+            .args(["-f", "%p|%k|%s|%h\\n"])
+            .output()
+            .expect("kcat is missing: run scripts/test.sh or apt-get install kcat"),
     );
     let mut read: Vec<(String, String)> = Vec::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in String::from_utf8(out).unwrap().lines() {
         let parts: Vec<&str> = line.splitn(4, '|').collect();
         let [p, k, v, h] = parts[..] else {
             panic!("unexpected kcat line {line:?}");

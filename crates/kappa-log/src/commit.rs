@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::error::LogError;
 use crate::record::{Position, ProducerRecord, TopicPartition};
 
 /// Longest metadata key accepted, in bytes.
@@ -160,4 +161,18 @@ pub struct CommitReceipt {
 /// [`GROUP_NAME_BYTES_MAX`] bytes, no control characters.
 pub fn valid_group_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= GROUP_NAME_BYTES_MAX && !name.chars().any(char::is_control)
+}
+
+/// [`valid_group_name`] as the error every backend returns for a bad name,
+/// so they all refuse it the same way.
+///
+/// # Errors
+///
+/// [`LogError::InvalidGroupName`] naming `name`.
+pub fn check_group_name(name: &str) -> Result<(), LogError> {
+    if valid_group_name(name) {
+        Ok(())
+    } else {
+        Err(LogError::InvalidGroupName(name.to_owned()))
+    }
 }

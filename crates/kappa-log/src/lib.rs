@@ -17,14 +17,14 @@ mod topic;
 
 pub use commit::{
     Commit, CommitReceipt, GROUP_NAME_BYTES_MAX, GroupPosition, METADATA_KEY_BYTES_MAX,
-    TopicAppend, valid_group_name,
+    TopicAppend, check_group_name, valid_group_name,
 };
 pub use embedded::{
     Durability, EmbeddedLog, EmbeddedOptions, EmbeddedStats, FORMAT_VERSION, MaintenanceReport,
     ParseDurabilityError,
 };
 pub use error::LogError;
-pub use log::{FetchLimits, FetchOutcome, Log};
+pub use log::{FetchLimits, FetchOutcome, Log, metadata_page_from};
 pub use memory::MemoryLog;
 pub use partitioner::{murmur2, partition_for_key};
 pub use record::{

@@ -1,5 +1,6 @@
 //! The `Log` trait: what every backend (embedded, Kafka) provides.
 
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -227,21 +228,38 @@ pub trait Log: Send + Sync {
     ///
     /// # Errors
     ///
-    /// [`LogError::UnknownTopic`], or a failed read.
+    /// [`LogError::UnknownTopic`], a failed read, or [`LogError::Storage`]
+    /// when a partition's records stop coming before its end offset.
     fn read_topic(&self, topic: &str) -> Result<Vec<Record>, LogError> {
+        /// Empty fetches in a row, short of the end, before giving up: a
+        /// broker-backed log may answer empty while its reader is still being
+        /// assigned, and a partial topic must not pass for a whole one.
+        const IDLE_FETCHES_MAX: u32 = 10;
         let mut out = Vec::new();
         for partition in 0..self.partition_count(topic)? {
             let tp = TopicPartition::new(topic, partition);
             let range = self.offsets(&tp)?;
-            let mut at = range.start;
+            let (mut at, mut idle) = (range.start, 0);
             while at < range.end {
                 let before = out.len();
-                self.fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut out)?;
-                // Compaction and transaction markers leave gaps in offsets.
-                let Some(last) = out[before..].last() else {
-                    break;
-                };
-                at = last.offset + 1;
+                let outcome = self.fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut out)?;
+                // Compaction and transaction markers leave gaps in offsets:
+                // the fetch's next offset steps over them.
+                let next = out[before..]
+                    .last()
+                    .map_or(at, |r| r.offset + 1)
+                    .max(outcome.next_offsets.first().copied().unwrap_or(at));
+                if next > at {
+                    (at, idle) = (next, 0);
+                    continue;
+                }
+                idle += 1;
+                if idle == IDLE_FETCHES_MAX {
+                    return Err(LogError::Storage(format!(
+                        "{tp}: no records at offset {at} after {IDLE_FETCHES_MAX} fetches, short of the end offset {}",
+                        range.end
+                    )));
+                }
             }
         }
         Ok(out)
@@ -426,4 +444,47 @@ pub trait Log: Send + Sync {
         }
         self.commit(all).map(|_| ())
     }
+}
+
+/// Cuts one [`Log::metadata_page`] out of a key-ordered store: `range`
+/// reads the store in key order from the start bound it is given, and the
+/// page keeps what of that lies under `prefix`, at most `limit` entries.
+/// Backends that keep metadata in an ordered store share it so they agree
+/// on where a page starts and stops, and read no further than the page.
+///
+/// # Errors
+///
+/// The first error the range read yields.
+pub fn metadata_page_from<'a, I, K, V, E>(
+    prefix: &'a [u8],
+    after: Option<&'a [u8]>,
+    limit: usize,
+    range: impl FnOnce((Bound<&'a [u8]>, Bound<&'a [u8]>)) -> I,
+) -> Result<Vec<(Bytes, Bytes)>, LogError>
+where
+    I: Iterator<Item = Result<(K, V), E>>,
+    K: AsRef<[u8]> + Into<Bytes>,
+    V: Into<Bytes>,
+    LogError: From<E>,
+{
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    // A cursor before the prefix would start the page outside it.
+    let start = match after {
+        Some(a) if a >= prefix => Bound::Excluded(a),
+        _ => Bound::Included(prefix),
+    };
+    for item in range((start, Bound::Unbounded)) {
+        let (k, v) = item?;
+        if !k.as_ref().starts_with(prefix) {
+            break;
+        }
+        out.push((k.into(), v.into()));
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(out)
 }

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::commit::{Commit, CommitReceipt, METADATA_KEY_BYTES_MAX, valid_group_name};
+use crate::commit::{Commit, CommitReceipt, METADATA_KEY_BYTES_MAX, check_group_name};
 use crate::error::LogError;
 use crate::log::{FetchLimits, FetchOutcome, Log};
 use crate::partitioner::partition_for_key;
 use crate::record::{OffsetRange, Position, Record, TopicPartition, now_ms};
-use crate::topic::{PartitionDescription, TopicConfig, TopicDescription, TopicSpec};
+use crate::topic::{TopicConfig, TopicDescription, TopicSpec};
 
 /// A log held in memory.
 ///
@@ -58,6 +58,13 @@ impl MemoryLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Counts a change to what fetches may see and wakes those waiting, so
+    /// they look again.
+    fn notify_change(&self, s: &mut State) {
+        s.commits += 1;
+        self.changed.notify_all();
+    }
 }
 
 impl State {
@@ -82,6 +89,15 @@ impl State {
                 partition: tp.partition,
                 partitions: t.spec.partitions,
             })
+    }
+}
+
+/// A partition's offsets: the memory log never drops records, so every
+/// partition starts at 0.
+fn offsets_of(records: &[Record]) -> OffsetRange {
+    OffsetRange {
+        start: 0,
+        end: records.len() as u64,
     }
 }
 
@@ -114,8 +130,7 @@ impl Log for MemoryLog {
             .remove(name)
             .ok_or_else(|| LogError::UnknownTopic(name.to_owned()))?;
         s.groups.retain(|(_, tp), _| &*tp.topic != name);
-        s.commits += 1;
-        self.changed.notify_all();
+        self.notify_change(&mut s);
         Ok(())
     }
 
@@ -133,8 +148,7 @@ impl Log for MemoryLog {
         spec.validate()?;
         t.partitions.resize_with(partitions as usize, Vec::new);
         t.spec = spec;
-        s.commits += 1;
-        self.changed.notify_all();
+        self.notify_change(&mut s);
         Ok(())
     }
 
@@ -153,9 +167,7 @@ impl Log for MemoryLog {
         group: &str,
         partitions: Option<&[TopicPartition]>,
     ) -> Result<usize, LogError> {
-        if !valid_group_name(group) {
-            return Err(LogError::InvalidGroupName(group.to_owned()));
-        }
+        check_group_name(group)?;
         let mut s = self.lock();
         let before = s.groups.len();
         s.groups
@@ -175,23 +187,13 @@ impl Log for MemoryLog {
     fn describe_topic(&self, name: &str) -> Result<TopicDescription, LogError> {
         let s = self.lock();
         let t = s.topic(name)?;
-        Ok(TopicDescription {
-            spec: t.spec.clone(),
-            partitions: t
-                .partitions
+        Ok(TopicDescription::of(&t.spec, &t.partitions, |records| {
+            let size = records
                 .iter()
-                .enumerate()
-                .map(|(i, p)| PartitionDescription {
-                    partition: i as u32,
-                    start_offset: 0,
-                    end_offset: p.len() as u64,
-                    size_bytes: p
-                        .iter()
-                        .map(|r| r.value.as_ref().map_or(0, Bytes::len) as u64)
-                        .sum(),
-                })
-                .collect(),
-        })
+                .map(|r| r.value.as_ref().map_or(0, Bytes::len) as u64)
+                .sum();
+            (offsets_of(records), size)
+        }))
     }
 
     fn commit(&self, commit: Commit) -> Result<CommitReceipt, LogError> {
@@ -222,9 +224,7 @@ impl Log for MemoryLog {
             }
         }
         for gp in &commit.group_positions {
-            if !valid_group_name(&gp.group) {
-                return Err(LogError::InvalidGroupName(gp.group.to_string()));
-            }
+            check_group_name(&gp.group)?;
             let len = s.partition(&gp.partition)?.len() as u64;
             let end = len
                 + added
@@ -291,8 +291,7 @@ impl Log for MemoryLog {
                 None => s.metadata.remove(&k),
             };
         }
-        s.commits += 1;
-        self.changed.notify_all();
+        self.notify_change(&mut s);
         Ok(CommitReceipt { positions })
     }
 
@@ -357,11 +356,7 @@ impl Log for MemoryLog {
     }
 
     fn offsets(&self, partition: &TopicPartition) -> Result<OffsetRange, LogError> {
-        let s = self.lock();
-        Ok(OffsetRange {
-            start: 0,
-            end: s.partition(partition)?.len() as u64,
-        })
+        Ok(offsets_of(self.lock().partition(partition)?))
     }
 
     fn offset_for_timestamp(
@@ -383,9 +378,7 @@ impl Log for MemoryLog {
     }
 
     fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError> {
-        if !valid_group_name(group) {
-            return Err(LogError::InvalidGroupName(group.to_owned()));
-        }
+        check_group_name(group)?;
         let s = self.lock();
         Ok(s.groups
             .iter()
@@ -413,17 +406,11 @@ impl Log for MemoryLog {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(Bytes::copy_from_slice(a)),
-            _ => Bound::Included(Bytes::copy_from_slice(prefix)),
-        };
         let s = self.lock();
-        Ok(s.metadata
-            .range((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        crate::log::metadata_page_from(prefix, after, limit, |range| {
+            s.metadata
+                .range::<[u8], _>(range)
+                .map(|(k, v)| Ok::<_, LogError>((k.clone(), v.clone())))
+        })
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::LogError;
+use crate::record::OffsetRange;
 
 /// Longest topic name, as in Kafka.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -277,6 +278,32 @@ pub struct TopicDescription {
     pub spec: TopicSpec,
     /// One entry per partition, in partition order.
     pub partitions: Vec<PartitionDescription>,
+}
+
+impl TopicDescription {
+    /// Describes `spec` from its partitions in order, `state` giving each
+    /// one's offsets and size, so backends number partitions alike.
+    pub(crate) fn of<P>(
+        spec: &TopicSpec,
+        partitions: &[P],
+        state: impl Fn(&P) -> (OffsetRange, u64),
+    ) -> Self {
+        Self {
+            spec: spec.clone(),
+            partitions: (0u32..)
+                .zip(partitions)
+                .map(|(partition, p)| {
+                    let (offsets, size_bytes) = state(p);
+                    PartitionDescription {
+                        partition,
+                        start_offset: offsets.start,
+                        end_offset: offsets.end,
+                        size_bytes,
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One partition's state.

@@ -3,9 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod behaviour;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use behaviour::{
+    alter_config, check_altered_config, check_deleted_group_positions, delete_some_group_positions,
+    grow_orders, read_partition,
+};
 use kappa_log::{
     Commit, Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, LogError, ProducerRecord,
     Record, TopicPartition, TopicSpec, partition_for_key,
@@ -17,20 +23,6 @@ fn open(dir: &std::path::Path) -> EmbeddedLog {
         EmbeddedOptions::default().durability(Durability::Never),
     )
     .unwrap()
-}
-
-fn read_all(log: &dyn Log, topic: &str, partition: u32) -> Vec<Record> {
-    let tp = TopicPartition::new(topic, partition);
-    let range = log.offsets(&tp).unwrap();
-    let mut out = Vec::new();
-    let mut at = range.start;
-    while at < range.end {
-        let outcome = log
-            .fetch(&[(tp.clone(), at)], FetchLimits::default(), &mut out)
-            .unwrap();
-        at = outcome.next_offsets[0];
-    }
-    out
 }
 
 fn values(records: &[Record]) -> Vec<String> {
@@ -168,7 +160,7 @@ fn group_positions_and_metadata_commit_with_records_and_survive_reopen() {
         (&b"store/x/k"[..], &b"1"[..])
     );
     assert_eq!(log.metadata(b"other").unwrap().as_deref(), Some(&b"3"[..]));
-    assert_eq!(values(&read_all(&log, "out", 0)), ["derived"]);
+    assert_eq!(values(&log.read_topic("out").unwrap()), ["derived"]);
 }
 
 #[test]
@@ -201,8 +193,11 @@ fn retention_by_time_and_size_removes_whole_old_batches() {
             (4, 6, 9)
         );
         assert!(!stats.poisoned);
-        assert_eq!(values(&read_all(&log, "timed", 0)), ["at5000", "at5000"]);
-        assert_eq!(values(&read_all(&log, "sized", 0)), ["at5000"]);
+        assert_eq!(
+            values(&log.read_topic("timed").unwrap()),
+            ["at5000", "at5000"]
+        );
+        assert_eq!(values(&log.read_topic("sized").unwrap()), ["at5000"]);
         let tp = TopicPartition::new("timed", 0);
         assert_eq!(log.offsets(&tp).unwrap().start, 4);
         let mut out = Vec::new();
@@ -222,7 +217,7 @@ fn retention_by_time_and_size_removes_whole_old_batches() {
         );
         // Everything expires: the partition is empty but keeps its offsets.
         log.run_maintenance(1_000_000, false).unwrap();
-        assert_eq!(read_all(&log, "timed", 0).len(), 0);
+        assert_eq!(log.read_topic("timed").unwrap().len(), 0);
     }
     let log = open(dir.path());
     let range = log.offsets(&TopicPartition::new("timed", 0)).unwrap();
@@ -255,7 +250,9 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
         log.append("kv", vec![rec("b", None)]).unwrap();
         // Tombstones stay until delete_retention_ms has passed.
         log.run_maintenance(2000, true).unwrap();
-        let kept: Vec<(u64, String)> = read_all(&log, "kv", 0)
+        let kept: Vec<(u64, String)> = log
+            .read_topic("kv")
+            .unwrap()
             .iter()
             .map(|r| (r.offset, values(std::slice::from_ref(r))[0].clone()))
             .collect();
@@ -279,12 +276,12 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
             .run_maintenance(written + 2 * 24 * 3600 * 1000, true)
             .unwrap();
         assert_eq!(report.records_compacted, 1);
-        assert_eq!(values(&read_all(&log, "kv", 0)), ["a2", "c1"]);
+        assert_eq!(values(&log.read_topic("kv").unwrap()), ["a2", "c1"]);
     }
     // The removed tombstone was the last record; the end offset must not move back.
     let log = open(dir.path());
     assert_eq!(log.offsets(&TopicPartition::new("kv", 0)).unwrap().end, 5);
-    assert_eq!(values(&read_all(&log, "kv", 0)), ["a2", "c1"]);
+    assert_eq!(values(&log.read_topic("kv").unwrap()), ["a2", "c1"]);
 }
 
 #[test]
@@ -301,12 +298,12 @@ fn a_deleted_topic_leaves_nothing_behind() {
     assert!(log.list_topics().unwrap().is_empty());
     assert!(log.group_positions("g").unwrap().is_empty());
     log.create_topic(&TopicSpec::new("t", 1)).unwrap();
-    assert!(read_all(&log, "t", 0).is_empty());
+    assert!(log.read_topic("t").unwrap().is_empty());
     assert_eq!(
         log.append("t", vec![ProducerRecord::value("new")]).unwrap()[0].offset,
         0
     );
-    assert_eq!(values(&read_all(&log, "t", 0)), ["new"]);
+    assert_eq!(values(&log.read_topic("t").unwrap()), ["new"]);
 }
 
 #[test]
@@ -352,7 +349,7 @@ fn headers_keys_and_timestamps_round_trip() {
         .with_header("kappa-source", "dup");
     log.append("t", vec![sent.clone(), ProducerRecord::default()])
         .unwrap();
-    let got = read_all(&log, "t", 0);
+    let got = log.read_topic("t").unwrap();
     assert_eq!(got[0].key, sent.key);
     assert_eq!(got[0].value, sent.value);
     assert_eq!(got[0].timestamp, -5);
@@ -364,11 +361,10 @@ fn headers_keys_and_timestamps_round_trip() {
 fn readers_see_commits_whole_across_partitions_and_metadata() {
     const COMMITS: u64 = 2000;
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(open(dir.path()));
+    let log = open(dir.path());
     log.create_topic(&TopicSpec::new("t", 2)).unwrap();
-    let writer = {
-        let log = log.clone();
-        std::thread::spawn(move || {
+    std::thread::scope(|s| {
+        s.spawn(|| {
             for n in 1..=COMMITS {
                 let mut c = Commit::new();
                 c.append_to("t", 0, ProducerRecord::value("x"));
@@ -376,63 +372,41 @@ fn readers_see_commits_whole_across_partitions_and_metadata() {
                 c.put_metadata("count", n.to_string());
                 log.commit(c).unwrap();
             }
-        })
-    };
-    let from = [
-        (TopicPartition::new("t", 0), 0),
-        (TopicPartition::new("t", 1), 0),
-    ];
-    let limits = FetchLimits {
-        records_max: usize::MAX,
-        bytes_max: usize::MAX,
-        ..FetchLimits::default()
-    };
-    let mut out = Vec::new();
-    loop {
-        // Metadata first: the records of the commit that wrote it must be readable.
-        let count: u64 = log
-            .metadata(b"count")
-            .unwrap()
-            .map_or(0, |v| std::str::from_utf8(&v).unwrap().parse().unwrap());
-        out.clear();
-        log.fetch(&from, limits, &mut out).unwrap();
-        let p0 = out.iter().filter(|r| r.partition == 0).count() as u64;
-        let p1 = out.iter().filter(|r| r.partition == 1).count() as u64;
-        assert_eq!(
-            p0, p1,
-            "a fetch saw one partition's share of a commit without the other's"
-        );
-        assert!(
-            p0 >= count,
-            "metadata of commit {count} is visible but only {p0} of its records"
-        );
-        if count == COMMITS {
-            break;
+        });
+        let from = [
+            (TopicPartition::new("t", 0), 0),
+            (TopicPartition::new("t", 1), 0),
+        ];
+        let limits = FetchLimits {
+            records_max: usize::MAX,
+            bytes_max: usize::MAX,
+            ..FetchLimits::default()
+        };
+        let mut out = Vec::new();
+        loop {
+            // Metadata first: the records of the commit that wrote it must be readable.
+            let count: u64 = log
+                .metadata(b"count")
+                .unwrap()
+                .map_or(0, |v| std::str::from_utf8(&v).unwrap().parse().unwrap());
+            out.clear();
+            log.fetch(&from, limits, &mut out).unwrap();
+            let p0 = out.iter().filter(|r| r.partition == 0).count() as u64;
+            let p1 = out.iter().filter(|r| r.partition == 1).count() as u64;
+            assert_eq!(
+                p0, p1,
+                "a fetch saw one partition's share of a commit without the other's"
+            );
+            assert!(
+                p0 >= count,
+                "metadata of commit {count} is visible but only {p0} of its records"
+            );
+            if count == COMMITS {
+                break;
+            }
         }
-    }
-    writer.join().unwrap();
-}
-
-/// Grows "orders" from 2 to 5 partitions after one keyed record, and checks
-/// what is refused on the way.
-fn grow_orders(log: &dyn Log) {
-    log.create_topic(&TopicSpec::new("orders", 2)).unwrap();
-    log.append(
-        "orders",
-        vec![ProducerRecord::value("before").with_key("k")],
-    )
-    .unwrap();
-    log.create_partitions("orders", 5).unwrap();
-    for same_or_fewer in [5, 3] {
-        assert!(matches!(
-            log.create_partitions("orders", same_or_fewer),
-            Err(LogError::InvalidConfig(_))
-        ));
-    }
-    assert!(matches!(
-        log.create_partitions("nothing", 3),
-        Err(LogError::UnknownTopic(_))
-    ));
+        // Leaving the scope joins the writer.
+    });
 }
 
 /// After growing: old records where they were, new keys on the new count,
@@ -440,7 +414,7 @@ fn grow_orders(log: &dyn Log) {
 fn check_grown_orders(log: &dyn Log) {
     assert_eq!(log.partition_count("orders").unwrap(), 5);
     assert_eq!(
-        values(&read_all(log, "orders", partition_for_key(b"k", 2))),
+        values(&read_partition(log, "orders", partition_for_key(b"k", 2))),
         ["before"]
     );
     let after = log
@@ -471,33 +445,12 @@ fn an_altered_topic_config_applies_at_once_and_survives_reopen() {
         log.create_topic(&TopicSpec::new("t", 1)).unwrap();
         log.append("t", vec![ProducerRecord::value(vec![0u8; 500])])
             .unwrap();
-        let mut config = log.describe_topic("t").unwrap().spec.config;
-        config.max_record_bytes = 300;
-        config.retention_ms = Some(60_000);
-        log.alter_topic_config("t", config.clone()).unwrap();
-        assert!(matches!(
-            log.append("t", vec![ProducerRecord::value(vec![0u8; 500])]),
-            Err(LogError::RecordTooLarge { max: 300, .. })
-        ));
-        let mut compacted_with_retention = config;
-        compacted_with_retention.cleanup_policy = kappa_log::CleanupPolicy::Compact;
-        assert!(matches!(
-            log.alter_topic_config("t", compacted_with_retention),
-            Err(LogError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            log.alter_topic_config("nothing", kappa_log::TopicConfig::default()),
-            Err(LogError::UnknownTopic(_))
-        ));
+        alter_config(&log, "t");
     }
     let log = open(dir.path());
-    let config = log.describe_topic("t").unwrap().spec.config;
+    check_altered_config(&log, "t");
     assert_eq!(
-        (config.max_record_bytes, config.retention_ms),
-        (300, Some(60_000))
-    );
-    assert_eq!(
-        read_all(&log, "t", 0).len(),
+        log.read_topic("t").unwrap().len(),
         1,
         "records already written stay"
     );
@@ -506,42 +459,11 @@ fn an_altered_topic_config_applies_at_once_and_survives_reopen() {
 #[test]
 fn deleted_group_positions_are_gone_and_others_stay_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let tp = |p| TopicPartition::new("in", p);
-    {
-        let log = open(dir.path());
-        log.create_topic(&TopicSpec::new("in", 3)).unwrap();
-        let mut c = Commit::new();
-        for p in 0..3 {
-            for v in ["a", "b", "c"] {
-                c.append_to("in", p, ProducerRecord::value(v));
-            }
-        }
-        log.commit(c).unwrap();
-        let mut c = Commit::new();
-        for p in 0..3 {
-            c.set_group_position("app", tp(p), u64::from(p));
-            c.set_group_position("app-two", tp(p), 3);
-        }
-        log.commit(c).unwrap();
-        assert_eq!(
-            log.delete_group_positions("app", Some(&[tp(1), tp(2)]))
-                .unwrap(),
-            2
-        );
-        assert_eq!(
-            log.delete_group_positions("app", Some(&[tp(1)])).unwrap(),
-            0
-        );
-        assert!(matches!(
-            log.delete_group_positions("", None),
-            Err(LogError::InvalidGroupName(_))
-        ));
-    }
+    delete_some_group_positions(&open(dir.path()));
     let log = open(dir.path());
-    assert_eq!(log.group_positions("app").unwrap(), vec![(tp(0), 0)]);
-    assert_eq!(log.group_names().unwrap(), ["app", "app-two"]);
-    assert_eq!(log.delete_group_positions("app-two", None).unwrap(), 3);
-    assert_eq!(log.group_names().unwrap(), ["app"]);
-    assert!(log.group_positions("app-two").unwrap().is_empty());
-    assert_eq!(log.group_positions("app").unwrap(), vec![(tp(0), 0)]);
+    check_deleted_group_positions(&log);
+    assert_eq!(
+        log.group_positions("app").unwrap(),
+        vec![(TopicPartition::new("in", 0), 0)]
+    );
 }

@@ -47,6 +47,7 @@ mod security;
 mod server;
 mod stats;
 pub mod testing;
+mod ticker;
 mod transactions;
 mod versions;
 

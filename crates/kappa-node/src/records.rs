@@ -135,9 +135,7 @@ fn decode_batch(batch: Bytes) -> Result<ProducedBatch, String> {
             .map_err(|why| format!("record {i}: {why}"))?;
         records.push(r);
     }
-    if !body.is_empty() {
-        return Err(format!("{} bytes left after {count} records", body.len()));
-    }
+    all_read(&body, format_args!("after {count} records"))?;
     Ok(ProducedBatch {
         producer_id,
         producer_epoch,
@@ -175,15 +173,23 @@ fn decode_record(
         let value = read_bytes(&mut r)?.unwrap_or_default();
         headers.push(Header { name, value });
     }
-    if !r.is_empty() {
-        return Err(format!("{} bytes left inside the record", r.len()));
-    }
+    all_read(&r, format_args!("inside the record"))?;
     Ok(ProducerRecord {
         key,
         value,
         headers,
         timestamp: stamp.then(|| first_timestamp.wrapping_add(timestamp_delta)),
     })
+}
+
+/// Refuses bytes that a well-formed batch or record leaves over; `place`
+/// says where, and is only formatted on a refusal.
+fn all_read(rest: &Bytes, place: std::fmt::Arguments<'_>) -> Result<(), String> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} bytes left {place}", rest.len()))
+    }
 }
 
 fn take(b: &mut Bytes, n: usize) -> Result<Bytes, String> {

@@ -24,6 +24,7 @@ use crate::codes;
 use crate::error::NodeError;
 use crate::producers::ProducerIds;
 use crate::records::ProducedBatch;
+use crate::ticker::Ticker;
 
 /// Longest transaction timeout a producer may ask for (Kafka's
 /// `transaction.max.timeout.ms`).
@@ -382,13 +383,8 @@ pub(crate) const EXPIRY_TICK: Duration = Duration::from_millis(200);
 
 /// Keeps `transactions` expiring until it is dropped.
 pub(crate) async fn expire_forever(transactions: std::sync::Weak<Transactions>) {
-    let mut tick = tokio::time::interval(EXPIRY_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(t) = transactions.upgrade() else {
-            return;
-        };
+    let mut ticker = Ticker::new(EXPIRY_TICK, transactions);
+    while let Some(t) = ticker.tick().await {
         let now = Instant::now();
         // Persisting a fenced epoch writes to the log: off the async threads.
         let _ = tokio::task::spawn_blocking(move || t.expire(now)).await;

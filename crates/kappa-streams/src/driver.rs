@@ -66,12 +66,7 @@ impl TopologyTestDriver {
     ) -> Result<Self, StreamsError> {
         let log = Arc::new(MemoryLog::new());
         let app = config.application_id.clone();
-        let internal: Vec<String> = topology
-            .graph
-            .internal_topics
-            .iter()
-            .map(|s| format!("{app}-{s}"))
-            .collect();
+        let internal = topology.internal_topics(&app);
         let mut topics = topology.source_topics(&app);
         topics.extend(topology.sink_topics(&app));
         topics.extend(topology.graph.global_topics.iter().cloned());

@@ -216,11 +216,13 @@ impl<K: Data, V: Data> KStream<K, V> {
         add_child(
             self.children(),
             Arc::new(GlobalJoinOp {
-                index: table.index,
-                key_serde: table.key_serde.clone(),
-                value_serde: table.value_serde.clone(),
-                key_mapper: Arc::new(key_mapper),
-                f: Arc::new(f),
+                join: Arc::new(GlobalJoin {
+                    index: table.index,
+                    key_serde: table.key_serde.clone(),
+                    value_serde: table.value_serde.clone(),
+                    key_mapper,
+                    f,
+                }),
                 children: children.clone(),
                 _types: PhantomData,
             }),
@@ -230,42 +232,39 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 }
 
-struct GlobalJoinOp<K, V, GK, GV, R, M, F> {
+/// A join with a global table, shared by the node of every task.
+struct GlobalJoin<GK, GV, M, F> {
     index: usize,
     key_serde: Arc<dyn Serde<GK>>,
     value_serde: Arc<dyn Serde<GV>>,
-    key_mapper: Arc<M>,
-    f: Arc<F>,
+    key_mapper: M,
+    f: F,
+}
+
+struct GlobalJoinOp<K, V, GK, GV, R, M, F> {
+    join: Arc<GlobalJoin<GK, GV, M, F>>,
     children: Children<K, R>,
     _types: PhantomData<fn(V)>,
 }
 
 struct GlobalJoinRun<K, GK, GV, R, M, F> {
-    index: usize,
-    key_serde: Arc<dyn Serde<GK>>,
-    value_serde: Arc<dyn Serde<GV>>,
-    key_mapper: Arc<M>,
-    f: Arc<F>,
+    join: Arc<GlobalJoin<GK, GV, M, F>>,
     forward: Forward<K, R>,
 }
 
+// The factory asks only what its node asks (stated once, on the node's
+// impl) and what sharing the functions between tasks asks.
 impl<K, V, GK, GV, R, M, F> NodeFactory<K, V> for GlobalJoinOp<K, V, GK, GV, R, M, F>
 where
     K: Data,
-    V: Data,
-    GK: Data,
-    GV: Data,
     R: Data,
-    M: Fn(&K, &V) -> GK + Send + Sync + 'static,
-    F: Fn(V, Option<GV>) -> Option<R> + Send + Sync + 'static,
+    M: Send + Sync,
+    F: Send + Sync,
+    GlobalJoinRun<K, GK, GV, R, M, F>: Node<K, V> + 'static,
 {
     fn build(&self, init: &TaskInit<'_>) -> Result<Box<dyn Node<K, V>>, StreamsError> {
         Ok(Box::new(GlobalJoinRun {
-            index: self.index,
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
-            key_mapper: self.key_mapper.clone(),
-            f: self.f.clone(),
+            join: self.join.clone(),
             forward: Forward::build(&self.children, init)?,
         }))
     }
@@ -282,22 +281,23 @@ where
     F: Fn(V, Option<GV>) -> Option<R> + Send + Sync + 'static,
 {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError> {
-        let table_key = (self.key_mapper)(&key, &value);
-        let table_key = ctx.encode(&*self.key_serde, &table_key, "global table key")?;
-        let row = match ctx.globals.get(self.index, &table_key) {
+        let join = &*self.join;
+        let table_key = (join.key_mapper)(&key, &value);
+        let table_key = ctx.encode(&*join.key_serde, &table_key, "global table key")?;
+        let row = match ctx.globals.get(join.index, &table_key) {
             Some(bytes) => {
                 Some(
-                    self.value_serde
+                    join.value_serde
                         .deserialize(&bytes)
                         .map_err(|e| StreamsError::Store {
-                            store: format!("global table #{}", self.index),
+                            store: format!("global table #{}", join.index),
                             detail: e.0,
                         })?,
                 )
             }
             None => None,
         };
-        match (self.f)(value, row) {
+        match (join.f)(value, row) {
             Some(r) => self.forward.send(ctx, key, r),
             None => Ok(()),
         }

@@ -188,13 +188,12 @@ struct RegroupRun<K, K2, V2, F> {
     change_serde: ChangeSerde<V2>,
 }
 
+// The factory asks only what its node asks (stated once, on the node's
+// impl) and what sharing the selector between tasks asks.
 impl<K, V, K2, V2, F> NodeFactory<K, Option<V>> for RegroupOp<K, V, K2, V2, F>
 where
-    K: Data,
-    V: Data,
-    K2: Data,
-    V2: Data,
-    F: Fn(&K, &V) -> (K2, V2) + Send + Sync + 'static,
+    F: Send + Sync,
+    RegroupRun<K, K2, V2, F>: Node<K, Option<V>> + 'static,
 {
     fn build(&self, init: &TaskInit<'_>) -> Result<Box<dyn Node<K, Option<V>>>, StreamsError> {
         Ok(Box::new(RegroupRun {

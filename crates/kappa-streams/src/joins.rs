@@ -22,35 +22,37 @@ use crate::topology::lock;
 /// Looks each record up in a store and combines: `f(record, row)`; `None` drops.
 struct LookupOp<K, V, T, R, F> {
     store: String,
-    key_serde: Arc<dyn Serde<K>>,
-    row_serde: Arc<dyn Serde<T>>,
-    f: Arc<F>,
+    lookup: Arc<Lookup<K, T, F>>,
     children: Children<K, R>,
     _types: PhantomData<fn(V)>,
 }
 
-struct LookupRun<K, T, R, F> {
-    store: usize,
+/// A lookup's serdes and function, shared by the node of every task.
+struct Lookup<K, T, F> {
     key_serde: Arc<dyn Serde<K>>,
     row_serde: Arc<dyn Serde<T>>,
-    f: Arc<F>,
+    f: F,
+}
+
+struct LookupRun<K, T, R, F> {
+    store: usize,
+    lookup: Arc<Lookup<K, T, F>>,
     forward: Forward<K, R>,
 }
 
+// The factory asks only what its node asks (stated once, on the node's
+// impl) and what sharing the function between tasks asks.
 impl<K, V, T, R, F> NodeFactory<K, V> for LookupOp<K, V, T, R, F>
 where
     K: Data,
-    V: Data,
-    T: Data,
     R: Data,
-    F: Fn(V, Option<T>) -> Option<R> + Send + Sync + 'static,
+    F: Send + Sync,
+    LookupRun<K, T, R, F>: Node<K, V> + 'static,
 {
     fn build(&self, init: &TaskInit<'_>) -> Result<Box<dyn Node<K, V>>, StreamsError> {
         Ok(Box::new(LookupRun {
             store: init.store(&self.store)?,
-            key_serde: self.key_serde.clone(),
-            row_serde: self.row_serde.clone(),
-            f: self.f.clone(),
+            lookup: self.lookup.clone(),
             forward: Forward::build(&self.children, init)?,
         }))
     }
@@ -64,9 +66,10 @@ where
     F: Fn(V, Option<T>) -> Option<R> + Send + Sync + 'static,
 {
     fn process(&mut self, ctx: &mut TaskContext, key: K, value: V) -> Result<(), StreamsError> {
-        let key_bytes = ctx.encode(&*self.key_serde, &key, "store key")?;
-        let row = ctx.store_get_decoded(self.store, &key_bytes, &*self.row_serde)?;
-        match (self.f)(value, row) {
+        let lookup = &*self.lookup;
+        let key_bytes = ctx.encode(&*lookup.key_serde, &key, "store key")?;
+        let row = ctx.store_get_decoded(self.store, &key_bytes, &*lookup.row_serde)?;
+        match (lookup.f)(value, row) {
             Some(r) => self.forward.send(ctx, key, r),
             None => Ok(()),
         }
@@ -88,9 +91,11 @@ fn lookup<K: Data, V: Data, T: Data, R: Data>(
         parent,
         Arc::new(LookupOp {
             store: store.0,
-            key_serde,
-            row_serde: store.1,
-            f: Arc::new(f),
+            lookup: Arc::new(Lookup {
+                key_serde,
+                row_serde: store.1,
+                f,
+            }),
             children,
             _types: PhantomData,
         }),

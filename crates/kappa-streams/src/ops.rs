@@ -76,11 +76,43 @@ pub(crate) struct SourceOp<K, V> {
     pub(crate) children: Children<K, V>,
 }
 
-struct SourceRun<K, V> {
+/// How a source decodes its records in one task: the serdes, and where
+/// the records that do not decode go.
+struct Decoder<K, V> {
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
-    timestamps: Option<TimestampExtractor<K, V>>,
     dead_letter: Option<Arc<str>>,
+}
+
+impl<K: 'static, V: 'static> Decoder<K, V> {
+    fn new(
+        key_serde: &Arc<dyn Serde<K>>,
+        value_serde: &Arc<dyn Serde<V>>,
+        init: &TaskInit<'_>,
+    ) -> Self {
+        Self {
+            key_serde: key_serde.clone(),
+            value_serde: value_serde.clone(),
+            dead_letter: init.dead_letter_topic.clone(),
+        }
+    }
+
+    /// The record's key; `None` when it went to the dead-letter topic.
+    fn key(&self, ctx: &mut TaskContext, r: &Record) -> Result<Option<K>, StreamsError> {
+        let dl = self.dead_letter.as_ref();
+        decode(ctx, dl, r, &*self.key_serde, r.key.as_ref(), "key")
+    }
+
+    /// The record's value; `None` when it went to the dead-letter topic.
+    fn value(&self, ctx: &mut TaskContext, r: &Record) -> Result<Option<V>, StreamsError> {
+        let dl = self.dead_letter.as_ref();
+        decode(ctx, dl, r, &*self.value_serde, r.value.as_ref(), "value")
+    }
+}
+
+struct SourceRun<K, V> {
+    decoder: Decoder<K, V>,
+    timestamps: Option<TimestampExtractor<K, V>>,
     forward: Forward<K, V>,
 }
 
@@ -91,10 +123,8 @@ impl<K: Data, V: Data> SourceFactory for SourceOp<K, V> {
 
     fn build(&self, init: &TaskInit<'_>) -> Result<Box<dyn SourceNode>, StreamsError> {
         Ok(Box::new(SourceRun {
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
+            decoder: Decoder::new(&self.key_serde, &self.value_serde, init),
             timestamps: self.timestamps.clone(),
-            dead_letter: init.dead_letter_topic.clone(),
             forward: Forward::build(&self.children, init)?,
         }))
     }
@@ -102,11 +132,10 @@ impl<K: Data, V: Data> SourceFactory for SourceOp<K, V> {
 
 impl<K: Data, V: Data> SourceNode for SourceRun<K, V> {
     fn process(&mut self, ctx: &mut TaskContext, r: &Record) -> Result<(), StreamsError> {
-        let dl = self.dead_letter.as_ref();
-        let Some(key) = decode(ctx, dl, r, &*self.key_serde, r.key.as_ref(), "key")? else {
+        let Some(key) = self.decoder.key(ctx, r)? else {
             return Ok(());
         };
-        let Some(value) = decode(ctx, dl, r, &*self.value_serde, r.value.as_ref(), "value")? else {
+        let Some(value) = self.decoder.value(ctx, r)? else {
             return Ok(());
         };
         let timestamp = match &self.timestamps {
@@ -133,9 +162,7 @@ pub(crate) struct TableSourceOp<K, V> {
 
 struct TableSourceRun<K, V> {
     store: usize,
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
-    dead_letter: Option<Arc<str>>,
+    decoder: Decoder<K, V>,
     forward: Forward<K, Option<V>>,
 }
 
@@ -147,9 +174,7 @@ impl<K: Data, V: Data> SourceFactory for TableSourceOp<K, V> {
     fn build(&self, init: &TaskInit<'_>) -> Result<Box<dyn SourceNode>, StreamsError> {
         Ok(Box::new(TableSourceRun {
             store: init.store(&self.store)?,
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
-            dead_letter: init.dead_letter_topic.clone(),
+            decoder: Decoder::new(&self.key_serde, &self.value_serde, init),
             forward: Forward::build(&self.children, init)?,
         }))
     }
@@ -157,16 +182,15 @@ impl<K: Data, V: Data> SourceFactory for TableSourceOp<K, V> {
 
 impl<K: Data, V: Data> SourceNode for TableSourceRun<K, V> {
     fn process(&mut self, ctx: &mut TaskContext, r: &Record) -> Result<(), StreamsError> {
-        let dl = self.dead_letter.as_ref();
-        let Some(key) = decode(ctx, dl, r, &*self.key_serde, r.key.as_ref(), "key")? else {
+        let Some(key) = self.decoder.key(ctx, r)? else {
             return Ok(());
         };
         // Stored under the serde's encoding of the key, as lookups encode it,
         // so two encodings of one key (JSON field order) are one row.
-        let key_bytes = ctx.encode(&*self.key_serde, &key, "store key")?;
+        let key_bytes = ctx.encode(&*self.decoder.key_serde, &key, "store key")?;
         let value = match &r.value {
             None => None,
-            Some(_) => match decode(ctx, dl, r, &*self.value_serde, r.value.as_ref(), "value")? {
+            Some(_) => match self.decoder.value(ctx, r)? {
                 Some(v) => Some(v),
                 None => return Ok(()),
             },

@@ -80,7 +80,7 @@ pub trait Processor<K, V, KOut, VOut>: Send + 'static {
 pub struct StoreHandle<K, V> {
     name: Arc<str>,
     key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
+    pub(crate) value_serde: Arc<dyn Serde<V>>,
 }
 
 impl<K, V> Clone for StoreHandle<K, V> {
@@ -178,6 +178,18 @@ impl<KOut: Data, VOut: Data> ProcessorContext<'_, KOut, VOut> {
         self.store_index(&store.name)
     }
 
+    /// Where `key` lives: the store's index in this task and the key as
+    /// the store holds it.
+    pub(crate) fn entry<K: 'static, V>(
+        &mut self,
+        store: &StoreHandle<K, V>,
+        key: &K,
+    ) -> Result<(usize, Bytes), StreamsError> {
+        let i = self.index(store)?;
+        let k = self.task.encode(&*store.key_serde, key, "store key")?;
+        Ok((i, k))
+    }
+
     pub(crate) fn store_index(&self, name: &str) -> Result<usize, StreamsError> {
         self.stores
             .iter()
@@ -202,8 +214,7 @@ impl<KOut: Data, VOut: Data> ProcessorContext<'_, KOut, VOut> {
         store: &StoreHandle<K, V>,
         key: &K,
     ) -> Result<Option<V>, StreamsError> {
-        let i = self.index(store)?;
-        let k = self.task.encode(&*store.key_serde, key, "store key")?;
+        let (i, k) = self.entry(store, key)?;
         match self.task.store_get(i, &k)? {
             Some(bytes) => store
                 .value_serde
@@ -228,8 +239,7 @@ impl<KOut: Data, VOut: Data> ProcessorContext<'_, KOut, VOut> {
         key: &K,
         value: &V,
     ) -> Result<(), StreamsError> {
-        let i = self.index(store)?;
-        let k = self.task.encode(&*store.key_serde, key, "store key")?;
+        let (i, k) = self.entry(store, key)?;
         let v = self
             .task
             .encode(&*store.value_serde, value, "store value")?;
@@ -247,8 +257,7 @@ impl<KOut: Data, VOut: Data> ProcessorContext<'_, KOut, VOut> {
         store: &StoreHandle<K, V>,
         key: &K,
     ) -> Result<(), StreamsError> {
-        let i = self.index(store)?;
-        let k = self.task.encode(&*store.key_serde, key, "store key")?;
+        let (i, k) = self.entry(store, key)?;
         self.task.store_put(i, k, None);
         Ok(())
     }
@@ -346,14 +355,14 @@ struct ProcessRun<P, KOut, VOut> {
     forward: Forward<KOut, VOut>,
 }
 
+// The factory asks only what its node asks (stated once, on the node's
+// impl), plus a supplier to make the processor with.
 impl<K, V, KOut, VOut, P, S> NodeFactory<K, V> for ProcessOp<K, V, KOut, VOut, S>
 where
-    K: Data,
-    V: Data,
     KOut: Data,
     VOut: Data,
-    P: Processor<K, V, KOut, VOut>,
     S: Fn() -> P + Send + Sync + 'static,
+    ProcessRun<P, KOut, VOut>: Node<K, V> + 'static,
 {
     fn build(&self, init: &TaskInit<'_>) -> Result<Box<dyn Node<K, V>>, StreamsError> {
         let mut stores = Vec::with_capacity(self.stores.len());

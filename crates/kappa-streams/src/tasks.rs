@@ -35,21 +35,26 @@ pub struct TaskState {
     pub last_restore_ms: u64,
 }
 
+/// What the tasks of one application share, fixed while it runs.
+pub(crate) struct AppContext {
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) topology: Topology,
+    pub(crate) config: StreamsConfig,
+    pub(crate) plan: Plan,
+    pub(crate) globals: Arc<GlobalStores>,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) registry: Option<Arc<Registry>>,
+}
+
 /// The tasks of one application in this process.
 pub(crate) struct Tasks {
-    log: Arc<dyn Log>,
-    topology: Topology,
-    config: StreamsConfig,
-    plan: Plan,
-    globals: Arc<GlobalStores>,
-    progress: Arc<Progress>,
+    app: AppContext,
     running: Mutex<Vec<Running>>,
     /// Held while claiming, so a revocation waits for a claim to end.
     claiming: Mutex<()>,
     state: Mutex<TaskState>,
     next_worker: AtomicUsize,
     rebalances: AtomicU64,
-    registry: Option<Arc<Registry>>,
     /// The first error a worker stopped by a revocation ended with.
     failure: Mutex<Option<StreamsError>>,
     /// The group membership ([`crate::Assignment::Group`]); dropping it leaves.
@@ -59,28 +64,14 @@ pub(crate) struct Tasks {
 }
 
 impl Tasks {
-    pub(crate) fn new(
-        log: Arc<dyn Log>,
-        topology: Topology,
-        config: StreamsConfig,
-        plan: Plan,
-        globals: Arc<GlobalStores>,
-        progress: Arc<Progress>,
-        registry: Option<Arc<Registry>>,
-    ) -> Self {
+    pub(crate) fn new(app: AppContext) -> Self {
         Self {
-            log,
-            topology,
-            config,
-            plan,
-            globals,
-            progress,
+            app,
             running: Mutex::new(Vec::new()),
             claiming: Mutex::new(()),
             state: Mutex::new(TaskState::default()),
             next_worker: AtomicUsize::new(0),
             rebalances: AtomicU64::new(0),
-            registry,
             failure: Mutex::new(None),
             membership: Mutex::new(None),
             assigned: Mutex::new(Vec::new()),
@@ -89,13 +80,13 @@ impl Tasks {
 
     /// The changelog partitions holding the stores of `tasks`.
     pub(crate) fn changelogs(&self, tasks: &[u32]) -> Vec<TopicPartition> {
-        let app = &self.config.application_id;
+        let app = &self.app.config.application_id;
         let positions = kappa_log::task_changelog(app);
         let mut out: Vec<TopicPartition> = tasks
             .iter()
             .map(|p| TopicPartition::new(positions.as_str(), *p))
             .collect();
-        for store in self.topology.stores() {
+        for store in self.app.topology.stores() {
             let changelog = format!("{app}-{}-changelog", store.name);
             if kappa_log::validate_topic_name(&changelog).is_ok() {
                 out.extend(
@@ -121,10 +112,11 @@ impl Tasks {
         self.rebalances.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let changelogs = self.changelogs(tasks);
-        tracing::info!(app = %self.config.application_id, ?tasks, changelogs = changelogs.len(), "claiming tasks: restoring their state");
+        tracing::info!(app = %self.app.config.application_id, ?tasks, changelogs = changelogs.len(), "claiming tasks: restoring their state");
         let claimed = self
+            .app
             .log
-            .claim_tasks(&self.config.application_id, tasks, &changelogs);
+            .claim_tasks(&self.app.config.application_id, tasks, &changelogs);
         let restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         {
             let mut s = lock(&self.state);
@@ -132,10 +124,10 @@ impl Tasks {
             s.last_restore_ms = restore_ms;
         }
         claimed?;
-        tracing::info!(app = %self.config.application_id, ?tasks, restore_ms, "tasks claimed");
+        tracing::info!(app = %self.app.config.application_id, ?tasks, restore_ms, "tasks claimed");
         self.start_workers(tasks)?;
         drop(claiming);
-        if let Some(registry) = &self.registry {
+        if let Some(registry) = &self.app.registry {
             registry.publish(&self.running_tasks(), &lock(&self.assigned))?;
         }
         Ok(())
@@ -146,7 +138,7 @@ impl Tasks {
         if tasks.is_empty() {
             return Ok(());
         }
-        let threads = self.config.num_threads.clamp(1, tasks.len());
+        let threads = self.app.config.num_threads.clamp(1, tasks.len());
         let mut running = lock(&self.running);
         for i in 0..threads {
             let mine: Vec<u32> = tasks
@@ -156,22 +148,22 @@ impl Tasks {
                 .map(|(_, p)| *p)
                 .collect();
             let mut worker = Worker::new(
-                self.log.clone(),
-                &self.topology,
-                &self.config,
-                &self.plan,
+                self.app.log.clone(),
+                &self.app.topology,
+                &self.app.config,
+                &self.app.plan,
                 &mine,
-                self.globals.clone(),
+                self.app.globals.clone(),
             )?;
             worker.index = self.next_worker.fetch_add(1, Ordering::Relaxed);
             let stop = Arc::new(AtomicBool::new(false));
-            let progress = self.progress.clone();
-            let interval = self.config.commit_interval;
+            let progress = self.app.progress.clone();
+            let interval = self.app.config.commit_interval;
             let flag = stop.clone();
             let handle = std::thread::Builder::new()
                 .name(format!(
                     "kappa-streams-{}-{}",
-                    self.config.application_id, worker.index
+                    self.app.config.application_id, worker.index
                 ))
                 .spawn(move || {
                     // Reports a failure even when the worker panics, so waiters wake.
@@ -232,7 +224,11 @@ impl Tasks {
                 first = result;
             }
         }
-        if let Err(e) = self.log.release_tasks(&self.config.application_id, tasks) {
+        if let Err(e) = self
+            .app
+            .log
+            .release_tasks(&self.app.config.application_id, tasks)
+        {
             tracing::warn!(error = %e, "releasing tasks failed");
         }
         restart.sort_unstable();
@@ -250,7 +246,7 @@ impl Tasks {
     pub(crate) fn stop_all(&self) -> Result<(), StreamsError> {
         let all = self.running_tasks();
         let result = self.stop(&all);
-        if let Some(registry) = &self.registry
+        if let Some(registry) = &self.app.registry
             && let Err(e) = registry.publish(&[], &[])
         {
             tracing::warn!(error = %e, "could not tell the registry this instance left");
@@ -290,7 +286,7 @@ pub(crate) fn manage(
     assigned: &mpsc::Receiver<Vec<u32>>,
     stop: &AtomicBool,
 ) -> Result<(), StreamsError> {
-    let standby = tasks.config.num_standby_replicas > 0;
+    let standby = tasks.app.config.num_standby_replicas > 0;
     let mut next_warm = Instant::now();
     let mut unheld_since: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) {
@@ -312,9 +308,9 @@ pub(crate) fn manage(
         // joins, or tell only one member that a member left: tasks can be
         // left with no live holder. When the registry shows that for a
         // while, rejoin (which makes the broker redo the assignment).
-        if let Some(registry) = &tasks.registry {
+        if let Some(registry) = &tasks.app.registry {
             let mine = lock(&tasks.assigned).clone();
-            let unheld = registry.unheld(&mine, tasks.plan.partitions);
+            let unheld = registry.unheld(&mine, tasks.app.plan.partitions);
             if unheld.is_empty() {
                 unheld_since = None;
             } else {
@@ -330,11 +326,11 @@ pub(crate) fn manage(
         }
         if standby && Instant::now() >= next_warm {
             let running = tasks.running_tasks();
-            let others: Vec<u32> = (0..tasks.plan.partitions)
+            let others: Vec<u32> = (0..tasks.app.plan.partitions)
                 .filter(|t| !running.contains(t))
                 .collect();
             let changelogs = tasks.changelogs(&others);
-            match tasks.log.warm_changelogs(&changelogs) {
+            match tasks.app.log.warm_changelogs(&changelogs) {
                 Ok(n) if n > 0 => tracing::debug!(records = n, "standby copies warmed"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "warming standby copies failed"),

@@ -270,6 +270,13 @@ impl Topology {
         self.graph.sinks.iter().map(|t| t.resolve(app)).collect()
     }
 
+    /// The internal topics (repartitions), named after `app`: the runtime
+    /// creates them itself, where inputs must exist beforehand.
+    pub(crate) fn internal_topics(&self, app: &str) -> Vec<String> {
+        let internal = self.graph.internal_topics.iter();
+        internal.map(|s| format!("{app}-{s}")).collect()
+    }
+
     /// The stores declared.
     pub fn stores(&self) -> &[StoreSpec] {
         &self.graph.stores

@@ -5,33 +5,30 @@
 //! → `0x01 value` or `0x00` (deleted from then on). Versions older than the
 //! history retention are dropped, except the one still valid at its edge.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kappa_log::LogError;
 
 use crate::error::StreamsError;
-use crate::processor::ProcessorContext;
+use crate::processor::{ProcessorContext, StoreHandle};
 use crate::serde::Serde;
 use crate::store::ReadOnlyStore;
-use crate::topology::{Materialized, StreamsBuilder, lock};
+use crate::topology::{Materialized, StreamsBuilder};
+use crate::windowing::ms;
 
 /// A typed handle on a versioned store declared with
 /// [`StreamsBuilder::add_versioned_store`].
 pub struct VersionedStoreHandle<K, V> {
-    pub(crate) name: Arc<str>,
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
+    /// The key-value store underneath, one entry per version.
+    base: StoreHandle<K, V>,
     history_ms: i64,
 }
 
 impl<K, V> Clone for VersionedStoreHandle<K, V> {
     fn clone(&self) -> Self {
         Self {
-            name: self.name.clone(),
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
+            base: self.base.clone(),
             history_ms: self.history_ms,
         }
     }
@@ -40,7 +37,7 @@ impl<K, V> Clone for VersionedStoreHandle<K, V> {
 impl<K, V> VersionedStoreHandle<K, V> {
     /// The store's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.base.name()
     }
 }
 
@@ -54,13 +51,9 @@ impl StreamsBuilder {
         value_serde: impl Serde<V>,
         history: Duration,
     ) -> VersionedStoreHandle<K, V> {
-        let name: Arc<str> = store.0.name.as_str().into();
-        lock(self.graph()).stores.push(store.0);
         VersionedStoreHandle {
-            name,
-            key_serde: Arc::new(key_serde),
-            value_serde: Arc::new(value_serde),
-            history_ms: i64::try_from(history.as_millis()).unwrap_or(i64::MAX),
+            base: self.add_state_store(store, key_serde, value_serde),
+            history_ms: ms(history),
         }
     }
 }
@@ -113,11 +106,12 @@ impl<KOut: crate::node::Data, VOut: crate::node::Data> ProcessorContext<'_, KOut
         value: Option<&V>,
         valid_from: i64,
     ) -> Result<(), StreamsError> {
-        let i = self.store_index(&store.name)?;
-        let k = self.task().encode(&*store.key_serde, key, "store key")?;
+        let (i, k) = self.entry(&store.base, key)?;
         let encoded = match value {
             Some(v) => {
-                let v = self.task().encode(&*store.value_serde, v, "store value")?;
+                let v = self
+                    .task()
+                    .encode(&*store.base.value_serde, v, "store value")?;
                 let mut b = Vec::with_capacity(1 + v.len());
                 b.push(1);
                 b.extend_from_slice(&v);
@@ -152,18 +146,16 @@ impl<KOut: crate::node::Data, VOut: crate::node::Data> ProcessorContext<'_, KOut
         key: &K,
         as_of: i64,
     ) -> Result<Option<(V, i64)>, StreamsError> {
-        let i = self.store_index(&store.name)?;
-        let k = self.task().encode(&*store.key_serde, key, "store key")?;
+        let (i, k) = self.entry(&store.base, key)?;
         let entries = self.task().store_scan_prefix(i, &key_prefix(&k))?;
         match pick(&entries, as_of) {
             Some((from, Some(bytes))) => {
-                let v = store
-                    .value_serde
-                    .deserialize(&bytes)
-                    .map_err(|e| StreamsError::Store {
-                        store: store.name.to_string(),
+                let v = store.base.value_serde.deserialize(&bytes).map_err(|e| {
+                    StreamsError::Store {
+                        store: store.name().to_owned(),
                         detail: e.0,
-                    })?;
+                    }
+                })?;
                 Ok(Some((v, from)))
             }
             _ => Ok(None),

@@ -9,33 +9,30 @@
 //! order. Windows that start more than the retention before stream time are
 //! dropped when their key is written.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kappa_log::LogError;
 
 use crate::error::StreamsError;
-use crate::processor::ProcessorContext;
+use crate::processor::{ProcessorContext, StoreHandle};
 use crate::serde::Serde;
 use crate::store::ReadOnlyStore;
-use crate::topology::{Materialized, StreamsBuilder, lock};
+use crate::topology::{Materialized, StreamsBuilder};
 use crate::versioned::{key_prefix, valid_from_of, version_key};
+use crate::windowing::ms;
 
 /// A typed handle on a window store declared with [`StreamsBuilder::add_window_store`].
 pub struct WindowStoreHandle<K, V> {
-    pub(crate) name: Arc<str>,
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
+    /// The key-value store underneath, one entry per window.
+    base: StoreHandle<K, V>,
     retention_ms: i64,
 }
 
 impl<K, V> Clone for WindowStoreHandle<K, V> {
     fn clone(&self) -> Self {
         Self {
-            name: self.name.clone(),
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
+            base: self.base.clone(),
             retention_ms: self.retention_ms,
         }
     }
@@ -44,7 +41,7 @@ impl<K, V> Clone for WindowStoreHandle<K, V> {
 impl<K, V> WindowStoreHandle<K, V> {
     /// The store's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.base.name()
     }
 }
 
@@ -66,13 +63,9 @@ impl StreamsBuilder {
         value_serde: impl Serde<V>,
         retention: Duration,
     ) -> WindowStoreHandle<K, V> {
-        let name: Arc<str> = store.0.name.as_str().into();
-        lock(self.graph()).stores.push(store.0);
         WindowStoreHandle {
-            name,
-            key_serde: Arc::new(key_serde),
-            value_serde: Arc::new(value_serde),
-            retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+            base: self.add_state_store(store, key_serde, value_serde),
+            retention_ms: ms(retention),
         }
     }
 }
@@ -99,10 +92,12 @@ impl<KOut: crate::node::Data, VOut: crate::node::Data> ProcessorContext<'_, KOut
         start: i64,
         value: Option<&V>,
     ) -> Result<(), StreamsError> {
-        let i = self.store_index(&store.name)?;
-        let k = self.task().encode(&*store.key_serde, key, "store key")?;
+        let (i, k) = self.entry(&store.base, key)?;
         let v = match value {
-            Some(v) => Some(self.task().encode(&*store.value_serde, v, "store value")?),
+            Some(v) => Some(
+                self.task()
+                    .encode(&*store.base.value_serde, v, "store value")?,
+            ),
             None => None,
         };
         self.task().store_put(i, version_key(&k, start), v);
@@ -129,10 +124,9 @@ impl<KOut: crate::node::Data, VOut: crate::node::Data> ProcessorContext<'_, KOut
         key: &K,
         start: i64,
     ) -> Result<Option<V>, StreamsError> {
-        let i = self.store_index(&store.name)?;
-        let k = self.task().encode(&*store.key_serde, key, "store key")?;
+        let (i, k) = self.entry(&store.base, key)?;
         self.task()
-            .store_get_decoded(i, &version_key(&k, start), &*store.value_serde)
+            .store_get_decoded(i, &version_key(&k, start), &*store.base.value_serde)
     }
 
     /// `key`'s windows starting in `from..=to`, oldest first, as (start, value).
@@ -150,8 +144,7 @@ impl<KOut: crate::node::Data, VOut: crate::node::Data> ProcessorContext<'_, KOut
         if from > to {
             return Ok(Vec::new());
         }
-        let i = self.store_index(&store.name)?;
-        let k = self.task().encode(&*store.key_serde, key, "store key")?;
+        let (i, k) = self.entry(&store.base, key)?;
         let (prefix, after, last) = bounds(&k, from, to);
         let entries = self
             .task()
@@ -161,7 +154,7 @@ impl<KOut: crate::node::Data, VOut: crate::node::Data> ProcessorContext<'_, KOut
             if let Some(start) = valid_from_of(&e) {
                 out.push((
                     start,
-                    self.task().decode_stored(i, &*store.value_serde, &v)?,
+                    self.task().decode_stored(i, &*store.base.value_serde, &v)?,
                 ));
             }
         }

@@ -6,13 +6,12 @@
 
 mod common;
 
-use common::{collect, topology};
+use common::{collect, create_topics, driven, open_embedded, runtime_config, topology};
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log, ProducerRecord, TopicSpec};
-use kappa_streams::{Streams, StreamsConfig, TopologyTestDriver};
+use kappa_log::ProducerRecord;
+use kappa_streams::Streams;
 use proptest::prelude::*;
 
 const PARTITIONS: u32 = 2;
@@ -28,27 +27,18 @@ proptest! {
 
     #[test]
     fn driver_and_runtime_agree(inputs in prop::collection::vec((0..6u8, -50..50i64, 0..1000i64), 1..120)) {
-        let mut driver = TopologyTestDriver::new(topology(), PARTITIONS).unwrap();
-        for &(k, v, ts) in &inputs {
-            driver.pipe_record("in", input_record(k, v, ts)).unwrap();
-        }
+        let records: Vec<ProducerRecord> = inputs.iter().map(|&(k, v, ts)| input_record(k, v, ts)).collect();
+        let driver = driven(&records, PARTITIONS);
         let expected = collect(&**driver.log(), PARTITIONS);
         prop_assert!(expected.keys().any(|(t, _)| t == "sums"));
 
         let dir = tempfile::tempdir().unwrap();
-        let log: Arc<dyn Log> = Arc::new(
-            EmbeddedLog::open_with(dir.path(), EmbeddedOptions::default().durability(Durability::Never)).unwrap(),
-        );
-        for t in ["in", "doubled", "sums", "parity"] {
-            log.create_topic(&TopicSpec::new(t, PARTITIONS)).unwrap();
-        }
-        let mut config = StreamsConfig::new("agree");
-        config.num_threads = 2;
-        config.commit_interval = Duration::from_millis(5);
-        config.fetch_records_max = 7;
+        let log = open_embedded(dir.path());
+        create_topics(&*log, PARTITIONS);
+        let config = runtime_config("agree", Duration::from_millis(5), 7);
         let streams = Streams::start(log.clone(), topology(), config).unwrap();
-        for chunk in inputs.chunks(10) {
-            log.append("in", chunk.iter().map(|&(k, v, ts)| input_record(k, v, ts)).collect()).unwrap();
+        for chunk in records.chunks(10) {
+            log.append("in", chunk.to_vec()).unwrap();
         }
         streams.wait_for_inputs().unwrap();
         let sums = streams.store("sums");

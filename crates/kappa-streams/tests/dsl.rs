@@ -3,28 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::{json_table, pipe, s, strings};
+
 use kappa_log::{Log, ProducerRecord};
 use kappa_streams::provenance::{CAUSATION_HEADER, CORRELATION_HEADER, SOURCE_HEADER};
 use kappa_streams::{
     ERROR_HEADER, I64, Json, Materialized, StreamsBuilder, StreamsConfig, StreamsError,
     TopologyTestDriver, Utf8,
 };
-
-fn s(v: &str) -> String {
-    v.to_owned()
-}
-
-fn pipe(d: &mut TopologyTestDriver, topic: &str, key: &str, value: &str, ts: i64) {
-    d.pipe(topic, &Utf8, &s(key), &Utf8, &s(value), ts).unwrap();
-}
-
-fn strings(d: &mut TopologyTestDriver, topic: &str) -> Vec<(String, Option<String>)> {
-    d.read_output(topic, &Utf8, &Utf8)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v, _)| (k, v))
-        .collect()
-}
 
 #[test]
 fn stateless_steps_filter_map_flat_map_and_peek() {
@@ -153,15 +141,10 @@ fn count_reduce_and_aggregate_emit_the_new_value_after_every_record() {
 #[test]
 fn a_table_from_a_topic_upserts_and_deletes_on_tombstones() {
     let b = StreamsBuilder::new();
-    b.table(
-        "limits",
-        Utf8,
-        Json::<i64>::new(),
-        Materialized::in_memory("limits"),
-    )
-    .filter(|_, limit| *limit > 0)
-    .map_values(|limit| limit * 100)
-    .to("limits-cents", Utf8, Json::<i64>::new());
+    json_table(&b, "limits", Materialized::in_memory("limits"))
+        .filter(|_, limit: &i64| *limit > 0)
+        .map_values(|limit| limit * 100)
+        .to("limits-cents", Utf8, Json::<i64>::new());
     let mut d = TopologyTestDriver::new(b.build().unwrap(), 1).unwrap();
     d.pipe("limits", &Utf8, &s("card-1"), &Json::new(), &5i64, 1)
         .unwrap();

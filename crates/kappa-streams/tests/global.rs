@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::{pipe, strings};
+
 use std::sync::Arc;
 
 use kappa_log::{FetchLimits, Log, MemoryLog, ProducerRecord, TopicPartition, TopicSpec};
@@ -34,15 +38,7 @@ fn topology() -> Topology {
 fn a_stream_joins_a_global_table_on_a_key_of_its_choosing() {
     let mut d = TopologyTestDriver::new(topology(), 3).unwrap();
     let merchant = |d: &mut TopologyTestDriver, id: &str, name: &str| {
-        d.pipe(
-            "merchants",
-            &Utf8,
-            &id.to_owned(),
-            &Utf8,
-            &name.to_owned(),
-            0,
-        )
-        .unwrap();
+        pipe(d, "merchants", id, name, 0);
     };
     let auth = |d: &mut TopologyTestDriver, card: &str, m: &str, amount: i64| {
         d.pipe(
@@ -60,22 +56,20 @@ fn a_stream_joins_a_global_table_on_a_key_of_its_choosing() {
     auth(&mut d, "card-2", "m2", 7); // no such merchant yet
     merchant(&mut d, "m2", "Books");
     auth(&mut d, "card-3", "m2", 9);
-    let mut named: Vec<String> = d
-        .read_output("named", &Utf8, &Utf8)
-        .unwrap()
-        .into_iter()
-        .map(|(_, v, _)| v.unwrap())
-        .collect();
-    named.sort();
-    assert_eq!(named, ["Books:9", "Cafe:5"]);
-    let mut all: Vec<String> = d
-        .read_output("all", &Utf8, &Utf8)
-        .unwrap()
-        .into_iter()
-        .map(|(_, v, _)| v.unwrap())
-        .collect();
-    all.sort();
-    assert_eq!(all, ["m1=Some(\"Cafe\")", "m2=None", "m2=Some(\"Books\")"]);
+    // Sorted: the auths' tasks emit in no order relative to each other.
+    let sorted_values = |d: &mut TopologyTestDriver, topic: &str| {
+        let mut values: Vec<String> = strings(d, topic)
+            .into_iter()
+            .map(|(_, v)| v.unwrap())
+            .collect();
+        values.sort();
+        values
+    };
+    assert_eq!(sorted_values(&mut d, "named"), ["Books:9", "Cafe:5"]);
+    assert_eq!(
+        sorted_values(&mut d, "all"),
+        ["m1=Some(\"Cafe\")", "m2=None", "m2=Some(\"Books\")"]
+    );
 }
 
 #[test]

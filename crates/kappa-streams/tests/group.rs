@@ -9,29 +9,20 @@
 
 mod common;
 
-use common::{collect, recomputed_sums, topology};
+use common::{
+    collect, create_topics, decoded_sums, driven, recomputed_sums, runtime_config, topology,
+    varied_inputs,
+};
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kappa_kafka::testing::{ApacheKafka, Tansu};
 use kappa_kafka::{KafkaConfig, KafkaLog};
-use kappa_log::{Log, ProducerRecord, TopicPartition, TopicSpec};
-use kappa_streams::{Assignment, Streams, StreamsConfig, TaskOwner, TopologyTestDriver};
+use kappa_log::{Log, TopicPartition};
+use kappa_streams::{Assignment, Streams, TaskOwner};
 
 const PARTITIONS: u32 = 4;
-
-fn inputs() -> Vec<ProducerRecord> {
-    (0..400i64)
-        .map(|i| {
-            let v = (i * 37 % 81) - 40;
-            ProducerRecord::value(v.to_string())
-                .with_key(format!("k{}", i * 5 % 11))
-                .with_timestamp(1_000 + i)
-        })
-        .collect()
-}
 
 /// Opens instance `name`'s log, its state in `state/name`, with the
 /// broker's settings from `config`.
@@ -46,10 +37,7 @@ fn open(
 }
 
 fn start(log: &Arc<dyn Log>, name: &str) -> Streams {
-    let mut config = StreamsConfig::new("shared");
-    config.num_threads = 2;
-    config.commit_interval = Duration::from_millis(20);
-    config.fetch_records_max = 50;
+    let mut config = runtime_config("shared", Duration::from_millis(20), 50);
     config.assignment = Assignment::Group;
     config.application_server = Some(format!("http://{name}"));
     Streams::start(log.clone(), topology(), config).unwrap()
@@ -105,17 +93,11 @@ fn instances_split_the_tasks_and_one_takes_over_when_the_other_leaves(
     config: &dyn Fn(&std::path::Path) -> KafkaConfig,
 ) {
     let state = tempfile::tempdir().unwrap();
-    let input = inputs();
-    let mut driver = TopologyTestDriver::new(topology(), PARTITIONS).unwrap();
-    for r in &input {
-        driver.pipe_record("in", r.clone()).unwrap();
-    }
-    let expected = collect(&**driver.log(), PARTITIONS);
+    let input = varied_inputs(400, 11);
+    let expected = collect(&**driven(&input, PARTITIONS).log(), PARTITIONS);
 
     let log_a = open(config, "a", state.path());
-    for t in ["in", "doubled", "sums", "parity"] {
-        log_a.create_topic(&TopicSpec::new(t, PARTITIONS)).unwrap();
-    }
+    create_topics(&*log_a, PARTITIONS);
     let a = start(&log_a, "a");
     let log_b = open(config, "b", state.path());
     let b = start(&log_b, "b");
@@ -168,10 +150,9 @@ fn instances_split_the_tasks_and_one_takes_over_when_the_other_leaves(
         expected,
         "outputs equal the driver's: each input once, across the handover"
     );
-    let recomputed = recomputed_sums(&input);
-    let stored: BTreeMap<Vec<u8>, i64> = sums
-        .into_iter()
-        .map(|(k, v)| (k.to_vec(), serde_json::from_slice(&v).unwrap()))
-        .collect();
-    assert_eq!(stored, recomputed, "b's store equals a recomputation");
+    assert_eq!(
+        decoded_sums(sums),
+        recomputed_sums(&input),
+        "b's store equals a recomputation"
+    );
 }

@@ -2,16 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::{json_table, s, strings};
+
 use std::sync::Arc;
 
 use kappa_log::{Log, MemoryLog, ProducerRecord, TopicSpec};
 use kappa_streams::{
     Json, Materialized, Streams, StreamsBuilder, StreamsConfig, TopologyTestDriver, Utf8,
 };
-
-fn s(v: &str) -> String {
-    v.to_owned()
-}
 
 fn put(d: &mut TopologyTestDriver, topic: &str, key: &str, value: Option<i64>) {
     let record = ProducerRecord {
@@ -23,23 +23,10 @@ fn put(d: &mut TopologyTestDriver, topic: &str, key: &str, value: Option<i64>) {
     d.pipe_record(topic, record).unwrap();
 }
 
-fn output(d: &mut TopologyTestDriver, topic: &str) -> Vec<(String, Option<String>)> {
-    d.read_output(topic, &Utf8, &Utf8)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v, _)| (k, v))
-        .collect()
-}
-
 #[test]
 fn stream_table_join_looks_up_the_current_row_and_table_updates_emit_nothing() {
     let b = StreamsBuilder::new();
-    let limits = b.table(
-        "limits",
-        Utf8,
-        Json::<i64>::new(),
-        Materialized::in_memory("limits"),
-    );
+    let limits = json_table::<i64>(&b, "limits", Materialized::in_memory("limits"));
     let spends = b.stream("spends", Utf8, Json::<i64>::new());
     spends
         .join(&limits, Utf8, |spend, limit| format!("{spend}/{limit}"))
@@ -56,14 +43,14 @@ fn stream_table_join_looks_up_the_current_row_and_table_updates_emit_nothing() {
     put(&mut d, "limits", "card-1", None); // tombstone removes the row
     put(&mut d, "spends", "card-1", Some(11));
     assert_eq!(
-        output(&mut d, "inner"),
+        strings(&mut d, "inner"),
         [
             (s("card-1"), Some(s("7/100"))),
             (s("card-1"), Some(s("9/200")))
         ]
     );
     assert_eq!(
-        output(&mut d, "left"),
+        strings(&mut d, "left"),
         [
             (s("card-1"), Some(s("5/None"))),
             (s("card-1"), Some(s("7/Some(100)"))),
@@ -76,18 +63,8 @@ fn stream_table_join_looks_up_the_current_row_and_table_updates_emit_nothing() {
 #[test]
 fn table_table_joins_emit_on_updates_from_either_side() {
     let b = StreamsBuilder::new();
-    let left = b.table(
-        "left",
-        Utf8,
-        Json::<i64>::new(),
-        Materialized::in_memory("l"),
-    );
-    let right = b.table(
-        "right",
-        Utf8,
-        Json::<i64>::new(),
-        Materialized::persistent("r"),
-    );
+    let left = json_table::<i64>(&b, "left", Materialized::in_memory("l"));
+    let right = json_table::<i64>(&b, "right", Materialized::persistent("r"));
     left.join(&right, Utf8, |l, r| format!("{l}+{r}"))
         .to("inner", Utf8, Utf8);
     left.left_join(&right, Utf8, |l, r| format!("{l}+{r:?}"))
@@ -101,12 +78,12 @@ fn table_table_joins_emit_on_updates_from_either_side() {
     put(&mut d, "right", "k", None);
     // Inner: nothing while the other side is empty; a deletion once it breaks.
     assert_eq!(
-        output(&mut d, "inner"),
+        strings(&mut d, "inner"),
         [(s("k"), Some(s("1+2"))), (s("k"), None)]
     );
     // Left: every left change; right changes only while a left row exists.
     assert_eq!(
-        output(&mut d, "left-out"),
+        strings(&mut d, "left-out"),
         [
             (s("k"), Some(s("1+None"))),
             (s("k"), Some(s("1+Some(2)"))),
@@ -114,7 +91,7 @@ fn table_table_joins_emit_on_updates_from_either_side() {
         ]
     );
     assert_eq!(
-        output(&mut d, "outer"),
+        strings(&mut d, "outer"),
         [
             (s("k"), Some(s("Some(1)+None"))),
             (s("k"), Some(s("Some(1)+Some(2)"))),

@@ -10,17 +10,19 @@
 
 mod common;
 
-use common::{collect, recomputed_sums, topology};
+use common::{
+    collect, create_topics, decoded_sums, driven, open_embedded, recomputed_sums, runtime_config,
+    topology, varied_inputs,
+};
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kappa_kafka::testing::{ApacheKafka, MockBroker, Tansu};
 use kappa_kafka::{KafkaConfig, KafkaLog};
-use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log, ProducerRecord, TopicSpec};
-use kappa_streams::{Streams, StreamsConfig, TopologyTestDriver};
+use kappa_log::{EmbeddedLog, Log, ProducerRecord};
+use kappa_streams::Streams;
 
 const PARTITIONS: u32 = 3;
 
@@ -33,13 +35,7 @@ struct Embedded;
 
 impl Backend for Embedded {
     fn open(&self, state: &Path) -> Arc<dyn Log> {
-        Arc::new(
-            EmbeddedLog::open_with(
-                state,
-                EmbeddedOptions::default().durability(Durability::Never),
-            )
-            .unwrap(),
-        )
+        open_embedded(state)
     }
 }
 
@@ -81,23 +77,8 @@ impl Backend for KafkaKappaNode {
     }
 }
 
-fn inputs() -> Vec<ProducerRecord> {
-    // A fixed, varied sequence: keys k0..k6, values -40..40.
-    (0..240i64)
-        .map(|i| {
-            let v = (i * 37 % 81) - 40;
-            ProducerRecord::value(v.to_string())
-                .with_key(format!("k{}", i * 5 % 7))
-                .with_timestamp(1_000 + i)
-        })
-        .collect()
-}
-
 fn run(log: &Arc<dyn Log>, records: &[ProducerRecord]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut config = StreamsConfig::new("suite");
-    config.num_threads = 2;
-    config.commit_interval = Duration::from_millis(20);
-    config.fetch_records_max = 50;
+    let config = runtime_config("suite", Duration::from_millis(20), 50);
     let streams = Streams::start(log.clone(), topology(), config).unwrap();
     for chunk in records.chunks(40) {
         log.append("in", chunk.to_vec()).unwrap();
@@ -115,18 +96,12 @@ fn run(log: &Arc<dyn Log>, records: &[ProducerRecord]) -> Option<Vec<(Vec<u8>, V
 /// Runs half the input, restarts on a reopened log, runs the rest, and
 /// compares outputs and the store with the test driver's.
 fn outputs_and_stores_survive_a_restart(backend: &dyn Backend) {
-    let input = inputs();
-    let mut driver = TopologyTestDriver::new(topology(), PARTITIONS).unwrap();
-    for r in &input {
-        driver.pipe_record("in", r.clone()).unwrap();
-    }
-    let expected = collect(&**driver.log(), PARTITIONS);
+    let input = varied_inputs(240, 7);
+    let expected = collect(&**driven(&input, PARTITIONS).log(), PARTITIONS);
 
     let state = tempfile::tempdir().unwrap();
     let log = backend.open(state.path());
-    for t in ["in", "doubled", "sums", "parity"] {
-        log.create_topic(&TopicSpec::new(t, PARTITIONS)).unwrap();
-    }
+    create_topics(&*log, PARTITIONS);
     let (first, second) = input.split_at(input.len() / 2);
     run(&log, first).unwrap();
     // Every other holder of the log is gone once the application closed,
@@ -145,12 +120,7 @@ fn outputs_and_stores_survive_a_restart(backend: &dyn Backend) {
         "outputs equal the driver's"
     );
     // The store equals a recomputation from the input.
-    let recomputed = recomputed_sums(&input);
-    let stored: BTreeMap<Vec<u8>, i64> = sums
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap()))
-        .collect();
-    assert_eq!(stored, recomputed);
+    assert_eq!(decoded_sums(sums), recomputed_sums(&input));
 }
 
 #[test]

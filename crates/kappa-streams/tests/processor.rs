@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::processor;
+
 use std::time::Duration;
 
 use kappa_streams::provenance::SOURCE_HEADER;
@@ -60,6 +64,24 @@ fn driver(kind: Punctuation, every: Duration) -> TopologyTestDriver {
             &[&name],
         )
         .to("out", Utf8, I64);
+    TopologyTestDriver::new(b.build().unwrap(), 1).unwrap()
+}
+
+/// A driver for `in` → the processor `make` builds on a new state store
+/// `store` → `out`, the processor connected to the stores named in `connected`.
+fn store_driver<P>(
+    store: Materialized,
+    connected: &[&str],
+    make: impl Fn(StoreHandle<String, i64>) -> P + Send + Sync + 'static,
+) -> TopologyTestDriver
+where
+    P: Processor<String, String, String, String>,
+{
+    let b = StreamsBuilder::new();
+    let store = b.add_state_store(store, Utf8, Json::<i64>::new());
+    b.stream("in", Utf8, Utf8)
+        .process(move || make(store.clone()), connected)
+        .to("out", Utf8, Utf8);
     TopologyTestDriver::new(b.build().unwrap(), 1).unwrap()
 }
 
@@ -128,23 +150,12 @@ fn a_processor_store_commits_with_the_task() {
 
 #[test]
 fn a_store_the_processor_was_not_given_is_an_error() {
-    struct Sneaky(StoreHandle<String, i64>);
-    impl Processor<String, String, String, String> for Sneaky {
-        fn process(
-            &mut self,
-            ctx: &mut ProcessorContext<'_, String, String>,
-            k: String,
-            _: String,
-        ) -> Result<(), StreamsError> {
-            ctx.get(&self.0, &k).map(|_| ())
-        }
-    }
-    let b = StreamsBuilder::new();
-    let store = b.add_state_store(Materialized::in_memory("s"), Utf8, Json::<i64>::new());
-    b.stream("in", Utf8, Utf8)
-        .process(move || Sneaky(store.clone()), &[])
-        .to("out", Utf8, Utf8);
-    let mut d = TopologyTestDriver::new(b.build().unwrap(), 1).unwrap();
+    // Reads a store it is not connected to.
+    let mut d = store_driver(Materialized::in_memory("s"), &[], |store| {
+        processor(store, |store, ctx, k: String, _: String| {
+            ctx.get(store, &k).map(|_| ())
+        })
+    });
     let err = d
         .pipe("in", &Utf8, &"k".to_owned(), &Utf8, &"v".to_owned(), 0)
         .unwrap_err();
@@ -153,29 +164,18 @@ fn a_store_the_processor_was_not_given_is_an_error() {
 
 #[test]
 fn stores_answer_prefix_and_range_scans() {
-    struct Keep(StoreHandle<String, i64>);
-    impl Processor<String, String, String, String> for Keep {
-        fn process(
-            &mut self,
-            ctx: &mut ProcessorContext<'_, String, String>,
-            k: String,
-            _: String,
-        ) -> Result<(), StreamsError> {
-            ctx.put(&self.0, &k, &1)?;
+    // Forwards, after each record, every key seen so far that starts with "card-".
+    let mut d = store_driver(Materialized::persistent("seen"), &["seen"], |store| {
+        processor(store, |store, ctx, k: String, _: String| {
+            ctx.put(store, &k, &1)?;
             let cards: Vec<String> = ctx
-                .prefix(&self.0, &"card-".to_owned())?
+                .prefix(store, &"card-".to_owned())?
                 .into_iter()
                 .map(|(k, _)| k)
                 .collect();
             ctx.forward(k, cards.join(","))
-        }
-    }
-    let b = StreamsBuilder::new();
-    let store = b.add_state_store(Materialized::persistent("seen"), Utf8, Json::<i64>::new());
-    b.stream("in", Utf8, Utf8)
-        .process(move || Keep(store.clone()), &["seen"])
-        .to("out", Utf8, Utf8);
-    let mut d = TopologyTestDriver::new(b.build().unwrap(), 1).unwrap();
+        })
+    });
     for k in ["card-2", "acct-1", "card-1"] {
         d.pipe("in", &Utf8, &k.to_owned(), &Utf8, &"x".to_owned(), 0)
             .unwrap();

@@ -3,14 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::{open_embedded, sum_by_key};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kappa_log::{
-    Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord, TopicPartition,
-    TopicSpec,
-};
+use kappa_log::{FetchLimits, Log, ProducerRecord, TopicPartition, TopicSpec};
 use kappa_streams::{
     I64, Json, Materialized, Streams, StreamsBuilder, StreamsConfig, Topology, Utf8,
     rebuild_application, reset_application,
@@ -22,15 +23,7 @@ type Entries = Vec<(bytes::Bytes, bytes::Bytes)>;
 fn topology() -> Topology {
     let b = StreamsBuilder::new();
     let input = b.stream("in", Utf8, Json::<i64>::new());
-    input
-        .group_by_key(Utf8)
-        .aggregate(
-            Materialized::persistent("sums"),
-            Json::<i64>::new(),
-            || 0,
-            |_, v, s| s + v,
-        )
-        .to("sums", Utf8, Json::<i64>::new());
+    sum_by_key(&input);
     input
         .group_by(
             "by-sign",
@@ -98,25 +91,29 @@ fn ends(log: &dyn Log) -> BTreeMap<(String, u32), u64> {
     m
 }
 
-#[test]
-fn a_reset_application_recomputes_identical_stores_and_outputs() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(
-        EmbeddedLog::open_with(
-            dir.path(),
-            EmbeddedOptions::default().durability(Durability::Never),
-        )
-        .unwrap(),
-    );
+/// An embedded log in `dir` with this topology's topics.
+fn embedded(dir: &std::path::Path) -> Arc<dyn Log> {
+    let log = open_embedded(dir);
     for t in ["in", "sums", "signs"] {
         log.create_topic(&TopicSpec::new(t, 3)).unwrap();
     }
-    let records: Vec<ProducerRecord> = (0..500i64)
+    log
+}
+
+/// Values -10..=10 on keys k0..k12, some negative so both signs are counted.
+fn input(range: std::ops::Range<i64>) -> Vec<ProducerRecord> {
+    range
         .map(|i| {
             ProducerRecord::value(((i * 37) % 21 - 10).to_string()).with_key(format!("k{}", i % 13))
         })
-        .collect();
-    log.append("in", records).unwrap();
+        .collect()
+}
+
+#[test]
+fn a_reset_application_recomputes_identical_stores_and_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = embedded(dir.path());
+    log.append("in", input(0..500)).unwrap();
 
     let start = ends(&*log);
     let original_stores = run(&log);
@@ -144,28 +141,6 @@ fn a_reset_application_recomputes_identical_stores_and_outputs() {
         original_outputs,
         "rebuilt outputs differ"
     );
-}
-
-fn embedded(dir: &std::path::Path) -> Arc<dyn Log> {
-    let log: Arc<dyn Log> = Arc::new(
-        EmbeddedLog::open_with(
-            dir,
-            EmbeddedOptions::default().durability(Durability::Never),
-        )
-        .unwrap(),
-    );
-    for t in ["in", "sums", "signs"] {
-        log.create_topic(&TopicSpec::new(t, 3)).unwrap();
-    }
-    log
-}
-
-fn input(range: std::ops::Range<i64>) -> Vec<ProducerRecord> {
-    range
-        .map(|i| {
-            ProducerRecord::value(((i * 37) % 21 - 10).to_string()).with_key(format!("k{}", i % 13))
-        })
-        .collect()
 }
 
 #[test]

@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
+use common::json_table;
+
 use std::collections::BTreeMap;
 
 use kappa_log::ProducerRecord;
@@ -20,12 +24,7 @@ fn set(d: &mut TopologyTestDriver, card: &str, row: Option<(&str, i64)>) {
 #[test]
 fn moving_a_row_subtracts_it_from_its_old_group_and_adds_it_to_the_new() {
     let b = StreamsBuilder::new();
-    let cards = b.table(
-        "cards",
-        Utf8,
-        Json::<(String, i64)>::new(),
-        Materialized::in_memory("cards"),
-    );
+    let cards = json_table::<(String, i64)>(&b, "cards", Materialized::in_memory("cards"));
     let by_owner = cards.group_by(
         "by-owner",
         |_card, (owner, limit): &(String, i64)| (owner.clone(), *limit),

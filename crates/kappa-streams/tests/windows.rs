@@ -9,7 +9,7 @@ use kappa_log::{Log, MemoryLog, ProducerRecord, TopicSpec};
 use kappa_streams::provenance::SOURCE_HEADER;
 use kappa_streams::{
     ERROR_HEADER, Emit, I64, Materialized, Streams, StreamsBuilder, StreamsConfig, TimeWindows,
-    TopologyTestDriver, Utf8, Window, Windowed, WindowedSerde,
+    Topology, TopologyTestDriver, Utf8, Window, Windowed, WindowedSerde,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -30,6 +30,37 @@ fn counts(windows: TimeWindows, emit: Emit, late_topic: bool) -> TopologyTestDri
         I64,
     );
     TopologyTestDriver::new(b.build().unwrap(), 1).unwrap()
+}
+
+/// A log holding topics `in` and `out`, one partition each, for runtime tests.
+fn in_and_out_log() -> Arc<dyn Log> {
+    let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+    for t in ["in", "out"] {
+        log.create_topic(&TopicSpec::new(t, 1)).unwrap();
+    }
+    log
+}
+
+/// Per-key counts in 10 ms tumbling windows, each emitted once when it
+/// closes, from a persistent store so open windows outlive a restart.
+fn final_counts() -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream("in", Utf8, Utf8)
+        .group_by_key(Utf8)
+        .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
+        .emit(Emit::Final)
+        .count(Materialized::persistent("counts"))
+        .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
+    b.build().unwrap()
+}
+
+/// Starts `final_counts()` as application `app`, appends `records`, and
+/// closes once they are processed: one life of the application.
+fn run_final_counts(log: &Arc<dyn Log>, app: &str, records: Vec<ProducerRecord>) {
+    let streams = Streams::start(log.clone(), final_counts(), StreamsConfig::new(app)).unwrap();
+    log.append("in", records).unwrap();
+    streams.wait_for_inputs().unwrap();
+    streams.close().unwrap();
 }
 
 fn pipe(d: &mut TopologyTestDriver, key: &str, ts: i64) {
@@ -146,26 +177,8 @@ fn emit_final_emits_each_window_once_when_it_closes() {
 
 #[test]
 fn open_windows_survive_a_restart_and_still_emit_final() {
-    let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
-    for t in ["in", "out"] {
-        log.create_topic(&TopicSpec::new(t, 1)).unwrap();
-    }
-    let topology = || {
-        let b = StreamsBuilder::new();
-        b.stream("in", Utf8, Utf8)
-            .group_by_key(Utf8)
-            .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
-            .emit(Emit::Final)
-            .count(Materialized::persistent("counts"))
-            .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
-        b.build().unwrap()
-    };
-    let run = |records: Vec<ProducerRecord>| {
-        let streams = Streams::start(log.clone(), topology(), StreamsConfig::new("win")).unwrap();
-        log.append("in", records).unwrap();
-        streams.wait_for_inputs().unwrap();
-        streams.close().unwrap();
-    };
+    let log = in_and_out_log();
+    let run = |records| run_final_counts(&log, "win", records);
     let rec = |k: &str, t: i64| {
         ProducerRecord::value("v")
             .with_key(k.to_owned())
@@ -329,24 +342,8 @@ mod panes {
 
 #[test]
 fn stream_time_survives_a_restart_so_closed_windows_stay_closed() {
-    let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
-    for t in ["in", "out"] {
-        log.create_topic(&TopicSpec::new(t, 1)).unwrap();
-    }
-    let run = |records: Vec<ProducerRecord>| {
-        let b = StreamsBuilder::new();
-        b.stream("in", Utf8, Utf8)
-            .group_by_key(Utf8)
-            .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
-            .emit(Emit::Final)
-            .count(Materialized::persistent("counts"))
-            .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
-        let streams =
-            Streams::start(log.clone(), b.build().unwrap(), StreamsConfig::new("st")).unwrap();
-        log.append("in", records).unwrap();
-        streams.wait_for_inputs().unwrap();
-        streams.close().unwrap();
-    };
+    let log = in_and_out_log();
+    let run = |records| run_final_counts(&log, "st", records);
     let rec = |t: i64| ProducerRecord::value("v").with_key("a").with_timestamp(t);
     run(vec![rec(5), rec(30)]);
     let out = kappa_log::TopicPartition::new("out", 0);
@@ -387,10 +384,7 @@ fn records_of_other_topics_in_the_task_do_not_close_a_nodes_windows() {
 
 #[test]
 fn the_runtime_counts_processed_and_late_records() {
-    let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
-    for t in ["in", "out"] {
-        log.create_topic(&TopicSpec::new(t, 1)).unwrap();
-    }
+    let log = in_and_out_log();
     let b = StreamsBuilder::new();
     b.stream("in", Utf8, Utf8)
         .group_by_key(Utf8)

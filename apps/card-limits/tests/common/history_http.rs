@@ -2,6 +2,7 @@
 //! `sync=true`: every outcome and the final balances compared with the oracle.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use kappa_gateway::load::HttpClient;
 use serde_json::{Value, json};
@@ -54,7 +55,7 @@ pub async fn check_history(addr: SocketAddr, commands: usize) {
     for (card, state) in &oracle.cards {
         let min = &last_position[card];
         let r = c
-            .get(&format!("/cards/{card}?min_position={min}&wait_ms=10000"))
+            .get_after(&format!("/cards/{card}"), min, Duration::from_secs(10))
             .await
             .unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

@@ -115,6 +115,16 @@ fn limit_json(limit: Option<i64>, spent: i64) -> (Value, Value) {
     }
 }
 
+/// A record of `card` too late to decide: rejected, an error, naming the
+/// record by its `id_field`.
+fn late(action: &str, id_field: &str, id: &str, card: &str) -> Expected {
+    (
+        action.into(),
+        json!({id_field: id, "card": card, "reason": "late"}),
+        true,
+    )
+}
+
 impl Oracle {
     pub fn apply(&mut self, c: &Command) -> Vec<Expected> {
         let d = &c.data;
@@ -148,10 +158,11 @@ impl Oracle {
                     return out;
                 }
                 if card.late(t) {
-                    out.push((
-                        "authorization-rejected".into(),
-                        json!({"auth_id": auth_id, "card": card_id, "reason": "late"}),
-                        true,
+                    out.push(late(
+                        "authorization-rejected",
+                        "auth_id",
+                        &auth_id,
+                        &card_id,
                     ));
                     return out;
                 }
@@ -210,11 +221,7 @@ impl Oracle {
                     return out;
                 }
                 if card.late(t) {
-                    out.push((
-                        "settlement-rejected".into(),
-                        json!({"txn_id": txn_id, "card": card_id, "reason": "late"}),
-                        true,
-                    ));
+                    out.push(late("settlement-rejected", "txn_id", &txn_id, &card_id));
                     return out;
                 }
                 let auth_id = d.get("auth_id").and_then(Value::as_str).map(str::to_owned);

@@ -7,16 +7,18 @@ use std::path::Path;
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
-use kappa_gateway::load::HttpClient;
-use kappa_log::{FetchLimits, Log, TopicPartition};
+use kappa_gateway::load::{HttpClient, Reply};
+use kappa_gateway::testing::sole;
+use kappa_log::Log;
 
 use std::collections::HashMap;
 
 use kappa_gateway::Envelope;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Command, Oracle};
 
@@ -331,7 +333,7 @@ impl Load {
                             .header("retry-after")
                             .and_then(|v| v.parse().ok())
                             .unwrap_or(1);
-                        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                        tokio::time::sleep(Duration::from_secs(wait)).await;
                         continue;
                     }
                     Ok(r) if r.status == 202 => {
@@ -377,44 +379,23 @@ impl Load {
     }
 }
 
-/// `arc` once every other reference is gone (a connection task can still
-/// be dropping its router, and with it the service's state, just after the
-/// server returns).
-pub async fn unique<T: ?Sized>(mut arc: Arc<T>) -> Arc<T> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while Arc::get_mut(&mut arc).is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still shared after 30 s"
-        );
-        tokio::task::yield_now().await;
-    }
-    arc
+/// `arc` once every other reference is gone (see
+/// [`kappa_gateway::testing::sole`]).
+pub async fn unique<T: ?Sized>(arc: Arc<T>) -> Arc<T> {
+    sole(arc, Duration::from_secs(30))
+        .await
+        .expect("still shared after 30 s")
 }
 
-/// Every record of a topic's 4 partitions.
-pub fn read_all(log: &dyn Log, topic: &str) -> Vec<kappa_log::Record> {
-    let mut out = Vec::new();
-    for p in 0..4 {
-        let tp = TopicPartition::new(topic, p);
-        let end = log.offsets(&tp).unwrap().end;
-        let mut at = 0;
-        while at < end {
-            let mut batch = Vec::new();
-            log.fetch(
-                &[(tp.clone(), at)],
-                FetchLimits {
-                    records_max: 10_000,
-                    ..Default::default()
-                },
-                &mut batch,
-            )
-            .unwrap();
-            at = batch.last().unwrap().offset + 1;
-            out.extend(batch);
-        }
-    }
-    out
+/// Sends a sync `remove-limit` for `card`, waiting up to `timeout_ms` for
+/// its outcome: once answered, every earlier command of the card is decided.
+pub async fn remove_limit(c: &mut HttpClient, card: &str, timeout_ms: u64) -> Reply {
+    c.post(
+        &format!("/commands?sync=true&timeout_ms={timeout_ms}"),
+        &json!({"action": "remove-limit", "key": card, "data": {"card": card}}),
+    )
+    .await
+    .unwrap()
 }
 
 /// Checks the log against the oracle: every command in `commands` (applied
@@ -426,7 +407,7 @@ pub fn check_decisions(log: &dyn Log, load: &Load) -> (Vec<usize>, Oracle) {
     let mut seen = vec![0; load.commands as usize];
     let mut oracle = Oracle::default();
     let mut expected: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
-    for r in read_all(log, "commands") {
+    for r in log.read_topic("commands").unwrap() {
         let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
         let c = Command {
             action: match e.action.as_str() {
@@ -449,7 +430,7 @@ pub fn check_decisions(log: &dyn Log, load: &Load) -> (Vec<usize>, Oracle) {
         expected.insert(e.id.to_string(), oracle.apply(&c));
     }
     let mut actual: HashMap<String, Vec<(String, Value, bool)>> = HashMap::new();
-    for r in read_all(log, "events") {
+    for r in log.read_topic("events").unwrap() {
         let e: Envelope = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
         actual
             .entry(e.parent.unwrap().to_string())

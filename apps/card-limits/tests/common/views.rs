@@ -18,7 +18,7 @@ use kappa_gateway::load::HttpClient;
 use kappa_log::Log;
 use serde_json::{Value, json};
 
-use super::service::read_all;
+use super::service::remove_limit;
 
 /// Words of the traffic stream's merchant names (`card_limits::traffic`).
 pub const MERCHANT_WORDS: [&str; 4] = ["coffee", "books", "fuel", "pharmacy"];
@@ -38,7 +38,8 @@ pub fn script(call: &Received) -> Reply {
 }
 
 pub fn events(log: &dyn Log) -> Vec<Envelope> {
-    read_all(log, "events")
+    log.read_topic("events")
+        .unwrap()
         .iter()
         .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
         .collect()
@@ -256,7 +257,9 @@ pub fn check_notifications(log: &dyn Log, all: &[Envelope], calls: &[Received]) 
         assert_eq!(mine[0].body["notification"], json!(t.id));
     }
     assert!(!failed.is_empty());
-    let letters: BTreeSet<String> = read_all(log, "notification-dead-letters")
+    let letters: BTreeSet<String> = log
+        .read_topic("notification-dead-letters")
+        .unwrap()
         .iter()
         .map(|r| {
             serde_json::from_slice::<Value>(r.value.as_ref().unwrap()).unwrap()["event"]["id"]
@@ -276,14 +279,7 @@ pub fn check_notifications(log: &dyn Log, all: &[Envelope], calls: &[Received]) 
 pub async fn decide_everything(addr: SocketAddr, cards: u64) {
     let mut c = HttpClient::connect(addr).await.unwrap();
     for card in 0..cards {
-        let card = format!("card-{card}");
-        let r = c
-            .post(
-                "/commands?sync=true&timeout_ms=30000",
-                &json!({"action": "remove-limit", "key": card, "data": {"card": card}}),
-            )
-            .await
-            .unwrap();
+        let r = remove_limit(&mut c, &format!("card-{card}"), 30_000).await;
         assert_eq!(r.status, 201);
     }
     // Cards 0..3 get a limit again, so the table keeps a few rows.

@@ -170,9 +170,7 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
             samples_s: samples,
         });
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
+    super::print_bench_report(&report, args.json, || {
         println!("durability: {}", report.durability);
         println!(
             "{:>6} {:>9} {:>14} {:>11} {:>11} {:>7} {:>14} {:>10}",
@@ -198,9 +196,7 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
                 r.read_mb_per_s
             );
         }
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    Ok(())
+    })
 }
 
 pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {

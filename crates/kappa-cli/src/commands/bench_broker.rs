@@ -194,7 +194,7 @@ pub fn run(args: &BrokerBenchArgs) -> anyhow::Result<()> {
         sizes,
         latency,
     };
-    if !args.json {
+    super::print_bench_report(&report, args.json, || {
         println!(
             "{:>8} {:>14} {:>14} {:>8} {:>16}",
             "value B", "direct rec/s", "node rec/s", "ratio", "commits/requests"
@@ -225,9 +225,7 @@ pub fn run(args: &BrokerBenchArgs) -> anyhow::Result<()> {
             "produce→consume at {}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} records)",
             l.offered_per_s, l.p50_ms, l.p99_ms, l.max_ms, l.records
         );
-    }
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    })
 }
 
 fn open(dir: &std::path::Path, durability: Durability) -> anyhow::Result<Arc<EmbeddedLog>> {

@@ -97,6 +97,23 @@ fn measure(config: &LoadConfig) -> anyhow::Result<kappa_gateway::load::LoadRepor
     drive(config)
 }
 
+/// Starts `kappa demo` with `extra` arguments (see [`spawn_demo`]), measures
+/// the load `config` makes for its address, and stops it; returns the
+/// load measured and its report.
+fn on_demo(
+    args: &GatewayBenchArgs,
+    scratch: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+    config: impl FnOnce(std::net::SocketAddr) -> LoadConfig,
+) -> anyhow::Result<(LoadConfig, kappa_gateway::load::LoadReport)> {
+    let (server, addr) = spawn_demo(args, scratch, name, extra)?;
+    let config = config(addr);
+    let report = measure(&config)?;
+    drop(server);
+    Ok((config, report))
+}
+
 pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
     let scratch = match &args.dir {
         Some(d) => tempfile::tempdir_in(d),
@@ -105,45 +122,40 @@ pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
     .context("making a scratch directory")?;
     let duration = Duration::from(args.duration);
     // The baseline: the same HTTP round trips to a handler that does nothing.
-    let (server, addr) = spawn_demo(args, scratch.path(), "baseline", &["--baseline"])?;
-    let baseline_config = LoadConfig {
-        addr,
-        connections: args.connections,
-        rate: None,
-        duration,
-        sync: false,
-        commands: kappa_gateway::load::amounts("add", 10_000),
-    };
-    let baseline = measure(&baseline_config)?;
-    drop(server);
+    let (baseline_config, baseline) =
+        on_demo(args, scratch.path(), "baseline", &["--baseline"], |addr| {
+            LoadConfig {
+                addr,
+                connections: args.connections,
+                rate: None,
+                duration,
+                sync: false,
+                commands: kappa_gateway::load::amounts("add", 10_000),
+            }
+        })?;
     // The gateway alone: commands are written down and indexed, nobody answers.
-    let (server, addr) = spawn_demo(args, scratch.path(), "alone", &["--no-processor"])?;
-    let base = LoadConfig {
-        addr,
-        ..baseline_config.clone()
-    };
-    let alone = measure(&base)?;
-    drop(server);
+    let (base, alone) = on_demo(args, scratch.path(), "alone", &["--no-processor"], |addr| {
+        LoadConfig {
+            addr,
+            ..baseline_config.clone()
+        }
+    })?;
     // With the demo's processor answering every command (and its events indexed).
-    let (server, addr) = spawn_demo(args, scratch.path(), "processed", &[])?;
-    let processed_config = LoadConfig {
-        addr,
-        ..base.clone()
-    };
-    let processed = measure(&processed_config)?;
-    drop(server);
+    let (processed_config, processed) =
+        on_demo(args, scratch.path(), "processed", &[], |addr| LoadConfig {
+            addr,
+            ..base.clone()
+        })?;
     // Sync on a fresh server: the async run leaves work behind (indexing,
     // compaction) that would be measured as sync latency.
-    let (server, addr) = spawn_demo(args, scratch.path(), "sync", &[])?;
-    let sync_config = LoadConfig {
-        addr,
-        connections: args.sync_connections,
-        rate: Some(args.sync_rate),
-        sync: true,
-        ..processed_config.clone()
-    };
-    let sync_report = measure(&sync_config)?;
-    drop(server);
+    let (sync_config, sync_report) =
+        on_demo(args, scratch.path(), "sync", &[], |addr| LoadConfig {
+            addr,
+            connections: args.sync_connections,
+            rate: Some(args.sync_rate),
+            sync: true,
+            ..processed_config.clone()
+        })?;
     if args.json {
         println!(
             "{}",

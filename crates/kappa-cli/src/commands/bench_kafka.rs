@@ -16,9 +16,12 @@ use kappa_streams::{Streams, StreamsBuilder, StreamsConfig, Utf8};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+
+use super::bench::median;
 
 /// Arguments of `kappa bench kafka`.
 #[derive(Debug, Args)]
@@ -147,11 +150,6 @@ fn transform(v: &str) -> String {
     v.to_uppercase()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn client(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap).set("log_level", "3");
@@ -180,6 +178,22 @@ fn warm_coordinators(bootstrap: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends `record`; while `producer` refuses it (its queue is full), polls
+/// for `poll` and tries again.
+fn send_until_queued<K, P>(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, K, P>,
+    poll: Duration,
+) where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    while let Err((_, back)) = producer.send(record) {
+        record = back;
+        producer.poll(poll);
+    }
+}
+
 /// Fills `in` with the input (not measured).
 fn prefill(bootstrap: &str, args: &KafkaBenchArgs) -> anyhow::Result<()> {
     let producer: BaseProducer = client(bootstrap)
@@ -190,19 +204,11 @@ fn prefill(bootstrap: &str, args: &KafkaBenchArgs) -> anyhow::Result<()> {
         let key = format!("k{}", i % 1000);
         let v = value(i);
         let p = kappa_log::partition_for_key(key.as_bytes(), args.partitions);
-        let mut record = BaseRecord::<String, String>::to("in")
+        let record = BaseRecord::<String, String>::to("in")
             .key(&key)
             .payload(&v)
             .partition(i32::try_from(p)?);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-            }
-        }
+        send_until_queued(&producer, record, Duration::from_millis(5));
     }
     producer.flush(Duration::from_secs(60))?;
     Ok(())
@@ -260,19 +266,11 @@ fn baseline(args: &KafkaBenchArgs) -> anyhow::Result<f64> {
         }
         let out = transform(&v);
         let key = m.key().unwrap_or_default().to_vec();
-        let mut record = BaseRecord::<Vec<u8>, String>::to("out")
+        let record = BaseRecord::<Vec<u8>, String>::to("out")
             .key(&key)
             .payload(&out)
             .partition(m.partition());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-            }
-        }
+        send_until_queued(&producer, record, Duration::from_millis(1));
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
@@ -414,9 +412,9 @@ pub fn run(args: &KafkaBenchArgs) -> anyhow::Result<()> {
         samples.push((b, k, steady));
     }
     let records = args.records as f64;
-    let baseline_rate = median(samples.iter().map(|s| records / s.0).collect());
-    let kappa_rate = median(samples.iter().map(|s| records / s.1).collect());
-    let steady_rate = median(samples.iter().map(|s| s.2).collect());
+    let baseline_rate = median(samples.iter().map(|s| records / s.0));
+    let kappa_rate = median(samples.iter().map(|s| records / s.1));
+    let steady_rate = median(samples.iter().map(|s| s.2));
     let (restore_rate, raw_rate) = restore(args)?;
     let report = Report {
         benchmark: "kafka",
@@ -438,11 +436,9 @@ pub fn run(args: &KafkaBenchArgs) -> anyhow::Result<()> {
         restore_target_records_per_s: 500_000.0,
         samples,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
+    super::print_bench_report(&report, args.json, || {
         println!(
-            "kafka ({:?}): filter+map over {} records, {} partitions, median of {} rounds\n  baseline rdkafka loop:  {:>10.0} records/s\n  kappa topology:         {:>10.0} records/s  ratio {:.2} (target {TARGET_RATIO:.2})\n    after its start-up:   {:>10.0} records/s  ratio {:.2}\n  restore from changelog: {:>10.0} records/s  (target 500000; plain read {:.0}/s)\n{}",
+            "kafka ({:?}): filter+map over {} records, {} partitions, median of {} rounds\n  baseline rdkafka loop:  {:>10.0} records/s\n  kappa topology:         {:>10.0} records/s  ratio {:.2} (target {TARGET_RATIO:.2})\n    after its start-up:   {:>10.0} records/s  ratio {:.2}\n  restore from changelog: {:>10.0} records/s  (target 500000; plain read {:.0}/s)",
             args.broker,
             report.records,
             report.partitions,
@@ -453,9 +449,7 @@ pub fn run(args: &KafkaBenchArgs) -> anyhow::Result<()> {
             steady_rate,
             report.kappa_steady_vs_baseline_ratio,
             restore_rate,
-            raw_rate,
-            serde_json::to_string(&report)?
+            raw_rate
         );
-    }
-    Ok(())
+    })
 }

@@ -11,6 +11,8 @@ use kappa_effects::PostgresSink;
 use kappa_effects::postgres::{self, Change, ColumnType, PostgresSinkConfig, Table, TempCluster};
 use kappa_log::{Durability, EmbeddedLog, EmbeddedOptions, Log, ProducerRecord, TopicSpec};
 use serde::Serialize;
+
+use super::bench::median;
 use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
@@ -88,11 +90,6 @@ fn mapping(r: &kappa_log::Record) -> Result<Change, String> {
     ]))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 pub fn run(args: &PostgresBenchArgs) -> anyhow::Result<()> {
     if args.rows == 0 || args.batch == 0 || args.rounds == 0 {
         bail!("--rows, --batch and --rounds must be positive");
@@ -144,9 +141,9 @@ pub fn run(args: &PostgresBenchArgs) -> anyhow::Result<()> {
         }
         samples.push((copy_s, sink_s.0, sink_s.1));
     }
-    let copy = args.rows as f64 / median(samples.iter().map(|s| s.0).collect());
-    let sink = args.rows as f64 / median(samples.iter().map(|s| s.1).collect());
-    let update = args.rows as f64 / median(samples.iter().map(|s| s.2).collect());
+    let copy = args.rows as f64 / median(samples.iter().map(|s| s.0));
+    let sink = args.rows as f64 / median(samples.iter().map(|s| s.1));
+    let update = args.rows as f64 / median(samples.iter().map(|s| s.2));
     let report = Report {
         rows: args.rows,
         batch_rows: args.batch,
@@ -159,11 +156,9 @@ pub fn run(args: &PostgresBenchArgs) -> anyhow::Result<()> {
         sink_update_vs_copy_ratio: update / copy,
         samples_s: samples,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
+    super::print_bench_report(&report, args.json, || {
         println!(
-            "postgres: {} rows, {} per transaction, median of {} rounds\n  baseline binary COPY:         {:>10.0} rows/s\n  sink, new rows:               {:>10.0} rows/s  ratio {:.2} (target 0.50)\n  sink, every row an update:    {:>10.0} rows/s  ratio {:.2}\n{}",
+            "postgres: {} rows, {} per transaction, median of {} rounds\n  baseline binary COPY:         {:>10.0} rows/s\n  sink, new rows:               {:>10.0} rows/s  ratio {:.2} (target 0.50)\n  sink, every row an update:    {:>10.0} rows/s  ratio {:.2}",
             report.rows,
             report.batch_rows,
             report.rounds,
@@ -171,10 +166,9 @@ pub fn run(args: &PostgresBenchArgs) -> anyhow::Result<()> {
             sink,
             report.sink_vs_copy_ratio,
             update,
-            report.sink_update_vs_copy_ratio,
-            serde_json::to_string(&report)?
+            report.sink_update_vs_copy_ratio
         );
-    }
+    })?;
     drop(cluster);
     Ok(())
 }

@@ -138,7 +138,7 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
         drop(log);
         std::fs::remove_dir_all(&dir).ok();
     }
-    if !args.json {
+    super::print_bench_report(&report, args.json, || {
         println!(
             "durability: {}, one worker thread, exactly-once commits every 100 ms",
             report.durability
@@ -167,9 +167,7 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
                 r.target_records_per_s
             );
         }
-    }
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    })
 }
 
 fn filter_map() -> anyhow::Result<Topology> {

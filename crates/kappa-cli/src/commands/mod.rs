@@ -17,6 +17,7 @@ pub mod topics;
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 
 /// A spinner counting records on stderr, shown only when stderr is a terminal.
 pub fn progress(message: &'static str) -> ProgressBar {
@@ -31,4 +32,19 @@ pub fn progress(message: &'static str) -> ProgressBar {
     }
     bar.set_message(message);
     bar
+}
+
+/// Prints a benchmark's `report` as one JSON line, after the human-readable
+/// `table` unless `json_only`: scripts read the JSON from the last line
+/// either way.
+pub fn print_bench_report(
+    report: &impl Serialize,
+    json_only: bool,
+    table: impl FnOnce(),
+) -> anyhow::Result<()> {
+    if !json_only {
+        table();
+    }
+    println!("{}", serde_json::to_string(report)?);
+    Ok(())
 }

@@ -1,6 +1,14 @@
-//! The seeded generator the crash tests draw kill moments from.
+//! What the binary's suites share: the seeded generator the crash tests
+//! draw kill moments from, and reading what a command printed.
 
 #![allow(dead_code)]
+
+/// What a command printed, once it succeeded; what it complained of if not.
+pub fn stdout_of_success(out: std::process::Output) -> Vec<u8> {
+    let complaint = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{complaint}");
+    out.stdout
+}
 
 /// xorshift64: small, seeded, reproducible.
 pub struct Rng(pub u64);

@@ -196,13 +196,7 @@ pub struct PostgresSink {
     thread: SinkHandle,
 }
 
-impl std::ops::Deref for PostgresSink {
-    type Target = SinkHandle;
-
-    fn deref(&self) -> &SinkHandle {
-        &self.thread
-    }
-}
+crate::sink::deref_to_handle!(PostgresSink);
 
 impl PostgresSink {
     /// Connects and follows the topic from the stored positions.

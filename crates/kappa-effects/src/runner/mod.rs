@@ -21,7 +21,7 @@ mod progress;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,7 @@ pub use policy::{BreakerPolicy, RetryPolicy};
 
 use crate::error::EffectsError;
 use crate::follower::Follower;
+use crate::lock;
 use crate::watermark::Watermark;
 use breaker::Breaker;
 use delivery::deliver;
@@ -206,10 +207,6 @@ struct Shared {
     counters: Counters,
     /// Per partition, the lowest unfinished offset as last committed.
     committed: Watermark,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running effect runner.

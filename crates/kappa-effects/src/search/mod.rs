@@ -206,13 +206,7 @@ pub struct SearchSink {
     searchable: Arc<Searchable>,
 }
 
-impl std::ops::Deref for SearchSink {
-    type Target = SinkHandle;
-
-    fn deref(&self) -> &SinkHandle {
-        &self.thread
-    }
-}
+crate::sink::deref_to_handle!(SearchSink);
 
 impl SearchSink {
     /// Opens (or creates) the index and follows the topic from the

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Shared, blocking, json as json_response, query, with_position};
-use crate::index::Kind;
+use crate::index::{Index, Kind};
 use kappa_service::Problem;
 
 #[derive(Deserialize)]
@@ -48,6 +48,20 @@ async fn indexed_id(state: &Shared, id: &str, uri: &axum::http::Uri) -> Result<U
     let q: ByIdQuery = query(uri)?;
     indexed(state, q.min_position.as_deref(), q.wait_ms).await?;
     Ok(id)
+}
+
+/// A by-id read of the index, off the async workers, once the index has
+/// reached the request's `min_position`; with the parsed id.
+async fn read_by_id<T: Send + 'static>(
+    state: &Shared,
+    id: &str,
+    uri: &axum::http::Uri,
+    read: impl FnOnce(&Index, &Uuid) -> Result<T, Problem> + Send + 'static,
+) -> Result<(Uuid, T), Problem> {
+    let id = indexed_id(state, id, uri).await?;
+    let s = state.clone();
+    let found = blocking(move || read(&s.index, &id)).await?;
+    Ok((id, found))
 }
 
 /// Default page size.
@@ -115,10 +129,10 @@ pub(crate) async fn get_command(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let id = indexed_id(&state, &id, &uri).await?;
-    let s = state.clone();
-    let (stored, outcomes) =
-        blocking(move || Ok((s.index.get(Kind::Command, &id)?, s.index.outcomes(&id)?))).await?;
+    let (id, (stored, outcomes)) = read_by_id(&state, &id, &uri, |index, id| {
+        Ok((index.get(Kind::Command, id)?, index.outcomes(id)?))
+    })
+    .await?;
     let Some(stored) = stored else {
         return Err(Problem::not_found(format!(
             "no command {id} (a command just written is indexed within a moment)"
@@ -145,10 +159,8 @@ pub(crate) async fn get_event(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let id = indexed_id(&state, &id, &uri).await?;
-    let s = state.clone();
-    let (stored, parent, caused) = blocking(move || {
-        let Some(stored) = s.index.get(Kind::Event, &id)? else {
+    let (id, (stored, parent, caused)) = read_by_id(&state, &id, &uri, |index, id| {
+        let Some(stored) = index.get(Kind::Event, id)? else {
             return Ok((None, None, Vec::new()));
         };
         let parent_id = serde_json::from_slice::<Value>(&stored.json)
@@ -159,14 +171,14 @@ pub(crate) async fn get_event(
                     .and_then(|p| p.parse().ok())
             });
         let parent = match parent_id {
-            Some(p) => match s.index.get(Kind::Command, &p)? {
+            Some(p) => match index.get(Kind::Command, &p)? {
                 Some(c) => Some(c),
-                None => s.index.get(Kind::Event, &p)?,
+                None => index.get(Kind::Event, &p)?,
             },
             None => None,
         };
         // Events this one caused (an effect's outcome, say).
-        let caused = s.index.outcomes(&id)?;
+        let caused = index.outcomes(id)?;
         Ok((Some(stored), parent, caused))
     })
     .await?;

@@ -20,21 +20,36 @@ fn param(name: &str, location: &str, description: &str, schema: Value) -> Value 
     json!({"name": name, "in": location, "required": location == "path", "description": description, "schema": schema})
 }
 
-fn wait_params() -> Vec<Value> {
-    vec![
-        param(
-            "min_position",
-            "query",
-            "Comma-separated positions (topic/partition/offset) the view must have processed first (read-your-writes).",
-            json!({"type": "string"}),
-        ),
-        param(
-            "wait_ms",
-            "query",
-            "How long to wait for min_position (default 1000).",
-            json!({"type": "integer", "minimum": 0}),
-        ),
-    ]
+/// An optional query parameter.
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    param(name, "query", description, schema)
+}
+
+/// The parameters of a read of a view: the view's name (and with `key`,
+/// the key) in the path, the read's own `query` parameters, then
+/// read-your-writes.
+fn view_params(key: bool, query_params: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let mut params = vec![param(
+        "store",
+        "path",
+        "View name.",
+        json!({"type": "string"}),
+    )];
+    if key {
+        params.push(param("key", "path", "Key.", json!({"type": "string"})));
+    }
+    params.extend(query_params);
+    params.push(query(
+        "min_position",
+        "Comma-separated positions (topic/partition/offset) the view must have processed first (read-your-writes).",
+        json!({"type": "string"}),
+    ));
+    params.push(query(
+        "wait_ms",
+        "How long to wait for min_position (default 1000).",
+        json!({"type": "integer", "minimum": 0}),
+    ));
+    params
 }
 
 /// The document, built from the registered actions and views.
@@ -44,32 +59,28 @@ pub(crate) fn build(state: &Shared) -> Value {
         "items": {"type": "array", "items": record},
         "total": {"type": "integer"}, "offset": {"type": "integer"}, "limit": {"type": "integer"},
         "next_after": {"type": "string", "description": "Pass as after= for the next page."}}});
+    let string = json!({"type": "string"});
+    let integer = json!({"type": "integer"});
+    let count = json!({"type": "integer", "minimum": 0});
+    let positive = json!({"type": "integer", "minimum": 1});
     let paging = vec![
-        param(
-            "offset",
-            "query",
-            "Records to skip.",
-            json!({"type": "integer", "minimum": 0}),
-        ),
-        param(
+        query("offset", "Records to skip.", count),
+        query(
             "limit",
-            "query",
             "Page size.",
             json!({"type": "integer", "minimum": 1, "maximum": state.config.page_limit_max}),
         ),
-        param(
+        query(
             "after",
-            "query",
             "Start after this id (cheaper than a large offset).",
             json!({"type": "string", "format": "uuid"}),
         ),
     ];
     let mut events_paging = paging.clone();
-    events_paging.push(param(
+    events_paging.push(query(
         "action",
-        "query",
         "Only events with this action.",
-        json!({"type": "string"}),
+        string.clone(),
     ));
     let live = |what: &str| {
         json!({"get": {"summary": format!("Live stream of new {what} (server-sent events)"),
@@ -81,68 +92,30 @@ pub(crate) fn build(state: &Shared) -> Value {
             "responses": {"200": {"description": "An event stream", "content": {"text/event-stream": {}}},
                 "400": problem_ref("Bad cursor or parameter"), "503": problem_ref("Too many open streams")}}})
     };
-    let mut get_params = vec![
-        param("store", "path", "View name.", json!({"type": "string"})),
-        param("key", "path", "Key.", json!({"type": "string"})),
-        param(
-            "as_of",
-            "query",
-            "Versioned views: the value at this time (ms).",
-            json!({"type": "integer"}),
-        ),
-    ];
-    get_params.extend(wait_params());
-    let mut scan_params = vec![
-        param("store", "path", "View name.", json!({"type": "string"})),
-        param(
-            "prefix",
-            "query",
-            "Keys starting with this.",
-            json!({"type": "string"}),
-        ),
-        param(
-            "from",
-            "query",
-            "Keys from this (inclusive).",
-            json!({"type": "string"}),
-        ),
-        param(
-            "to",
-            "query",
-            "Keys before this (exclusive).",
-            json!({"type": "string"}),
-        ),
-        param(
-            "after",
-            "query",
-            "Keys after this (the previous page's next_after).",
-            json!({"type": "string"}),
-        ),
-        param(
-            "limit",
-            "query",
-            "Page size.",
-            json!({"type": "integer", "minimum": 1}),
-        ),
-    ];
-    scan_params.extend(wait_params());
-    let mut window_params = vec![
-        param("store", "path", "View name.", json!({"type": "string"})),
-        param("key", "path", "Key.", json!({"type": "string"})),
-        param(
-            "from",
-            "query",
-            "Windows starting at or after (ms).",
-            json!({"type": "integer"}),
-        ),
-        param(
-            "to",
-            "query",
-            "Windows starting at or before (ms).",
-            json!({"type": "integer"}),
-        ),
-    ];
-    window_params.extend(wait_params());
+    let as_of = "Versioned views: the value at this time (ms).";
+    let get_params = view_params(true, [query("as_of", as_of, integer.clone())]);
+    let next = "Keys after this (the previous page's next_after).";
+    let scan_params = view_params(
+        false,
+        [
+            query("prefix", "Keys starting with this.", string.clone()),
+            query("from", "Keys from this (inclusive).", string.clone()),
+            query("to", "Keys before this (exclusive).", string.clone()),
+            query("after", next, string),
+            query("limit", "Page size.", positive),
+        ],
+    );
+    let window_params = view_params(
+        true,
+        [
+            query(
+                "from",
+                "Windows starting at or after (ms).",
+                integer.clone(),
+            ),
+            query("to", "Windows starting at or before (ms).", integer),
+        ],
+    );
     let views: Vec<Value> = state.views.iter().map(|v| Value::from(v.name())).collect();
     json!({
         "openapi": "3.1.0",

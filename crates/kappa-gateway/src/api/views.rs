@@ -9,6 +9,7 @@ use axum::response::Response;
 use kappa_log::TopicPartition;
 use kappa_streams::Streams;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{Shared, blocking, json as json_response, query};
@@ -96,6 +97,16 @@ fn find<'a>(state: &'a Shared, name: &str) -> Result<&'a View, Problem> {
         .ok_or_else(|| Problem::not_found(format!("no view {name:?}")))
 }
 
+/// A read's query and the view it names (a bad query is refused first).
+fn request<Q: DeserializeOwned>(
+    state: &Shared,
+    name: &str,
+    uri: &axum::http::Uri,
+) -> Result<(Q, View), Problem> {
+    let q = query(uri)?;
+    Ok((q, find(state, name)?.clone()))
+}
+
 /// Applies a request's optional `min_position` and `wait_ms` to `streams`
 /// (waiting at most the configured maximum; one second by default).
 pub(crate) async fn wait_if_asked(
@@ -150,8 +161,7 @@ pub(crate) async fn get(
     Path((name, key)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let q: GetQuery = query(&uri)?;
-    let view = find(&state, &name)?.clone();
+    let (q, view) = request::<GetQuery>(&state, &name, &uri)?;
     if q.as_of.is_some() && view.kind != ViewKind::Versioned {
         return Err(Problem::bad_request(format!(
             "view {name:?} is not versioned: as_of does not apply"
@@ -199,8 +209,7 @@ pub(crate) async fn scan(
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let q: ScanQuery = query(&uri)?;
-    let view = find(&state, &name)?.clone();
+    let (q, view) = request::<ScanQuery>(&state, &name, &uri)?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > state.config.page_limit_max {
         return Err(Problem::bad_request(format!(
@@ -272,8 +281,7 @@ pub(crate) async fn windows(
     Path((name, key)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let q: WindowQuery = query(&uri)?;
-    let view = find(&state, &name)?.clone();
+    let (q, view) = request::<WindowQuery>(&state, &name, &uri)?;
     if view.kind != ViewKind::Windowed {
         return Err(Problem::bad_request(format!(
             "view {name:?} is not windowed"

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kappa_gateway::load::{HttpClient, Reply};
+use kappa_gateway::testing::sole;
 use kappa_gateway::{Gateway, GatewayConfig};
 use kappa_log::{EmbeddedLog, Log, TopicPartition};
 use kappa_streams::Streams;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 /// A running demo service.
@@ -25,6 +26,9 @@ pub struct Service {
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How long a read of one's own writes waits for them.
+pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn config() -> GatewayConfig {
     GatewayConfig {
@@ -154,7 +158,7 @@ impl Service {
 }
 
 pub fn body(action: &str, key: Option<&str>, data: Value) -> Value {
-    let mut b = serde_json::json!({"action": action, "data": data});
+    let mut b = json!({"action": action, "data": data});
     if let Some(k) = key {
         b["key"] = Value::from(k);
     }
@@ -176,15 +180,19 @@ pub fn assert_problem(r: &Reply, status: u16) -> Value {
     p
 }
 
-/// Waits (a bounded time) until `arc` is the last reference, and returns it.
-pub async fn unique<T: ?Sized>(mut arc: Arc<T>) -> Arc<T> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while Arc::get_mut(&mut arc).is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still shared after 30 s"
-        );
-        tokio::task::yield_now().await;
+/// `arc` once every other reference is gone (see [`sole`]).
+pub async fn unique<T: ?Sized>(arc: Arc<T>) -> Arc<T> {
+    sole(arc, Duration::from_secs(30))
+        .await
+        .expect("still shared after 30 s")
+}
+
+/// A demo command: `fail` (which the demo processor rejects), or `add`
+/// of `amount`.
+pub fn add_or_fail(fail: bool, amount: i64) -> (&'static str, Value) {
+    if fail {
+        ("fail", json!({}))
+    } else {
+        ("add", json!({"amount": amount}))
     }
-    arc
 }

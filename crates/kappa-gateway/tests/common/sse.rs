@@ -58,6 +58,21 @@ impl Frames {
     }
 }
 
+/// The first `n` frames of the stream at `path`, read on `c` (which is
+/// closed after them).
+pub async fn first_frames(
+    mut c: kappa_gateway::load::HttpClient,
+    path: &str,
+    n: usize,
+) -> Vec<Frame> {
+    let mut frames = open(&mut c, path, None).await;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(frames.next().await);
+    }
+    out
+}
+
 pub async fn open(
     c: &mut kappa_gateway::load::HttpClient,
     path: &str,

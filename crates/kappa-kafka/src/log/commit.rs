@@ -92,9 +92,7 @@ impl KafkaLog {
         let outputs = records.len();
         let mut changes = Vec::with_capacity(commit.metadata.len() + commit.group_positions.len());
         for gp in commit.group_positions {
-            if !kappa_log::valid_group_name(&gp.group) {
-                return Err(LogError::InvalidGroupName(gp.group.to_string()));
-            }
+            kappa_log::check_group_name(&gp.group)?;
             self.check_partition(&gp.partition.topic, gp.partition.partition)?;
             changes.push((
                 Bytes::from(group_key(&gp.group, &gp.partition)),

@@ -573,9 +573,7 @@ impl Log for KafkaLog {
     }
 
     fn group_positions(&self, group: &str) -> Result<Vec<(TopicPartition, u64)>, LogError> {
-        if !kappa_log::valid_group_name(group) {
-            return Err(LogError::InvalidGroupName(group.to_owned()));
-        }
+        kappa_log::check_group_name(group)?;
         let prefix = group_prefix(group);
         let mut out = Vec::new();
         for (k, v) in self.metadata_scan(&prefix)? {
@@ -620,9 +618,7 @@ impl Log for KafkaLog {
         group: &str,
         partitions: Option<&[TopicPartition]>,
     ) -> Result<usize, LogError> {
-        if !kappa_log::valid_group_name(group) {
-            return Err(LogError::InvalidGroupName(group.to_owned()));
-        }
+        kappa_log::check_group_name(group)?;
         let mut commit = Commit::new();
         let mut removed = 0;
         for (k, _) in self.metadata_scan(&group_prefix(group))? {

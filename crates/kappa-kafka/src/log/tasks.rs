@@ -6,9 +6,7 @@ impl KafkaLog {
     /// The commit topic of `group`'s task slots, made with `tasks`
     /// partitions when missing.
     pub(super) fn task_topic(&self, group: &str, tasks: u32) -> Result<Arc<str>, LogError> {
-        if !kappa_log::valid_group_name(group) {
-            return Err(LogError::InvalidGroupName(group.to_owned()));
-        }
+        kappa_log::check_group_name(group)?;
         let topic = format!("{TASKS_TOPIC_PREFIX}{group}");
         kappa_log::validate_topic_name(&topic)?;
         let spec =

@@ -6,6 +6,26 @@ fn open(broker: &Arc<MockBroker>, dir: &std::path::Path) -> KafkaLog {
     KafkaLog::open_with_topic_admin(broker.config(dir), broker.clone()).unwrap()
 }
 
+/// A mock cluster and a log on it with a topic `out` of `partitions`
+/// partitions; the directory is kept so the log can be reopened.
+fn log_with_out(partitions: u32) -> (Arc<MockBroker>, tempfile::TempDir, KafkaLog) {
+    let broker = Arc::new(MockBroker::start().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&broker, dir.path());
+    log.create_topic(&TopicSpec::new("out", partitions))
+        .unwrap();
+    (broker, dir, log)
+}
+
+/// A commit appending `values` to `out`, the i-th keyed `k{i}`.
+fn keyed_appends(values: impl IntoIterator<Item = impl Into<Bytes>>) -> Commit {
+    let mut c = Commit::new();
+    for (i, v) in values.into_iter().enumerate() {
+        c.append("out", ProducerRecord::value(v).with_key(format!("k{i}")));
+    }
+    c
+}
+
 fn values(log: &KafkaLog, topic: &str, partitions: u32) -> Vec<String> {
     let mut out = Vec::new();
     for p in 0..partitions {
@@ -44,17 +64,8 @@ fn entry_of(log: &KafkaLog, c: Commit) -> (Slot, Entry, Vec<Outgoing>) {
 /// The process dies after writing a commit's entry ahead and producing
 /// `produced` of its records: the next start produces the rest, once.
 fn interrupted_after(produced: usize) {
-    let broker = Arc::new(MockBroker::start().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(&broker, dir.path());
-    log.create_topic(&TopicSpec::new("out", 2)).unwrap();
-    let mut c = Commit::new();
-    for i in 0..20 {
-        c.append(
-            "out",
-            ProducerRecord::value(format!("v{i:02}")).with_key(format!("k{i}")),
-        );
-    }
+    let (broker, dir, log) = log_with_out(2);
+    let mut c = keyed_appends((0..20).map(|i| format!("v{i:02}")));
     c.put_metadata("store/x", "42");
     c.set_group_position("app", TopicPartition::new("out", 1), 17);
     let (slot, entry, chunks) = entry_of(&log, c);
@@ -109,17 +120,8 @@ fn a_commit_cut_short_while_producing_is_finished_without_duplicates() {
 
 #[test]
 fn an_entry_cut_short_while_written_ahead_never_happened() {
-    let broker = Arc::new(MockBroker::start().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(&broker, dir.path());
-    log.create_topic(&TopicSpec::new("out", 1)).unwrap();
-    let mut c = Commit::new();
-    for i in 0..40 {
-        c.append(
-            "out",
-            ProducerRecord::value(vec![b'x'; 100_000]).with_key(format!("k{i}")),
-        );
-    }
+    let (broker, dir, log) = log_with_out(1);
+    let c = keyed_appends((0..40).map(|_| vec![b'x'; 100_000]));
     let (_, _, mut chunks) = entry_of(&log, c);
     assert!(chunks.len() > 1);
     chunks.pop();

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU32;
 
 use super::catalog::TopicMeta;
 use super::{Inner, TopicState, keys, lock_ignoring_poison};
-use crate::commit::valid_group_name;
+use crate::commit::check_group_name;
 use crate::error::LogError;
 use crate::record::TopicPartition;
 use crate::topic::{TopicConfig, TopicSpec};
@@ -84,9 +84,7 @@ impl Inner {
         group: &str,
         partitions: Option<&[TopicPartition]>,
     ) -> Result<usize, LogError> {
-        if !valid_group_name(group) {
-            return Err(LogError::InvalidGroupName(group.to_owned()));
-        }
+        check_group_name(group)?;
         let _writer = lock_ignoring_poison(&self.writer);
         self.check_writable()?;
         let mut b = self.db.batch();

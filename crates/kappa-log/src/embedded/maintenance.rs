@@ -149,15 +149,9 @@ impl Inner {
             log_start: new_start,
             end_floor: new_start,
         };
-        b.insert(
-            &self.ks.partitions,
-            keys::partition_key(t.id, partition),
-            meta.encode(),
-        );
-        self.commit_batch(b, true)?;
-        self.publish(|| {
+        self.commit_with_meta(t, partition, b, &meta, || {
             p.size_bytes.fetch_sub(freed, Ordering::Relaxed);
-        });
+        })?;
         tracing::debug!(topic = %t.name, partition, batches = expired, new_start, "retention removed batches");
         Ok(expired as u64)
     }
@@ -292,7 +286,7 @@ impl Inner {
         t: &TopicState,
         partition: u32,
         end: u64,
-        mut b: fjall::OwnedWriteBatch,
+        b: fjall::OwnedWriteBatch,
         freed: i64,
     ) -> Result<(), LogError> {
         if b.is_empty() {
@@ -303,13 +297,7 @@ impl Inner {
             log_start: p.start.load(Ordering::Acquire),
             end_floor: end,
         };
-        b.insert(
-            &self.ks.partitions,
-            keys::partition_key(t.id, partition),
-            meta.encode(),
-        );
-        self.commit_batch(b, true)?;
-        self.publish(|| {
+        self.commit_with_meta(t, partition, b, &meta, || {
             if freed >= 0 {
                 p.size_bytes
                     .fetch_sub(freed.unsigned_abs(), Ordering::Relaxed);
@@ -317,7 +305,27 @@ impl Inner {
                 p.size_bytes
                     .fetch_add(freed.unsigned_abs(), Ordering::Relaxed);
             }
-        });
+        })
+    }
+
+    /// Commits a rewrite of a partition's batches together with its new
+    /// bounds (`meta`), so a reopen never sees the one without the other,
+    /// then publishes `update` to readers.
+    fn commit_with_meta(
+        &self,
+        t: &TopicState,
+        partition: u32,
+        mut b: fjall::OwnedWriteBatch,
+        meta: &PartitionMeta,
+        update: impl FnOnce(),
+    ) -> Result<(), LogError> {
+        b.insert(
+            &self.ks.partitions,
+            keys::partition_key(t.id, partition),
+            meta.encode(),
+        );
+        self.commit_batch(b, true)?;
+        self.publish(update);
         Ok(())
     }
 

@@ -188,6 +188,16 @@ impl Default for PartitionState {
     }
 }
 
+impl PartitionState {
+    /// The offsets readers may see now.
+    pub(crate) fn offsets(&self) -> OffsetRange {
+        OffsetRange {
+            start: self.start.load(Ordering::Acquire),
+            end: self.end.load(Ordering::Acquire),
+        }
+    }
+}
+
 impl EmbeddedLog {
     /// Opens (or creates) a log directory with default options (`always` durability).
     ///
@@ -588,20 +598,9 @@ impl Log for EmbeddedLog {
 
     fn describe_topic(&self, name: &str) -> Result<TopicDescription, LogError> {
         let t = self.inner.topic(name)?;
-        Ok(TopicDescription {
-            spec: t.spec.clone(),
-            partitions: t
-                .partitions
-                .iter()
-                .enumerate()
-                .map(|(i, p)| crate::topic::PartitionDescription {
-                    partition: i as u32,
-                    start_offset: p.start.load(Ordering::Acquire),
-                    end_offset: p.end.load(Ordering::Acquire),
-                    size_bytes: p.size_bytes.load(Ordering::Relaxed),
-                })
-                .collect(),
-        })
+        Ok(TopicDescription::of(&t.spec, &t.partitions, |p| {
+            (p.offsets(), p.size_bytes.load(Ordering::Relaxed))
+        }))
     }
 
     fn commit(&self, commit: Commit) -> Result<CommitReceipt, LogError> {
@@ -619,11 +618,7 @@ impl Log for EmbeddedLog {
 
     fn offsets(&self, partition: &TopicPartition) -> Result<OffsetRange, LogError> {
         let t = self.inner.topic(&partition.topic)?;
-        let p = self.inner.partition(&t, partition.partition)?;
-        Ok(OffsetRange {
-            start: p.start.load(Ordering::Acquire),
-            end: p.end.load(Ordering::Acquire),
-        })
+        Ok(self.inner.partition(&t, partition.partition)?.offsets())
     }
 
     fn offset_for_timestamp(
@@ -663,27 +658,12 @@ impl Log for EmbeddedLog {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, LogError> {
-        use std::ops::Bound;
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
-            _ => Bound::Included(prefix.to_vec()),
-        };
         let snapshot = self.inner.published();
-        for item in snapshot.range(&self.inner.ks.meta, (start, Bound::Unbounded)) {
-            let (k, v) = item.into_inner()?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((Bytes::from(k), Bytes::from(v)));
-            if out.len() == limit {
-                break;
-            }
-        }
-        Ok(out)
+        crate::log::metadata_page_from(prefix, after, limit, |range| {
+            snapshot
+                .range::<&[u8], _>(&self.inner.ks.meta, range)
+                .map(fjall::Guard::into_inner)
+        })
     }
 }
 

@@ -10,10 +10,10 @@ use super::batch::{BatchSummary, BatchView};
 use fjall::Readable;
 
 use super::{Inner, TopicState, bounded_wait, keys, lock_ignoring_poison};
-use crate::commit::valid_group_name;
+use crate::commit::check_group_name;
 use crate::error::{LogError, describe_fjall};
 use crate::log::{FetchLimits, FetchOutcome};
-use crate::record::{Record, TopicPartition};
+use crate::record::{OffsetRange, Record, TopicPartition};
 
 /// One partition of a fetch, with the end it may read up to.
 struct PartitionRead {
@@ -45,7 +45,8 @@ impl Inner {
             // Read the commit counter before looking, so a commit that lands
             // after the look is seen as a change and nothing is missed.
             let seen = *lock_ignoring_poison(lock);
-            let outcome = self.fetch_once(from, limits, out)?;
+            let reads = self.plan_reads(from)?;
+            let outcome = self.read_planned(&reads, limits, out)?;
             if outcome.records > 0 || limits.records_max == 0 {
                 return Ok(outcome);
             }
@@ -66,14 +67,9 @@ impl Inner {
         }
     }
 
-    fn fetch_once(
-        &self,
-        from: &[(TopicPartition, u64)],
-        limits: FetchLimits,
-        out: &mut Vec<Record>,
-    ) -> Result<FetchOutcome, LogError> {
-        // Take every partition's bounds in one published state, so a commit
-        // spanning several of them is seen whole or not at all.
+    /// Every partition's bounds, taken in one published state, so a commit
+    /// spanning several of them is seen whole or not at all.
+    fn plan_reads(&self, from: &[(TopicPartition, u64)]) -> Result<Vec<PartitionRead>, LogError> {
         let mut reads = Vec::with_capacity(from.len());
         {
             let _published = self
@@ -83,10 +79,7 @@ impl Inner {
             for (tp, offset) in from {
                 let topic = self.topic(&tp.topic)?;
                 let p = self.partition(&topic, tp.partition)?;
-                let (start, end) = (
-                    p.start.load(Ordering::Acquire),
-                    p.end.load(Ordering::Acquire),
-                );
+                let OffsetRange { start, end } = p.offsets();
                 if *offset < start || *offset > end {
                     return Err(LogError::OffsetOutOfRange {
                         topic: topic.name.to_string(),
@@ -104,12 +97,22 @@ impl Inner {
                 });
             }
         }
+        Ok(reads)
+    }
+
+    /// Reads the planned partitions in order while `limits` allow.
+    fn read_planned(
+        &self,
+        reads: &[PartitionRead],
+        limits: FetchLimits,
+        out: &mut Vec<Record>,
+    ) -> Result<FetchOutcome, LogError> {
         let mut outcome = FetchOutcome {
-            next_offsets: Vec::with_capacity(from.len()),
+            next_offsets: Vec::with_capacity(reads.len()),
             records: 0,
         };
         let mut bytes = 0usize;
-        for read in &reads {
+        for read in reads {
             let next = if outcome.records < limits.records_max
                 && (outcome.records == 0 || bytes < limits.bytes_max)
             {
@@ -279,9 +282,7 @@ impl Inner {
         &self,
         group: &str,
     ) -> Result<Vec<(TopicPartition, u64)>, LogError> {
-        if !valid_group_name(group) {
-            return Err(LogError::InvalidGroupName(group.to_owned()));
-        }
+        check_group_name(group)?;
         let mut out = Vec::new();
         let snapshot = self.published();
         for item in snapshot.prefix(&self.ks.groups, keys::group_prefix(group)) {

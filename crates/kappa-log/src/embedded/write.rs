@@ -9,7 +9,7 @@ use super::catalog::TopicMeta;
 use super::keys;
 use super::stats::Counters;
 use super::{DELETING_PREFIX, Inner, NEXT_TOPIC_ID_KEY, TopicState, lock_ignoring_poison};
-use crate::commit::{Commit, CommitReceipt, METADATA_KEY_BYTES_MAX, valid_group_name};
+use crate::commit::{Commit, CommitReceipt, METADATA_KEY_BYTES_MAX, check_group_name};
 use crate::error::LogError;
 use crate::partitioner::partition_for_key;
 use crate::record::{Position, ProducerRecord, now_ms};
@@ -183,9 +183,7 @@ impl Inner {
 
         // Group positions may point at most at the end the commit leaves behind.
         for gp in &commit.group_positions {
-            if !valid_group_name(&gp.group) {
-                return Err(LogError::InvalidGroupName(gp.group.to_string()));
-            }
+            check_group_name(&gp.group)?;
             let state = match topics.iter().find(|t| t.name == gp.partition.topic) {
                 Some(t) => t.clone(),
                 None => self.topic(&gp.partition.topic)?,

@@ -6,6 +6,10 @@
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ResponseKind,
@@ -423,86 +427,106 @@ pub(crate) fn incremental_alter(
     ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> ResponseKind {
-    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-    let mut r = IncrementalAlterConfigsResponse::default();
-    for resource in req.resources {
-        let name = resource.resource_name.to_string();
-        let outcome = alter_resource(
-            ctx,
-            resource.resource_type,
-            &name,
-            req.validate_only,
-            false,
-            |config| {
-                let mut seen = Vec::new();
-                for c in &resource.configs {
-                    let key = c.name.as_str();
-                    if !known_key(key, &mut seen)? {
-                        continue;
-                    }
-                    match c.config_operation {
-                        OP_SET => set(config, key, c.value.as_ref())?,
-                        OP_DELETE => reset_config(config, key),
-                        OP_APPEND | OP_SUBTRACT => {
-                            edit_list(config, key, c.config_operation, c.value.as_ref())?
-                        }
-                        other => {
-                            return Err((
-                                codes::INVALID_REQUEST,
-                                format!(
-                                    "config operation {other} is not one of SET (0), DELETE (1), APPEND (2), SUBTRACT (3)"
-                                ),
-                            ));
-                        }
-                    }
-                }
-                Ok(())
-            },
-        );
-        let mut result = AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name);
-        if let Err((code, message)) = outcome {
-            result.error_code = code;
-            result.error_message = Some(text(message));
-        }
-        r.responses.push(result);
-    }
-    ResponseKind::IncrementalAlterConfigs(r)
+    let responses = alter_resources(ctx, req.resources, req.validate_only, false);
+    ResponseKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
 }
 
 /// The older AlterConfigs: the configs given replace the topic's whole
-/// configuration, anything not given goes back to its default.
+/// configuration, anything not given goes back to its default. Served as
+/// IncrementalAlterConfigs SETs on top of the defaults, so that both APIs
+/// check a config alike.
 pub(crate) fn alter(ctx: &RequestContext, req: AlterConfigsRequest) -> ResponseKind {
-    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-    let mut r = AlterConfigsResponse::default();
-    for resource in req.resources {
-        let name = resource.resource_name.to_string();
-        let outcome = alter_resource(
-            ctx,
-            resource.resource_type,
-            &name,
-            req.validate_only,
-            true,
-            |config| {
-                let mut seen = Vec::new();
-                for c in &resource.configs {
-                    let key = c.name.as_str();
-                    if known_key(key, &mut seen)? {
-                        set(config, key, c.value.as_ref())?;
-                    }
-                }
-                Ok(())
-            },
-        );
-        let mut result = AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name);
-        if let Err((code, message)) = outcome {
-            result.error_code = code;
-            result.error_message = Some(text(message));
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as Answer;
+    let resources = req
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let sets = resource
+                .configs
+                .into_iter()
+                .map(|c| {
+                    AlterableConfig::default()
+                        .with_name(c.name)
+                        .with_config_operation(OP_SET)
+                        .with_value(c.value)
+                })
+                .collect();
+            AlterConfigsResource::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name)
+                .with_configs(sets)
+        })
+        .collect();
+    let responses = alter_resources(ctx, resources, req.validate_only, true)
+        .into_iter()
+        .map(|a| {
+            Answer::default()
+                .with_error_code(a.error_code)
+                .with_error_message(a.error_message)
+                .with_resource_type(a.resource_type)
+                .with_resource_name(a.resource_name)
+        })
+        .collect();
+    ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+}
+
+/// Alters each resource (see `alter_resource`) by its operations, in the
+/// order given, and answers for each.
+fn alter_resources(
+    ctx: &RequestContext,
+    resources: Vec<AlterConfigsResource>,
+    validate_only: bool,
+    from_default: bool,
+) -> Vec<AlterConfigsResourceResponse> {
+    resources
+        .into_iter()
+        .map(|resource| {
+            let name = resource.resource_name.to_string();
+            let outcome = alter_resource(
+                ctx,
+                resource.resource_type,
+                &name,
+                validate_only,
+                from_default,
+                |config| apply_operations(config, &resource.configs),
+            );
+            let mut result = AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name);
+            if let Err((code, message)) = outcome {
+                result.error_code = code;
+                result.error_message = Some(text(message));
+            }
+            result
+        })
+        .collect()
+}
+
+/// Applies one resource's config operations in the order given.
+fn apply_operations(config: &mut TopicConfig, configs: &[AlterableConfig]) -> Result<(), Refusal> {
+    let mut seen = Vec::new();
+    for c in configs {
+        let key = c.name.as_str();
+        if !known_key(key, &mut seen)? {
+            continue;
         }
-        r.responses.push(result);
+        match c.config_operation {
+            OP_SET => set(config, key, c.value.as_ref())?,
+            OP_DELETE => reset_config(config, key),
+            OP_APPEND | OP_SUBTRACT => {
+                edit_list(config, key, c.config_operation, c.value.as_ref())?
+            }
+            other => {
+                return Err((
+                    codes::INVALID_REQUEST,
+                    format!(
+                        "config operation {other} is not one of SET (0), DELETE (1), APPEND (2), SUBTRACT (3)"
+                    ),
+                ));
+            }
+        }
     }
-    ResponseKind::AlterConfigs(r)
+    Ok(())
 }

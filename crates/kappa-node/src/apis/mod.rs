@@ -91,14 +91,16 @@ impl Pending {
         Self::Ready(ctx.respond(&body))
     }
 
-    /// A response made by `work` on the blocking pool (it reads or writes the log).
-    fn blocking(
+    /// The response `handler` makes to `request` on the blocking pool (it
+    /// reads or writes the log).
+    fn blocking<R: Send + 'static>(
         ctx: RequestContext,
-        work: impl FnOnce(&RequestContext) -> ResponseKind + Send + 'static,
+        request: R,
+        handler: impl FnOnce(&RequestContext, R) -> ResponseKind + Send + 'static,
     ) -> Self {
         Self::spawned(async move {
             let (ctx, body) = tokio::task::spawn_blocking(move || {
-                let body = work(&ctx);
+                let body = handler(&ctx, request);
                 (ctx, body)
             })
             .await
@@ -123,51 +125,37 @@ impl Pending {
 pub(crate) fn dispatch(ctx: RequestContext, request: RequestKind) -> Pending {
     match request {
         RequestKind::ApiVersions(_) => Pending::now(&ctx, cluster::api_versions()),
-        RequestKind::Metadata(r) => Pending::blocking(ctx, move |ctx| cluster::metadata(ctx, r)),
+        RequestKind::Metadata(r) => Pending::blocking(ctx, r, cluster::metadata),
         RequestKind::FindCoordinator(r) => Pending::now(&ctx, cluster::find_coordinator(&ctx, r)),
         RequestKind::DescribeCluster(r) => Pending::now(&ctx, cluster::describe_cluster(&ctx, r)),
-        RequestKind::DescribeConfigs(r) => {
-            Pending::blocking(ctx, move |ctx| configs::describe(ctx, r))
-        }
+        RequestKind::DescribeConfigs(r) => Pending::blocking(ctx, r, configs::describe),
         RequestKind::IncrementalAlterConfigs(r) => {
-            Pending::blocking(ctx, move |ctx| configs::incremental_alter(ctx, r))
+            Pending::blocking(ctx, r, configs::incremental_alter)
         }
-        RequestKind::AlterConfigs(r) => Pending::blocking(ctx, move |ctx| configs::alter(ctx, r)),
-        RequestKind::CreatePartitions(r) => {
-            Pending::blocking(ctx, move |ctx| topics::create_partitions(ctx, r))
-        }
-        RequestKind::CreateTopics(r) => Pending::blocking(ctx, move |ctx| topics::create(ctx, r)),
-        RequestKind::DeleteTopics(r) => Pending::blocking(ctx, move |ctx| topics::delete(ctx, r)),
+        RequestKind::AlterConfigs(r) => Pending::blocking(ctx, r, configs::alter),
+        RequestKind::CreatePartitions(r) => Pending::blocking(ctx, r, topics::create_partitions),
+        RequestKind::CreateTopics(r) => Pending::blocking(ctx, r, topics::create),
+        RequestKind::DeleteTopics(r) => Pending::blocking(ctx, r, topics::delete),
         RequestKind::Produce(r) => produce::produce(ctx, r),
-        RequestKind::InitProducerId(r) => {
-            Pending::blocking(ctx, move |ctx| produce::init_producer_id(ctx, r))
-        }
-        RequestKind::Fetch(r) => Pending::blocking(ctx, move |ctx| fetch::fetch(ctx, r)),
-        RequestKind::ListOffsets(r) => {
-            Pending::blocking(ctx, move |ctx| fetch::list_offsets(ctx, r))
-        }
-        RequestKind::OffsetCommit(r) => Pending::blocking(ctx, move |ctx| offsets::commit(ctx, r)),
-        RequestKind::OffsetFetch(r) => Pending::blocking(ctx, move |ctx| offsets::fetch(ctx, r)),
+        RequestKind::InitProducerId(r) => Pending::blocking(ctx, r, produce::init_producer_id),
+        RequestKind::Fetch(r) => Pending::blocking(ctx, r, fetch::fetch),
+        RequestKind::ListOffsets(r) => Pending::blocking(ctx, r, fetch::list_offsets),
+        RequestKind::OffsetCommit(r) => Pending::blocking(ctx, r, offsets::commit),
+        RequestKind::OffsetFetch(r) => Pending::blocking(ctx, r, offsets::fetch),
         RequestKind::AddPartitionsToTxn(r) => {
-            Pending::blocking(ctx, move |ctx| transactions::add_partitions(ctx, r))
+            Pending::blocking(ctx, r, transactions::add_partitions)
         }
-        RequestKind::AddOffsetsToTxn(r) => {
-            Pending::blocking(ctx, move |ctx| transactions::add_offsets(ctx, r))
-        }
-        RequestKind::TxnOffsetCommit(r) => {
-            Pending::blocking(ctx, move |ctx| transactions::commit_offsets(ctx, r))
-        }
-        RequestKind::EndTxn(r) => Pending::blocking(ctx, move |ctx| transactions::end(ctx, r)),
+        RequestKind::AddOffsetsToTxn(r) => Pending::blocking(ctx, r, transactions::add_offsets),
+        RequestKind::TxnOffsetCommit(r) => Pending::blocking(ctx, r, transactions::commit_offsets),
+        RequestKind::EndTxn(r) => Pending::blocking(ctx, r, transactions::end),
         RequestKind::JoinGroup(r) => groups::join(ctx, r),
         RequestKind::SyncGroup(r) => groups::sync(ctx, r),
         RequestKind::Heartbeat(r) => Pending::now(&ctx, groups::heartbeat(&ctx, r)),
         RequestKind::LeaveGroup(r) => Pending::now(&ctx, groups::leave(&ctx, r)),
-        RequestKind::ListGroups(r) => Pending::blocking(ctx, move |ctx| groups::list(ctx, r)),
-        RequestKind::DescribeGroups(r) => {
-            Pending::blocking(ctx, move |ctx| groups::describe(ctx, r))
-        }
-        RequestKind::DeleteGroups(r) => Pending::blocking(ctx, move |ctx| groups::delete(ctx, r)),
-        RequestKind::OffsetDelete(r) => Pending::blocking(ctx, move |ctx| offsets::delete(ctx, r)),
+        RequestKind::ListGroups(r) => Pending::blocking(ctx, r, groups::list),
+        RequestKind::DescribeGroups(r) => Pending::blocking(ctx, r, groups::describe),
+        RequestKind::DeleteGroups(r) => Pending::blocking(ctx, r, groups::delete),
+        RequestKind::OffsetDelete(r) => Pending::blocking(ctx, r, offsets::delete),
         _ => Pending::Ready(Err(format!("{:?} is decoded but not served", ctx.api_key))),
     }
 }

@@ -159,6 +159,27 @@ fn committed(
 }
 
 pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKind {
+    // `Committed` as the response's topics: v8 moved them into a list per
+    // group, of other generated types with the same fields.
+    macro_rules! answers {
+        ($committed:expr, $topic:ident, $partition:ident) => {
+            $committed
+                .into_iter()
+                .map(|(name, offsets)| {
+                    let partitions = offsets.into_iter().map(|(p, o, code)| {
+                        $partition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(o)
+                            .with_error_code(code)
+                            .with_metadata(Some(text("")))
+                    });
+                    $topic::default()
+                        .with_name(name)
+                        .with_partitions(partitions.collect())
+                })
+                .collect()
+        };
+    }
     let mut r = OffsetFetchResponse::default();
     if ctx.version >= 8 {
         for g in req.groups {
@@ -170,25 +191,11 @@ pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKi
             let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             match committed(ctx, g.group_id.0.as_str(), topics) {
                 Ok(list) => {
-                    out.topics = list
-                        .into_iter()
-                        .map(|(name, offsets)| {
-                            OffsetFetchResponseTopics::default()
-                                .with_name(name)
-                                .with_partitions(
-                                    offsets
-                                        .into_iter()
-                                        .map(|(p, o, code)| {
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(o)
-                                                .with_error_code(code)
-                                                .with_metadata(Some(text("")))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect();
+                    out.topics = answers!(
+                        list,
+                        OffsetFetchResponseTopics,
+                        OffsetFetchResponsePartitions
+                    );
                 }
                 Err(code) => out.error_code = code,
             }
@@ -203,25 +210,7 @@ pub(crate) fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> ResponseKi
     });
     match committed(ctx, req.group_id.0.as_str(), topics) {
         Ok(list) => {
-            r.topics = list
-                .into_iter()
-                .map(|(name, offsets)| {
-                    OffsetFetchResponseTopic::default()
-                        .with_name(name)
-                        .with_partitions(
-                            offsets
-                                .into_iter()
-                                .map(|(p, o, code)| {
-                                    OffsetFetchResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(o)
-                                        .with_error_code(code)
-                                        .with_metadata(Some(text("")))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
+            r.topics = answers!(list, OffsetFetchResponseTopic, OffsetFetchResponsePartition)
         }
         Err(code) if ctx.version >= 2 => r.error_code = code,
         Err(_) => {}

@@ -33,7 +33,9 @@ pub(crate) fn produce(ctx: RequestContext, req: ProduceRequest) -> Pending {
             tokio::task::spawn_blocking(move || produce_transactional(&ctx, &id, req));
             return Pending::Ready(Ok(None));
         }
-        return Pending::blocking(ctx, move |ctx| produce_transactional(ctx, &id, req));
+        return Pending::blocking(ctx, req, move |ctx, req| {
+            produce_transactional(ctx, &id, req)
+        });
     }
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);

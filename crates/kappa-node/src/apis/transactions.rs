@@ -28,6 +28,29 @@ fn fenced_as_known(code: i16, version: i16, knows_fenced_from: i16) -> i16 {
     }
 }
 
+/// The coordinator's codes, one a partition in request order, handed out
+/// as the response is built and as a client of `version` understands them.
+struct Answers {
+    codes: std::vec::IntoIter<i16>,
+    version: i16,
+    knows_fenced_from: i16,
+}
+
+impl Answers {
+    fn new(codes: Vec<i16>, version: i16, knows_fenced_from: i16) -> Self {
+        Self {
+            codes: codes.into_iter(),
+            version,
+            knows_fenced_from,
+        }
+    }
+
+    fn next(&mut self) -> i16 {
+        let code = self.codes.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR);
+        fenced_as_known(code, self.version, self.knows_fenced_from)
+    }
+}
+
 pub(crate) fn add_partitions(ctx: &RequestContext, req: AddPartitionsToTxnRequest) -> ResponseKind {
     let id = req.v3_and_below_transactional_id.0.as_str();
     let partitions: Vec<TopicPartition> = req
@@ -58,30 +81,19 @@ pub(crate) fn add_partitions(ctx: &RequestContext, req: AddPartitionsToTxnReques
             &partitions,
         ),
     };
-    let mut results = results.into_iter();
-    let mut r = AddPartitionsToTxnResponse::default();
-    r.results_by_topic_v3_and_below = req
-        .v3_and_below_topics
-        .into_iter()
-        .map(|t| {
-            let by_partition = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    AddPartitionsToTxnPartitionResult::default()
-                        .with_partition_index(*p)
-                        .with_partition_error_code(fenced_as_known(
-                            results.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR),
-                            ctx.version,
-                            2,
-                        ))
-                })
-                .collect();
-            AddPartitionsToTxnTopicResult::default()
-                .with_name(t.name)
-                .with_results_by_partition(by_partition)
-        })
-        .collect();
+    let mut answers = Answers::new(results, ctx.version, 2);
+    let topics = req.v3_and_below_topics.into_iter().map(|t| {
+        let by_partition = t.partitions.iter().map(|&p| {
+            AddPartitionsToTxnPartitionResult::default()
+                .with_partition_index(p)
+                .with_partition_error_code(answers.next())
+        });
+        AddPartitionsToTxnTopicResult::default()
+            .with_name(t.name)
+            .with_results_by_partition(by_partition.collect())
+    });
+    let r =
+        AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics.collect());
     ResponseKind::AddPartitionsToTxn(r)
 }
 
@@ -154,30 +166,18 @@ pub(crate) fn commit_offsets(ctx: &RequestContext, req: TxnOffsetCommitRequest) 
     } else {
         vec![refusal; offsets.len()]
     };
-    let mut results = results.into_iter();
-    let mut r = TxnOffsetCommitResponse::default();
-    r.topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    TxnOffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(fenced_as_known(
-                            results.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR),
-                            ctx.version,
-                            3,
-                        ))
-                })
-                .collect();
-            TxnOffsetCommitResponseTopic::default()
-                .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+    let mut answers = Answers::new(results, ctx.version, 3);
+    let topics = req.topics.into_iter().map(|t| {
+        let partitions = t.partitions.iter().map(|p| {
+            TxnOffsetCommitResponsePartition::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(answers.next())
+        });
+        TxnOffsetCommitResponseTopic::default()
+            .with_name(t.name)
+            .with_partitions(partitions.collect())
+    });
+    let r = TxnOffsetCommitResponse::default().with_topics(topics.collect());
     ResponseKind::TxnOffsetCommit(r)
 }
 

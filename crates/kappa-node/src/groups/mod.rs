@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::codes;
 use crate::config::NodeConfig;
+use crate::ticker::Ticker;
 use state::{Group, Member};
 pub(crate) use state::{GroupState, JoinOutcome, SyncOutcome};
 
@@ -314,13 +315,8 @@ impl Coordinator {
 }
 
 async fn expire(coordinator: Weak<Coordinator>) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(c) = coordinator.upgrade() else {
-            return;
-        };
+    let mut ticker = Ticker::new(TICK, coordinator);
+    while let Some(c) = ticker.tick().await {
         if c.stopped.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }

@@ -24,7 +24,7 @@ use crate::global::GlobalStores;
 use crate::node::{SourceNode, TaskInit};
 use crate::registry::{Registry, TaskOwner};
 use crate::store::{ReadOnlyStore, TaskStore, replay_mark_key, stream_time_key};
-use crate::tasks::{Listener, TaskState, Tasks};
+use crate::tasks::{AppContext, Listener, TaskState, Tasks};
 use crate::topology::Topology;
 
 mod streams;
@@ -200,12 +200,7 @@ pub(crate) fn plan(
         )));
     }
     let app = &config.application_id;
-    let internal: Vec<String> = topology
-        .graph
-        .internal_topics
-        .iter()
-        .map(|s| format!("{app}-{s}"))
-        .collect();
+    let internal = topology.internal_topics(app);
     let mut sources = topology.source_topics(app);
     sources.sort();
     sources.dedup();

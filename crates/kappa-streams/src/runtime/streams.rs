@@ -74,15 +74,15 @@ impl Streams {
             }
             None => None,
         };
-        let tasks = Arc::new(Tasks::new(
-            log.clone(),
-            topology.clone(),
-            config.clone(),
-            plan.clone(),
+        let tasks = Arc::new(Tasks::new(AppContext {
+            log: log.clone(),
+            topology: topology.clone(),
+            config: config.clone(),
+            plan: plan.clone(),
             globals,
-            progress.clone(),
-            registry.clone(),
-        ));
+            progress: progress.clone(),
+            registry: registry.clone(),
+        }));
         let mut streams = Self {
             log: log.clone(),
             config: config.clone(),

@@ -113,12 +113,14 @@ impl<K: Data, V: Data, W> WindowedKStream<K, V, W> {
             &self.children,
             Arc::new(WindowedAggregateOp {
                 store: store.0.name.clone(),
-                key_serde: self.key_serde.clone(),
-                agg_serde,
+                settings: Settings {
+                    key_serde: self.key_serde.clone(),
+                    agg_serde,
+                    grace_ms,
+                    emit: self.emit,
+                    late_topic: self.late_topic.as_deref().map(Arc::from),
+                },
                 assigner,
-                grace_ms,
-                emit: self.emit,
-                late_topic: self.late_topic.clone(),
                 children: children.clone(),
                 _types: PhantomData,
             }),
@@ -262,8 +264,11 @@ pub(crate) trait WindowAssigner<K, V, A>: Send + Sync + 'static {
         Self: Sized;
 
     /// Reads what the kind keeps in memory back from the store; called on
-    /// a task's first record after a (re)start.
-    fn load(&mut self, ctx: &mut TaskContext, store: usize) -> Result<(), StreamsError>;
+    /// a task's first record after a (re)start. Kinds that keep nothing in
+    /// memory have nothing to read.
+    fn load(&mut self, _ctx: &mut TaskContext, _store: usize) -> Result<(), StreamsError> {
+        Ok(())
+    }
 
     /// Adds one record to the windows it belongs to, reporting each window
     /// it changed in [`Step::updates`] with [`Emit::OnUpdate`].
@@ -274,15 +279,33 @@ pub(crate) trait WindowAssigner<K, V, A>: Send + Sync + 'static {
     fn close(&mut self, at: &mut Step<'_, K, A>) -> Result<(), StreamsError>;
 }
 
+/// What the node's declaration and each task's node share.
+struct Settings<K, A> {
+    key_serde: Arc<dyn Serde<K>>,
+    agg_serde: Arc<dyn Serde<A>>,
+    grace_ms: i64,
+    emit: Emit,
+    late_topic: Option<Arc<str>>,
+}
+
+// By hand: a derive would ask `K: Clone` and `A: Clone`, which the handles do not need.
+impl<K, A> Clone for Settings<K, A> {
+    fn clone(&self) -> Self {
+        Self {
+            key_serde: self.key_serde.clone(),
+            agg_serde: self.agg_serde.clone(),
+            grace_ms: self.grace_ms,
+            emit: self.emit,
+            late_topic: self.late_topic.clone(),
+        }
+    }
+}
+
 /// The windowed aggregation node, as declared in a topology.
 pub(crate) struct WindowedAggregateOp<K, V, A, S> {
     store: String,
-    key_serde: Arc<dyn Serde<K>>,
-    agg_serde: Arc<dyn Serde<A>>,
+    settings: Settings<K, A>,
     assigner: S,
-    grace_ms: i64,
-    emit: Emit,
-    late_topic: Option<String>,
     children: Children<Windowed<K>, Option<A>>,
     _types: PhantomData<fn(V)>,
 }
@@ -290,13 +313,9 @@ pub(crate) struct WindowedAggregateOp<K, V, A, S> {
 /// The windowed aggregation node in one task.
 struct WindowedAggregateRun<K, A, S> {
     store: usize,
-    key_serde: Arc<dyn Serde<K>>,
-    agg_serde: Arc<dyn Serde<A>>,
+    settings: Settings<K, A>,
     assigner: S,
     loaded: bool,
-    grace_ms: i64,
-    emit: Emit,
-    late_topic: Option<Arc<str>>,
     /// Buffers kept between records, so a record allocates no list.
     updates: Vec<(Window, Option<A>)>,
     closed: Vec<(Bytes, Window, Option<A>)>,
@@ -313,13 +332,9 @@ where
     fn build(&self, init: &TaskInit<'_>) -> Result<Box<dyn Node<K, V>>, StreamsError> {
         Ok(Box::new(WindowedAggregateRun {
             store: init.store(&self.store)?,
-            key_serde: self.key_serde.clone(),
-            agg_serde: self.agg_serde.clone(),
+            settings: self.settings.clone(),
             assigner: self.assigner.fresh(),
             loaded: false,
-            grace_ms: self.grace_ms,
-            emit: self.emit,
-            late_topic: self.late_topic.as_deref().map(Arc::from),
             updates: Vec::new(),
             closed: Vec::new(),
             forward: Forward::build(&self.children, init)?,
@@ -353,56 +368,57 @@ impl<K: Data, A: Data, S> WindowedAggregateRun<K, A, S> {
             self.assigner.load(ctx, self.store)?;
             self.loaded = true;
         }
-        // The step borrows its own handles on the serdes, not `self`'s, so
-        // the node can forward while the step is alive.
-        let (key_serde, agg_serde) = (self.key_serde.clone(), self.agg_serde.clone());
-        let mut updates = std::mem::take(&mut self.updates);
-        let mut closed = std::mem::take(&mut self.closed);
+        // The step borrows the serdes and buffers field by field, so the
+        // assigner and the forward stay free to borrow alongside it.
+        let settings = &self.settings;
         let mut at = Step {
             stream_time: ctx.stream_time(),
             ctx,
             store: self.store,
-            emit: self.emit,
-            grace_ms: self.grace_ms,
-            key_serde: &*key_serde,
-            agg_serde: &*agg_serde,
-            updates: &mut updates,
-            closed: &mut closed,
+            emit: settings.emit,
+            grace_ms: settings.grace_ms,
+            key_serde: &*settings.key_serde,
+            agg_serde: &*settings.agg_serde,
+            updates: &mut self.updates,
+            closed: &mut self.closed,
         };
-        let result = self.step(&mut at, &key, value);
-        updates.clear();
-        closed.clear();
-        (self.updates, self.closed) = (updates, closed);
+        let result = step(
+            &mut self.assigner,
+            &mut self.forward,
+            settings.late_topic.as_ref(),
+            &mut at,
+            &key,
+            value,
+        );
+        self.updates.clear();
+        self.closed.clear();
         result
     }
+}
 
-    /// Adds a record, forwards what changed, and closes what has closed.
-    fn step<V: Data>(
-        &mut self,
-        at: &mut Step<'_, K, A>,
-        key: &K,
-        value: V,
-    ) -> Result<(), StreamsError>
-    where
-        S: WindowAssigner<K, V, A>,
-    {
-        let placed = self.assigner.add(at, key, value)?;
-        for (window, agg) in at.updates.drain(..) {
-            let key = key.clone();
-            self.forward.send(at.ctx, Windowed { key, window }, agg)?;
-        }
-        if placed == Placed::Late {
-            record_late(at.ctx, self.late_topic.as_ref(), self.grace_ms);
-        }
-        self.assigner.close(at)?;
-        for (key_bytes, window, agg) in at.closed.drain(..) {
-            let key = at
-                .ctx
-                .decode_stored(self.store, &*self.key_serde, &key_bytes)?;
-            self.forward.send(at.ctx, Windowed { key, window }, agg)?;
-        }
-        Ok(())
+/// Adds a record, forwards what changed, and closes what has closed.
+fn step<K: Data, V, A: Data>(
+    assigner: &mut impl WindowAssigner<K, V, A>,
+    forward: &mut Forward<Windowed<K>, Option<A>>,
+    late_topic: Option<&Arc<str>>,
+    at: &mut Step<'_, K, A>,
+    key: &K,
+    value: V,
+) -> Result<(), StreamsError> {
+    let placed = assigner.add(at, key, value)?;
+    for (window, agg) in at.updates.drain(..) {
+        let key = key.clone();
+        forward.send(at.ctx, Windowed { key, window }, agg)?;
     }
+    if placed == Placed::Late {
+        record_late(at.ctx, late_topic, at.grace_ms);
+    }
+    assigner.close(at)?;
+    for (key_bytes, window, agg) in at.closed.drain(..) {
+        let key = at.ctx.decode_stored(at.store, at.key_serde, &key_bytes)?;
+        forward.send(at.ctx, Windowed { key, window }, agg)?;
+    }
+    Ok(())
 }
 
 /// Adds a windowed aggregation to the graph: its store, its late-records

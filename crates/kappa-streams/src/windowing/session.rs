@@ -56,7 +56,8 @@ pub type SessionWindowedKStream<K, V> = WindowedKStream<K, V, SessionWindows>;
 impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     /// Counts each session's records.
     pub fn count(&self, store: Materialized) -> KTable<Windowed<K>, i64> {
-        self.fold("session-count", store, I64, Arc::new(sum), counting)
+        let sessions = Sessions::new(self.windows, Arc::new(counting), Arc::new(sum));
+        self.aggregate_sessions("session-count", store, I64, sessions)
     }
 
     /// Aggregates each session; `merger` combines sessions a record bridges.
@@ -68,30 +69,23 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         f: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         merger: impl Fn(A, A) -> A + Send + Sync + 'static,
     ) -> KTable<Windowed<K>, A> {
-        let (merger, f) = (Arc::new(merger), from_init(init, f));
-        self.fold("session-aggregate", store, agg_serde, merger, f)
+        let (f, merger) = (Arc::new(from_init(init, f)), Arc::new(merger));
+        let sessions = Sessions::new(self.windows, f, merger);
+        self.aggregate_sessions("session-aggregate", store, agg_serde, sessions)
     }
 
-    fn fold<A: Data>(
+    fn aggregate_sessions<A: Data, F: Fold<K, V, A>>(
         &self,
         kind: &str,
         store: Materialized,
         agg_serde: impl Serde<A>,
-        merger: Combine<A>,
-        f: impl Fold<K, V, A>,
+        sessions: Sessions<A, F>,
     ) -> KTable<Windowed<K>, A> {
         let w = self.windows;
         let invalid = (w.gap_ms <= 0 || w.grace_ms < 0)
             .then(|| "session windows need a positive inactivity gap and a grace >= 0".to_owned());
-        let sessions = Sessions::new(w, Arc::new(f), merger);
-        self.aggregate_with(
-            kind,
-            store,
-            Arc::new(agg_serde),
-            sessions,
-            w.grace_ms,
-            invalid,
-        )
+        let agg_serde = Arc::new(agg_serde);
+        self.aggregate_with(kind, store, agg_serde, sessions, w.grace_ms, invalid)
     }
 }
 

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use super::{
     Emit, Placed, Step, Window, WindowAssigner, Windowed, WindowedKStream, ms, time_bytes, time_of,
 };
-use crate::context::TaskContext;
 use crate::error::StreamsError;
 use crate::ktable::KTable;
 use crate::node::Data;
@@ -136,10 +135,6 @@ where
             init: self.init.clone(),
             f: self.f.clone(),
         }
-    }
-
-    fn load(&mut self, _ctx: &mut TaskContext, _store: usize) -> Result<(), StreamsError> {
-        Ok(())
     }
 
     fn add(&mut self, at: &mut Step<'_, K, A>, key: &K, value: V) -> Result<Placed, StreamsError> {

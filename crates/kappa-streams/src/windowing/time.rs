@@ -148,12 +148,12 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         f: impl Fn(V, V) -> V + Send + Sync + 'static,
     ) -> KTable<Windowed<K>, V> {
         let f = Arc::new(f);
-        let combine = f.clone();
+        let combine: Combine<V> = f.clone();
         self.fold(
             "windowed-reduce",
             store,
             value_serde,
-            Some(Arc::new(move |a, b| combine(a, b))),
+            Some(combine),
             move |_, v, acc| match acc {
                 Some(a) => f(a, v),
                 None => v,
