@@ -131,6 +131,10 @@ struct ServeArgs {
     /// Embedded log durability: always, interval:<ms>, never.
     #[arg(long, default_value = "interval:20")]
     durability: Durability,
+    /// Embedded log free-space floor in MiB: with less free on its disk,
+    /// commands are refused with 507 until space is freed (reads go on); 0 turns it off.
+    #[arg(long, env = "KAPPA_MIN_FREE_MIB", default_value_t = kappa_log::MIN_FREE_BYTES_DEFAULT >> 20)]
+    min_free_mib: u64,
     /// Also send a steady demo stream of commands to itself, per second (0: none).
     #[arg(long, default_value_t = 0)]
     demo_rate: u64,
@@ -265,12 +269,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn open_log(location: &str, durability: Durability) -> anyhow::Result<Arc<dyn Log>> {
-    let log = kappa_kafka::open_location(
-        location,
-        EmbeddedOptions::default().durability(durability),
-        &kappa_kafka::state_base_from_env(),
-    )
-    .with_context(|| format!("opening the log at {location}"))?;
+    open_log_with(location, EmbeddedOptions::default().durability(durability))
+}
+
+fn open_log_with(location: &str, options: EmbeddedOptions) -> anyhow::Result<Arc<dyn Log>> {
+    let log = kappa_kafka::open_location(location, options, &kappa_kafka::state_base_from_env())
+        .with_context(|| format!("opening the log at {location}"))?;
     Ok(Arc::from(log))
 }
 
@@ -486,7 +490,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let log = open_log(&args.log, args.durability)?;
+    let log = open_log_with(
+        &args.log,
+        EmbeddedOptions::default()
+            .durability(args.durability)
+            .min_free_bytes(args.min_free_mib.saturating_mul(1 << 20)),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

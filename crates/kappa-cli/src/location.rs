@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use kappa_kafka::KafkaConfig;
-use kappa_log::{Durability, EmbeddedOptions, Log};
+use kappa_log::{EmbeddedOptions, Log};
 
 /// A parsed `--log` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,17 +37,13 @@ impl FromStr for LogLocation {
 
 impl LogLocation {
     /// Opens the log (Kafka: local state under `$KAPPA_STATE_DIR`, default `./kappa-state`).
-    pub fn open(&self, durability: Durability) -> anyhow::Result<Box<dyn Log>> {
+    pub fn open(&self, options: EmbeddedOptions) -> anyhow::Result<Box<dyn Log>> {
         let (location, what) = match self {
             Self::Embedded(dir) => (dir.to_string_lossy().into_owned(), "the log in"),
             Self::Kafka(url) => (url.clone(), "the Kafka log at"),
         };
-        kappa_kafka::open_location(
-            &location,
-            EmbeddedOptions::default().durability(durability),
-            &kappa_kafka::state_base_from_env(),
-        )
-        .with_context(|| format!("opening {what} {location}"))
+        kappa_kafka::open_location(&location, options, &kappa_kafka::state_base_from_env())
+            .with_context(|| format!("opening {what} {location}"))
     }
 }
 

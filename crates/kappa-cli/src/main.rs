@@ -47,6 +47,17 @@ struct Cli {
     )]
     durability: kappa_log::Durability,
 
+    /// Embedded log free-space floor in MiB: with less free on its disk,
+    /// writes from outside are refused (HTTP 507, Kafka KAFKA_STORAGE_ERROR)
+    /// until space is freed; 0 turns it off.
+    #[arg(
+        long,
+        global = true,
+        env = "KAPPA_MIN_FREE_MIB",
+        default_value_t = kappa_log::MIN_FREE_BYTES_DEFAULT >> 20
+    )]
+    min_free_mib: u64,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -88,17 +99,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let location: LogLocation = cli.log.parse()?;
+    let options = kappa_log::EmbeddedOptions::default()
+        .durability(cli.durability)
+        .min_free_bytes(cli.min_free_mib.saturating_mul(1 << 20));
+    let open = || location.open(options.clone());
     match cli.command {
         // The benchmark makes its own logs in scratch directories.
         Command::Bench(cmd) => commands::bench::run(cmd),
-        Command::Topics(cmd) => commands::topics::run(&*location.open(cli.durability)?, cmd),
-        Command::Produce(args) => commands::produce::run(&*location.open(cli.durability)?, args),
-        Command::Consume(args) => commands::consume::run(&*location.open(cli.durability)?, args),
-        Command::App(cmd) => commands::app::run(&*location.open(cli.durability)?, cmd),
-        Command::Demo(args) => {
-            commands::demo::run(std::sync::Arc::from(location.open(cli.durability)?), &args)
-        }
+        Command::Topics(cmd) => commands::topics::run(&*open()?, cmd),
+        Command::Produce(args) => commands::produce::run(&*open()?, args),
+        Command::Consume(args) => commands::consume::run(&*open()?, args),
+        Command::App(cmd) => commands::app::run(&*open()?, cmd),
+        Command::Demo(args) => commands::demo::run(std::sync::Arc::from(open()?), &args),
         Command::Load(args) => commands::load::run(&args),
-        Command::Broker(args) => commands::broker::run(&location, cli.durability, &args),
+        Command::Broker(args) => commands::broker::run(&location, options.clone(), &args),
     }
 }

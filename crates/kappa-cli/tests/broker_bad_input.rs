@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use kappa_log::{EmbeddedLog, Log, TopicPartition};
+use kappa_log::{EmbeddedLog, Log, ProducerRecord, TopicPartition, TopicSpec};
 use node::{Broker, Cluster, runtime, scrape};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -130,6 +130,34 @@ fn end_offsets(dir: &std::path::Path, topic: &str, partitions: u32) -> Vec<u64> 
     (0..partitions)
         .map(|p| log.offsets(&TopicPartition::new(topic, p)).unwrap().end)
         .collect()
+}
+
+/// A node whose disk is under its free-space floor refuses produce with
+/// KAFKA_STORAGE_ERROR (retriable: clients back off and send again) and
+/// writes nothing, instead of filling the disk and failing half-way.
+#[test]
+fn a_node_under_its_free_space_floor_refuses_produce_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        log.create_topic(&TopicSpec::new("ledger", 1)).unwrap();
+        log.append("ledger", vec![ProducerRecord::value("before")])
+            .unwrap();
+    }
+    // Half again the free space: produce is past the floor, while the
+    // node's own commits (down to half the floor) go on.
+    let free_mib = kappa_log::free_bytes(dir.path()).unwrap() >> 20;
+    let floor_mib = (free_mib + free_mib / 2).to_string();
+    let mut broker = Broker::start_with(dir.path(), "127.0.0.1:0", &["--min-free-mib", &floor_mib]);
+    let mut s = connect(&broker);
+    assert_eq!(
+        produce(&mut s, "ledger", 0, &batch(b"refused")),
+        56,
+        "KAFKA_STORAGE_ERROR"
+    );
+    drop(s);
+    broker.kill();
+    assert_eq!(end_offsets(dir.path(), "ledger", 1), vec![1]);
 }
 
 #[test]

@@ -104,6 +104,19 @@ pub enum LogError {
         "the log is poisoned by an earlier storage failure and refuses writes; reopen it to recover"
     )]
     Poisoned,
+    /// The file system holding the log has less free space than the
+    /// log's floor ([`crate::EmbeddedOptions::min_free_bytes`]): the write is
+    /// refused before the disk fills, nothing is written, and writes are
+    /// taken again once space is freed.
+    #[error(
+        "the disk holding the log has {free} bytes free, under the floor of {floor}: writes are refused until space is freed"
+    )]
+    DiskFull {
+        /// Free bytes at the last reading.
+        free: u64,
+        /// The floor the write was held to.
+        floor: u64,
+    },
     /// The log has been closed.
     #[error("the log is closed")]
     Closed,

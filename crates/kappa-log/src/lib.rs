@@ -20,8 +20,8 @@ pub use commit::{
     TopicAppend, check_group_name, valid_group_name,
 };
 pub use embedded::{
-    Durability, EmbeddedLog, EmbeddedOptions, EmbeddedStats, FORMAT_VERSION, MaintenanceReport,
-    ParseDurabilityError,
+    Durability, EmbeddedLog, EmbeddedOptions, EmbeddedStats, FORMAT_VERSION,
+    MIN_FREE_BYTES_DEFAULT, MaintenanceReport, ParseDurabilityError, free_bytes,
 };
 pub use error::LogError;
 pub use log::{FetchLimits, FetchOutcome, Log, metadata_page_from};

@@ -370,6 +370,36 @@ pub trait Log: Send + Sync {
         "custom"
     }
 
+    /// Whether the log takes a write from outside now (a command over HTTP,
+    /// a Kafka producer's batch): front doors ask before writing, so that
+    /// under pressure they refuse new work while the services finish what
+    /// they accepted. The default takes every write.
+    ///
+    /// ```
+    /// use kappa_log::{Log, MemoryLog};
+    /// assert!(MemoryLog::new().admit_writes().is_ok());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::DiskFull`] below the embedded log's free-space floor
+    /// (it passes by itself once space is freed); [`LogError::Poisoned`]
+    /// after a storage failure.
+    fn admit_writes(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    /// Whether the log can go on at all: an error here lasts until the
+    /// process reopens the log, so a supervisor should restart it. The
+    /// default is always healthy.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Poisoned`] once a write or fsync has failed.
+    fn health(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// Joins `group`, whose work is split into `tasks` tasks: `listener`
     /// hears which of them this process holds, now and as processes join
     /// and leave. The default (a log one process uses) gives it all of

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,6 +53,16 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Server, SocketAddr) {
     args.push(dir);
     args.extend(extra);
     serve_with(&args, None)
+}
+
+/// As [`serve`], with the service's log lines (at info) kept in a file
+/// under `state`, which is returned.
+pub fn serve_logged(dir: &Path, state: &Path, extra: &[&str]) -> (Server, SocketAddr, PathBuf) {
+    let mut args = vec!["--http", "127.0.0.1:0", "--durability", "always", "--log"];
+    args.push(dir.to_str().unwrap());
+    args.extend(extra);
+    let served = serve_with(&args, Some(state));
+    (served.0, served.1, state.join("instance-127.0.0.1-0.log"))
 }
 
 /// Starts one of several instances of `card-limits serve` on the tansu

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use kappa_log::{Durability, Log};
+use kappa_log::{EmbeddedOptions, Log};
 use kappa_node::{Node, NodeConfig, NodeSecurity};
 
 use crate::location::LogLocation;
@@ -58,7 +58,7 @@ pub struct BrokerArgs {
 /// A Kafka `--log`, a log that cannot be opened, or a listener that cannot be bound.
 pub fn run(
     location: &LogLocation,
-    durability: Durability,
+    options: EmbeddedOptions,
     args: &BrokerArgs,
 ) -> anyhow::Result<()> {
     if let LogLocation::Kafka(url) = location {
@@ -87,7 +87,7 @@ pub fn run(
         }
         None => None,
     };
-    let log: Arc<dyn Log> = Arc::from(location.open(durability)?);
+    let log: Arc<dyn Log> = Arc::from(location.open(options)?);
     let mut config = NodeConfig::new(args.listen);
     config.security = security;
     config.advertise.clone_from(&args.advertise);

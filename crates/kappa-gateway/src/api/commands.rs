@@ -8,7 +8,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kappa_log::ProducerRecord;
+use kappa_log::{LogError, ProducerRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -244,6 +244,11 @@ async fn handle(
         }
         command.idempotency_key = Some(k.clone());
     }
+    // Under pressure (the disk near full) the log takes no new work while
+    // the services finish what they accepted; reads go on.
+    if let Err(e) = state.log.admit_writes() {
+        return Err(refused_write(&e));
+    }
     let value = Bytes::from(serde_json::to_vec(&command).map_err(|e| {
         (
             "failed",
@@ -311,6 +316,25 @@ async fn write(
         )
     })?;
     Ok(Stored { position, json })
+}
+
+/// Seconds a client is asked to wait before sending again to a log that
+/// is short of disk: long enough for space to be freed, short enough to
+/// notice soon.
+const DISK_FULL_RETRY_AFTER_S: u64 = 5;
+
+/// The answer to a command the log does not take now: 507 while the disk
+/// is short of space (it passes by itself), else 503.
+fn refused_write(e: &LogError) -> (&'static str, Problem) {
+    let detail = format!("the command was not written: {e}");
+    match e {
+        LogError::DiskFull { .. } => (
+            "disk-full",
+            Problem::new(StatusCode::INSUFFICIENT_STORAGE, detail)
+                .retry_after(DISK_FULL_RETRY_AFTER_S),
+        ),
+        _ => ("log-unavailable", Problem::unavailable(detail, 1)),
+    }
 }
 
 fn timed_out(location: &str, stored: &Stored, timeout: Duration) -> Problem {

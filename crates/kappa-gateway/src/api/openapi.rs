@@ -136,6 +136,7 @@ pub(crate) fn build(state: &Shared) -> Value {
                         "409": problem_ref("An outcome rejected the command (sync), or the idempotency key is in use"),
                         "413": problem_ref("Body too large"),
                         "422": problem_ref("Unknown action or schema violations (each with its JSON pointer)"),
+                        "507": problem_ref("The log's disk is under its free-space floor: nothing was written; retry after Retry-After"),
                         "504": problem_ref("No outcome in time; the command stays in the log")}},
                 "get": {"summary": "List commands, oldest first", "parameters": paging, "responses": {"200": ok("A page", page.clone())}}},
             "/commands/{id}": {"get": {"summary": "A command with its status and outcome event ids",
@@ -154,7 +155,7 @@ pub(crate) fn build(state: &Shared) -> Value {
                 "responses": {"200": ok("The value and the positions it reflects", json!({"type": "object"})), "404": problem_ref("No such key or view"), "503": problem_ref("min_position not reached in time")}}},
             "/views/{store}/{key}/windows": {"get": {"summary": "Windows of a key in a windowed view", "parameters": window_params,
                 "responses": {"200": ok("Windows by start time", json!({"type": "object"}))}}},
-            "/health": {"get": {"summary": "Liveness", "responses": {"200": ok("Alive", json!({"type": "object"}))}}},
+            "/health": {"get": {"summary": "Liveness: 503 once the log has failed in a way only a restart mends", "responses": {"200": ok("Alive", json!({"type": "object"})), "503": problem_ref("The log is poisoned: restart the process")}}},
             "/ready": {"get": {"summary": "Readiness: the index has caught up and topologies run", "responses": {"200": ok("Ready", json!({"type": "object"})), "503": problem_ref("Not yet")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format", "content": {"text/plain": {}}}}}}
         },

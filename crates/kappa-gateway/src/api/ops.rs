@@ -13,8 +13,18 @@ use crate::gateway::State as GatewayState;
 use kappa_service::Problem;
 use kappa_service::{MetricFamilies, metric_label as label};
 
-pub(crate) async fn health() -> Response {
-    json_response(StatusCode::OK, &json!({"status": "ok"}))
+/// Alive unless the log has failed in a way only a restart mends (a
+/// poisoned log): then 503, so a supervisor restarts the process. A disk
+/// short of space is not that: it passes by itself.
+pub(crate) async fn health(State(state): State<Shared>) -> Response {
+    match state.log.health() {
+        Ok(()) => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Err(e) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the log cannot go on: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 /// Ready once the index and every view's topology have caught up with what

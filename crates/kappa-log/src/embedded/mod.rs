@@ -12,6 +12,7 @@ mod keys;
 mod maintenance;
 mod options;
 mod read;
+mod space;
 mod stats;
 mod write;
 
@@ -29,7 +30,8 @@ use fjall::{
 };
 
 pub use maintenance::MaintenanceReport;
-pub use options::{Durability, EmbeddedOptions, ParseDurabilityError};
+pub use options::{Durability, EmbeddedOptions, MIN_FREE_BYTES_DEFAULT, ParseDurabilityError};
+pub use space::free_bytes;
 pub use stats::EmbeddedStats;
 
 use crate::commit::{Commit, CommitReceipt};
@@ -147,6 +149,8 @@ pub(crate) struct Inner {
     /// commit, or none of them.
     pub(crate) published: RwLock<fjall::Snapshot>,
     pub(crate) options: EmbeddedOptions,
+    /// The free-space floor of the log's file system.
+    pub(crate) space: space::SpaceGuard,
     /// Bumped and broadcast on every commit, so tailing readers wake without polling.
     pub(crate) commits: (Mutex<u64>, Condvar),
     pub(crate) shutdown: (Mutex<bool>, Condvar),
@@ -246,8 +250,10 @@ impl EmbeddedLog {
         let (db, ks) = open_storage(&data, &options)?;
 
         let snapshot = db.snapshot();
+        let space = space::SpaceGuard::new(dir.clone(), options.min_free_bytes);
         let inner = Arc::new(Inner {
             dir,
+            space,
             published: RwLock::new(snapshot),
             db,
             ks,
@@ -559,6 +565,15 @@ impl Inner {
 impl Log for EmbeddedLog {
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+
+    fn admit_writes(&self) -> Result<(), LogError> {
+        self.inner.check_writable()?;
+        self.inner.space.admit()
+    }
+
+    fn health(&self) -> Result<(), LogError> {
+        self.inner.check_writable()
     }
 
     fn create_topic(&self, spec: &TopicSpec) -> Result<(), LogError> {

@@ -67,7 +67,15 @@ pub struct EmbeddedOptions {
     pub maintenance_interval: Duration,
     /// Block cache size of the storage engine.
     pub cache_bytes: u64,
+    /// The free-space floor: with less free space on the log's file system,
+    /// writes from outside are refused ([`crate::LogError::DiskFull`]) and the
+    /// log's own commits go on down to half of it, so the disk never fills
+    /// under the log. 0 turns the floor off.
+    pub min_free_bytes: u64,
 }
+
+/// The default free-space floor, 256 MiB.
+pub const MIN_FREE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
@@ -75,6 +83,7 @@ impl Default for EmbeddedOptions {
             durability: Durability::Always,
             maintenance_interval: Duration::from_secs(60),
             cache_bytes: 64 * 1024 * 1024,
+            min_free_bytes: MIN_FREE_BYTES_DEFAULT,
         }
     }
 }
@@ -84,6 +93,19 @@ impl EmbeddedOptions {
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Sets the free-space floor (see [`EmbeddedOptions::min_free_bytes`]).
+    ///
+    /// ```
+    /// use kappa_log::EmbeddedOptions;
+    /// let options = EmbeddedOptions::default().min_free_bytes(64 << 20);
+    /// assert_eq!(options.min_free_bytes, 64 << 20);
+    /// ```
+    #[must_use]
+    pub fn min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = bytes;
         self
     }
 

@@ -30,6 +30,7 @@ impl Inner {
         spec.validate()?;
         let _writer = lock_ignoring_poison(&self.writer);
         self.check_writable()?;
+        self.space.admit_own()?;
         if self.topic(&spec.name).is_ok() {
             return Err(LogError::TopicExists(spec.name.clone()));
         }
@@ -102,6 +103,7 @@ impl Inner {
         validate_metadata(&commit)?;
         let _writer = lock_ignoring_poison(&self.writer);
         self.check_writable()?;
+        self.space.admit_own()?;
 
         // Resolve and validate everything before encoding anything, so a bad
         // part rejects the whole commit.

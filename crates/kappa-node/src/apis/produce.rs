@@ -39,6 +39,9 @@ pub(crate) fn produce(ctx: RequestContext, req: ProduceRequest) -> Pending {
     }
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
+    // Under pressure (the disk near full) the log takes no new batches;
+    // KAFKA_STORAGE_ERROR is retriable, so clients back off and resend.
+    let admitted = ctx.shared.log.admit_writes();
     let mut parts = Vec::new();
     let mut layout = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
@@ -63,6 +66,8 @@ pub(crate) fn produce(ctx: RequestContext, req: ProduceRequest) -> Pending {
                     codes::TOPIC_AUTHORIZATION_FAILED,
                     format!("not allowed to write to topic {name:?}"),
                 )
+            } else if let Err(e) = &admitted {
+                refuse(codes::for_log_error(e), format!("not written: {e}"))
             } else if data.index < 0 {
                 refuse(
                     codes::UNKNOWN_TOPIC_OR_PARTITION,
@@ -191,6 +196,9 @@ fn hold(
             Some(format!("{topic}/{index} does not exist")),
         );
     };
+    if let Err(e) = ctx.shared.log.admit_writes() {
+        return (codes::for_log_error(&e), Some(format!("not held: {e}")));
+    }
     let batches = match decode_batches(records.unwrap_or_default()) {
         Ok(b) => b,
         Err(why) => {
