@@ -75,30 +75,54 @@ fi
 
 # A clean build never reuses incremental caches; they only take disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Each step says when it starts, so a slow one shows in CI's log.
+step() { echo "== $* (at ${SECONDS} s)" >&2; }
+step "formatting"
 cargo fmt --all --check
 rustfmt --edition 2024 --check crates/kappa-auth/fuzz/fuzz_targets/*.rs crates/kappa-node/fuzz/fuzz_targets/*.rs
+step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "tests"
 cargo nextest run --workspace --locked --no-fail-fast
+step "doctests"
 cargo test --workspace --doc --locked
 
-# Fuzz token parsing, policy evaluation and Kafka request decoding for a bounded time (FUZZ_SECONDS
-# per target). cargo-fuzz passes flags that stable rustc accepts only with
-# RUSTC_BOOTSTRAP; no sanitizer is needed for panics and assertions.
+# Fuzz token parsing, policy evaluation and Kafka request decoding for a
+# bounded time (FUZZ_SECONDS per target): built one after another, then
+# run side by side. cargo-fuzz passes flags that stable rustc accepts only
+# with RUSTC_BOOTSTRAP; no sanitizer is needed for panics and assertions.
+step "fuzzing"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz from crates.io" >&2
     cargo install cargo-fuzz --locked
 fi
-for entry in kappa-auth:token kappa-auth:policy kappa-node:request; do
+fuzz_targets=(kappa-auth:token kappa-auth:policy kappa-node:request)
+for entry in "${fuzz_targets[@]}"; do
+    (cd "crates/${entry%%:*}" && RUSTC_BOOTSTRAP=1 cargo fuzz build --sanitizer none "${entry#*:}")
+done
+fuzz_logs="$(mktemp -d)"
+fuzz_runs=()
+for entry in "${fuzz_targets[@]}"; do
     crate="crates/${entry%%:*}"
     target="${entry#*:}"
-    log="$(mktemp)"
     mkdir -p "$crate/fuzz/corpus/$target"
-    if ! (cd "$crate" && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
-            "fuzz/corpus/$target" "fuzz/seeds/$target" -- -max_total_time="${FUZZ_SECONDS:-30}") >"$log" 2>&1; then
+    (cd "$crate" && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$target" \
+        "fuzz/corpus/$target" "fuzz/seeds/$target" -- -max_total_time="${FUZZ_SECONDS:-30}") \
+        >"$fuzz_logs/$target" 2>&1 &
+    fuzz_runs+=($!)
+done
+fuzz_failed=0
+for i in "${!fuzz_targets[@]}"; do
+    entry="${fuzz_targets[$i]}"
+    log="$fuzz_logs/${entry#*:}"
+    if ! wait "${fuzz_runs[$i]}"; then
         cat "$log"
-        echo "error: fuzz target $target failed (output above; a crashing input is kept in $crate/fuzz/artifacts/$target)" >&2
-        exit 1
+        echo "error: fuzz target $entry failed (output above; a crashing input is kept in crates/${entry%%:*}/fuzz/artifacts/${entry#*:})" >&2
+        fuzz_failed=1
+        continue
     fi
     echo "fuzz $entry: $(grep -E '^Done' "$log" || tail -n 1 "$log")"
-    rm -f "$log"
 done
+rm -rf "$fuzz_logs"
+step "done"
+exit "$fuzz_failed"

@@ -569,11 +569,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(node.serve(std::future::pending()));
         }
         // Said once the views have caught up with the log (what /ready reports).
-        let waiter = gateway.clone();
-        tokio::task::spawn_blocking(move || match waiter.wait_ready(Duration::from_secs(3600)) {
-            Ok(true) => println!("ready"),
-            Ok(false) => tracing::warn!("not ready after an hour"),
-            Err(e) => tracing::error!(error = %e, "the views stopped"),
+        let (waiter, probe) = (gateway.clone(), gateway.clone());
+        tokio::task::spawn_blocking(move || {
+            let shown = kappa_service::Progress::follow("catching up", move || probe.catch_up());
+            let ready = waiter.wait_ready(Duration::from_secs(3600));
+            drop(shown);
+            match ready {
+                Ok(true) => println!("ready"),
+                Ok(false) => tracing::warn!("not ready after an hour"),
+                Err(e) => tracing::error!(error = %e, "the views stopped"),
+            }
         });
         if args.demo_rate > 0 {
             let config = kappa_gateway::load::LoadConfig {

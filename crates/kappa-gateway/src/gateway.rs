@@ -250,6 +250,26 @@ impl Gateway {
         self.state.config.header_read_timeout
     }
 
+    /// How far the index and the views are through the records the log
+    /// held at start (what [`wait_ready`](Self::wait_ready) waits for), as
+    /// (records done, records in all): for a progress line.
+    pub fn catch_up(&self) -> (u64, u64) {
+        let (mut done, mut total) = (0, 0);
+        let mut count = |streams: &kappa_streams::Streams, ends: &[(TopicPartition, u64)]| {
+            let at: std::collections::HashMap<TopicPartition, u64> =
+                streams.committed_positions().into_iter().collect();
+            for (tp, end) in ends {
+                total += end;
+                done += at.get(tp).copied().unwrap_or(0).min(*end);
+            }
+        };
+        count(self.state.index.streams().as_ref(), &self.state.start_ends);
+        for (view, ends) in self.state.views.iter().zip(&self.state.view_start_ends) {
+            count(view.streams.as_ref(), ends);
+        }
+        (done, total)
+    }
+
     /// Whether the index and every view's topology have caught up with what
     /// the log held at start (their stores are restored) and all are
     /// running: `/ready`.

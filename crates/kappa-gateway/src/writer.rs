@@ -10,9 +10,14 @@ use tokio::sync::{mpsc, oneshot};
 /// Largest number of commands in one commit.
 const BATCH_MAX: usize = 4096;
 
+/// Why a command was not written: the log's own error, shared by every
+/// command of the commit that failed, so the answer can tell a disk short
+/// of space (it passes) from a failed log.
+pub(crate) type WriteError = Arc<LogError>;
+
 struct Job {
     record: ProducerRecord,
-    reply: oneshot::Sender<Result<Position, String>>,
+    reply: oneshot::Sender<Result<Position, WriteError>>,
 }
 
 /// Appends records to one topic from a dedicated thread, batching requests.
@@ -35,9 +40,9 @@ impl Writer {
     }
 
     /// Appends one record and returns its position once it is committed.
-    pub(crate) async fn write(&self, record: ProducerRecord) -> Result<Position, String> {
+    pub(crate) async fn write(&self, record: ProducerRecord) -> Result<Position, WriteError> {
         let (reply, rx) = oneshot::channel();
-        let stopped = || LogError::Closed.to_string();
+        let stopped = || Arc::new(LogError::Closed);
         self.tx
             .as_ref()
             .ok_or_else(stopped)?
@@ -85,14 +90,18 @@ fn run(log: &dyn Log, topic: &str, mut rx: mpsc::Receiver<Job>) {
                 for job in jobs.drain(..) {
                     let result = log
                         .append(topic, vec![job.record])
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| p.into_iter().next().ok_or_else(|| "no position".to_owned()));
+                        .and_then(|p| {
+                            p.into_iter().next().ok_or_else(|| {
+                                LogError::Storage("an append returned no position".into())
+                            })
+                        })
+                        .map_err(Arc::new);
                     let _ = job.reply.send(result);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, topic, "command write failed");
-                let e = e.to_string();
+                let e = Arc::new(e);
                 for job in jobs.drain(..) {
                     let _ = job.reply.send(Err(e.clone()));
                 }

@@ -7,11 +7,13 @@ mod common;
 use axum::body::Body;
 use axum::http::Request;
 use bytes::Bytes;
-use common::{assert_problem, fresh, start};
+use common::{Commands, assert_problem, config, fresh, start, start_on};
 use http_body_util::BodyExt;
 use hyper::Method;
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tower::ServiceExt;
 
 /// Method, path, headers, body, expected status.
@@ -353,4 +355,116 @@ fn schema_violation_pointers_point_into_the_data() {
             Err(kappa_gateway::Refusal::UnknownAction) => prop_assert!(false, "the action is registered"),
         }
     });
+}
+
+/// The embedded log, except that while `short` is on a commit that
+/// appends to the command topic fails as the log's hard floor refuses it:
+/// free space fell between the gateway's admission check and its commit.
+struct SpaceRunsOut {
+    log: kappa_log::EmbeddedLog,
+    short: AtomicBool,
+}
+
+impl kappa_log::Log for SpaceRunsOut {
+    fn admit_writes(&self) -> Result<(), kappa_log::LogError> {
+        self.log.admit_writes()
+    }
+    fn create_topic(&self, spec: &kappa_log::TopicSpec) -> Result<(), kappa_log::LogError> {
+        self.log.create_topic(spec)
+    }
+    fn delete_topic(&self, name: &str) -> Result<(), kappa_log::LogError> {
+        self.log.delete_topic(name)
+    }
+    fn list_topics(&self) -> Result<Vec<kappa_log::TopicSpec>, kappa_log::LogError> {
+        self.log.list_topics()
+    }
+    fn describe_topic(
+        &self,
+        name: &str,
+    ) -> Result<kappa_log::TopicDescription, kappa_log::LogError> {
+        self.log.describe_topic(name)
+    }
+    fn commit(
+        &self,
+        commit: kappa_log::Commit,
+    ) -> Result<kappa_log::CommitReceipt, kappa_log::LogError> {
+        if self.short.load(Ordering::SeqCst)
+            && commit.appends.iter().any(|a| &*a.topic == "commands")
+        {
+            return Err(kappa_log::LogError::DiskFull {
+                free: 1 << 20,
+                floor: 256 << 20,
+            });
+        }
+        self.log.commit(commit)
+    }
+    fn fetch(
+        &self,
+        from: &[(kappa_log::TopicPartition, u64)],
+        limits: kappa_log::FetchLimits,
+        out: &mut Vec<kappa_log::Record>,
+    ) -> Result<kappa_log::FetchOutcome, kappa_log::LogError> {
+        self.log.fetch(from, limits, out)
+    }
+    fn offsets(
+        &self,
+        partition: &kappa_log::TopicPartition,
+    ) -> Result<kappa_log::OffsetRange, kappa_log::LogError> {
+        self.log.offsets(partition)
+    }
+    fn offset_for_timestamp(
+        &self,
+        partition: &kappa_log::TopicPartition,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, kappa_log::LogError> {
+        self.log.offset_for_timestamp(partition, timestamp_ms)
+    }
+    fn group_positions(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(kappa_log::TopicPartition, u64)>, kappa_log::LogError> {
+        self.log.group_positions(group)
+    }
+    fn metadata(&self, key: &[u8]) -> Result<Option<Bytes>, kappa_log::LogError> {
+        self.log.metadata(key)
+    }
+    fn metadata_scan(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, kappa_log::LogError> {
+        self.log.metadata_scan(prefix)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_refused_for_space_after_admission_is_answered_507_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SpaceRunsOut {
+        log: kappa_log::EmbeddedLog::open(dir.path()).unwrap(),
+        short: AtomicBool::new(false),
+    });
+    let s = start_on(log.clone(), config()).await;
+    let mut c = s.client().await;
+    assert_eq!(
+        c.command("add", Some("a"), json!({"amount": 1}))
+            .await
+            .status,
+        202
+    );
+    let before = s.ends("commands");
+
+    log.short.store(true, Ordering::SeqCst);
+    let r = c.command("add", Some("a"), json!({"amount": 2})).await;
+    let p = assert_problem(&r, 507);
+    assert_eq!(r.header("retry-after"), Some("5"), "{p}");
+    assert_eq!(s.ends("commands"), before, "a refused command was written");
+
+    // Space is back: the same service takes commands again.
+    log.short.store(false, Ordering::SeqCst);
+    assert_eq!(
+        c.command("add", Some("a"), json!({"amount": 3}))
+            .await
+            .status,
+        202
+    );
+    // The service's stop waits to hold the log alone.
+    drop(log);
+    s.stop().await;
 }

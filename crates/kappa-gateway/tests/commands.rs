@@ -63,6 +63,46 @@ async fn an_async_command_is_written_down_and_indexed() {
     s.stop().await;
 }
 
+/// The `Location` of an accepted command answers at once, without a
+/// `min_position`: a GET sent the moment the 202 arrives finds the command
+/// (pending or decided) even when the index has not reached it yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_location_of_an_accepted_command_resolves_at_once() {
+    let (_dir, s, mut c) = fresh().await;
+    let mut reader = s.client().await;
+    for n in 0..300 {
+        let r = c
+            .command(
+                "add",
+                Some(&format!("acct-{}", n % 7)),
+                json!({"amount": 1}),
+            )
+            .await;
+        assert_eq!(r.status, 202);
+        let location = r.header("location").unwrap().to_owned();
+        let found = reader.get(&location).await.unwrap();
+        assert_eq!(
+            found.status,
+            200,
+            "command {n}: {}",
+            String::from_utf8_lossy(&found.body)
+        );
+        assert_eq!(found.json()["id"], r.json()["id"]);
+        assert!(
+            ["pending", "succeeded"].contains(&found.json()["status"].as_str().unwrap()),
+            "{}",
+            found.json()
+        );
+    }
+    // An id never written is still unknown.
+    let unknown = reader
+        .get("/commands/0190a8e4-5c3d-7000-8000-000000000000")
+        .await
+        .unwrap();
+    assert_problem(&unknown, 404);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_commands_answer_with_their_events_or_409_or_504() {
     let (_dir, s, mut c) = fresh().await;

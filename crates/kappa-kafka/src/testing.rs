@@ -368,30 +368,7 @@ impl ApacheKafka {
             dir.join("data").display()
         );
         std::fs::write(dir.join("server.properties"), properties).map_err(io)?;
-        let status = std::process::Command::new("java")
-            .arg("-cp")
-            .arg(libs.join("*"))
-            .args([
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                "4L6g3nShT-eMCtK--X86sw",
-                "-c",
-            ])
-            .arg(dir.join("server.properties"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map_err(|e| {
-                LogError::Broker(format!(
-                    "running java ({e}): install Java 17 (Debian's openjdk-17-jre-headless)"
-                ))
-            })?;
-        if !status.success() {
-            return Err(LogError::Broker(format!(
-                "formatting Kafka's data directory failed: {status}"
-            )));
-        }
+        copy_tree(&formatted_data(&libs)?, &dir.join("data")).map_err(io)?;
         let mut kafka = Self {
             child: None,
             bootstrap: format!("127.0.0.1:{port}"),
@@ -484,6 +461,87 @@ impl Drop for ApacheKafka {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The cluster every [`ApacheKafka`] formats (one node each; they never meet).
+const CLUSTER_ID: &str = "4L6g3nShT-eMCtK--X86sw";
+
+/// A data directory formatted by Kafka's `StorageTool`, once per machine
+/// and version: formatting is a JVM start of its own, nearly as costly as
+/// the broker's, so each broker starts on a copy instead. The data holds no
+/// ports or paths (those are in `server.properties`).
+fn formatted_data(libs: &std::path::Path) -> Result<std::path::PathBuf, LogError> {
+    let template = std::env::temp_dir().join(format!(
+        "kappa-apache-kafka-{APACHE_KAFKA_VERSION}-formatted"
+    ));
+    if template.join("data/meta.properties").is_file() {
+        return Ok(template.join("data"));
+    }
+    // Made aside and renamed into place, so a concurrent start never sees
+    // half a template (the loser of the race keeps the winner's).
+    let scratch = std::env::temp_dir().join(format!(
+        "kappa-apache-kafka-{APACHE_KAFKA_VERSION}-formatting-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let io = |e: std::io::Error| LogError::Broker(format!("{}: {e}", scratch.display()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(io)?;
+    let properties = format!(
+        "process.roles=broker,controller\n\
+         node.id=1\n\
+         controller.quorum.voters=1@127.0.0.1:9093\n\
+         listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n\
+         controller.listener.names=CONTROLLER\n\
+         log.dirs={}\n",
+        scratch.join("data").display()
+    );
+    std::fs::write(scratch.join("server.properties"), properties).map_err(io)?;
+    let status = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(libs.join("*"))
+        .args(["kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c"])
+        .arg(scratch.join("server.properties"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| {
+            LogError::Broker(format!(
+                "running java ({e}): install Java 17 (Debian's openjdk-17-jre-headless)"
+            ))
+        })?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(LogError::Broker(format!(
+            "formatting Kafka's data directory failed: {status}"
+        )));
+    }
+    if std::fs::rename(&scratch, &template).is_err() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    if template.join("data/meta.properties").is_file() {
+        Ok(template.join("data"))
+    } else {
+        Err(LogError::Broker(format!(
+            "{} holds no formatted Kafka data directory",
+            template.display()
+        )))
+    }
+}
+
+/// Copies the files under `from` to `to`, folders included.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 fn kafka_libs() -> Result<std::path::PathBuf, LogError> {

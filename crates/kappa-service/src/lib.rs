@@ -23,7 +23,10 @@ mod logging;
 mod metrics;
 pub mod position;
 mod problem;
+mod progress;
 pub mod registry;
+#[cfg(feature = "logging")]
+mod repeats;
 
 pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name, key_problem};
 pub use error::ServiceError;
@@ -31,3 +34,6 @@ pub use error::ServiceError;
 pub use logging::log_to_stderr;
 pub use metrics::{MetricFamilies, MetricsSource, metric_label};
 pub use problem::Problem;
+pub use progress::{Progress, progress_line};
+#[cfg(feature = "logging")]
+pub use repeats::{FOLD_WINDOW, FoldRepeats, FoldedLine};

@@ -309,12 +309,11 @@ async fn write(
     record: ProducerRecord,
     json: Bytes,
 ) -> Result<Stored, (&'static str, Problem)> {
-    let position = state.writer.write(record).await.map_err(|e| {
-        (
-            "failed",
-            Problem::unavailable(format!("the command could not be written: {e}"), 1),
-        )
-    })?;
+    let position = state
+        .writer
+        .write(record)
+        .await
+        .map_err(|e| refused_write(&e))?;
     Ok(Stored { position, json })
 }
 
@@ -441,16 +440,7 @@ async fn replay(
     let s = state.clone();
     let id = original.id;
     let indexed = super::blocking(move || {
-        let mut targets = Vec::new();
-        for topic in &s.config.event_topics {
-            for p in 0..s.partitions {
-                let tp = kappa_log::TopicPartition::new(topic.as_str(), p);
-                let end = s.log.offsets(&tp)?.end;
-                if end > 0 {
-                    targets.push((tp, end - 1));
-                }
-            }
-        }
+        let targets = super::last_records(&s, &s.config.event_topics)?;
         if !s.index.streams().wait_for_processed(&targets, timeout)? {
             return Ok(Vec::new());
         }

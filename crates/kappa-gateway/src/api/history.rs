@@ -67,6 +67,10 @@ async fn read_by_id<T: Send + 'static>(
 /// Default page size.
 const LIMIT_DEFAULT: usize = 100;
 
+/// How long a read by id waits for the index to reach what was written
+/// before it; past it the answer is 503, as the index is not keeping up.
+const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn list(state: Shared, uri: &axum::http::Uri, kind: Kind) -> Result<Response, Problem> {
     let q: ListQuery = query(uri)?;
     let limit = q.limit.unwrap_or(LIMIT_DEFAULT);
@@ -129,14 +133,38 @@ pub(crate) async fn get_command(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let (id, (stored, outcomes)) = read_by_id(&state, &id, &uri, |index, id| {
-        Ok((index.get(Kind::Command, id)?, index.outcomes(id)?))
-    })
-    .await?;
-    let Some(stored) = stored else {
-        return Err(Problem::not_found(format!(
-            "no command {id} (a command just written is indexed within a moment)"
-        )));
+    let read = |index: &Index, id: &Uuid| Ok((index.get(Kind::Command, id)?, index.outcomes(id)?));
+    let (id, (stored, outcomes)) = read_by_id(&state, &id, &uri, read).await?;
+    let (stored, outcomes) = match stored {
+        Some(stored) => (stored, outcomes),
+        None => {
+            // A command accepted before this request (the Location of its
+            // 202, fetched at once) is below the command topic's current
+            // ends: once the index has processed to them, it has the
+            // command, or the command was never written.
+            let s = state.clone();
+            let caught_up = blocking(move || {
+                let ends = super::last_records(&s, [&s.config.commands_topic])?;
+                if !s.index.streams().wait_for_processed(&ends, INDEX_WAIT)? {
+                    return Ok(None);
+                }
+                Ok(Some(read(&s.index, &id)?))
+            })
+            .await?;
+            match caught_up {
+                Some((Some(stored), outcomes)) => (stored, outcomes),
+                Some((None, _)) => return Err(Problem::not_found(format!("no command {id}"))),
+                None => {
+                    return Err(Problem::unavailable(
+                        format!(
+                            "the index is more than {} s behind the command topic; command {id} may not be indexed yet",
+                            INDEX_WAIT.as_secs()
+                        ),
+                        1,
+                    ));
+                }
+            }
+        }
     };
     let mut body = with_position(&stored.json, &stored.position)?;
     let status = if outcomes.is_empty() {

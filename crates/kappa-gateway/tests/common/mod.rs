@@ -85,7 +85,11 @@ impl Commands for HttpClient {
 }
 
 pub async fn start_with(dir: &Path, config: GatewayConfig) -> Service {
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir).expect("open log"));
+    start_on(Arc::new(EmbeddedLog::open(dir).expect("open log")), config).await
+}
+
+/// Starts the demo service on `log`, and waits until it is ready.
+pub async fn start_on(log: Arc<dyn Log>, config: GatewayConfig) -> Service {
     let (gateway, streams) =
         kappa_gateway::demo::start(log.clone(), config, Duration::from_millis(2)).expect("start");
     assert!(

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{
     ResponseKind,
 };
 use kappa_auth::TopicOperation;
-use kappa_log::{TopicPartition, TopicSpec};
+use kappa_log::{LogError, TopicPartition, TopicSpec};
 
 use super::{Pending, RequestContext, text};
 use crate::codes;
@@ -142,6 +142,8 @@ pub(crate) fn produce(ctx: RequestContext, req: ProduceRequest) -> Pending {
 /// (-1), as the records get them only when the transaction commits.
 fn produce_transactional(ctx: &RequestContext, id: &str, req: ProduceRequest) -> ResponseKind {
     let specs = ctx.shared.log.list_topics().unwrap_or_default();
+    // Once per request, as for produce outside a transaction.
+    let admitted = ctx.shared.log.admit_writes();
     let mut r = ProduceResponse::default();
     for topic in req.topic_data {
         let spec = specs.iter().find(|s| s.name == topic.name.0.as_str());
@@ -150,6 +152,7 @@ fn produce_transactional(ctx: &RequestContext, id: &str, req: ProduceRequest) ->
             let (code, message) = hold(
                 ctx,
                 id,
+                admitted.as_ref().err(),
                 spec,
                 topic.name.0.as_str(),
                 data.index,
@@ -173,6 +176,7 @@ fn produce_transactional(ctx: &RequestContext, id: &str, req: ProduceRequest) ->
 fn hold(
     ctx: &RequestContext,
     id: &str,
+    refused: Option<&LogError>,
     spec: Option<&TopicSpec>,
     topic: &str,
     index: i32,
@@ -196,8 +200,8 @@ fn hold(
             Some(format!("{topic}/{index} does not exist")),
         );
     };
-    if let Err(e) = ctx.shared.log.admit_writes() {
-        return (codes::for_log_error(&e), Some(format!("not held: {e}")));
+    if let Some(e) = refused {
+        return (codes::for_log_error(e), Some(format!("not held: {e}")));
     }
     let batches = match decode_batches(records.unwrap_or_default()) {
         Ok(b) => b,
