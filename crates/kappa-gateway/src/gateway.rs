@@ -184,12 +184,6 @@ impl Gateway {
     /// The index topology stopped.
     pub fn wait_ready(&self, timeout: std::time::Duration) -> Result<bool, GatewayError> {
         let deadline = std::time::Instant::now() + timeout;
-        let last_records = |ends: &[(TopicPartition, u64)]| -> Vec<(TopicPartition, u64)> {
-            ends.iter()
-                .filter(|(_, end)| *end > 0)
-                .map(|(tp, end)| (tp.clone(), end - 1))
-                .collect()
-        };
         let index = self.state.index.streams();
         if !index.wait_for_processed(&last_records(&self.state.start_ends), timeout)? {
             return Ok(false);
@@ -385,25 +379,14 @@ impl GatewayBuilder {
         let partitions = ensure_topics(&*log, &config)?;
         let mut topics = vec![config.commands_topic.clone()];
         topics.extend(config.event_topics.iter().cloned());
-        let mut start_ends = Vec::new();
-        for t in &topics {
-            for p in 0..partitions {
-                let tp = TopicPartition::new(t.as_str(), p);
-                let end = log.offsets(&tp)?.end;
-                start_ends.push((tp, end));
-            }
-        }
+        let start_ends = ends_of(&*log, &topics, partitions)?;
         let mut view_start_ends = Vec::with_capacity(views.len());
         for v in &views {
-            let mut ends = Vec::new();
-            for t in v.streams.input_topics() {
-                for p in 0..v.streams.partitions() {
-                    let tp = TopicPartition::new(t.as_str(), p);
-                    let end = log.offsets(&tp)?.end;
-                    ends.push((tp, end));
-                }
-            }
-            view_start_ends.push(ends);
+            view_start_ends.push(ends_of(
+                &*log,
+                v.streams.input_topics(),
+                v.streams.partitions(),
+            )?);
         }
         let index = Index::start(
             log.clone(),
@@ -518,6 +501,34 @@ pub fn ensure_topics(log: &dyn Log, config: &GatewayConfig) -> Result<u32, Gatew
         }
     }
     Ok(partitions.unwrap_or(config.partitions))
+}
+
+/// The end offset of each of the `partitions` partitions of every topic
+/// in `topics`, as they are now.
+pub(crate) fn ends_of<'a>(
+    log: &dyn Log,
+    topics: impl IntoIterator<Item = &'a String>,
+    partitions: u32,
+) -> Result<Vec<(TopicPartition, u64)>, LogError> {
+    let mut ends = Vec::new();
+    for topic in topics {
+        for p in 0..partitions {
+            let tp = TopicPartition::new(topic.as_str(), p);
+            let end = log.offsets(&tp)?.end;
+            ends.push((tp, end));
+        }
+    }
+    Ok(ends)
+}
+
+/// The last record of each partition among `ends` (an empty one has
+/// none): a reader that has processed them all has seen every record
+/// written before the ends were read.
+pub(crate) fn last_records(ends: &[(TopicPartition, u64)]) -> Vec<(TopicPartition, u64)> {
+    ends.iter()
+        .filter(|(_, end)| *end > 0)
+        .map(|(tp, end)| (tp.clone(), end - 1))
+        .collect()
 }
 
 /// Creates `topic` when missing; returns its partition count.

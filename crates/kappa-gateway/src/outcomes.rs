@@ -70,14 +70,7 @@ impl OutcomeWatcher {
         topics: &[String],
         partitions: u32,
     ) -> Result<Self, LogError> {
-        let mut cursors = Vec::new();
-        for t in topics {
-            for p in 0..partitions {
-                let tp = TopicPartition::new(t.as_str(), p);
-                let end = log.offsets(&tp)?.end;
-                cursors.push((tp, end));
-            }
-        }
+        let cursors = crate::gateway::ends_of(&*log, topics, partitions)?;
         let waiters = Arc::new(Mutex::new(Waiters::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (w, s) = (waiters.clone(), stop.clone());

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Shared, json as json_response, query, with_position};
+use crate::gateway::{ends_of, last_records};
 use crate::idempotency::Claim;
 use crate::index::{Kind, Stored};
 use crate::outcomes::Outcome;
@@ -440,7 +441,7 @@ async fn replay(
     let s = state.clone();
     let id = original.id;
     let indexed = super::blocking(move || {
-        let targets = super::last_records(&s, &s.config.event_topics)?;
+        let targets = last_records(&ends_of(&*s.log, &s.config.event_topics, s.partitions)?);
         if !s.index.streams().wait_for_processed(&targets, timeout)? {
             return Ok(Vec::new());
         }

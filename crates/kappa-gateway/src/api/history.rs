@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Shared, blocking, json as json_response, query, with_position};
+use crate::gateway::{ends_of, last_records};
 use crate::index::{Index, Kind};
 use kappa_service::Problem;
 
@@ -144,7 +145,8 @@ pub(crate) async fn get_command(
             // command, or the command was never written.
             let s = state.clone();
             let caught_up = blocking(move || {
-                let ends = super::last_records(&s, [&s.config.commands_topic])?;
+                let ends =
+                    last_records(&ends_of(&*s.log, [&s.config.commands_topic], s.partitions)?);
                 if !s.index.streams().wait_for_processed(&ends, INDEX_WAIT)? {
                     return Ok(None);
                 }

@@ -274,26 +274,6 @@ pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> Response {
     r
 }
 
-/// The last record of every partition of `topics` as they end now: a
-/// record written before this call is at or below one of them, so a
-/// reader that has processed them all has seen it.
-pub(crate) fn last_records<'a>(
-    state: &State,
-    topics: impl IntoIterator<Item = &'a String>,
-) -> Result<Vec<(kappa_log::TopicPartition, u64)>, kappa_log::LogError> {
-    let mut last = Vec::new();
-    for topic in topics {
-        for p in 0..state.partitions {
-            let tp = kappa_log::TopicPartition::new(topic.as_str(), p);
-            let end = state.log.offsets(&tp)?.end;
-            if end > 0 {
-                last.push((tp, end - 1));
-            }
-        }
-    }
-    Ok(last)
-}
-
 /// Runs a blocking store read off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
