@@ -50,20 +50,22 @@ EOF
 
 # Python's Kafka clients (confluent-kafka, kafka-python and the compression
 # libraries kafka-python uses) in a virtualenv kept outside the repository,
-# at $KAPPA_TOOLS/py: the node's interoperability tests and card-limits'
-# Python service (apps/card-limits/merchant-totals) run in it. Made again
+# at $KAPPA_TOOLS/py: the node's interoperability tests, card-limits'
+# Python service (apps/card-limits/merchant-totals) and its API conformance
+# test's schemathesis (apps/card-limits/tests/api_document.rs) run in it. Made again
 # when the requirement files change; exports KAPPA_PYTHON.
 need_python_kafka() {
     local venv="${KAPPA_TOOLS:-$HOME/.cache/kappa-tools}/py"
     local requirements=(crates/kappa-node/tests/clients/python/requirements.txt
-                        apps/card-limits/merchant-totals/requirements.txt)
+                        apps/card-limits/merchant-totals/requirements.txt
+                        apps/card-limits/tests/requirements.txt)
     if ! "$venv/bin/python" -c 'import confluent_kafka, kafka' >/dev/null 2>&1 \
         || ! cat "${requirements[@]}" | cmp -s - "$venv/requirements.txt"; then
-        echo "installing the Python Kafka clients into $venv" >&2
+        echo "installing the Python Kafka clients and schemathesis into $venv" >&2
         python3 -m venv "$venv"
         "$venv/bin/pip" install --quiet --disable-pip-version-check \
-            -r "${requirements[0]}" -r "${requirements[1]}" \
-            || { echo "error: installing the Python Kafka clients from PyPI failed (output above)" >&2; exit 1; }
+            -r "${requirements[0]}" -r "${requirements[1]}" -r "${requirements[2]}" \
+            || { echo "error: installing the test virtualenv's packages from PyPI failed (output above)" >&2; exit 1; }
         cat "${requirements[@]}" >"$venv/requirements.txt"
     fi
     export KAPPA_PYTHON="$venv/bin/python"

@@ -154,7 +154,7 @@ pub fn start_scaled(
     let gateway = extend(builder)
         .view(View::new(stores::CARDS, &streams, stores::CARDS))
         .view(View::new(stores::AUTHS, &streams, stores::AUTHS))
-        .routes(routes(streams.clone()))
+        .routes(routes(streams.clone()), paths(&streams))
         .console_page(ConsolePage::new(
             "cards",
             "Card limits",
@@ -190,6 +190,60 @@ pub fn routes(streams: Arc<Streams>) -> Router {
             to_owner,
         ))
         .with_state(streams)
+}
+
+/// The OpenAPI description of [`routes`] over `streams` (the processor,
+/// whose inputs a `min_position` names).
+pub fn paths(streams: &Streams) -> Value {
+    let inputs: Vec<&str> = streams.input_topics().iter().map(String::as_str).collect();
+    let positions = kappa_gateway::position::positions_pattern(&inputs, streams.partitions());
+    let card = json!({"name": "card", "in": "path", "required": true, "description": "Card id.",
+        "schema": {"type": "string", "pattern": ID}});
+    let read_your_writes = [
+        json!({"name": "min_position", "in": "query", "description":
+            "Comma-separated positions (topic/partition/offset) the answer must reflect first (read-your-writes).",
+            "schema": {"type": "string", "pattern": positions}}),
+        json!({"name": "wait_ms", "in": "query", "description": "How long to wait for min_position (default 1000; longer than 60000 is cut to it).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}),
+    ];
+    let with = |more: Vec<Value>| -> Vec<Value> {
+        let mut params = vec![card.clone()];
+        params.extend(more);
+        params.extend(read_your_writes.iter().cloned());
+        params
+    };
+    let money = json!({"type": ["integer", "null"]});
+    let balance = json!({"type": "object", "required": ["card", "settled", "pending", "spent", "position"], "properties": {
+        "card": {"type": "string"}, "limit": money, "period_days": {"type": "integer"},
+        "settled": {"type": "integer"}, "pending": {"type": "integer"}, "spent": {"type": "integer"},
+        "available": money, "as_of": {"type": ["integer", "null"]},
+        "position": {"type": "string", "description": "The positions of the card's task the answer reflects."}}});
+    let authorizations = json!({"type": "object", "required": ["card", "authorizations", "position"], "properties": {
+        "card": {"type": "string"}, "position": {"type": "string"},
+        "authorizations": {"type": "array", "items": {"type": "object", "properties": {
+            "auth_id": {"type": "string"}, "amount": {"type": "integer"}, "merchant": {"type": "string"},
+            "timestamp": {"type": "integer"}, "status": {"enum": ["pending", "settled", "declined"]},
+            "decision": {}}}}}});
+    let problem = |description: &str| {
+        json!({"description": description, "content": {"application/problem+json":
+            {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+    };
+    let ok = |description: &str, schema: &Value| json!({"description": description, "content": {"application/json": {"schema": schema}}});
+    json!({
+        "/cards/{card}": {"get": {"summary": "A card's limit and its balance now",
+            "parameters": with(Vec::new()),
+            "responses": {"200": ok("The card", &balance), "404": problem("No such card")}}},
+        "/cards/{card}/balance": {"get": {"summary": "A card's balance at a time",
+            "parameters": with(vec![json!({"name": "at", "in": "query", "required": true,
+                "description": "The time (ms since the epoch).", "schema": {"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}})]),
+            "responses": {"200": ok("The balance at that time", &balance),
+                "404": problem(&format!("No such card, or at is more than {} days before the card's latest event (older panes are not kept)",
+                    processor::BALANCE_HISTORY_MS / DAY_MS))}}},
+        "/cards/{card}/authorizations": {"get": {"summary": "A card's authorizations",
+            "parameters": with(vec![json!({"name": "status", "in": "query", "description": "Only these.",
+                "schema": {"enum": ["pending", "settled", "declined"]}})]),
+            "responses": {"200": ok("The authorizations, oldest id first", &authorizations)}}},
+    })
 }
 
 /// Sends a card read to the instance that runs the card's task.
@@ -314,8 +368,8 @@ fn card_balance(streams: &Streams, card: &str, at: Option<i64>) -> Result<Value,
     if let (Some(at), Some(latest)) = (at, state.latest)
         && at < latest.saturating_sub(processor::BALANCE_HISTORY_MS)
     {
-        return Err(Problem::unprocessable(format!(
-            "at={at} is more than {} days before the card's latest event ({latest}); older panes are not kept",
+        return Err(Problem::not_found(format!(
+            "the balance at={at} is no longer kept: it is more than {} days before the card's latest event ({latest})",
             processor::BALANCE_HISTORY_MS / DAY_MS
         )));
     }

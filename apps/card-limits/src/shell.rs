@@ -110,7 +110,10 @@ impl Shell {
             builder = builder.announce_with(move |log, a| announce_parts(log, &parts, a));
         }
         if let Some(s) = &self.search {
-            builder = builder.routes(kappa_effects::search::routes(&[s]));
+            builder = builder.routes(
+                kappa_effects::search::routes(&[s]),
+                kappa_effects::search::paths(&[s]),
+            );
         }
         builder
     }

@@ -300,6 +300,11 @@ impl Shared {
         *backoff = (*backoff * 2).min(RETRY_MAX);
     }
 
+    /// The log followed.
+    pub(crate) fn log(&self) -> &dyn Log {
+        &*self.log
+    }
+
     /// The topic followed.
     pub(crate) fn topic(&self) -> &str {
         &self.topic

@@ -230,9 +230,24 @@ fn search_is_served_over_http() {
         assert!(body["detail"].is_string(), "{path}: problem+json: {body}");
     }
     let end = log.offsets(&TopicPartition::new(TOPIC, p)).unwrap().end;
-    let (status, _) = get(format!(
-        "{base}/search/docs?q=coffee&min_position=docs/{p}/{end}&wait_ms=50"
+    let (status, body) = get(format!(
+        "{base}/search/docs?q=coffee&min_position=docs/{p}/{end}&wait_ms=5000"
     ));
-    assert_eq!(status, 503, "a position not reached yet");
+    assert_eq!(
+        status, 404,
+        "a position nobody wrote is told at once: {body}"
+    );
+    // Written, but never taken in: the sink has stopped.
     sink.close().unwrap();
+    let later = log
+        .append(
+            TOPIC,
+            vec![ProducerRecord::value(json!({"title": "green tea"}).to_string()).with_key("b")],
+        )
+        .unwrap();
+    let (status, body) = get(format!(
+        "{base}/search/docs?q=coffee&min_position={}&wait_ms=50",
+        later[0]
+    ));
+    assert_eq!(status, 503, "a position not reached: {body}");
 }

@@ -107,6 +107,11 @@ pub(crate) struct State {
     pub(crate) view_start_ends: Vec<Vec<(TopicPartition, u64)>>,
     /// Per-principal request budgets.
     pub(crate) limiter: Option<crate::rate::Limiter>,
+    /// The OpenAPI path items of the application's own routes.
+    pub(crate) app_paths: serde_json::Map<String, Value>,
+    /// The query parameters each operation of `/openapi.json` takes, made
+    /// from it at the first request that has a query.
+    pub(crate) query_names: std::sync::OnceLock<api::openapi::QueryNames>,
     /// Set when the service shuts down: live streams end.
     pub(crate) closing: Arc<std::sync::atomic::AtomicBool>,
     /// The application's own console pages.
@@ -136,6 +141,7 @@ pub struct GatewayBuilder {
     actions: Actions,
     views: Vec<View>,
     routes: Option<Router>,
+    app_paths: Vec<(String, Value)>,
     metric_sources: Vec<Arc<dyn MetricsSource>>,
     console_pages: Vec<crate::console::ConsolePage>,
     announcers: Vec<Announcer>,
@@ -161,6 +167,7 @@ impl Gateway {
             actions: Actions::new(),
             views: Vec::new(),
             routes: None,
+            app_paths: Vec::new(),
             metric_sources: Vec::new(),
             console_pages: Vec::new(),
             announcers: Vec::new(),
@@ -295,12 +302,35 @@ impl GatewayBuilder {
     }
 
     /// Adds the application's own routes (merged into the gateway's router,
-    /// behind the same metrics and limits).
-    pub fn routes(mut self, routes: Router) -> Self {
+    /// behind the same authentication, metrics and limits), with their
+    /// OpenAPI description: `paths` is an OpenAPI `paths` object holding a
+    /// path item for every route of `routes`, served in `/openapi.json`
+    /// and `/docs` beside the gateway's own. The methods it lists are what
+    /// a request with another method is told in `Allow`.
+    ///
+    /// ```
+    /// # fn demo(builder: kappa_gateway::GatewayBuilder) -> kappa_gateway::GatewayBuilder {
+    /// use axum::routing::get;
+    /// builder.routes(
+    ///     axum::Router::new().route("/hello", get(|| async { "hello" })),
+    ///     serde_json::json!({"/hello": {"get": {"summary": "Says hello",
+    ///         "responses": {"200": {"description": "A greeting",
+    ///             "content": {"text/plain": {}}}}}}}),
+    /// )
+    /// # }
+    /// ```
+    ///
+    /// [`GatewayBuilder::start`] refuses a `paths` that is not an object of
+    /// path items, or that describes a path twice.
+    pub fn routes(mut self, routes: Router, paths: Value) -> Self {
         self.routes = Some(match self.routes.take() {
             Some(r) => r.merge(routes),
             None => routes,
         });
+        match paths {
+            Value::Object(items) => self.app_paths.extend(items),
+            other => self.app_paths.push((String::new(), other)),
+        }
         self
     }
 
@@ -342,10 +372,12 @@ impl GatewayBuilder {
             actions,
             views,
             routes,
+            app_paths,
             metric_sources,
             console_pages,
             announcers,
         } = self;
+        let app_paths = crate::api::openapi::application_paths(app_paths)?;
         if config.event_topics.is_empty() {
             return Err(GatewayError::Config("no event topics".to_owned()));
         }
@@ -421,6 +453,8 @@ impl GatewayBuilder {
             partitions,
             start_ends,
             view_start_ends,
+            app_paths,
+            query_names: std::sync::OnceLock::new(),
             closing: Arc::default(),
             console_pages,
             sampler: crate::console::stats::Sampler::default(),

@@ -365,7 +365,7 @@ impl Index {
             after_key.as_deref().map(str::as_bytes),
             want,
         )?;
-        let more = entries.len() > offset + limit;
+        let more = entries.len() > offset.saturating_add(limit);
         let mut items = Vec::with_capacity(limit);
         for (k, v) in entries.into_iter().skip(offset).take(limit) {
             let stored = match action {

@@ -63,6 +63,6 @@ pub use views::{KeyFormat, ValueFormat, View, ViewKind};
 // The service vocabulary lives below the HTTP face (crate `kappa-service`);
 // these keep the paths applications have always used.
 pub use kappa_service::{
-    Envelope, KEY_MAX_BYTES, MetricFamilies, MetricsSource, Problem, is_action_name, metric_label,
+    Envelope, KEY_MAX_CHARS, MetricFamilies, MetricsSource, Problem, is_action_name, metric_label,
     position, registry,
 };

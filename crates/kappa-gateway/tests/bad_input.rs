@@ -162,11 +162,21 @@ async fn each_kind_of_bad_request_gets_its_status_and_writes_nothing() {
             "/views/totals/a?as_of=5",
             vec![],
             Bytes::new(),
-            400,
+            404,
         ),
         (
             Method::GET,
-            "/views/totals?prefix=a&from=b",
+            "/views/totals?prefix=a&from=b&bogus=1",
+            vec![],
+            Bytes::new(),
+            400,
+        ),
+        // Unknown query parameters are refused on every route alike, on
+        // those that take none too.
+        (Method::GET, "/views?verbose=1", vec![], Bytes::new(), 400),
+        (
+            Method::GET,
+            "/console/api/info?x=",
             vec![],
             Bytes::new(),
             400,

@@ -97,7 +97,13 @@ async fn versioned_windowed_and_custom_views_answer_with_positions() {
                 .values(ValueFormat::I64)
                 .kind(ViewKind::Windowed),
         )
-        .routes(routes)
+        .routes(
+            routes,
+            json!({"/sensors/{id}": {"get": {"summary": "A sensor's level",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "min_position", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The level"}}}}}),
+        )
         .start()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,7 +164,8 @@ async fn versioned_windowed_and_custom_views_answer_with_positions() {
         .await
         .unwrap();
     assert_eq!(r.json()["windows"], json!([{"start": 2000, "value": 1}]));
-    assert_problem(&c.get("/views/levels/s1/windows").await.unwrap(), 400);
+    assert_problem(&c.get("/views/levels/s1/windows").await.unwrap(), 404);
+    assert_problem(&c.get("/views/per-second/s1?as_of=1").await.unwrap(), 404);
     assert_problem(
         &c.get("/views/per-second/s1/windows?from=5&to=1")
             .await
@@ -173,6 +180,36 @@ async fn versioned_windowed_and_custom_views_answer_with_positions() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"sensor": "s2", "level": 1, "since": 1200}));
     assert_problem(&c.get("/sensors/s9").await.unwrap(), 404);
+    // The application's route is in the document, with the answers every
+    // operation may give added, and a method it does not list is refused
+    // naming the ones it does.
+    let doc = c.get("/openapi.json").await.unwrap().json();
+    let sensor_doc = &doc["paths"]["/sensors/{id}"]["get"];
+    assert_eq!(sensor_doc["summary"], "A sensor's level");
+    assert!(sensor_doc["responses"]["400"].is_object(), "{sensor_doc}");
+    assert!(sensor_doc["responses"]["404"].is_object(), "{sensor_doc}");
+    let refused = c
+        .request(
+            axum::http::Method::DELETE,
+            "/sensors/s2",
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_problem(&refused, 405);
+    assert_eq!(refused.header("allow"), Some("GET, HEAD"));
+    let refused = c
+        .request(
+            axum::http::Method::OPTIONS,
+            "/commands",
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_problem(&refused, 405);
+    assert_eq!(refused.header("allow"), Some("GET, HEAD, POST"));
     let metrics = String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap();
     assert!(
         metrics.contains(

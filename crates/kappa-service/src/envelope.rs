@@ -108,15 +108,17 @@ pub fn is_action_name(action: &str) -> bool {
         && !action.contains("--")
 }
 
-/// Longest entity key accepted, in bytes.
-pub const KEY_MAX_BYTES: usize = 256;
+/// Longest entity key accepted, in characters (so at most 1 KiB as UTF-8).
+/// Counted in characters, as JSON Schema's `maxLength` counts, so that a
+/// published schema states the rule exactly.
+pub const KEY_MAX_CHARS: usize = 256;
 
 /// Why an entity key is refused, if it is.
 pub fn key_problem(key: &str) -> Option<&'static str> {
     if key.is_empty() {
         Some("must not be empty")
-    } else if key.len() > KEY_MAX_BYTES {
-        Some("must be at most 256 bytes")
+    } else if key.chars().count() > KEY_MAX_CHARS {
+        Some("must be at most 256 characters")
     } else if key.chars().any(char::is_control) {
         Some("must not contain control characters")
     } else {
@@ -146,6 +148,22 @@ mod tests {
         ] {
             assert!(!is_action_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn keys_are_counted_in_characters_as_json_schema_counts_them() {
+        // 256 four-byte characters: 1 KiB, still one key.
+        assert_eq!(key_problem(&"\u{1F4B3}".repeat(KEY_MAX_CHARS)), None);
+        assert_eq!(key_problem(&"k".repeat(KEY_MAX_CHARS)), None);
+        assert!(key_problem(&"k".repeat(KEY_MAX_CHARS + 1)).is_some());
+        assert!(key_problem("").is_some());
+        for control in ['\u{0}', '\n', '\u{7f}', '\u{9f}'] {
+            assert!(
+                key_problem(&format!("card{control}")).is_some(),
+                "{control:?}"
+            );
+        }
+        assert_eq!(key_problem("card-\u{a0}-é"), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod registry;
 #[cfg(feature = "logging")]
 mod repeats;
 
-pub use envelope::{Envelope, KEY_MAX_BYTES, is_action_name, key_problem};
+pub use envelope::{Envelope, KEY_MAX_CHARS, is_action_name, key_problem};
 pub use error::ServiceError;
 #[cfg(feature = "logging")]
 pub use logging::log_to_stderr;

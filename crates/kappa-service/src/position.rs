@@ -11,26 +11,118 @@
 
 use kappa_log::{Position, TopicPartition};
 
-/// Parses comma-separated positions.
+/// Parses comma-separated positions, exactly as [`positions_pattern`]
+/// describes them (the empty text is no position). An offset too large
+/// for a `u64` is read as `u64::MAX`: a position no log reaches.
 ///
 /// # Errors
 ///
-/// An element is not `topic/partition/offset`.
+/// An element is not `topic/partition/offset` with decimal digits.
 ///
 /// ```
 /// let p = kappa_service::position::parse_positions("commands/0/7,events/1/3").unwrap();
 /// assert_eq!(p.len(), 2);
 /// assert!(kappa_service::position::parse_positions("commands/x").is_err());
+/// assert!(kappa_service::position::parse_positions("commands/0/+7").is_err());
+/// assert!(kappa_service::position::parse_positions("").unwrap().is_empty());
 /// ```
 pub fn parse_positions(text: &str) -> Result<Vec<Position>, String> {
-    text.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .parse::<Position>()
-                .map_err(|e| format!("{s:?} is not a position (topic/partition/offset): {e}"))
-        })
-        .collect()
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',').map(parse_position).collect()
+}
+
+fn parse_position(text: &str) -> Result<Position, String> {
+    let bad =
+        || format!("{text:?} is not a position (topic/partition/offset, for example orders/0/42)");
+    let mut parts = text.rsplitn(3, '/');
+    let (Some(offset), Some(partition), Some(topic)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    if topic.is_empty() || !is_digits(partition) || !is_digits(offset) {
+        return Err(bad());
+    }
+    Ok(Position {
+        topic: topic.into(),
+        partition: partition.parse().map_err(|_| bad())?,
+        offset: offset.parse().unwrap_or(u64::MAX),
+    })
+}
+
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A regular expression (ECMA-262 and Python alike, for JSON Schema's
+/// `pattern`) of `topic` as a literal: topic names hold only
+/// `A-Z a-z 0-9 . _ -`, and of those only `.` means something to a regex.
+fn literal(topic: &str) -> String {
+    topic.replace('.', "[.]")
+}
+
+/// The JSON Schema `pattern` of a `min_position` a read of `topics` (each
+/// with `partitions` partitions) takes: what [`parse_positions`] parses,
+/// naming only those topics and partitions.
+///
+/// ```
+/// let p = kappa_service::position::positions_pattern(&["commands"], 2);
+/// assert_eq!(p, "^(?:(?:commands)/(?:0|1)/[0-9]+(?:,(?:commands)/(?:0|1)/[0-9]+)*)?$");
+/// ```
+pub fn positions_pattern(topics: &[&str], partitions: u32) -> String {
+    if topics.is_empty() || partitions == 0 {
+        return "^$".to_owned();
+    }
+    let topics: Vec<String> = topics.iter().map(|t| literal(t)).collect();
+    let partitions: Vec<String> = (0..partitions).map(|p| p.to_string()).collect();
+    let one = format!(
+        "(?:{})/(?:{})/[0-9]+",
+        topics.join("|"),
+        partitions.join("|")
+    );
+    format!("^(?:{one}(?:,{one})*)?$")
+}
+
+/// The JSON Schema `pattern` of a live stream's cursor over `topics` (in
+/// this order, each with `partitions` partitions): what
+/// [`Cursor::decode`] takes.
+///
+/// ```
+/// let p = kappa_service::position::cursor_pattern(&["events"], 3);
+/// assert_eq!(p, "^events@[0-9]+[.][0-9]+[.][0-9]+$");
+/// ```
+pub fn cursor_pattern(topics: &[&str], partitions: u32) -> String {
+    let offsets = vec!["[0-9]+"; partitions as usize].join("[.]");
+    let parts: Vec<String> = topics
+        .iter()
+        .map(|t| format!("{}@{offsets}", literal(t)))
+        .collect();
+    format!("^{}$", parts.join(";"))
+}
+
+/// Why a `min_position` names no written record, if it does not: a
+/// position at or past the end of its partition. What a client's own
+/// write returned is always below the end, so such a read is answered at
+/// once instead of waiting out its `wait_ms` for a record that may never
+/// come.
+///
+/// # Errors
+///
+/// The log cannot say where a partition ends.
+pub fn not_written(
+    log: &dyn kappa_log::Log,
+    targets: &[(TopicPartition, u64)],
+) -> Result<Option<String>, kappa_log::LogError> {
+    for (tp, offset) in targets {
+        let end = log.offsets(tp)?.end;
+        if *offset >= end {
+            return Ok(Some(format!(
+                "nothing was written at {tp}/{offset}: the partition ends at offset {end}"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The positions of the last records processed, from committed next offsets
@@ -126,7 +218,11 @@ impl Cursor {
                 ));
             }
             for (p, o) in (0..partitions).zip(offsets) {
-                let o: u64 = o.parse().map_err(|_| format!("{o:?} is not an offset"))?;
+                if !is_digits(o) {
+                    return Err(format!("{o:?} is not an offset"));
+                }
+                // Past every log: a stream that resumes there waits.
+                let o: u64 = o.parse().unwrap_or(u64::MAX);
                 out.push((TopicPartition::new(topic.as_str(), p), o));
             }
         }

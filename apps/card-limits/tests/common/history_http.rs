@@ -96,7 +96,15 @@ pub async fn check_history(addr: SocketAddr, commands: usize) {
                 .get(&format!("/cards/{card}/balance?at={}", t - 401 * H))
                 .await
                 .unwrap();
-            assert_eq!(r.status, 422, "older than the kept history");
+            assert_eq!(r.status, 404, "older than the kept history");
+            assert!(
+                r.json()["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no longer kept"),
+                "{}",
+                r.json()
+            );
         }
         let pending: Vec<String> = c
             .get(&format!("/cards/{card}/authorizations?status=pending"))

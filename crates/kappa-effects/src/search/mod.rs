@@ -22,7 +22,7 @@ use tantivy::query::QueryParser;
 use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, TEXT, Value as _};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-pub use routes::routes;
+pub use routes::{paths, routes};
 
 use crate::error::EffectsError;
 use crate::sink::{Applied, Apply, SinkHandle};

@@ -16,8 +16,8 @@ use serde_json::json;
 use super::{SearchError, SearchSink, Searchable};
 use crate::sink::Shared;
 
-/// Longest query accepted, in bytes.
-const QUERY_BYTES_MAX: usize = 1024;
+/// Longest query accepted, in characters.
+const QUERY_CHARS_MAX: usize = 1024;
 /// Most hits one answer returns.
 const LIMIT_MAX: usize = 1000;
 /// Longest `wait_ms`.
@@ -41,6 +41,52 @@ pub fn routes(sinks: &[&SearchSink]) -> Router {
     Router::new()
         .route("/search/{index}", get(search))
         .with_state(indexes)
+}
+
+/// The OpenAPI description of [`routes`] (an OpenAPI `paths` object, as
+/// `GatewayBuilder::routes` takes it beside the router), naming `sinks`'
+/// indexes.
+pub fn paths(sinks: &[&SearchSink]) -> serde_json::Value {
+    let names: Vec<&str> = sinks.iter().map(|s| s.searchable.name.as_str()).collect();
+    // A position every index takes: of the topic they all read.
+    let shared: Vec<Arc<Shared>> = sinks.iter().map(|s| s.thread.shared()).collect();
+    let (topics, partitions) = match shared.split_first() {
+        Some((first, rest)) if rest.iter().all(|s| s.topic() == first.topic()) => (
+            vec![first.topic()],
+            rest.iter()
+                .map(|s| s.partitions())
+                .fold(first.partitions(), u32::min),
+        ),
+        _ => (Vec::new(), 0),
+    };
+    let positions = kappa_service::position::positions_pattern(&topics, partitions);
+    let problem = |description: &str| {
+        json!({"description": description, "content": {"application/problem+json":
+            {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+    };
+    json!({"/search/{index}": {"get": {
+        "summary": "Full-text search of an index the service keeps",
+        "description": "q is in tantivy's query language (field:term, AND, OR, quoted phrases); a query that does not parse is answered 400 with the parser's reason.",
+        "parameters": [
+            {"name": "index", "in": "path", "required": true, "description": "The index.",
+                "schema": {"enum": names}},
+            {"name": "q", "in": "query", "required": true, "description": "What to search for.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": QUERY_CHARS_MAX, "pattern": "\\S"}},
+            {"name": "limit", "in": "query", "description": "Most hits (default 20).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX}},
+            {"name": "min_position", "in": "query", "description":
+                "Comma-separated positions (topic/partition/offset) the index must have taken in first (read-your-writes).",
+                "schema": {"type": "string", "pattern": positions}},
+            {"name": "wait_ms", "in": "query", "description": "How long to wait for min_position (default 0).",
+                "schema": {"type": "integer", "minimum": 0, "maximum": WAIT_MAX.as_secs() * 1000}}],
+        "responses": {
+            "200": {"description": "Hits, best first, and the positions they reflect", "content": {"application/json": {"schema":
+                {"type": "object", "required": ["index", "query", "total", "hits", "position"], "properties": {
+                    "index": {"type": "string"}, "query": {"type": "string"}, "total": {"type": "integer"},
+                    "hits": {"type": "array"}, "position": {"type": "string"}}}}}},
+            "400": problem("A parameter is missing, malformed or out of range, or q does not parse"),
+            "404": problem("No such index"),
+            "503": problem("min_position not reached within wait_ms; retry after Retry-After")}}}})
 }
 
 #[derive(Deserialize)]
@@ -83,9 +129,9 @@ async fn search(
     if q.trim().is_empty() {
         return Err(Problem::bad_request("q is required: what to search for"));
     }
-    if q.len() > QUERY_BYTES_MAX {
+    if q.chars().count() > QUERY_CHARS_MAX {
         return Err(Problem::bad_request(format!(
-            "q is longer than {QUERY_BYTES_MAX} bytes"
+            "q is longer than {QUERY_CHARS_MAX} characters"
         )));
     }
     let limit = query.limit.unwrap_or(20);
@@ -111,10 +157,19 @@ async fn search(
                     shared.partitions()
                 )));
             }
-            targets.push((p.partition, p.offset + 1));
+            targets.push((p.partition, p.offset.saturating_add(1)));
         }
     }
     let answer = tokio::task::spawn_blocking(move || {
+        let written: Vec<(kappa_log::TopicPartition, u64)> = targets
+            .iter()
+            .map(|(p, next)| (kappa_log::TopicPartition::new(shared.topic(), *p), next - 1))
+            .collect();
+        if let Some(why) = kappa_service::position::not_written(shared.log(), &written)
+            .map_err(Problem::internal)?
+        {
+            return Err(Problem::not_found(why));
+        }
         if !targets.is_empty() && !shared.wait_for(&targets, wait) {
             return Err(Problem::unavailable(
                 format!(

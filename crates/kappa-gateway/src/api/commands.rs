@@ -474,6 +474,9 @@ async fn replay(
 }
 
 /// The schema of the request body, for the API document.
+/// What `key_problem` allows, for JSON Schema: no control characters (Unicode's Cc).
+const KEY_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
+
 pub(crate) fn request_schema(actions: &crate::schema::Actions) -> Value {
     let variants: Vec<Value> = actions
         .iter()
@@ -487,10 +490,41 @@ pub(crate) fn request_schema(actions: &crate::schema::Actions) -> Value {
                 "properties": {
                     "action": {"const": name},
                     "data": schema,
-                    "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
+                    "key": {"type": ["string", "null"], "minLength": 1, "maxLength": kappa_service::KEY_MAX_CHARS,
+                        "pattern": KEY_PATTERN, "description": "The entity the command is about: its commands are decided in order"},
                 }
             })
         })
         .collect();
     json!({"oneOf": variants})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The published schema of `key` and the rule the server applies agree
+    /// on every code point up to U+0200 and on the length bounds.
+    #[test]
+    fn the_documented_key_schema_is_the_rule_the_server_applies() {
+        let schema = json!({"type": "string", "minLength": 1,
+            "maxLength": kappa_service::KEY_MAX_CHARS, "pattern": KEY_PATTERN});
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let mut keys: Vec<String> = (0u32..0x200)
+            .filter_map(char::from_u32)
+            .map(|c| format!("k{c}"))
+            .collect();
+        keys.extend([
+            String::new(),
+            "é".repeat(kappa_service::KEY_MAX_CHARS),
+            "é".repeat(kappa_service::KEY_MAX_CHARS + 1),
+        ]);
+        for key in keys {
+            assert_eq!(
+                validator.is_valid(&Value::from(key.as_str())),
+                key_problem(&key).is_none(),
+                "{key:?}"
+            );
+        }
+    }
 }

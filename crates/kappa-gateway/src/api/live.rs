@@ -91,28 +91,48 @@ fn stream(
 ) -> Result<Response, Problem> {
     let q: LiveQuery = query(uri)?;
     let partitions = state.partitions;
-    let resume = headers
-        .get("last-event-id")
-        .map(|v| {
-            v.to_str()
-                .map(str::to_owned)
-                .map_err(|_| Problem::bad_request("Last-Event-ID is not text"))
-        })
-        .transpose()?
-        .or(q.last_event_id);
-    let cursor = match resume {
-        Some(text) => Cursor::decode(&text, &topics, partitions)
-            .map_err(|e| Problem::bad_request(format!("Last-Event-ID: {e}")))?,
-        None => {
-            let from_start = match q.from.as_deref() {
-                None | Some("end") => false,
-                Some("beginning") => true,
-                Some(other) => {
-                    return Err(Problem::bad_request(format!(
-                        "from={other:?}: use end or beginning"
+    let from_start = match q.from.as_deref() {
+        None | Some("end") => false,
+        Some("beginning") => true,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "from={other:?}: use end or beginning"
+            )));
+        }
+    };
+    let decode = |text: &str, given: &str| {
+        Cursor::decode(text, &topics, partitions)
+            .map_err(|e| Problem::bad_request(format!("{given}: {e}")))
+    };
+    // Every cursor given is checked, even one the header overrides.
+    let from_query = q
+        .last_event_id
+        .as_deref()
+        .map(|text| decode(text, "last_event_id"))
+        .transpose()?;
+    // EventSource sends no header for an empty id; read an empty one so too.
+    let from_header = match headers.get("last-event-id") {
+        Some(v) if !v.is_empty() => {
+            let text = v
+                .to_str()
+                .map_err(|_| Problem::bad_request("Last-Event-ID is not text"))?;
+            Some(decode(text, "Last-Event-ID")?)
+        }
+        _ => None,
+    };
+    let cursor = match from_header.or(from_query) {
+        Some(cursor) => {
+            for (tp, next) in &cursor.0 {
+                let end = state.log.offsets(tp)?.end;
+                if *next > end {
+                    return Err(Problem::not_found(format!(
+                        "the cursor is past the end of {tp} ({next} > {end}): this service gave no such cursor"
                     )));
                 }
-            };
+            }
+            cursor
+        }
+        None => {
             let mut c = Vec::new();
             for t in &topics {
                 for p in 0..partitions {

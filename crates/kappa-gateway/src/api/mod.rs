@@ -54,9 +54,16 @@ pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
     if let Some(app) = app {
         r = r.merge(app);
     }
+    let for_405 = state.clone();
     r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(move |request: Request| {
+            method_not_allowed(for_405.clone(), request)
+        })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_unknown_query_parameters,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state, track))
 }
@@ -170,11 +177,35 @@ async fn authenticate(
     }
 }
 
+/// 400 for a query parameter the operation's document does not list, so
+/// that every route, the application's too, treats unknown parameters
+/// alike: refused, never silently ignored.
+async fn refuse_unknown_query_parameters(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().query().is_some()
+        && let Some(path) = request.extensions().get::<MatchedPath>()
+        && let Some(name) =
+            openapi::unknown_query_parameter(&state, request.method(), path.as_str(), request.uri())
+    {
+        return Problem::bad_request(format!(
+            "unknown query parameter {name:?} for {} {}: see /openapi.json",
+            request.method(),
+            path.as_str()
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
 async fn not_found(uri: Uri) -> Problem {
     Problem::not_found(format!("nothing at {}", uri.path()))
 }
 
-async fn method_not_allowed(request: Request) -> Response {
+/// 405, with `Allow` naming the methods `/openapi.json` lists for the path.
+async fn method_not_allowed(state: Shared, request: Request) -> Response {
     let mut r = Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
@@ -184,10 +215,14 @@ async fn method_not_allowed(request: Request) -> Response {
         ),
     )
     .into_response();
-    // axum fills `Allow` in for routes it knows; keep it when present.
-    r.headers_mut()
-        .entry(header::ALLOW)
-        .or_insert(HeaderValue::from_static("GET, POST"));
+    let allowed = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| openapi::allowed_methods(&state, m.as_str()))
+        .unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&allowed) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
     r
 }
 

@@ -1,12 +1,23 @@
-//! The OpenAPI 3.1 document of the running service (its actions' schemas
-//! included) and a self-contained page that renders it (no external assets).
+//! The OpenAPI 3.1 document of the running service (its actions' schemas,
+//! the console's API and the application's own routes included) and a
+//! self-contained page that renders it (no external assets).
+//!
+//! The document is also what the server answers by: a request with a
+//! method the document does not list for its path gets 405 with `Allow`
+//! naming the listed ones.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Shared, json as json_response};
+use crate::error::GatewayError;
+
+/// The HTTP methods a path item may describe, in the order `Allow` lists them.
+const METHODS: [&str; 8] = [
+    "get", "head", "post", "put", "patch", "delete", "options", "trace",
+];
 
 fn problem_ref(description: &str) -> Value {
     json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
@@ -14,6 +25,11 @@ fn problem_ref(description: &str) -> Value {
 
 fn ok(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+/// A 200 answer of another media type than JSON.
+fn ok_as(description: &str, media_type: &str) -> Value {
+    json!({"description": description, "content": {media_type: {"schema": {"type": "string"}}}})
 }
 
 fn param(name: &str, location: &str, description: &str, schema: Value) -> Value {
@@ -25,157 +41,517 @@ fn query(name: &str, description: &str, schema: Value) -> Value {
     param(name, "query", description, schema)
 }
 
+/// A path parameter: any non-empty segment.
+fn path_param(name: &str, description: &str) -> Value {
+    param(
+        name,
+        "path",
+        description,
+        json!({"type": "string", "minLength": 1}),
+    )
+}
+
+/// A wait a request may name (ms): any, as longer ones are cut to the
+/// service's longest wait.
+fn wait_ms() -> Value {
+    json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
+}
+
+/// `min_position` and `wait_ms`: read-your-writes on a read of `topics`
+/// (each with `partitions` partitions).
+fn read_your_writes(topics: &[&str], partitions: u32) -> [Value; 2] {
+    [
+        query(
+            "min_position",
+            "Comma-separated positions (topic/partition/offset) the read must reflect first (read-your-writes).",
+            json!({"type": "string", "pattern": kappa_service::position::positions_pattern(topics, partitions)}),
+        ),
+        query(
+            "wait_ms",
+            "How long to wait for min_position (default 1000; longer than the service's longest wait is cut to it).",
+            wait_ms(),
+        ),
+    ]
+}
+
+/// The topics (and partitions) the reads of every view reflect: a
+/// position of these is one every view takes.
+fn views_topics(state: &Shared) -> (Vec<&str>, u32) {
+    let mut views = state.views.iter();
+    let Some(first) = views.next() else {
+        return (Vec::new(), 0);
+    };
+    let mut topics: Vec<&str> = first
+        .streams
+        .input_topics()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut partitions = first.streams.partitions();
+    for v in views {
+        topics.retain(|t| v.streams.input_topics().iter().any(|u| u == t));
+        partitions = partitions.min(v.streams.partitions());
+    }
+    (topics, partitions)
+}
+
 /// The parameters of a read of a view: the view's name (and with `key`,
 /// the key) in the path, the read's own `query` parameters, then
 /// read-your-writes.
-fn view_params(key: bool, query_params: impl IntoIterator<Item = Value>) -> Vec<Value> {
+fn view_params(
+    state: &Shared,
+    key: bool,
+    query_params: impl IntoIterator<Item = Value>,
+) -> Vec<Value> {
+    let names: Vec<&str> = state.views.iter().map(|v| v.name()).collect();
     let mut params = vec![param(
         "store",
         "path",
-        "View name.",
-        json!({"type": "string"}),
+        "View name (GET /views lists them).",
+        json!({"enum": names}),
     )];
     if key {
-        params.push(param("key", "path", "Key.", json!({"type": "string"})));
+        params.push(path_param("key", "Key."));
     }
     params.extend(query_params);
-    params.push(query(
-        "min_position",
-        "Comma-separated positions (topic/partition/offset) the view must have processed first (read-your-writes).",
-        json!({"type": "string"}),
-    ));
-    params.push(query(
-        "wait_ms",
-        "How long to wait for min_position (default 1000).",
-        json!({"type": "integer", "minimum": 0}),
-    ));
+    let (topics, partitions) = views_topics(state);
+    params.extend(read_your_writes(&topics, partitions));
     params
 }
 
-/// The document, built from the registered actions and views.
-pub(crate) fn build(state: &Shared) -> Value {
+/// A live stream's operation (server-sent events).
+fn live(what: &str, params: Vec<Value>) -> Value {
+    let event = json!({"type": "object", "properties": {
+        "event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}}});
+    json!({"get": {"summary": format!("Live stream of {what} (server-sent events)"),
+        "description": "Each message's id is a cursor; reconnect with Last-Event-ID to resume exactly after it.",
+        "parameters": params,
+        "responses": {"200": {"description": "An event stream: each event as the schema says", "content": {"text/event-stream": {"schema": event}}},
+            "503": problem_ref("Too many open streams")}}})
+}
+
+/// A live stream of records, resumable from a cursor.
+fn live_records(what: &str, params: Vec<Value>) -> Value {
+    let mut op = live(what, params);
+    op["get"]["responses"]["404"] =
+        problem_ref("The cursor is past the end of a partition: this service gave no such cursor");
+    op
+}
+
+/// The application's path items, checked and gathered into one `paths`
+/// object (see [`GatewayBuilder::routes`](crate::GatewayBuilder::routes)).
+pub(crate) fn application_paths(
+    items: Vec<(String, Value)>,
+) -> Result<Map<String, Value>, GatewayError> {
+    let mut paths = Map::new();
+    for (path, item) in items {
+        let refused =
+            |why: String| Err(GatewayError::Config(format!("route documentation: {why}")));
+        if path.is_empty() {
+            return refused(format!(
+                "give an OpenAPI paths object ({{\"/path\": {{\"get\": …}}}}), not {item}"
+            ));
+        }
+        if !path.starts_with('/') {
+            return refused(format!("{path:?} is not a path (it must start with /)"));
+        }
+        let Value::Object(operations) = &item else {
+            return refused(format!("the path item of {path} is not an object"));
+        };
+        if !operations.keys().any(|k| METHODS.contains(&k.as_str())) {
+            return refused(format!("the path item of {path} describes no method"));
+        }
+        if paths.insert(path.clone(), item).is_some() {
+            return refused(format!("{path} is described twice"));
+        }
+    }
+    Ok(paths)
+}
+
+/// The gateway's own paths: commands, events, views and operations.
+fn gateway_paths(state: &Shared) -> Map<String, Value> {
     let record = json!({"$ref": "#/components/schemas/Record"});
     let page = json!({"type": "object", "properties": {
         "items": {"type": "array", "items": record},
         "total": {"type": "integer"}, "offset": {"type": "integer"}, "limit": {"type": "integer"},
         "next_after": {"type": "string", "description": "Pass as after= for the next page."}}});
     let string = json!({"type": "string"});
-    let integer = json!({"type": "integer"});
-    let count = json!({"type": "integer", "minimum": 0});
-    let positive = json!({"type": "integer", "minimum": 1});
-    let paging = vec![
+    let count = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+    let time = json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX});
+    let index = state.index.streams();
+    let indexed: Vec<&str> = index.input_topics().iter().map(String::as_str).collect();
+    let page_size =
+        json!({"type": "integer", "minimum": 1, "maximum": state.config.page_limit_max});
+    let mut paging = vec![
         query("offset", "Records to skip.", count),
-        query(
-            "limit",
-            "Page size.",
-            json!({"type": "integer", "minimum": 1, "maximum": state.config.page_limit_max}),
-        ),
+        query("limit", "Page size (default 100).", page_size.clone()),
         query(
             "after",
             "Start after this id (cheaper than a large offset).",
             json!({"type": "string", "format": "uuid"}),
         ),
     ];
+    paging.extend(read_your_writes(&indexed, index.partitions()));
     let mut events_paging = paging.clone();
     events_paging.push(query(
         "action",
         "Only events with this action.",
-        string.clone(),
+        json!({"type": "string", "pattern": "^[a-z][a-z0-9]*(-[a-z0-9]+)*$", "maxLength": 64}),
     ));
-    let live = |what: &str| {
-        json!({"get": {"summary": format!("Live stream of new {what} (server-sent events)"),
-            "description": "Each message's id is a cursor; reconnect with Last-Event-ID to resume exactly after it.",
-            "parameters": [
-                param("action", "query", "Only records with this action.", json!({"type": "string"})),
-                param("from", "query", "Without Last-Event-ID: end (default) or beginning.", json!({"enum": ["end", "beginning"]})),
-                param("Last-Event-ID", "header", "Resume after this cursor.", json!({"type": "string"}))],
-            "responses": {"200": {"description": "An event stream", "content": {"text/event-stream": {}}},
-                "400": problem_ref("Bad cursor or parameter"), "503": problem_ref("Too many open streams")}}})
+    let live_params = |what: &str, topics: &[&str]| {
+        let pattern = kappa_service::position::cursor_pattern(topics, state.partitions);
+        let cursor_body = pattern
+            .trim_start_matches('^')
+            .trim_end_matches('$')
+            .to_owned();
+        let cursor = json!({"type": "string", "pattern": pattern});
+        vec![
+            query(
+                "action",
+                &format!("Only {what} with this action."),
+                string.clone(),
+            ),
+            query(
+                "from",
+                "Without a cursor: end (default) or beginning.",
+                json!({"enum": ["end", "beginning"]}),
+            ),
+            query(
+                "last_event_id",
+                "Resume after this cursor (for clients that cannot set Last-Event-ID).",
+                cursor,
+            ),
+            query(
+                "max_rate",
+                "Most records sent per second; those over it are counted in an `event: sampled` frame.",
+                json!({"type": "integer", "minimum": 1, "maximum": u32::MAX}),
+            ),
+            param(
+                "Last-Event-ID",
+                "header",
+                "Resume after this cursor (it wins over last_event_id); empty, as no cursor.",
+                json!({"type": "string", "pattern": format!("^(?:{})?$", cursor_body)}),
+            ),
+        ]
     };
-    let as_of = "Versioned views: the value at this time (ms).";
-    let get_params = view_params(true, [query("as_of", as_of, integer.clone())]);
+    let by_id = |what: &str| {
+        let mut params = vec![param(
+            "id",
+            "path",
+            &format!("{what} id."),
+            json!({"type": "string", "format": "uuid"}),
+        )];
+        params.extend(read_your_writes(&indexed, index.partitions()));
+        params
+    };
+    let event_topics: Vec<&str> = state
+        .config
+        .event_topics
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let as_of = "Versioned views: the value at this time (ms); a view without history answers 404.";
+    let get_params = view_params(state, true, [query("as_of", as_of, time.clone())]);
     let next = "Keys after this (the previous page's next_after).";
     let scan_params = view_params(
+        state,
         false,
         [
-            query("prefix", "Keys starting with this.", string.clone()),
+            query(
+                "prefix",
+                "Keys starting with this (combines with from and to).",
+                string.clone(),
+            ),
             query("from", "Keys from this (inclusive).", string.clone()),
             query("to", "Keys before this (exclusive).", string.clone()),
-            query("after", next, string),
-            query("limit", "Page size.", positive),
+            query("after", next, string.clone()),
+            query("limit", "Page size (default 100).", page_size),
         ],
     );
     let window_params = view_params(
+        state,
         true,
         [
-            query(
-                "from",
-                "Windows starting at or after (ms).",
-                integer.clone(),
-            ),
-            query("to", "Windows starting at or before (ms).", integer),
+            query("from", "Windows starting at or after (ms).", time.clone()),
+            query("to", "Windows starting at or before (ms).", time),
         ],
     );
+    let paths = json!({
+        "/commands": {
+            "post": {"summary": "Send a command",
+                "parameters": [
+                    query("sync", "Wait for the outcome events.", json!({"type": "boolean"})),
+                    query("timeout_ms", "How long to wait with sync=true (longer than the service's longest wait is cut to it).", wait_ms()),
+                    param("Idempotency-Key", "header", "Retries with the same key return the first command.",
+                        json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"}))],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommandRequest"}}}},
+                "responses": {
+                    "202": ok("Written; not waited for", record.clone()),
+                    "201": ok("Written and answered (sync)", json!({"$ref": "#/components/schemas/Answered"})),
+                    "400": problem_ref("Malformed JSON or parameters"),
+                    "409": problem_ref("An outcome rejected the command (sync), or the idempotency key is in use"),
+                    "413": problem_ref("Body too large"),
+                    "422": problem_ref("Unknown action or schema violations (each with its JSON pointer)"),
+                    "503": problem_ref("The log cannot take writes now; retry after Retry-After"),
+                    "504": problem_ref("No outcome in time; the command stays in the log"),
+                    "507": problem_ref("The log's disk is under its free-space floor: nothing was written; retry after Retry-After")}},
+            "get": {"summary": "List commands, oldest first", "parameters": paging,
+                "responses": {"200": ok("A page", page.clone()), "503": problem_ref("min_position not reached in time")}}},
+        "/commands/{id}": {"get": {"summary": "A command with its status and outcome event ids",
+            "parameters": by_id("Command"),
+            "responses": {"200": ok("The command; status pending until an outcome is indexed. A command accepted before this request is always found (the read waits for the index to reach it)", record.clone()),
+                "404": problem_ref("No command with this id was written"),
+                "503": problem_ref("The index is more than 5 s behind the command topic, or min_position was not reached in time; retry after Retry-After")}}},
+        "/commands/updates": live_records("new commands", live_params("commands", &[state.config.commands_topic.as_str()])),
+        "/events": {"get": {"summary": "List events, oldest first", "parameters": events_paging,
+            "responses": {"200": ok("A page", page), "503": problem_ref("min_position not reached in time")}}},
+        "/events/{id}": {"get": {"summary": "An event with its parent record",
+            "parameters": by_id("Event"),
+            "responses": {"200": ok("The event", record), "404": problem_ref("Unknown id"), "503": problem_ref("min_position not reached in time")}}},
+        "/events/updates": live_records("new events", live_params("events", &event_topics)),
+        "/views": {"get": {"summary": "Registered views", "responses": {"200": ok("Views", json!({"type": "object"}))}}},
+        "/views/{store}": {"get": {"summary": "Scan a view by prefix or key range", "parameters": scan_params,
+            "responses": {"200": ok("Entries and the positions they reflect", json!({"type": "object"})),
+                "404": problem_ref("No such view"), "503": problem_ref("min_position not reached in time")}}},
+        "/views/{store}/{key}": {"get": {"summary": "Look up a key", "parameters": get_params,
+            "responses": {"200": ok("The value and the positions it reflects", json!({"type": "object"})),
+                "404": problem_ref("No such key or view, or as_of asked of a view without history"), "503": problem_ref("min_position not reached in time")}}},
+        "/views/{store}/{key}/windows": {"get": {"summary": "Windows of a key in a windowed view", "parameters": window_params,
+            "responses": {"200": ok("Windows by start time", json!({"type": "object"})),
+                "404": problem_ref("No such view, or the view is not windowed"), "503": problem_ref("min_position not reached in time")}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": ok("The OpenAPI document", json!({"type": "object"}))}}},
+        "/docs": {"get": {"summary": "A page that renders this document", "responses": {"200": ok_as("An HTML page", "text/html")}}},
+        "/health": {"get": {"summary": "Liveness: 503 once the log has failed in a way only a restart mends",
+            "responses": {"200": ok("Alive", json!({"type": "object"})), "503": problem_ref("The log is poisoned: restart the process")}}},
+        "/ready": {"get": {"summary": "Readiness: the index has caught up and topologies run",
+            "responses": {"200": ok("Ready", json!({"type": "object"})), "503": problem_ref("Not yet")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": ok_as("Text format", "text/plain")}}}
+    });
+    match paths {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The console's paths: its pages (public) and its JSON API.
+fn console_paths() -> Map<String, Value> {
+    let object = json!({"type": "object"});
+    let paths = json!({
+        "/console": {"get": {"summary": "The console (a web page)", "responses": {"200": ok_as("The page", "text/html")}}},
+        "/console/assets/{file}": {"get": {"summary": "A script or style sheet of the console",
+            "parameters": [path_param("file", "File name, as the page links it.")],
+            "responses": {"200": {"description": "The file", "content": {"text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}},
+                "404": problem_ref("No such file")}}},
+        "/console/pages/{file}": {"get": {"summary": "The script of a page the application adds to the console",
+            "parameters": [path_param("file", "{page id}.js")],
+            "responses": {"200": ok_as("The page's script", "text/javascript"), "404": problem_ref("No such page")}}},
+        "/console/api/info": {"get": {"summary": "The service: its actions, views, topics and console pages", "responses": {"200": ok("The service", object.clone())}}},
+        "/console/api/topology": {"get": {"summary": "The dataflow of every application the service runs", "responses": {"200": ok("Applications with their nodes and edges", object.clone())}}},
+        "/console/api/system": {"get": {"summary": "The log and the process: backend, disk, memory", "responses": {"200": ok("Figures", object.clone())}}},
+        "/console/api/topics": {"get": {"summary": "Every topic with its partitions' offsets and the groups reading it", "responses": {"200": ok("Topics", object.clone())}}},
+        "/console/api/topics/{topic}/records": {"get": {"summary": "A page of a topic partition's records",
+            "parameters": [
+                path_param("topic", "Topic name."),
+                query("partition", "Partition (default 0).", json!({"type": "integer", "minimum": 0, "maximum": u32::MAX})),
+                query("offset", "Start at this offset (within the partition's offsets).", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})),
+                query("time", "Start at the first record at or after this time (ms since the epoch).", json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX})),
+                query("from", "latest: the last `limit` records.", json!({"enum": ["latest"]})),
+                query("limit", "Records (default 50).", json!({"type": "integer", "minimum": 1, "maximum": crate::console::api::RECORDS_MAX}))],
+            "responses": {"200": ok("Records", object.clone()), "404": problem_ref("No such topic")}}},
+        "/console/api/stats": {"get": {"summary": "The service's figures now (rates, lags)", "responses": {"200": ok("Figures", object)}}},
+        "/console/api/stats/updates": live("the service's figures, once a second", Vec::new()),
+    });
+    match paths {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Paths anyone may call, whatever the security settings.
+fn is_public(path: &str) -> bool {
+    super::PUBLIC_PATHS.contains(&path) || crate::console::is_public(path)
+}
+
+/// Adds what every operation may answer, so that each operation lists
+/// every status the server gives it: 400 for a bad parameter or body, 404
+/// for an unknown path parameter, 503 for read-your-writes not reached,
+/// and under authentication 401, 403 and 429.
+fn add_common_answers(paths: &mut Map<String, Value>, state: &Shared) {
+    let auth = state.config.auth.is_some();
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        let guarded = auth && !is_public(path);
+        for (method, operation) in item.iter_mut() {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let Some(operation) = operation.as_object_mut() else {
+                continue;
+            };
+            let params: Vec<Value> = operation
+                .get("parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let named = |n: &str| params.iter().any(|p| p["name"] == n);
+            let mut common = Vec::new();
+            if !params.is_empty() || operation.contains_key("requestBody") {
+                common.push(("400", "A parameter or the body is malformed or out of range (unknown query parameters are refused too)"));
+            }
+            if params.iter().any(|p| p["in"] == "path") {
+                common.push(("404", "Nothing with these path parameters"));
+            }
+            if named("min_position") {
+                common.push((
+                    "404",
+                    "min_position names a record nobody wrote (at or past its partition's end)",
+                ));
+                common.push((
+                    "503",
+                    "min_position not reached in time; retry after Retry-After",
+                ));
+            }
+            if guarded {
+                common.push(("401", "No valid bearer token"));
+                if state.config.policy.is_some() {
+                    common.push(("403", "The policy does not allow this principal this"));
+                }
+                if state.config.rate_limit.is_some() {
+                    common.push((
+                        "429",
+                        "Too many requests from this principal; retry after Retry-After",
+                    ));
+                }
+            }
+            let responses = operation.entry("responses").or_insert_with(|| json!({}));
+            if let Some(responses) = responses.as_object_mut() {
+                for (status, description) in common {
+                    responses
+                        .entry(status)
+                        .or_insert_with(|| problem_ref(description));
+                }
+            }
+            if auth {
+                let security = if guarded {
+                    json!([{"bearer": []}])
+                } else {
+                    json!([])
+                };
+                operation.insert("security".to_owned(), security);
+            }
+        }
+    }
+}
+
+/// The document, built from the registered actions, views and routes.
+pub(crate) fn build(state: &Shared) -> Value {
+    let mut paths = gateway_paths(state);
+    paths.extend(console_paths());
+    for (path, item) in &state.app_paths {
+        paths.insert(path.clone(), item.clone());
+    }
+    add_common_answers(&mut paths, state);
     let views: Vec<Value> = state.views.iter().map(|v| Value::from(v.name())).collect();
+    let mut components = json!({"schemas": {
+        "CommandRequest": super::commands::request_schema(&state.actions),
+        "Record": {"type": "object", "required": ["id", "action", "data", "timestamp", "error"], "properties": {
+            "id": {"type": "string", "format": "uuid"}, "action": {"type": "string"}, "data": {},
+            "key": {"type": ["string", "null"]}, "timestamp": {"type": "integer"},
+            "parent": {"type": ["string", "null"], "format": "uuid"}, "error": {"type": "boolean"},
+            "topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"},
+            "position": {"type": "string", "description": "topic/partition/offset: pass as min_position to read your write"}}},
+        "Answered": {"allOf": [{"$ref": "#/components/schemas/Record"}, {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}}}]},
+        "Problem": {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+            "violations": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}}}}
+    }});
+    if state.config.auth.is_some() {
+        components["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer",
+            "description": "A token the service's security settings accept (see docs/security.md)."}});
+    }
     json!({
         "openapi": "3.1.0",
         "info": {"title": state.config.title, "version": env!("CARGO_PKG_VERSION"),
             "description": "Commands are written down to the log; views answer from local state. Every write returns a position; every read reports the positions it reflects."},
-        "paths": {
-            "/commands": {
-                "post": {"summary": "Send a command",
-                    "parameters": [
-                        param("sync", "query", "Wait for the outcome events.", json!({"type": "boolean"})),
-                        param("timeout_ms", "query", "How long to wait with sync=true.", json!({"type": "integer", "minimum": 0})),
-                        param("Idempotency-Key", "header", "Retries with the same key return the first command.", json!({"type": "string", "maxLength": 255}))],
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommandRequest"}}}},
-                    "responses": {
-                        "202": ok("Written; not waited for", record.clone()),
-                        "201": ok("Written and answered (sync)", json!({"$ref": "#/components/schemas/Answered"})),
-                        "400": problem_ref("Malformed JSON or parameters"),
-                        "409": problem_ref("An outcome rejected the command (sync), or the idempotency key is in use"),
-                        "413": problem_ref("Body too large"),
-                        "422": problem_ref("Unknown action or schema violations (each with its JSON pointer)"),
-                        "507": problem_ref("The log's disk is under its free-space floor: nothing was written; retry after Retry-After"),
-                        "504": problem_ref("No outcome in time; the command stays in the log")}},
-                "get": {"summary": "List commands, oldest first", "parameters": paging, "responses": {"200": ok("A page", page.clone())}}},
-            "/commands/{id}": {"get": {"summary": "A command with its status and outcome event ids",
-                "parameters": [param("id", "path", "Command id.", json!({"type": "string", "format": "uuid"}))],
-                "responses": {"200": ok("The command; status pending until an outcome is indexed. A command accepted before this request is always found (the read waits for the index to reach it)", record.clone()),
-                    "404": problem_ref("No command with this id was written"),
-                    "503": problem_ref("The index is more than 5 s behind the command topic; retry after Retry-After")}}},
-            "/commands/updates": live("commands"),
-            "/events": {"get": {"summary": "List events, oldest first", "parameters": events_paging, "responses": {"200": ok("A page", page)}}},
-            "/events/{id}": {"get": {"summary": "An event with its parent record",
-                "parameters": [param("id", "path", "Event id.", json!({"type": "string", "format": "uuid"}))],
-                "responses": {"200": ok("The event", record.clone()), "404": problem_ref("Unknown id")}}},
-            "/events/updates": live("events"),
-            "/views": {"get": {"summary": "Registered views", "responses": {"200": ok("Views", json!({"type": "object"}))}}},
-            "/views/{store}": {"get": {"summary": "Scan a view by prefix or key range", "parameters": scan_params,
-                "responses": {"200": ok("Entries and the positions they reflect", json!({"type": "object"})), "503": problem_ref("min_position not reached in time")}}},
-            "/views/{store}/{key}": {"get": {"summary": "Look up a key", "parameters": get_params,
-                "responses": {"200": ok("The value and the positions it reflects", json!({"type": "object"})), "404": problem_ref("No such key or view"), "503": problem_ref("min_position not reached in time")}}},
-            "/views/{store}/{key}/windows": {"get": {"summary": "Windows of a key in a windowed view", "parameters": window_params,
-                "responses": {"200": ok("Windows by start time", json!({"type": "object"}))}}},
-            "/health": {"get": {"summary": "Liveness: 503 once the log has failed in a way only a restart mends", "responses": {"200": ok("Alive", json!({"type": "object"})), "503": problem_ref("The log is poisoned: restart the process")}}},
-            "/ready": {"get": {"summary": "Readiness: the index has caught up and topologies run", "responses": {"200": ok("Ready", json!({"type": "object"})), "503": problem_ref("Not yet")}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format", "content": {"text/plain": {}}}}}}
-        },
-        "components": {"schemas": {
-            "CommandRequest": super::commands::request_schema(&state.actions),
-            "Record": {"type": "object", "required": ["id", "action", "data", "timestamp", "error"], "properties": {
-                "id": {"type": "string", "format": "uuid"}, "action": {"type": "string"}, "data": {},
-                "key": {"type": ["string", "null"]}, "timestamp": {"type": "integer"},
-                "parent": {"type": ["string", "null"], "format": "uuid"}, "error": {"type": "boolean"},
-                "topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"},
-                "position": {"type": "string", "description": "topic/partition/offset: pass as min_position to read your write"}}},
-            "Answered": {"allOf": [{"$ref": "#/components/schemas/Record"}, {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}}}]},
-            "Problem": {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
-                "violations": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}}}}
-        }},
+        "paths": paths,
+        "components": components,
         "x-kappa-views": views,
         "x-kappa-actions": state.actions.names().collect::<Vec<_>>(),
     })
+}
+
+/// The query parameters of every operation: `"get /views/{store}"` →
+/// names.
+pub(crate) type QueryNames = std::collections::HashMap<String, Vec<String>>;
+
+fn query_names(state: &Shared) -> QueryNames {
+    let mut names = QueryNames::new();
+    if let Value::Object(paths) = &build(state)["paths"] {
+        for (path, item) in paths {
+            let Some(item) = item.as_object() else {
+                continue;
+            };
+            for (method, operation) in item {
+                let taken = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "query")
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect();
+                names.insert(format!("{method} {path}"), taken);
+            }
+        }
+    }
+    names
+}
+
+/// The first query parameter of a request to `path` (a route's template)
+/// that the document does not list for its operation; `HEAD` is read as
+/// `GET`. `None` when all are listed, or the operation is not described
+/// (the router answers it 405).
+pub(crate) fn unknown_query_parameter(
+    state: &Shared,
+    method: &axum::http::Method,
+    path: &str,
+    uri: &axum::http::Uri,
+) -> Option<String> {
+    let method = if method == axum::http::Method::HEAD {
+        "get".to_owned()
+    } else {
+        method.as_str().to_ascii_lowercase()
+    };
+    let taken = state
+        .query_names
+        .get_or_init(|| query_names(state))
+        .get(&format!("{method} {path}"))?;
+    // A query that does not parse is left to the handler to refuse.
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    pairs
+        .into_iter()
+        .map(|(name, _)| name)
+        .find(|name| !taken.iter().any(|t| t == name))
+}
+
+/// The methods the document lists for `path` (a route's template), as an
+/// `Allow` header's value; `HEAD` comes with every `GET`, as the router
+/// answers it.
+pub(crate) fn allowed_methods(state: &Shared, path: &str) -> String {
+    let mut methods: Vec<&str> = Vec::new();
+    if let Some(Value::Object(item)) = build(state)["paths"].get(path) {
+        for m in METHODS {
+            if item.contains_key(m) || (m == "head" && item.contains_key("get")) {
+                methods.push(m);
+            }
+        }
+    }
+    methods
+        .iter()
+        .map(|m| m.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) async fn document(State(state): State<Shared>) -> Response {

@@ -45,7 +45,13 @@ pub async fn wait_for_position(
         targets.push((TopicPartition::new(p.topic.clone(), p.partition), p.offset));
     }
     let s = streams.clone();
-    let reached = blocking(move || Ok(s.wait_for_processed(&targets, wait)?)).await?;
+    let reached = blocking(move || {
+        if let Some(why) = kappa_service::position::not_written(&**s.log(), &targets)? {
+            return Err(Problem::not_found(why));
+        }
+        Ok(s.wait_for_processed(&targets, wait)?)
+    })
+    .await?;
     if reached {
         Ok(())
     } else {
@@ -163,8 +169,9 @@ pub(crate) async fn get(
 ) -> Result<Response, Problem> {
     let (q, view) = request::<GetQuery>(&state, &name, &uri)?;
     if q.as_of.is_some() && view.kind != ViewKind::Versioned {
-        return Err(Problem::bad_request(format!(
-            "view {name:?} is not versioned: as_of does not apply"
+        // A view without history holds no value at any earlier time.
+        return Err(Problem::not_found(format!(
+            "view {name:?} keeps no history (it is not versioned): nothing at as_of"
         )));
     }
     ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;
@@ -216,9 +223,6 @@ pub(crate) async fn scan(
             "limit must be 1 to {}",
             state.config.page_limit_max
         )));
-    }
-    if q.prefix.is_some() && (q.from.is_some() || q.to.is_some()) {
-        return Err(Problem::bad_request("use prefix, or from/to, not both"));
     }
     ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;
     let enc = |t: &Option<String>| -> Result<Option<Vec<u8>>, Problem> {
@@ -283,8 +287,8 @@ pub(crate) async fn windows(
 ) -> Result<Response, Problem> {
     let (q, view) = request::<WindowQuery>(&state, &name, &uri)?;
     if view.kind != ViewKind::Windowed {
-        return Err(Problem::bad_request(format!(
-            "view {name:?} is not windowed"
+        return Err(Problem::not_found(format!(
+            "view {name:?} is not windowed: it has no windows"
         )));
     }
     ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;

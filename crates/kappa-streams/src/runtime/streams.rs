@@ -234,6 +234,11 @@ impl Streams {
         &self.config.application_id
     }
 
+    /// The log it runs on.
+    pub fn log(&self) -> &Arc<dyn Log> {
+        &self.log
+    }
+
     /// The topics the topology reads (inputs and its own internal topics).
     pub fn input_topics(&self) -> &[String] {
         &self.plan.sources
