@@ -1,8 +1,10 @@
 //! The HTTP API against its own document (`/openapi.json`): every route
-//! the service registers is described there and nothing else is, and
+//! the service registers is described there and nothing else is;
 //! schemathesis (an OpenAPI conformance tool nobody here wrote) finds no
 //! difference between what the document says and what the server does,
-//! in development mode and under the example security settings.
+//! in development mode and under the example security settings; and a
+//! Python client generated from the document by openapi-python-client
+//! sends commands, gets their outcomes and reads a card.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -25,13 +27,14 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The `schemathesis` program of the virtualenv `scripts/test.sh` makes.
-fn schemathesis() -> PathBuf {
-    let exe = python().with_file_name("schemathesis");
+/// A program of the virtualenv `scripts/test.sh` makes, installed there
+/// from `tests/requirements.txt`.
+fn tool(name: &str) -> PathBuf {
+    let exe = python().with_file_name(name);
     assert!(
         exe.is_file(),
-        "{} is missing: scripts/test.sh installs schemathesis into the test virtualenv; \
-         or run `{} -m pip install schemathesis==4.32.5`",
+        "{} is missing: scripts/test.sh installs it into the test virtualenv; \
+         or run `{} -m pip install -r apps/card-limits/tests/requirements.txt`",
         exe.display(),
         python().display()
     );
@@ -201,7 +204,7 @@ fn operations(addr: SocketAddr, authorization: Option<&str>) -> usize {
 /// when it finds anything, or tests fewer operations than the document has.
 fn conformance(addr: SocketAddr, authorization: Option<&str>, reports: &Path) {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
-    let mut run = Command::new(schemathesis());
+    let mut run = Command::new(tool("schemathesis"));
     // It keeps a cache in its working directory: the test's scratch one.
     run.current_dir(reports.parent().unwrap())
         .arg("--config-file")
@@ -270,4 +273,76 @@ fn schemathesis_finds_nothing_under_the_example_security_settings() {
     let file = settings(dir.path());
     let (_server, addr) = serve_searching(dir.path(), &["--security", file.to_str().unwrap()]);
     conformance(addr, Some(OPERATOR), &dir.path().join("reports"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_generated_from_the_document_sends_commands_and_reads_a_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = serve_searching(dir.path(), &[]);
+    let package = dir.path().join("generated/card_limits_client");
+    let generated = Command::new(tool("openapi-python-client"))
+        .current_dir(dir.path())
+        .args(["generate", "--meta", "none", "--url"])
+        .arg(format!("http://{addr}/openapi.json"))
+        .arg("--output-path")
+        .arg(&package)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&generated.stdout);
+    assert!(
+        generated.status.success(),
+        "generating the client failed:\n{said}\n{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    // Every schema became a model: the generator drops what it cannot read
+    // and says so ("Unable to process schema").
+    assert!(!said.contains("Unable to process"), "{said}");
+    let card = "py-card-1";
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/openapi_client.py");
+    let ran = Command::new(python())
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .arg(card)
+        .env("PYTHONPATH", package.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "the generated client failed:\n{}\n{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    // The limit is 100.00; 25.00 fits, 90.00 then does not, 10.00 does.
+    assert_eq!(seen["set_limit"], serde_json::json!([201, ["limit-set"]]));
+    assert_eq!(
+        seen["approved"],
+        serde_json::json!([201, ["authorization-approved"]])
+    );
+    assert_eq!(seen["declined"][0], 201);
+    assert_eq!(seen["declined"][1][0], "authorization-declined");
+    assert_eq!(seen["accepted"], serde_json::json!([202, true]));
+    assert_eq!(seen["command"], serde_json::json!([200, "authorize", card]));
+    let read = &seen["card"];
+    assert_eq!(
+        (
+            &read["limit"],
+            &read["pending"],
+            &read["spent"],
+            &read["available"]
+        ),
+        (
+            &Value::from(10_000),
+            &Value::from(3_500),
+            &Value::from(3_500),
+            &Value::from(6_500)
+        ),
+        "{read}"
+    );
+    // The same card read without the generated client.
+    let mut c = HttpClient::connect(addr).await.unwrap();
+    assert_eq!(
+        &c.get(&format!("/cards/{card}")).await.unwrap().json(),
+        read
+    );
 }

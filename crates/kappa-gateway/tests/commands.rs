@@ -462,11 +462,16 @@ async fn operations_endpoints_answer() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
-    let variants = doc["components"]["schemas"]["CommandRequest"]["oneOf"]
-        .as_array()
-        .unwrap();
-    let add = variants.iter().find(|v| v["title"] == "add").unwrap();
-    assert_eq!(add["properties"]["data"]["required"], json!(["amount"]));
+    // One named schema per action, as generated clients want them.
+    let schemas = &doc["components"]["schemas"];
+    let variants = schemas["CommandRequest"]["oneOf"].as_array().unwrap();
+    assert!(variants.contains(&json!({"$ref": "#/components/schemas/AddCommand"})));
+    assert_eq!(schemas["AddCommand"]["title"], "add");
+    assert_eq!(
+        schemas["AddCommand"]["properties"]["data"]["$ref"],
+        "#/components/schemas/AddData"
+    );
+    assert_eq!(schemas["AddData"]["required"], json!(["amount"]));
     let page = c.get("/docs").await.unwrap();
     assert!(
         page.header("content-type")

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use kappa_log::{LogError, ProducerRecord};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Shared, json as json_response, query, with_position};
 use crate::gateway::{ends_of, last_records};
@@ -473,14 +473,38 @@ async fn replay(
     }
 }
 
-/// The schema of the request body, for the API document.
 /// What `key_problem` allows, for JSON Schema: no control characters (Unicode's Cc).
 const KEY_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
 
-pub(crate) fn request_schema(actions: &crate::schema::Actions) -> Value {
-    let variants: Vec<Value> = actions
-        .iter()
-        .map(|(name, description, schema)| {
+/// The name an action's schemas go by in the document: `set-limit` →
+/// `SetLimit` (`SetLimitCommand`, `SetLimitData`).
+fn pascal(action: &str) -> String {
+    action
+        .split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
+
+/// The request bodies of `POST /commands` as named schemas, so that
+/// generated clients get one type per action: per action `{Name}Command`
+/// (the body) and `{Name}Data` (its `data`), and `CommandRequest`, one of
+/// the commands, told apart by `action`.
+pub(crate) fn request_schemas(actions: &crate::schema::Actions) -> Map<String, Value> {
+    let mut schemas = Map::new();
+    let mut variants = Vec::new();
+    let mut mapping = Map::new();
+    for (name, description, schema) in actions.iter() {
+        let command = format!("{}Command", pascal(name));
+        let data = format!("{}Data", pascal(name));
+        let reference = format!("#/components/schemas/{command}");
+        schemas.insert(data.clone(), schema.clone());
+        schemas.insert(
+            command.clone(),
             json!({
                 "title": name,
                 "description": description,
@@ -488,15 +512,21 @@ pub(crate) fn request_schema(actions: &crate::schema::Actions) -> Value {
                 "required": ["action", "data"],
                 "additionalProperties": false,
                 "properties": {
-                    "action": {"const": name},
-                    "data": schema,
+                    "action": {"type": "string", "const": name},
+                    "data": {"$ref": format!("#/components/schemas/{data}")},
                     "key": {"type": ["string", "null"], "minLength": 1, "maxLength": kappa_service::KEY_MAX_CHARS,
                         "pattern": KEY_PATTERN, "description": "The entity the command is about: its commands are decided in order"},
                 }
-            })
-        })
-        .collect();
-    json!({"oneOf": variants})
+            }),
+        );
+        mapping.insert(name.to_owned(), Value::from(reference.clone()));
+        variants.push(json!({"$ref": reference}));
+    }
+    schemas.insert(
+        "CommandRequest".to_owned(),
+        json!({"oneOf": variants, "discriminator": {"propertyName": "action", "mapping": mapping}}),
+    );
+    schemas
 }
 
 #[cfg(test)]

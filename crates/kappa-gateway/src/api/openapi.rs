@@ -455,7 +455,6 @@ pub(crate) fn build(state: &Shared) -> Value {
     add_common_answers(&mut paths, state);
     let views: Vec<Value> = state.views.iter().map(|v| Value::from(v.name())).collect();
     let mut components = json!({"schemas": {
-        "CommandRequest": super::commands::request_schema(&state.actions),
         "Record": {"type": "object", "required": ["id", "action", "data", "timestamp", "error"], "properties": {
             "id": {"type": "string", "format": "uuid"}, "action": {"type": "string"}, "data": {},
             "key": {"type": ["string", "null"]}, "timestamp": {"type": "integer"},
@@ -466,6 +465,9 @@ pub(crate) fn build(state: &Shared) -> Value {
         "Problem": {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
             "violations": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}}}}
     }});
+    if let Some(schemas) = components["schemas"].as_object_mut() {
+        schemas.extend(super::commands::request_schemas(&state.actions));
+    }
     if state.config.auth.is_some() {
         components["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer",
             "description": "A token the service's security settings accept (see docs/security.md)."}});
@@ -587,10 +589,12 @@ fetch('/openapi.json').then(r=>r.json()).then(doc=>{
   ops.append(d);
  }
  const acts=document.getElementById('actions');
- for(const v of (doc.components.schemas.CommandRequest.oneOf||[])){
+ const named=s=>s&&s.$ref?doc.components.schemas[s.$ref.split('/').pop()]:s;
+ for(const ref of (doc.components.schemas.CommandRequest.oneOf||[])){
+  const v=named(ref);
   const d=el('details',{className:'op'});
   d.append(el('summary',{},el('code',{textContent:v.title}),' '+(v.description||'')));
-  d.append(el('pre',{textContent:JSON.stringify(v.properties.data,null,2)}));
+  d.append(el('pre',{textContent:JSON.stringify(named(v.properties.data),null,2)}));
   acts.append(d);
  }
 }).catch(e=>{document.getElementById('ops').textContent='Could not load /openapi.json: '+e});
