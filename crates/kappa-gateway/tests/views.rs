@@ -188,28 +188,17 @@ async fn versioned_windowed_and_custom_views_answer_with_positions() {
     assert_eq!(sensor_doc["summary"], "A sensor's level");
     assert!(sensor_doc["responses"]["400"].is_object(), "{sensor_doc}");
     assert!(sensor_doc["responses"]["404"].is_object(), "{sensor_doc}");
-    let refused = c
-        .request(
-            axum::http::Method::DELETE,
-            "/sensors/s2",
-            &[],
-            bytes::Bytes::new(),
-        )
-        .await
-        .unwrap();
-    assert_problem(&refused, 405);
-    assert_eq!(refused.header("allow"), Some("GET, HEAD"));
-    let refused = c
-        .request(
-            axum::http::Method::OPTIONS,
-            "/commands",
-            &[],
-            bytes::Bytes::new(),
-        )
-        .await
-        .unwrap();
-    assert_problem(&refused, 405);
-    assert_eq!(refused.header("allow"), Some("GET, HEAD, POST"));
+    for (method, path, allow) in [
+        (axum::http::Method::DELETE, "/sensors/s2", "GET, HEAD"),
+        (axum::http::Method::OPTIONS, "/commands", "GET, HEAD, POST"),
+    ] {
+        let refused = c
+            .request(method, path, &[], bytes::Bytes::new())
+            .await
+            .unwrap();
+        assert_problem(&refused, 405);
+        assert_eq!(refused.header("allow"), Some(allow), "{path}");
+    }
     let metrics = String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap();
     assert!(
         metrics.contains(
