@@ -223,6 +223,10 @@ struct LoadArgs {
     /// Commands for --direct.
     #[arg(long, default_value_t = 200_000)]
     commands: u64,
+    /// Rounds of --direct, each on a fresh log; the median is reported,
+    /// because a shared machine is noisy.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -652,6 +656,39 @@ fn load(args: &LoadArgs) -> anyhow::Result<()> {
 /// Processing throughput without HTTP: commands are written to a scratch
 /// log first, then the processor is timed until it has committed them all.
 fn direct(args: &LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be positive");
+    let mut rates = Vec::with_capacity(args.rounds);
+    let mut processed = 0;
+    for _ in 0..args.rounds {
+        let (commands, took) = direct_round(args)?;
+        processed = commands;
+        rates.push(commands as f64 / took.as_secs_f64());
+    }
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    let rate = sorted[sorted.len() / 2];
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"commands": processed, "cards": args.cards, "rounds": args.rounds,
+                "per_s": rate, "rounds_per_s": rates, "target_per_s": 200_000, "ratio_to_target": rate / 200_000.0})
+        );
+    } else {
+        let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "direct: {processed} commands over {} cards, median of {} rounds {rate:.0}/s ({}/s; target 200000/s, ratio {:.2})",
+            args.cards,
+            args.rounds,
+            each.join(", "),
+            rate / 200_000.0
+        );
+    }
+    Ok(())
+}
+
+/// Writes the commands to a fresh scratch log, then times the processor
+/// through them: the commands processed and how long it took.
+fn direct_round(args: &LoadArgs) -> anyhow::Result<(u64, Duration)> {
     let dir = tempfile::tempdir().context("making a scratch directory")?;
     let log = open_log(
         &dir.path().to_string_lossy(),
@@ -682,26 +719,17 @@ fn direct(args: &LoadArgs) -> anyhow::Result<()> {
         &config.event_topics[0],
         Duration::from_millis(100),
     )?;
+    let (probe, total) = (streams.clone(), args.commands);
+    let shown = kappa_service::Progress::follow("processing", move || {
+        (probe.metrics().records_processed, total)
+    });
     streams.wait_for_inputs()?;
     let took = started.elapsed();
+    drop(shown);
     let processed = streams.metrics().records_processed;
     if let Ok(s) = Arc::try_unwrap(streams) {
         s.close()?;
     }
-    let rate = processed as f64 / took.as_secs_f64();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"commands": processed, "cards": args.cards, "seconds": took.as_secs_f64(), "per_s": rate, "target_per_s": 200_000, "ratio_to_target": rate / 200_000.0})
-        );
-    } else {
-        println!(
-            "direct: {processed} commands over {} cards processed in {:.2} s: {rate:.0}/s (target 200000/s, ratio {:.2})",
-            args.cards,
-            took.as_secs_f64(),
-            rate / 200_000.0
-        );
-    }
     drop(log);
-    Ok(())
+    Ok((processed, took))
 }

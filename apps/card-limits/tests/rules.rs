@@ -63,3 +63,31 @@ fn every_event_of_a_generated_history_matches_the_oracle() {
         }
     }
 }
+
+/// `card-limits load --direct` (the processor alone, timed) runs its rounds
+/// and reports their median.
+#[test]
+fn the_direct_benchmark_reports_the_median_of_its_rounds() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_card-limits"))
+        .args(["load", "--direct", "--commands", "3000", "--cards", "50"])
+        .args(["--rounds", "3", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["commands"], 3000, "{report}");
+    let mut rounds: Vec<f64> = report["rounds_per_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 3, "{report}");
+    rounds.sort_by(f64::total_cmp);
+    assert!(rounds[0] > 0.0, "{report}");
+    assert_eq!(report["per_s"].as_f64().unwrap(), rounds[1], "{report}");
+}

@@ -396,7 +396,17 @@ fn bench_log_prints_a_json_summary() {
 
 #[test]
 fn bench_streams_prints_a_json_summary() {
-    let results = bench_results("streams", &["--records", "2000", "--durability", "never"]);
+    let results = bench_results(
+        "streams",
+        &[
+            "--records",
+            "2000",
+            "--durability",
+            "never",
+            "--rounds",
+            "2",
+        ],
+    );
     let names: Vec<&str> = results
         .iter()
         .map(|r| r["scenario"].as_str().unwrap())
@@ -412,7 +422,17 @@ fn bench_streams_prints_a_json_summary() {
     );
     for r in results {
         assert_eq!(r["records"], 2000);
-        assert!(r["records_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        let rounds: Vec<f64> = r["rounds_records_per_s"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 2, "{r}");
+        // The median of two rounds lies between them.
+        let (low, high) = (rounds[0].min(rounds[1]), rounds[0].max(rounds[1]));
+        let median = r["records_per_s"].as_f64().unwrap();
+        assert!(low > 0.0 && (low..=high).contains(&median), "{r}");
     }
 }
 

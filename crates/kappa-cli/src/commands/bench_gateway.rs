@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kappa_gateway::load::LoadConfig;
+use kappa_gateway::load::{LoadConfig, LoadReport};
 use serde_json::json;
 
 use super::load::{drive, print_report};
@@ -40,6 +40,10 @@ pub struct GatewayBenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Rounds, each with fresh servers; medians are reported, because a
+    /// shared machine is noisy.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// Kills the server when the benchmark ends, however it ends.
@@ -114,72 +118,123 @@ fn on_demo(
     Ok((config, report))
 }
 
+/// One round: every scenario on servers of its own.
+struct Round {
+    baseline: (LoadConfig, LoadReport),
+    alone: (LoadConfig, LoadReport),
+    processed: (LoadConfig, LoadReport),
+    sync: (LoadConfig, LoadReport),
+}
+
+impl Round {
+    fn ratio_to_baseline(&self) -> f64 {
+        self.alone.1.throughput() / self.baseline.1.throughput().max(1e-9)
+    }
+
+    fn to_json(&self, args: &GatewayBenchArgs) -> serde_json::Value {
+        let alone = &self.alone.1;
+        json!({
+            "http_baseline": {"connections": args.connections, "report": self.baseline.1.to_json()},
+            "async_gateway_alone": {"ratio_to_baseline": self.ratio_to_baseline(), "connections": args.connections, "target_per_s": 50_000, "ratio_to_target": alone.throughput() / 50_000.0, "report": alone.to_json()},
+            "async_with_processor": {"connections": args.connections, "report": self.processed.1.to_json()},
+            "sync": {"connections": args.sync_connections, "offered_per_s": args.sync_rate, "target_p99_ms": 10, "report": self.sync.1.to_json()},
+        })
+    }
+}
+
+fn round(args: &GatewayBenchArgs, scratch: &std::path::Path, n: usize) -> anyhow::Result<Round> {
+    let duration = Duration::from(args.duration);
+    let name = |scenario: &str| format!("{scenario}-{n}");
+    // The baseline: the same HTTP round trips to a handler that does nothing.
+    let baseline = on_demo(args, scratch, &name("baseline"), &["--baseline"], |addr| {
+        LoadConfig {
+            addr,
+            connections: args.connections,
+            rate: None,
+            duration,
+            sync: false,
+            commands: kappa_gateway::load::amounts("add", 10_000),
+        }
+    })?;
+    // The gateway alone: commands are written down and indexed, nobody answers.
+    let alone = on_demo(args, scratch, &name("alone"), &["--no-processor"], |addr| {
+        LoadConfig {
+            addr,
+            ..baseline.0.clone()
+        }
+    })?;
+    // With the demo's processor answering every command (and its events indexed).
+    let processed = on_demo(args, scratch, &name("processed"), &[], |addr| LoadConfig {
+        addr,
+        ..alone.0.clone()
+    })?;
+    // Sync on a fresh server: the async run leaves work behind (indexing,
+    // compaction) that would be measured as sync latency.
+    let sync = on_demo(args, scratch, &name("sync"), &[], |addr| LoadConfig {
+        addr,
+        connections: args.sync_connections,
+        rate: Some(args.sync_rate),
+        sync: true,
+        ..processed.0.clone()
+    })?;
+    Ok(Round {
+        baseline,
+        alone,
+        processed,
+        sync,
+    })
+}
+
 pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
+    if args.rounds == 0 {
+        bail!("--rounds must be positive");
+    }
     let scratch = match &args.dir {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
     }
     .context("making a scratch directory")?;
-    let duration = Duration::from(args.duration);
-    // The baseline: the same HTTP round trips to a handler that does nothing.
-    let (baseline_config, baseline) =
-        on_demo(args, scratch.path(), "baseline", &["--baseline"], |addr| {
-            LoadConfig {
-                addr,
-                connections: args.connections,
-                rate: None,
-                duration,
-                sync: false,
-                commands: kappa_gateway::load::amounts("add", 10_000),
-            }
-        })?;
-    // The gateway alone: commands are written down and indexed, nobody answers.
-    let (base, alone) = on_demo(args, scratch.path(), "alone", &["--no-processor"], |addr| {
-        LoadConfig {
-            addr,
-            ..baseline_config.clone()
+    let mut rounds = Vec::with_capacity(args.rounds);
+    for n in 0..args.rounds {
+        let r = round(args, scratch.path(), n)?;
+        if !args.json {
+            println!("round {}:", n + 1);
+            print_report(
+                "HTTP baseline (no-op handler)",
+                &r.baseline.0,
+                &r.baseline.1,
+            );
+            print_report("async, gateway alone", &r.alone.0, &r.alone.1);
+            print_report("async, with processor", &r.processed.0, &r.processed.1);
+            print_report("sync, with processor", &r.sync.0, &r.sync.1);
         }
-    })?;
-    // With the demo's processor answering every command (and its events indexed).
-    let (processed_config, processed) =
-        on_demo(args, scratch.path(), "processed", &[], |addr| LoadConfig {
-            addr,
-            ..base.clone()
-        })?;
-    // Sync on a fresh server: the async run leaves work behind (indexing,
-    // compaction) that would be measured as sync latency.
-    let (sync_config, sync_report) =
-        on_demo(args, scratch.path(), "sync", &[], |addr| LoadConfig {
-            addr,
-            connections: args.sync_connections,
-            rate: Some(args.sync_rate),
-            sync: true,
-            ..processed_config.clone()
-        })?;
+        rounds.push(r);
+    }
+    let median = |f: &dyn Fn(&Round) -> f64| super::bench::median(rounds.iter().map(f));
+    let baseline = median(&|r| r.baseline.1.throughput());
+    let alone = median(&|r| r.alone.1.throughput());
+    let ratio = median(&|r| r.ratio_to_baseline());
+    let processed = median(&|r| r.processed.1.throughput());
+    let p99 = median(&|r| r.sync.1.percentile_ms(0.99));
     if args.json {
         println!(
             "{}",
             json!({
+                "benchmark": "gateway",
                 "durability": args.durability.to_string(),
-                "http_baseline": {"connections": args.connections, "report": baseline.to_json()},
-                "async_gateway_alone": {"ratio_to_baseline": alone.throughput() / baseline.throughput().max(1e-9), "connections": args.connections, "target_per_s": 50_000, "ratio_to_target": alone.throughput() / 50_000.0, "report": alone.to_json()},
-                "async_with_processor": {"connections": args.connections, "report": processed.to_json()},
-                "sync": {"connections": args.sync_connections, "offered_per_s": args.sync_rate, "target_p99_ms": 10, "report": sync_report.to_json()},
+                "rounds": args.rounds,
+                "median": {"http_baseline_per_s": baseline, "async_gateway_alone_per_s": alone,
+                    "async_ratio_to_baseline": ratio, "async_with_processor_per_s": processed,
+                    "sync_p99_ms": p99, "sync_offered_per_s": args.sync_rate},
+                "targets": {"async_gateway_alone_per_s": 50_000, "async_ratio_to_baseline": 0.5,
+                    "async_with_processor_per_s": 40_000, "sync_p99_ms": 10},
+                "runs": rounds.iter().map(|r| r.to_json(args)).collect::<Vec<_>>(),
             })
         );
     } else {
-        print_report("HTTP baseline (no-op handler)", &baseline_config, &baseline);
-        print_report("async, gateway alone", &base, &alone);
-        print_report("async, with processor", &processed_config, &processed);
-        print_report("sync, with processor", &sync_config, &sync_report);
         println!(
-            "targets: async >= 50000/s (gateway alone {:.0}/s, ratio {:.2} to target, {:.2} to the HTTP baseline; with processor {:.0}/s); sync p99 < 10 ms at {:.0}/s (reached {:.2} ms)",
-            alone.throughput(),
-            alone.throughput() / 50_000.0,
-            alone.throughput() / baseline.throughput().max(1e-9),
-            processed.throughput(),
-            args.sync_rate,
-            sync_report.percentile_ms(0.99)
+            "median of {} rounds: HTTP baseline {baseline:.0}/s; async, gateway alone {alone:.0}/s (target 50000, {ratio:.2} of the baseline, target 0.5); with processor {processed:.0}/s (target 40000); sync p99 {p99:.2} ms at {:.0}/s (target < 10 ms)",
+            args.rounds, args.sync_rate
         );
     }
     Ok(())

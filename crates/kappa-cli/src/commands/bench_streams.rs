@@ -42,6 +42,11 @@ pub struct StreamsBenchArgs {
     /// daily, a longer span closes more windows and emits more results.
     #[arg(long, default_value_t = 90)]
     span_days: i64,
+    /// Rounds per scenario, each on a fresh log; the raw read and the
+    /// topology alternate within a round and medians are reported,
+    /// because a shared machine is noisy.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,8 +54,11 @@ struct ScenarioResult {
     scenario: &'static str,
     records: u64,
     distinct_keys: u64,
+    /// The median of the rounds.
     records_per_s: f64,
-    /// Records the topology wrote.
+    /// Each round's, in order.
+    rounds_records_per_s: Vec<f64>,
+    /// Records the topology wrote (in each round).
     outputs: u64,
     raw_read_records_per_s: f64,
     ratio_to_raw_read: f64,
@@ -63,13 +71,68 @@ struct Report {
     durability: String,
     threads: usize,
     span_days: i64,
+    rounds: usize,
     results: Vec<ScenarioResult>,
+}
+
+/// One round of `scenario` on a fresh log in `dir`: the topology's
+/// records per second, a plain read's of the same input, and the records
+/// the topology wrote.
+fn run_scenario(
+    args: &StreamsBenchArgs,
+    scenario: &str,
+    keys: u64,
+    dir: &std::path::Path,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open_with(
+        dir,
+        EmbeddedOptions::default().durability(args.durability),
+    )?);
+    prefill(&*log, args.records, keys, args.span_days.max(1))?;
+    let raw = raw_read(&*log, args.records)?;
+    let topology = match scenario {
+        "filter-map" => filter_map(),
+        "keyed-count" => keyed_count(Materialized::persistent("counts")),
+        "keyed-count-mem" => keyed_count(Materialized::in_memory("counts")),
+        _ => hopping_sum(),
+    }?;
+    let mut config = StreamsConfig::new(scenario);
+    config.num_threads = 1;
+    let started = Instant::now();
+    let streams = Arc::new(Streams::start(log.clone(), topology, config)?);
+    let (probe, total) = (streams.clone(), args.records);
+    let shown = kappa_service::Progress::follow(scenario.to_owned(), move || {
+        (probe.metrics().records_processed, total)
+    });
+    streams.wait_for_inputs()?;
+    let elapsed = started.elapsed();
+    // Drawn to the end, and the probe's hold on the topology let go.
+    drop(shown);
+    Arc::try_unwrap(streams)
+        .map_err(|_| anyhow::anyhow!("the topology is still shared after its run"))?
+        .close()?;
+    // Check the work was done: filter-map keeps even values, counts emit one per input.
+    let produced = log.offsets(&TopicPartition::new("output", 0))?.end;
+    let expected = match scenario {
+        "filter-map" => Some(args.records.div_ceil(2)),
+        // Final results: one per key and closed window, which depends on the spread.
+        "hopping-sum" => None,
+        _ => Some(args.records),
+    };
+    if expected.is_some_and(|e| e != produced) || produced == 0 {
+        bail!("{scenario} wrote {produced} records, expected {expected:?}");
+    }
+    Ok((
+        args.records as f64 / elapsed.as_secs_f64(),
+        args.records as f64 / raw.as_secs_f64(),
+        produced,
+    ))
 }
 
 /// Runs the streams benchmarks.
 pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
-    if args.records == 0 {
-        bail!("--records must be positive");
+    if args.records == 0 || args.rounds == 0 {
+        bail!("--records and --rounds must be positive");
     }
     let scratch = tempfile::Builder::new()
         .prefix("kappa-bench-")
@@ -80,6 +143,7 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
         durability: args.durability.to_string(),
         threads: 1,
         span_days: args.span_days,
+        rounds: args.rounds,
         results: Vec::new(),
     };
     let scenarios: [(&'static str, u64, f64); 4] = [
@@ -92,56 +156,35 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == scenario) {
             continue;
         }
-        let dir = scratch.path().join(scenario);
-        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open_with(
-            &dir,
-            EmbeddedOptions::default().durability(args.durability),
-        )?);
-        prefill(&*log, args.records, keys, args.span_days.max(1))?;
-        let raw = raw_read(&*log, args.records)?;
-        let topology = match scenario {
-            "filter-map" => filter_map(),
-            "keyed-count" => keyed_count(Materialized::persistent("counts")),
-            "keyed-count-mem" => keyed_count(Materialized::in_memory("counts")),
-            _ => hopping_sum(),
-        }?;
-        let mut config = StreamsConfig::new(scenario);
-        config.num_threads = 1;
-        let started = Instant::now();
-        let streams = Streams::start(log.clone(), topology, config)?;
-        streams.wait_for_inputs()?;
-        let elapsed = started.elapsed();
-        streams.close()?;
-        // Check the work was done: filter-map keeps even values, counts emit one per input.
-        let produced = log.offsets(&TopicPartition::new("output", 0))?.end;
-        let expected = match scenario {
-            "filter-map" => Some(args.records.div_ceil(2)),
-            // Final results: one per key and closed window, which depends on the spread.
-            "hopping-sum" => None,
-            _ => Some(args.records),
-        };
-        if expected.is_some_and(|e| e != produced) || produced == 0 {
-            bail!("{scenario} wrote {produced} records, expected {expected:?}");
+        let mut rates = Vec::with_capacity(args.rounds);
+        let mut raw_rates = Vec::with_capacity(args.rounds);
+        let mut outputs = 0;
+        for round in 0..args.rounds {
+            let dir = scratch.path().join(format!("{scenario}-{round}"));
+            let (rate, raw_rate, produced) = run_scenario(args, scenario, keys, &dir)?;
+            rates.push(rate);
+            raw_rates.push(raw_rate);
+            outputs = produced;
+            std::fs::remove_dir_all(&dir).ok();
         }
-        let rate = args.records as f64 / elapsed.as_secs_f64();
-        let raw_rate = args.records as f64 / raw.as_secs_f64();
+        let rate = super::bench::median(rates.iter().copied());
+        let raw_rate = super::bench::median(raw_rates.iter().copied());
         report.results.push(ScenarioResult {
             scenario,
             records: args.records,
             distinct_keys: keys,
             records_per_s: rate,
-            outputs: produced,
+            rounds_records_per_s: rates,
+            outputs,
             raw_read_records_per_s: raw_rate,
             ratio_to_raw_read: rate / raw_rate,
             target_records_per_s: target,
         });
-        drop(log);
-        std::fs::remove_dir_all(&dir).ok();
     }
     super::print_bench_report(&report, args.json, || {
         println!(
-            "durability: {}, one worker thread, exactly-once commits every 100 ms",
-            report.durability
+            "durability: {}, one worker thread, exactly-once commits every 100 ms, median of {} rounds",
+            report.durability, report.rounds
         );
         println!(
             "{:<16} {:>9} {:>9} {:>12} {:>10} {:>14} {:>7} {:>10}",
