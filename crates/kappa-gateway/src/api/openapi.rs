@@ -32,6 +32,13 @@ fn ok_as(description: &str, media_type: &str) -> Value {
     json!({"description": description, "content": {media_type: {"schema": {"type": "string"}}}})
 }
 
+/// A response with OpenAPI links to what it names (clients and test
+/// tools follow them from one operation to the next).
+fn with_links(mut response: Value, links: Value) -> Value {
+    response["links"] = links;
+    response
+}
+
 fn param(name: &str, location: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": location, "required": location == "path", "description": description, "schema": schema})
 }
@@ -286,8 +293,12 @@ fn gateway_paths(state: &Shared) -> Map<String, Value> {
                         json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"}))],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommandRequest"}}}},
                 "responses": {
-                    "202": ok("Written; not waited for", record.clone()),
-                    "201": ok("Written and answered (sync)", json!({"$ref": "#/components/schemas/Answered"})),
+                    "202": with_links(ok("Written; not waited for", record.clone()),
+                        json!({"GetCommand": {"operationRef": "#/paths/~1commands~1{id}/get",
+                            "description": "The command's status and outcome", "parameters": {"id": "$response.body#/id"}}})),
+                    "201": with_links(ok("Written and answered (sync)", json!({"$ref": "#/components/schemas/Answered"})),
+                        json!({"GetFirstEvent": {"operationRef": "#/paths/~1events~1{id}/get",
+                            "description": "The first outcome event", "parameters": {"id": "$response.body#/events/0/id"}}})),
                     "400": problem_ref("Malformed JSON or parameters"),
                     "409": problem_ref("An outcome rejected the command (sync), or the idempotency key is in use"),
                     "413": problem_ref("Body too large"),
