@@ -196,13 +196,10 @@ pub fn routes(streams: Arc<Streams>) -> Router {
 /// whose inputs a `min_position` names).
 pub fn paths(streams: &Streams) -> Value {
     let inputs: Vec<&str> = streams.input_topics().iter().map(String::as_str).collect();
-    let positions = kappa_gateway::position::positions_pattern(&inputs, streams.partitions());
     let card = json!({"name": "card", "in": "path", "required": true, "description": "Card id.",
         "schema": {"type": "string", "pattern": ID}});
     let read_your_writes = [
-        json!({"name": "min_position", "in": "query", "description":
-            "Comma-separated positions (topic/partition/offset) the answer must reflect first (read-your-writes).",
-            "schema": {"type": "string", "pattern": positions}}),
+        kappa_gateway::position::min_position_parameter(&inputs, streams.partitions()),
         json!({"name": "wait_ms", "in": "query", "description": "How long to wait for min_position (default 1000; longer than 60000 is cut to it).",
             "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}),
     ];
@@ -224,10 +221,7 @@ pub fn paths(streams: &Streams) -> Value {
             "auth_id": {"type": "string"}, "amount": {"type": "integer"}, "merchant": {"type": "string"},
             "timestamp": {"type": "integer"}, "status": {"enum": ["pending", "settled", "declined"]},
             "decision": {}}}}}});
-    let problem = |description: &str| {
-        json!({"description": description, "content": {"application/problem+json":
-            {"schema": {"$ref": "#/components/schemas/Problem"}}}})
-    };
+    let problem = Problem::openapi_response;
     let ok = |description: &str, schema: &Value| json!({"description": description, "content": {"application/json": {"schema": schema}}});
     json!({
         "/cards/{card}": {"get": {"summary": "A card's limit and its balance now",

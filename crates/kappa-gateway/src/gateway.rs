@@ -109,9 +109,9 @@ pub(crate) struct State {
     pub(crate) limiter: Option<crate::rate::Limiter>,
     /// The OpenAPI path items of the application's own routes.
     pub(crate) app_paths: serde_json::Map<String, Value>,
-    /// The query parameters each operation of `/openapi.json` takes, made
-    /// from it at the first request that has a query.
-    pub(crate) query_names: std::sync::OnceLock<api::openapi::QueryNames>,
+    /// The methods and query parameters of `/openapi.json`'s operations,
+    /// read from it at the first request that needs them.
+    pub(crate) operations: std::sync::OnceLock<api::openapi::Operations>,
     /// Set when the service shuts down: live streams end.
     pub(crate) closing: Arc<std::sync::atomic::AtomicBool>,
     /// The application's own console pages.
@@ -454,7 +454,7 @@ impl GatewayBuilder {
             start_ends,
             view_start_ends,
             app_paths,
-            query_names: std::sync::OnceLock::new(),
+            operations: std::sync::OnceLock::new(),
             closing: Arc::default(),
             console_pages,
             sampler: crate::console::stats::Sampler::default(),

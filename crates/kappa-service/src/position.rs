@@ -84,6 +84,19 @@ pub fn positions_pattern(topics: &[&str], partitions: u32) -> String {
     format!("^(?:{one}(?:,{one})*)?$")
 }
 
+/// The OpenAPI `min_position` query parameter of a read of `topics`
+/// (each with `partitions` partitions), with its exact pattern.
+///
+/// ```
+/// let p = kappa_service::position::min_position_parameter(&["commands"], 2);
+/// assert_eq!(p["in"], "query");
+/// ```
+pub fn min_position_parameter(topics: &[&str], partitions: u32) -> serde_json::Value {
+    serde_json::json!({"name": "min_position", "in": "query", "required": false,
+        "description": "Comma-separated positions (topic/partition/offset) the answer must reflect first (read-your-writes).",
+        "schema": {"type": "string", "pattern": positions_pattern(topics, partitions)}})
+}
+
 /// The JSON Schema `pattern` of a live stream's cursor over `topics` (in
 /// this order, each with `partitions` partitions): what
 /// [`Cursor::decode`] takes.
@@ -101,20 +114,21 @@ pub fn cursor_pattern(topics: &[&str], partitions: u32) -> String {
     format!("^{}$", parts.join(";"))
 }
 
-/// Why a `min_position` names no written record, if it does not: a
-/// position at or past the end of its partition. What a client's own
-/// write returned is always below the end, so such a read is answered at
-/// once instead of waiting out its `wait_ms` for a record that may never
-/// come.
+/// Why `positions` (records, as `(partition, offset)`) name one nobody
+/// wrote, if they do: an offset at or past the end of its partition. What
+/// a client's own write returned, and what a cursor this service gave has
+/// passed, is always below the end; so a `min_position` naming more is
+/// answered at once instead of waiting out its `wait_ms` for a record
+/// that may never come, and such a cursor is refused.
 ///
 /// # Errors
 ///
 /// The log cannot say where a partition ends.
 pub fn not_written(
     log: &dyn kappa_log::Log,
-    targets: &[(TopicPartition, u64)],
+    positions: &[(TopicPartition, u64)],
 ) -> Result<Option<String>, kappa_log::LogError> {
-    for (tp, offset) in targets {
+    for (tp, offset) in positions {
         let end = log.offsets(tp)?.end;
         if *offset >= end {
             return Ok(Some(format!(

@@ -22,6 +22,19 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// An OpenAPI response object for answers that are problems: `description`,
+    /// and a body of the document's `Problem` schema (`#/components/schemas/Problem`,
+    /// which the gateway's document defines).
+    ///
+    /// ```
+    /// let r = kappa_service::Problem::openapi_response("No such card");
+    /// assert_eq!(r["description"], "No such card");
+    /// ```
+    pub fn openapi_response(description: &str) -> Value {
+        json!({"description": description, "content": {"application/problem+json":
+            {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+    }
+
     /// A problem with a status and a human-readable detail.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Self {

@@ -59,11 +59,7 @@ pub fn paths(sinks: &[&SearchSink]) -> serde_json::Value {
         ),
         _ => (Vec::new(), 0),
     };
-    let positions = kappa_service::position::positions_pattern(&topics, partitions);
-    let problem = |description: &str| {
-        json!({"description": description, "content": {"application/problem+json":
-            {"schema": {"$ref": "#/components/schemas/Problem"}}}})
-    };
+    let problem = Problem::openapi_response;
     json!({"/search/{index}": {"get": {
         "summary": "Full-text search of an index the service keeps",
         "description": "q is in tantivy's query language (field:term, AND, OR, quoted phrases); a query that does not parse is answered 400 with the parser's reason.",
@@ -74,9 +70,7 @@ pub fn paths(sinks: &[&SearchSink]) -> serde_json::Value {
                 "schema": {"type": "string", "minLength": 1, "maxLength": QUERY_CHARS_MAX, "pattern": "\\S"}},
             {"name": "limit", "in": "query", "description": "Most hits (default 20).",
                 "schema": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX}},
-            {"name": "min_position", "in": "query", "description":
-                "Comma-separated positions (topic/partition/offset) the index must have taken in first (read-your-writes).",
-                "schema": {"type": "string", "pattern": positions}},
+            kappa_service::position::min_position_parameter(&topics, partitions),
             {"name": "wait_ms", "in": "query", "description": "How long to wait for min_position (default 0).",
                 "schema": {"type": "integer", "minimum": 0, "maximum": WAIT_MAX.as_secs() * 1000}}],
         "responses": {
@@ -147,7 +141,9 @@ async fn search(
             WAIT_MAX.as_millis()
         )));
     }
-    let mut targets = Vec::new();
+    // Each position as a record (to check it was written) and as the
+    // next offset the index must reach.
+    let (mut written, mut targets) = (Vec::new(), Vec::new());
     if let Some(min) = &query.min_position {
         for p in parse_positions(min).map_err(Problem::bad_request)? {
             if *p.topic != *shared.topic() || p.partition >= shared.partitions() {
@@ -157,14 +153,14 @@ async fn search(
                     shared.partitions()
                 )));
             }
+            written.push((
+                kappa_log::TopicPartition::new(shared.topic(), p.partition),
+                p.offset,
+            ));
             targets.push((p.partition, p.offset.saturating_add(1)));
         }
     }
     let answer = tokio::task::spawn_blocking(move || {
-        let written: Vec<(kappa_log::TopicPartition, u64)> = targets
-            .iter()
-            .map(|(p, next)| (kappa_log::TopicPartition::new(shared.topic(), *p), next - 1))
-            .collect();
         if let Some(why) = kappa_service::position::not_written(shared.log(), &written)
             .map_err(Problem::internal)?
         {

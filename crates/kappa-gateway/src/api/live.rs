@@ -122,13 +122,18 @@ fn stream(
     };
     let cursor = match from_header.or(from_query) {
         Some(cursor) => {
-            for (tp, next) in &cursor.0 {
-                let end = state.log.offsets(tp)?.end;
-                if *next > end {
-                    return Err(Problem::not_found(format!(
-                        "the cursor is past the end of {tp} ({next} > {end}): this service gave no such cursor"
-                    )));
-                }
+            // The records before each next offset were all written, if
+            // this service gave the cursor.
+            let seen: Vec<(TopicPartition, u64)> = cursor
+                .0
+                .iter()
+                .filter(|(_, next)| *next > 0)
+                .map(|(tp, next)| (tp.clone(), next - 1))
+                .collect();
+            if let Some(why) = kappa_service::position::not_written(&*state.log, &seen)? {
+                return Err(Problem::not_found(format!(
+                    "the cursor is past the end of its partitions, so this service gave no such cursor: {why}"
+                )));
             }
             cursor
         }

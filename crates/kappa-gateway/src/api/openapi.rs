@@ -13,15 +13,12 @@ use serde_json::{Map, Value, json};
 
 use super::{Shared, json as json_response};
 use crate::error::GatewayError;
+use kappa_service::Problem;
 
 /// The HTTP methods a path item may describe, in the order `Allow` lists them.
 const METHODS: [&str; 8] = [
     "get", "head", "post", "put", "patch", "delete", "options", "trace",
 ];
-
-fn problem_ref(description: &str) -> Value {
-    json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
-}
 
 fn ok(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
@@ -68,11 +65,7 @@ fn wait_ms() -> Value {
 /// (each with `partitions` partitions).
 fn read_your_writes(topics: &[&str], partitions: u32) -> [Value; 2] {
     [
-        query(
-            "min_position",
-            "Comma-separated positions (topic/partition/offset) the read must reflect first (read-your-writes).",
-            json!({"type": "string", "pattern": kappa_service::position::positions_pattern(topics, partitions)}),
-        ),
+        kappa_service::position::min_position_parameter(topics, partitions),
         query(
             "wait_ms",
             "How long to wait for min_position (default 1000; longer than the service's longest wait is cut to it).",
@@ -134,14 +127,15 @@ fn live(what: &str, params: Vec<Value>) -> Value {
         "description": "Each message's id is a cursor; reconnect with Last-Event-ID to resume exactly after it.",
         "parameters": params,
         "responses": {"200": {"description": "An event stream: each event as the schema says", "content": {"text/event-stream": {"schema": event}}},
-            "503": problem_ref("Too many open streams")}}})
+            "503": Problem::openapi_response("Too many open streams")}}})
 }
 
 /// A live stream of records, resumable from a cursor.
 fn live_records(what: &str, params: Vec<Value>) -> Value {
     let mut op = live(what, params);
-    op["get"]["responses"]["404"] =
-        problem_ref("The cursor is past the end of a partition: this service gave no such cursor");
+    op["get"]["responses"]["404"] = Problem::openapi_response(
+        "The cursor is past the end of a partition: this service gave no such cursor",
+    );
     op
 }
 
@@ -299,43 +293,43 @@ fn gateway_paths(state: &Shared) -> Map<String, Value> {
                     "201": with_links(ok("Written and answered (sync)", json!({"$ref": "#/components/schemas/Answered"})),
                         json!({"GetFirstEvent": {"operationRef": "#/paths/~1events~1{id}/get",
                             "description": "The first outcome event", "parameters": {"id": "$response.body#/events/0/id"}}})),
-                    "400": problem_ref("Malformed JSON or parameters"),
-                    "409": problem_ref("An outcome rejected the command (sync), or the idempotency key is in use"),
-                    "413": problem_ref("Body too large"),
-                    "422": problem_ref("Unknown action or schema violations (each with its JSON pointer)"),
-                    "503": problem_ref("The log cannot take writes now; retry after Retry-After"),
-                    "504": problem_ref("No outcome in time; the command stays in the log"),
-                    "507": problem_ref("The log's disk is under its free-space floor: nothing was written; retry after Retry-After")}},
+                    "400": Problem::openapi_response("Malformed JSON or parameters"),
+                    "409": Problem::openapi_response("An outcome rejected the command (sync), or the idempotency key is in use"),
+                    "413": Problem::openapi_response("Body too large"),
+                    "422": Problem::openapi_response("Unknown action or schema violations (each with its JSON pointer)"),
+                    "503": Problem::openapi_response("The log cannot take writes now; retry after Retry-After"),
+                    "504": Problem::openapi_response("No outcome in time; the command stays in the log"),
+                    "507": Problem::openapi_response("The log's disk is under its free-space floor: nothing was written; retry after Retry-After")}},
             "get": {"summary": "List commands, oldest first", "parameters": paging,
-                "responses": {"200": ok("A page", page.clone()), "503": problem_ref("min_position not reached in time")}}},
+                "responses": {"200": ok("A page", page.clone()), "503": Problem::openapi_response("min_position not reached in time")}}},
         "/commands/{id}": {"get": {"summary": "A command with its status and outcome event ids",
             "parameters": by_id("Command"),
             "responses": {"200": ok("The command; status pending until an outcome is indexed. A command accepted before this request is always found (the read waits for the index to reach it)", record.clone()),
-                "404": problem_ref("No command with this id was written"),
-                "503": problem_ref("The index is more than 5 s behind the command topic, or min_position was not reached in time; retry after Retry-After")}}},
+                "404": Problem::openapi_response("No command with this id was written"),
+                "503": Problem::openapi_response("The index is more than 5 s behind the command topic, or min_position was not reached in time; retry after Retry-After")}}},
         "/commands/updates": live_records("new commands", live_params("commands", &[state.config.commands_topic.as_str()])),
         "/events": {"get": {"summary": "List events, oldest first", "parameters": events_paging,
-            "responses": {"200": ok("A page", page), "503": problem_ref("min_position not reached in time")}}},
+            "responses": {"200": ok("A page", page), "503": Problem::openapi_response("min_position not reached in time")}}},
         "/events/{id}": {"get": {"summary": "An event with its parent record",
             "parameters": by_id("Event"),
-            "responses": {"200": ok("The event", record), "404": problem_ref("Unknown id"), "503": problem_ref("min_position not reached in time")}}},
+            "responses": {"200": ok("The event", record), "404": Problem::openapi_response("Unknown id"), "503": Problem::openapi_response("min_position not reached in time")}}},
         "/events/updates": live_records("new events", live_params("events", &event_topics)),
         "/views": {"get": {"summary": "Registered views", "responses": {"200": ok("Views", json!({"type": "object"}))}}},
         "/views/{store}": {"get": {"summary": "Scan a view by prefix or key range", "parameters": scan_params,
             "responses": {"200": ok("Entries and the positions they reflect", json!({"type": "object"})),
-                "404": problem_ref("No such view"), "503": problem_ref("min_position not reached in time")}}},
+                "404": Problem::openapi_response("No such view"), "503": Problem::openapi_response("min_position not reached in time")}}},
         "/views/{store}/{key}": {"get": {"summary": "Look up a key", "parameters": get_params,
             "responses": {"200": ok("The value and the positions it reflects", json!({"type": "object"})),
-                "404": problem_ref("No such key or view, or as_of asked of a view without history"), "503": problem_ref("min_position not reached in time")}}},
+                "404": Problem::openapi_response("No such key or view, or as_of asked of a view without history"), "503": Problem::openapi_response("min_position not reached in time")}}},
         "/views/{store}/{key}/windows": {"get": {"summary": "Windows of a key in a windowed view", "parameters": window_params,
             "responses": {"200": ok("Windows by start time", json!({"type": "object"})),
-                "404": problem_ref("No such view, or the view is not windowed"), "503": problem_ref("min_position not reached in time")}}},
+                "404": Problem::openapi_response("No such view, or the view is not windowed"), "503": Problem::openapi_response("min_position not reached in time")}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": ok("The OpenAPI document", json!({"type": "object"}))}}},
         "/docs": {"get": {"summary": "A page that renders this document", "responses": {"200": ok_as("An HTML page", "text/html")}}},
         "/health": {"get": {"summary": "Liveness: 503 once the log has failed in a way only a restart mends",
-            "responses": {"200": ok("Alive", json!({"type": "object"})), "503": problem_ref("The log is poisoned: restart the process")}}},
+            "responses": {"200": ok("Alive", json!({"type": "object"})), "503": Problem::openapi_response("The log is poisoned: restart the process")}}},
         "/ready": {"get": {"summary": "Readiness: the index has caught up and topologies run",
-            "responses": {"200": ok("Ready", json!({"type": "object"})), "503": problem_ref("Not yet")}}},
+            "responses": {"200": ok("Ready", json!({"type": "object"})), "503": Problem::openapi_response("Not yet")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": ok_as("Text format", "text/plain")}}}
     });
     match paths {
@@ -352,10 +346,10 @@ fn console_paths() -> Map<String, Value> {
         "/console/assets/{file}": {"get": {"summary": "A script or style sheet of the console",
             "parameters": [path_param("file", "File name, as the page links it.")],
             "responses": {"200": {"description": "The file", "content": {"text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}},
-                "404": problem_ref("No such file")}}},
+                "404": Problem::openapi_response("No such file")}}},
         "/console/pages/{file}": {"get": {"summary": "The script of a page the application adds to the console",
             "parameters": [path_param("file", "{page id}.js")],
-            "responses": {"200": ok_as("The page's script", "text/javascript"), "404": problem_ref("No such page")}}},
+            "responses": {"200": ok_as("The page's script", "text/javascript"), "404": Problem::openapi_response("No such page")}}},
         "/console/api/info": {"get": {"summary": "The service: its actions, views, topics and console pages", "responses": {"200": ok("The service", object.clone())}}},
         "/console/api/topology": {"get": {"summary": "The dataflow of every application the service runs", "responses": {"200": ok("Applications with their nodes and edges", object.clone())}}},
         "/console/api/system": {"get": {"summary": "The log and the process: backend, disk, memory", "responses": {"200": ok("Figures", object.clone())}}},
@@ -368,7 +362,7 @@ fn console_paths() -> Map<String, Value> {
                 query("time", "Start at the first record at or after this time (ms since the epoch).", json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX})),
                 query("from", "latest: the last `limit` records.", json!({"enum": ["latest"]})),
                 query("limit", "Records (default 50).", json!({"type": "integer", "minimum": 1, "maximum": crate::console::api::RECORDS_MAX}))],
-            "responses": {"200": ok("Records", object.clone()), "404": problem_ref("No such topic")}}},
+            "responses": {"200": ok("Records", object.clone()), "404": Problem::openapi_response("No such topic")}}},
         "/console/api/stats": {"get": {"summary": "The service's figures now (rates, lags)", "responses": {"200": ok("Figures", object)}}},
         "/console/api/stats/updates": live("the service's figures, once a second", Vec::new()),
     });
@@ -441,7 +435,7 @@ fn add_common_answers(paths: &mut Map<String, Value>, state: &Shared) {
                 for (status, description) in common {
                     responses
                         .entry(status)
-                        .or_insert_with(|| problem_ref(description));
+                        .or_insert_with(|| Problem::openapi_response(description));
                 }
             }
             if auth {
@@ -494,18 +488,24 @@ pub(crate) fn build(state: &Shared) -> Value {
     })
 }
 
-/// The query parameters of every operation: `"get /views/{store}"` →
-/// names.
-pub(crate) type QueryNames = std::collections::HashMap<String, Vec<String>>;
+/// What the router answers by, read once from the document: per path
+/// (a route's template), each documented method with the query
+/// parameters it takes.
+pub(crate) type Operations =
+    std::collections::HashMap<String, std::collections::HashMap<&'static str, Vec<String>>>;
 
-fn query_names(state: &Shared) -> QueryNames {
-    let mut names = QueryNames::new();
+fn operations(state: &Shared) -> Operations {
+    let mut operations = Operations::new();
     if let Value::Object(paths) = &build(state)["paths"] {
         for (path, item) in paths {
             let Some(item) = item.as_object() else {
                 continue;
             };
-            for (method, operation) in item {
+            let methods = operations.entry(path.clone()).or_default();
+            for method in METHODS {
+                let Some(operation) = item.get(method) else {
+                    continue;
+                };
                 let taken = operation["parameters"]
                     .as_array()
                     .into_iter()
@@ -513,11 +513,19 @@ fn query_names(state: &Shared) -> QueryNames {
                     .filter(|p| p["in"] == "query")
                     .filter_map(|p| p["name"].as_str().map(str::to_owned))
                     .collect();
-                names.insert(format!("{method} {path}"), taken);
+                methods.insert(method, taken);
             }
         }
     }
-    names
+    operations
+}
+
+/// The documented methods of `path`, made on the first call.
+fn methods_of<'s>(
+    state: &'s Shared,
+    path: &str,
+) -> Option<&'s std::collections::HashMap<&'static str, Vec<String>>> {
+    state.operations.get_or_init(|| operations(state)).get(path)
 }
 
 /// The first query parameter of a request to `path` (a route's template)
@@ -531,14 +539,13 @@ pub(crate) fn unknown_query_parameter(
     uri: &axum::http::Uri,
 ) -> Option<String> {
     let method = if method == axum::http::Method::HEAD {
-        "get".to_owned()
+        "get"
     } else {
-        method.as_str().to_ascii_lowercase()
+        METHODS
+            .into_iter()
+            .find(|m| m.eq_ignore_ascii_case(method.as_str()))?
     };
-    let taken = state
-        .query_names
-        .get_or_init(|| query_names(state))
-        .get(&format!("{method} {path}"))?;
+    let taken = methods_of(state, path)?.get(method)?;
     // A query that does not parse is left to the handler to refuse.
     let axum::extract::Query(pairs) =
         axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
@@ -552,16 +559,12 @@ pub(crate) fn unknown_query_parameter(
 /// `Allow` header's value; `HEAD` comes with every `GET`, as the router
 /// answers it.
 pub(crate) fn allowed_methods(state: &Shared, path: &str) -> String {
-    let mut methods: Vec<&str> = Vec::new();
-    if let Some(Value::Object(item)) = build(state)["paths"].get(path) {
-        for m in METHODS {
-            if item.contains_key(m) || (m == "head" && item.contains_key("get")) {
-                methods.push(m);
-            }
-        }
-    }
-    methods
+    let Some(methods) = methods_of(state, path) else {
+        return String::new();
+    };
+    METHODS
         .iter()
+        .filter(|m| methods.contains_key(*m) || (**m == "head" && methods.contains_key("get")))
         .map(|m| m.to_ascii_uppercase())
         .collect::<Vec<_>>()
         .join(", ")
