@@ -346,3 +346,78 @@ async fn a_python_client_generated_from_the_document_sends_commands_and_reads_a_
         read
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpc_client_generated_from_the_proto_sends_commands_and_reads_a_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = settings(dir.path());
+    let (_server, addr) = serve_searching(dir.path(), &["--security", file.to_str().unwrap()]);
+    let generated = dir.path().join("generated");
+    std::fs::create_dir_all(&generated).unwrap();
+    let card = "grpc-card-1";
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/grpc_client.py");
+    let ran = Command::new(python())
+        .arg(&script)
+        .arg(addr.to_string())
+        .arg(workspace().join("crates/kappa-gateway/proto"))
+        .arg(&generated)
+        .arg(card)
+        .arg(OPERATOR)
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "the generated gRPC client failed (grpcio-tools comes from \
+         apps/card-limits/tests/requirements.txt, installed by scripts/test.sh):\n{}\n{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(seen["unauthenticated"], "UNAUTHENTICATED");
+    let succeeded = |event: &str| serde_json::json!(["COMMAND_STATUS_SUCCEEDED", [event]]);
+    assert_eq!(seen["set_limit"], succeeded("limit-set"));
+    assert_eq!(seen["approved"], succeeded("authorization-approved"));
+    assert_eq!(seen["declined"][1][0], "authorization-declined");
+    assert_eq!(seen["accepted"], "COMMAND_STATUS_PENDING");
+    assert_eq!(
+        seen["command"],
+        serde_json::json!(["authorize", card, "ops-robot"])
+    );
+    // Four commands on one card, one partition: streamed in order, once
+    // each, across the resumption; the unauthenticated one was never written.
+    let streamed: Vec<&str> = seen["streamed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[1].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        streamed,
+        ["set-limit", "authorize", "authorize", "authorize"]
+    );
+    assert_eq!(seen["streamed"][3][0], seen["sent_ids"][0]);
+    assert_eq!(seen["health"], "SERVING");
+    for service in ["kappa.gateway.v1.Gateway", "grpc.health.v1.Health"] {
+        assert!(
+            seen["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == service),
+            "{service} in {}",
+            seen["services"]
+        );
+    }
+    // The card as the same view reads over HTTP.
+    let mut c = HttpClient::connect(addr).await.unwrap();
+    let over_http = c
+        .get_with(
+            &format!("/views/cards/{card}"),
+            &[("authorization", OPERATOR)],
+        )
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(seen["card"]["value"], over_http["value"], "{over_http}");
+    assert_eq!(seen["card"]["value"]["limit"], 10_000, "{}", seen["card"]);
+}

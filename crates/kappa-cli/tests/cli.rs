@@ -395,6 +395,46 @@ fn bench_log_prints_a_json_summary() {
 }
 
 #[test]
+fn bench_gateway_measures_grpc_beside_http_in_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["bench", "gateway", "--duration", "1s", "--rounds", "1"])
+        .args([
+            "--connections",
+            "4",
+            "--sync-connections",
+            "4",
+            "--sync-rate",
+            "100",
+        ])
+        .args(["--durability", "never", "--json", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&stdout_of_success(out)).unwrap();
+    assert_eq!(report["benchmark"], "gateway");
+    let run = &report["runs"][0];
+    let http = &run["async_gateway_alone"]["report"];
+    let grpc = &run["async_grpc_gateway_alone"]["report"];
+    for (name, r) in [("HTTP", http), ("gRPC", grpc)] {
+        assert!(r["ok"].as_u64().unwrap() > 0, "{name}: {r}");
+        assert_eq!(r["errors"], 0, "{name}: {r}");
+    }
+    let ratio = run["async_grpc_gateway_alone"]["ratio_to_http"]
+        .as_f64()
+        .unwrap();
+    let expected =
+        grpc["throughput_per_s"].as_f64().unwrap() / http["throughput_per_s"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-9, "{ratio} vs {expected}");
+    assert_eq!(report["median"]["async_grpc_ratio_to_http"], ratio);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "the scratch directory is cleaned up"
+    );
+}
+
+#[test]
 fn bench_streams_prints_a_json_summary() {
     let results = bench_results(
         "streams",

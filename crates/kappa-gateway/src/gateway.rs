@@ -36,7 +36,7 @@ pub struct GatewayConfig {
     pub sync_timeout: Duration,
     /// The longest wait a request may ask for (`timeout_ms`, `wait_ms`).
     pub wait_max: Duration,
-    /// Most live streams (SSE) open at once (503 above).
+    /// Most live streams (SSE and gRPC) open at once (503, or gRPC `UNAVAILABLE`, above).
     pub sse_connections_max: usize,
     /// Largest page of a listing or scan.
     pub page_limit_max: usize,

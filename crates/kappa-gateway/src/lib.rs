@@ -32,6 +32,7 @@ pub mod demo;
 mod error;
 pub mod forward;
 mod gateway;
+pub mod grpc;
 mod idempotency;
 pub mod index;
 pub mod load;

@@ -353,7 +353,8 @@ impl LoadReport {
     }
 }
 
-/// Sends commands per `config` and measures the answers.
+/// Sends commands per `config` over HTTP/1.1 (`POST /commands`), one
+/// keep-alive connection per `connections`, and measures the answers.
 ///
 /// # Errors
 ///
@@ -361,19 +362,136 @@ impl LoadReport {
 pub async fn run(config: &LoadConfig) -> Result<LoadReport, ClientError> {
     let mut clients = Vec::with_capacity(config.connections);
     for _ in 0..config.connections {
-        clients.push(HttpClient::connect(config.addr).await?);
+        clients.push(HttpSender {
+            client: HttpClient::connect(config.addr).await?,
+            path: if config.sync {
+                "/commands?sync=true"
+            } else {
+                "/commands"
+            },
+        });
     }
-    let path: Arc<str> = if config.sync {
-        "/commands?sync=true".into()
-    } else {
-        "/commands".into()
-    };
+    drive(config, clients).await
+}
+
+/// Sends commands per `config` over gRPC (`SendCommand`, with `wait` when
+/// `sync`), one HTTP/2 connection per `connections` with one call in
+/// flight on each, as [`run`] does over HTTP/1.1, and measures the answers.
+///
+/// # Errors
+///
+/// A connection could not be opened, or the commands `config` makes are
+/// not `{"action", "key"?, "data"}` objects.
+pub async fn run_grpc(config: &LoadConfig) -> Result<LoadReport, ClientError> {
+    use crate::grpc::proto::gateway_client::GatewayClient;
+    let mut clients = Vec::with_capacity(config.connections);
+    for _ in 0..config.connections {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", config.addr))
+            .map_err(http)?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(http)?;
+        clients.push(GrpcSender {
+            client: GatewayClient::new(channel),
+            wait: config.sync,
+        });
+    }
+    // A command the maker cannot describe fails here, not as errors later.
+    if let Some(first) = clients.first() {
+        first.request(&(config.commands)(0))?;
+    }
+    drive(config, clients).await
+}
+
+/// One connection's way of sending a command; true when it was accepted.
+trait Sender: Send + 'static {
+    fn send(
+        &mut self,
+        command: Bytes,
+    ) -> impl std::future::Future<Output = Result<bool, ClientError>> + Send;
+}
+
+struct HttpSender {
+    client: HttpClient,
+    path: &'static str,
+}
+
+impl Sender for HttpSender {
+    async fn send(&mut self, command: Bytes) -> Result<bool, ClientError> {
+        let r = self
+            .client
+            .request(Method::POST, self.path, &[], command)
+            .await?;
+        Ok(r.status.is_success())
+    }
+}
+
+struct GrpcSender {
+    client: crate::grpc::proto::gateway_client::GatewayClient<tonic::transport::Channel>,
+    wait: bool,
+}
+
+/// A command body as the HTTP API takes it, read for its parts.
+#[derive(serde::Deserialize)]
+struct CommandParts<'a> {
+    #[serde(borrow)]
+    action: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+impl GrpcSender {
+    fn request(
+        &self,
+        command: &[u8],
+    ) -> Result<crate::grpc::proto::SendCommandRequest, ClientError> {
+        let parts: CommandParts<'_> = serde_json::from_slice(command).map_err(|e| {
+            http(format!(
+                "a command to send is not {{action, key, data}}: {e}"
+            ))
+        })?;
+        Ok(crate::grpc::proto::SendCommandRequest {
+            action: parts.action.into_owned(),
+            data_json: parts.data.get().to_owned(),
+            key: parts.key,
+            wait: self.wait,
+            ..Default::default()
+        })
+    }
+}
+
+impl Sender for GrpcSender {
+    async fn send(&mut self, command: Bytes) -> Result<bool, ClientError> {
+        let request = self.request(&command)?;
+        match self.client.send_command(request).await {
+            Ok(_) => Ok(true),
+            // A refusal carries the service's problem and counts as an
+            // error; without one the connection failed, which ends the caller.
+            Err(status)
+                if status
+                    .metadata()
+                    .get_bin(crate::grpc::PROBLEM_METADATA)
+                    .is_none() =>
+            {
+                Err(http(status))
+            }
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+/// Drives one caller per client for `config.duration`, at `config.rate`
+/// when given (each request scheduled at a fixed time and measured from
+/// it), and adds up what they measured.
+async fn drive<S: Sender>(config: &LoadConfig, clients: Vec<S>) -> Result<LoadReport, ClientError> {
     let started = Instant::now();
     let deadline = started + config.duration;
     let per_connection = config.rate.map(|r| r / config.connections as f64);
     let mut tasks = Vec::with_capacity(config.connections);
     for (c, mut client) in clients.into_iter().enumerate() {
-        let path = path.clone();
         let make = config.commands.clone();
         let stride = config.connections as u64;
         tasks.push(tokio::spawn(async move {
@@ -398,16 +516,16 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, ClientError> {
                 }
                 let body = make(n);
                 n += stride;
-                let result = client.request(Method::POST, &path, &[], body).await;
+                let result = client.send(body).await;
                 let took = scheduled.elapsed();
                 match result {
-                    Ok(r) if r.status.is_success() => {
+                    Ok(true) => {
                         report.ok += 1;
                         report
                             .latencies_us
                             .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
                     }
-                    Ok(_) => report.errors += 1,
+                    Ok(false) => report.errors += 1,
                     Err(_) => {
                         report.errors += 1;
                         break;

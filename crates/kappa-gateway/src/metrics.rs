@@ -157,7 +157,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP kappa_sse_connections Open live-stream connections.\n# TYPE kappa_sse_connections gauge\nkappa_sse_connections {}",
+            "# HELP kappa_sse_connections Open live streams (server-sent events and gRPC streams).\n# TYPE kappa_sse_connections gauge\nkappa_sse_connections {}",
             self.sse_open()
         );
     }

@@ -52,7 +52,7 @@ pub async fn interrupted() {
 }
 
 /// A TLS server configuration from a certificate chain and its private key,
-/// both PEM. Offers HTTP/1.1.
+/// both PEM. Offers HTTP/2 (gRPC needs it) and HTTP/1.1.
 ///
 /// # Errors
 ///
@@ -78,7 +78,7 @@ pub fn server_config(
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .map_err(|e| bad(format!("the key does not fit the certificate: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -187,7 +187,9 @@ impl Gateway {
     }
 }
 
-/// Serves one connection's requests until it closes or the server stops.
+/// Serves one connection's requests until it closes or the server stops:
+/// HTTP/1.1, or HTTP/2 (gRPC, and HTTP clients that speak it) when the
+/// client opens with its preface or chose it in the TLS handshake.
 async fn serve_connection<IO>(
     io: IO,
     service: TowerToHyperService<axum::Router>,

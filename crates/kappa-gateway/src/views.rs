@@ -39,6 +39,17 @@ pub enum ViewKind {
     Windowed,
 }
 
+impl ViewKind {
+    /// The kind as `/views` names it: `keyvalue`, `versioned`, `windowed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KeyValue => "keyvalue",
+            Self::Versioned => "versioned",
+            Self::Windowed => "windowed",
+        }
+    }
+}
+
 /// A store registered with the gateway.
 ///
 /// ```no_run

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{body, config, start_with};
+use common::{body, config, customer_policy, start_secured, start_with};
 use hyper::Method;
 use kappa_gateway::GatewayConfig;
 use kappa_gateway::auth::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -68,14 +68,7 @@ async fn only_valid_credentials_get_in_and_refusals_write_nothing() {
             .unwrap()
             .revoked(),
     );
-    let s = start_with(
-        dir.path(),
-        GatewayConfig {
-            auth: Some(Arc::new(auth)),
-            ..config()
-        },
-    )
-    .await;
+    let s = start_secured(dir.path(), auth, None).await;
     let mut c = s.client().await;
     let before = (s.ends("commands"), s.ends("events"));
     let command = Bytes::from(body("add", Some("acct-1"), json!({"amount": 5})).to_string());
@@ -277,21 +270,8 @@ fn keys_from_pem_and_jwks_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_limits_principals_to_their_actions_and_entities() {
     let dir = tempfile::tempdir().unwrap();
-    let policy: kappa_gateway::auth::Policy = serde_json::from_value(json!({"rules": [
-        {"roles": ["customer"], "commands": ["add"], "views": ["totals"], "keys_from_claim": "accounts"},
-        {"roles": ["operator"], "commands": ["*"], "views": ["*"], "streams": ["*"], "routes": ["/**"]}
-    ]}))
-    .unwrap();
     let auth = authenticator("ops", "kk_ops.secret", "ops-robot");
-    let s = start_with(
-        dir.path(),
-        GatewayConfig {
-            auth: Some(Arc::new(auth)),
-            policy: Some(Arc::new(policy)),
-            ..config()
-        },
-    )
-    .await;
+    let s = start_secured(dir.path(), auth, Some(customer_policy())).await;
     let mut c = s.client().await;
     let alice = format!(
         "Bearer {}",

@@ -23,6 +23,7 @@ mod logging;
 mod metrics;
 pub mod position;
 mod problem;
+pub mod problem_type;
 mod progress;
 pub mod registry;
 #[cfg(feature = "logging")]

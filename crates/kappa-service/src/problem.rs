@@ -4,6 +4,8 @@ use axum_core::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
+use crate::problem_type::ProblemType;
+
 /// One problem: a status, a short title, a detail for this occurrence, and
 /// any extension members (for example the list of schema violations).
 ///
@@ -19,6 +21,7 @@ pub struct Problem {
     detail: String,
     extensions: Map<String, Value>,
     retry_after_s: Option<u64>,
+    kind: Option<&'static ProblemType>,
 }
 
 impl Problem {
@@ -42,6 +45,7 @@ impl Problem {
             detail: detail.into(),
             extensions: Map::new(),
             retry_after_s: None,
+            kind: None,
         }
     }
 
@@ -84,6 +88,25 @@ impl Problem {
         self
     }
 
+    /// Names the problem's type (its `type` URI and `title`); without one a
+    /// problem is `about:blank`, its status saying all there is.
+    ///
+    /// ```
+    /// use kappa_service::{Problem, problem_type::DISK_FULL};
+    /// let p = Problem::new(http::StatusCode::INSUFFICIENT_STORAGE, "not written").typed(&DISK_FULL);
+    /// assert_eq!(p.body()["type"], "/problems/disk-full");
+    /// ```
+    #[must_use]
+    pub fn typed(mut self, kind: &'static ProblemType) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// The problem's type, when it has one.
+    pub fn kind(&self) -> Option<&'static ProblemType> {
+        self.kind
+    }
+
     /// Sets `Retry-After`.
     #[must_use]
     pub fn retry_after(mut self, seconds: u64) -> Self {
@@ -103,9 +126,16 @@ impl Problem {
 
     /// The problem document.
     pub fn body(&self) -> Value {
+        let (kind, title) = match self.kind {
+            Some(k) => (k.uri(), k.title),
+            None => (
+                "about:blank".to_owned(),
+                self.status.canonical_reason().unwrap_or("Error"),
+            ),
+        };
         let mut body = json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "type": kind,
+            "title": title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });

@@ -31,6 +31,9 @@ pub struct LoadArgs {
     /// Distinct entity keys.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Send over gRPC (`SendCommand` on the same address) instead of HTTP/1.1.
+    #[arg(long)]
+    grpc: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -52,7 +55,11 @@ impl LoadArgs {
 /// Runs the load and prints the report.
 pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let report = drive(&config)?;
+    let report = if args.grpc {
+        drive_grpc(&config)?
+    } else {
+        drive(&config)?
+    };
     if args.json {
         println!("{}", report.to_json());
     } else {
@@ -61,13 +68,21 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one load on a runtime of its own.
+/// Runs one load over HTTP on a runtime of its own.
 pub(crate) fn drive(config: &LoadConfig) -> anyhow::Result<LoadReport> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(runtime()?.block_on(kappa_gateway::load::run(config))?)
+}
+
+/// Runs one load over gRPC on a runtime of its own.
+pub(crate) fn drive_grpc(config: &LoadConfig) -> anyhow::Result<LoadReport> {
+    Ok(runtime()?.block_on(kappa_gateway::load::run_grpc(config))?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the load runtime")?;
-    Ok(runtime.block_on(kappa_gateway::load::run(config))?)
+        .context("starting the load runtime")
 }
 
 pub(crate) fn print_report(name: &str, config: &LoadConfig, r: &LoadReport) {

@@ -8,8 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kappa_service::Problem;
 use kappa_service::position::parse_positions;
+use kappa_service::{Problem, problem_type};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -164,7 +164,7 @@ async fn search(
         if let Some(why) = kappa_service::position::not_written(shared.log(), &written)
             .map_err(Problem::internal)?
         {
-            return Err(Problem::not_found(why));
+            return Err(Problem::not_found(why).typed(&problem_type::POSITION_NOT_WRITTEN));
         }
         if !targets.is_empty() && !shared.wait_for(&targets, wait) {
             return Err(Problem::unavailable(
@@ -173,7 +173,8 @@ async fn search(
                     wait.as_millis()
                 ),
                 1,
-            ));
+            )
+            .typed(&problem_type::POSITION_NOT_REACHED));
         }
         let position = position(&shared);
         let hits = searchable.search(&q, limit).map_err(|e| match e {

@@ -18,8 +18,8 @@ use crate::idempotency::Claim;
 use crate::index::{Kind, Stored};
 use crate::outcomes::Outcome;
 use crate::schema::{Refusal, Violation};
-use kappa_service::Problem;
 use kappa_service::{Envelope, key_problem};
+use kappa_service::{Problem, problem_type};
 
 /// The request body.
 #[derive(Deserialize)]
@@ -61,10 +61,12 @@ pub(crate) async fn post(
 
 fn invalid(violations: Vec<Violation>) -> Problem {
     let n = violations.len();
-    Problem::unprocessable(format!("the command breaks {n} rule(s)")).with(
-        "violations",
-        serde_json::to_value(violations).unwrap_or_default(),
-    )
+    Problem::unprocessable(format!("the command breaks {n} rule(s)"))
+        .typed(&problem_type::INVALID_COMMAND)
+        .with(
+            "violations",
+            serde_json::to_value(violations).unwrap_or_default(),
+        )
 }
 
 fn violation(pointer: &str, message: impl Into<String>) -> Vec<Violation> {
@@ -89,7 +91,18 @@ pub(crate) fn parse_command(
             )
         }
     })?;
-    if let Some(k) = &request.key
+    validate_command(actions, &request.action, request.data, request.key)
+}
+
+/// A new command of `action` from its parts, once they keep the action's
+/// rules (the key's and the schema's), or says which they break.
+pub(crate) fn validate_command(
+    actions: &crate::schema::Actions,
+    action: &str,
+    data: Value,
+    key: Option<String>,
+) -> Result<Envelope, (&'static str, Problem)> {
+    if let Some(k) = &key
         && let Some(why) = key_problem(k)
     {
         return Err((
@@ -97,7 +110,7 @@ pub(crate) fn parse_command(
             invalid(violation("/key", format!("the key {why}"))),
         ));
     }
-    match actions.validate(&request.action, &request.data) {
+    match actions.validate(action, &data) {
         Ok(()) => {}
         Err(Refusal::UnknownAction) => {
             let known: Vec<&str> = actions.names().collect();
@@ -105,11 +118,7 @@ pub(crate) fn parse_command(
                 "unknown-action",
                 invalid(violation(
                     "/action",
-                    format!(
-                        "unknown action {:?}; known: {}",
-                        request.action,
-                        known.join(", ")
-                    ),
+                    format!("unknown action {action:?}; known: {}", known.join(", ")),
                 )),
             ));
         }
@@ -124,11 +133,55 @@ pub(crate) fn parse_command(
             return Err(("invalid", invalid(v)));
         }
     }
-    Ok(Envelope::command(
-        &request.action,
-        request.data,
-        request.key,
+    Ok(Envelope::command(action, data, key))
+}
+
+/// Checks an idempotency key's form: 1 to 255 visible ASCII characters.
+pub(crate) fn idempotency_key(text: &str) -> Result<String, (&'static str, Problem)> {
+    if !text.is_empty()
+        && text.len() <= IDEMPOTENCY_KEY_MAX
+        && text.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Ok(text.to_owned());
+    }
+    Err((
+        "malformed",
+        Problem::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters"),
     ))
+}
+
+/// A valid command and how its sender wants it handled.
+pub(crate) struct Submission {
+    pub(crate) command: Envelope,
+    pub(crate) idempotency_key: Option<String>,
+    /// Wait this long for the outcome events; `None`: answer once written.
+    pub(crate) wait: Option<Duration>,
+}
+
+/// A command written down (or found by its idempotency key).
+pub(crate) struct Submitted {
+    /// The command's id.
+    pub(crate) id: uuid::Uuid,
+    /// The command and where it is.
+    pub(crate) stored: Stored,
+    /// Its outcome events, when the sender waited for them.
+    pub(crate) events: Option<Vec<Outcome>>,
+    /// True when an idempotency key found an earlier command: nothing was written.
+    pub(crate) replayed: bool,
+}
+
+impl Submitted {
+    /// Where the command can be looked up.
+    pub(crate) fn location(&self) -> String {
+        format!("/commands/{}", self.id)
+    }
+}
+
+/// The timeout a request asks for, within the configured bounds.
+pub(crate) fn sync_timeout(state: &Shared, asked_ms: Option<u64>) -> Duration {
+    asked_ms
+        .map_or(state.config.sync_timeout, Duration::from_millis)
+        .min(state.config.wait_max)
 }
 
 async fn handle(
@@ -148,32 +201,68 @@ async fn handle(
         };
         (reason, Problem::new(status, e.body_text()))
     })?;
-    let timeout = q
-        .timeout_ms
-        .map_or(state.config.sync_timeout, Duration::from_millis)
-        .min(state.config.wait_max);
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .filter(|k| {
-                    !k.is_empty()
-                        && k.len() <= IDEMPOTENCY_KEY_MAX
-                        && k.bytes().all(|b| b.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    (
-                        "malformed",
-                        Problem::bad_request(
-                            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                        ),
-                    )
-                })?
-                .to_owned(),
-        ),
+        Some(v) => Some(idempotency_key(v.to_str().unwrap_or_default())?),
     };
-    let mut command = parse_command(&state.actions, &body)?;
+    let command = parse_command(&state.actions, &body)?;
+    let submitted = submit(
+        state,
+        principal,
+        Submission {
+            command,
+            idempotency_key,
+            wait: q.sync.then(|| sync_timeout(state, q.timeout_ms)),
+        },
+    )
+    .await?;
+    let location = submitted.location();
+    let Some(events) = &submitted.events else {
+        if submitted.replayed {
+            let body = with_position(&submitted.stored.json, &submitted.stored.position)
+                .map_err(|p| ("failed", p))?;
+            return Ok(located(
+                StatusCode::ACCEPTED,
+                &Value::Object(body),
+                &location,
+                true,
+            ));
+        }
+        // The hot path: splice the position in rather than re-parse the command.
+        let stored = &submitted.stored;
+        let text = super::with_position_text(&stored.json, &stored.position).ok_or_else(|| {
+            (
+                "failed",
+                Problem::internal("a command did not serialize as an object"),
+            )
+        })?;
+        let mut r = super::json_bytes(StatusCode::ACCEPTED, Bytes::from(text));
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(r);
+    };
+    let mut body = with_position(&submitted.stored.json, &submitted.stored.position)
+        .map_err(|p| ("failed", p))?;
+    let (status, list) = outcome_body(events)?;
+    body.insert("events".to_owned(), list);
+    Ok(answered(status, body, &location, submitted.replayed))
+}
+
+/// Writes a valid command down for `principal`, once the policy allows it,
+/// and waits for its outcome if asked: what `POST /commands` and gRPC's
+/// `SendCommand` do. A retry with a known idempotency key writes nothing
+/// and answers with the first command.
+pub(crate) async fn submit(
+    state: &Shared,
+    principal: Option<&crate::auth::Principal>,
+    submission: Submission,
+) -> Result<Submitted, (&'static str, Problem)> {
+    let Submission {
+        mut command,
+        idempotency_key,
+        wait: timeout,
+    } = submission;
     if let (Some(p), Some(policy)) = (principal, &state.config.policy) {
         let access = crate::auth::Access::Command {
             action: &command.action,
@@ -193,6 +282,7 @@ async fn handle(
                         command.key.as_deref().unwrap_or("no key")
                     ),
                 )
+                .typed(&problem_type::FORBIDDEN)
                 .with("reason", "forbidden"),
             ));
         }
@@ -211,11 +301,12 @@ async fn handle(
                         StatusCode::CONFLICT,
                         "a request with this Idempotency-Key is still being handled; retry",
                     )
+                    .typed(&problem_type::IDEMPOTENCY_KEY_IN_FLIGHT)
                     .retry_after(1),
                 ));
             }
             Claim::Written(stored) => {
-                return replay(state, &command, stored, q.sync, timeout).await;
+                return replay(state, &command, stored, timeout).await;
             }
             Claim::Mine(guard) => {
                 // Keys of commands written before this start are only known
@@ -226,7 +317,8 @@ async fn handle(
                         Problem::unavailable(
                             format!("idempotent commands wait for the index: {why}"),
                             1,
-                        ),
+                        )
+                        .typed(&problem_type::NOT_READY),
                     ));
                 }
                 let s = state.clone();
@@ -238,7 +330,7 @@ async fn handle(
                 .map_err(|p| ("failed", p))?;
                 if let Some(stored) = found {
                     guard.finish(stored.clone(), now);
-                    return replay(state, &command, stored, q.sync, timeout).await;
+                    return replay(state, &command, stored, timeout).await;
                 }
                 claim = Some(guard);
             }
@@ -259,7 +351,7 @@ async fn handle(
     let record = ProducerRecord::value(value.clone())
         .with_key(command.record_key())
         .with_timestamp(command.timestamp);
-    let wait = q.sync.then(|| state.outcomes.register(command.id));
+    let waiter = timeout.map(|_| state.outcomes.register(command.id));
     let stored = match claim {
         None => write(state, record, value).await?,
         Some(guard) => {
@@ -278,29 +370,25 @@ async fn handle(
         }
     };
     state.metrics.command(&command.action);
-    let location = format!("/commands/{}", command.id);
-    let Some(wait) = wait else {
-        // The hot path: splice the position in rather than re-parse the command.
-        let text = super::with_position_text(&stored.json, &stored.position).ok_or_else(|| {
-            (
-                "failed",
-                Problem::internal("a command did not serialize as an object"),
-            )
-        })?;
-        let mut r = super::json_bytes(StatusCode::ACCEPTED, Bytes::from(text));
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        return Ok(r);
+    let (Some(waiter), Some(timeout)) = (waiter, timeout) else {
+        return Ok(Submitted {
+            id: command.id,
+            stored,
+            events: None,
+            replayed: false,
+        });
     };
-    let mut body = with_position(&stored.json, &stored.position).map_err(|p| ("failed", p))?;
-    match wait.outcome(timeout).await {
-        Some(events) => {
-            let (status, list) = outcome_body(&events)?;
-            body.insert("events".to_owned(), list);
-            Ok(answered(status, body, &location, false))
-        }
-        None => Err(("sync-timeout", timed_out(&location, &stored, timeout))),
+    match waiter.outcome(timeout).await {
+        Some(events) => Ok(Submitted {
+            id: command.id,
+            stored,
+            events: Some(events),
+            replayed: false,
+        }),
+        None => Err((
+            "sync-timeout",
+            timed_out(&format!("/commands/{}", command.id), &stored, timeout),
+        )),
     }
 }
 
@@ -331,9 +419,13 @@ fn refused_write(e: &LogError) -> (&'static str, Problem) {
         LogError::DiskFull { .. } => (
             "disk-full",
             Problem::new(StatusCode::INSUFFICIENT_STORAGE, detail)
+                .typed(&problem_type::DISK_FULL)
                 .retry_after(DISK_FULL_RETRY_AFTER_S),
         ),
-        _ => ("log-unavailable", Problem::unavailable(detail, 1)),
+        _ => (
+            "log-unavailable",
+            Problem::unavailable(detail, 1).typed(&problem_type::LOG_UNAVAILABLE),
+        ),
     }
 }
 
@@ -345,6 +437,7 @@ fn timed_out(location: &str, stored: &Stored, timeout: Duration) -> Problem {
             timeout.as_millis()
         ),
     )
+    .typed(&problem_type::OUTCOME_TIMEOUT)
     .with("location", location)
     .with("position", stored.position.to_string())
 }
@@ -405,9 +498,8 @@ async fn replay(
     state: &Shared,
     request: &Envelope,
     stored: Stored,
-    sync: bool,
-    timeout: Duration,
-) -> Result<Response, (&'static str, Problem)> {
+    timeout: Option<Duration>,
+) -> Result<Submitted, (&'static str, Problem)> {
     let original: Envelope = serde_json::from_slice(&stored.json)
         .map_err(|e| ("failed", Problem::internal(format!("stored command: {e}"))))?;
     if original.action != request.action
@@ -421,19 +513,18 @@ async fn replay(
             Problem::unprocessable(
                 "this Idempotency-Key was used for a different command (action, key, data or sender differ)",
             )
+            .typed(&problem_type::IDEMPOTENCY_KEY_REUSED)
             .with("id", original.id.to_string()),
         ));
     }
-    let mut body = with_position(&stored.json, &stored.position).map_err(|p| ("failed", p))?;
-    let location = format!("/commands/{}", original.id);
-    if !sync {
-        return Ok(located(
-            StatusCode::ACCEPTED,
-            &Value::Object(body),
-            &location,
-            true,
-        ));
-    }
+    let Some(timeout) = timeout else {
+        return Ok(Submitted {
+            id: original.id,
+            stored,
+            events: None,
+            replayed: true,
+        });
+    };
     // Outcomes written from now on reach the waiter; those written before
     // are below the current end offsets, so the index has them once it has
     // processed up to those ends.
@@ -464,12 +555,16 @@ async fn replay(
         Some(indexed)
     };
     match events {
-        Some(events) => {
-            let (status, list) = outcome_body(&events)?;
-            body.insert("events".to_owned(), list);
-            Ok(answered(status, body, &location, true))
-        }
-        None => Err(("sync-timeout", timed_out(&location, &stored, timeout))),
+        Some(events) => Ok(Submitted {
+            id,
+            stored,
+            events: Some(events),
+            replayed: true,
+        }),
+        None => Err((
+            "sync-timeout",
+            timed_out(&format!("/commands/{id}"), &stored, timeout),
+        )),
     }
 }
 

@@ -134,54 +134,88 @@ pub(crate) async fn get_command(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let read = |index: &Index, id: &Uuid| Ok((index.get(Kind::Command, id)?, index.outcomes(id)?));
-    let (id, (stored, outcomes)) = read_by_id(&state, &id, &uri, read).await?;
-    let (stored, outcomes) = match stored {
-        Some(stored) => (stored, outcomes),
-        None => {
-            // A command accepted before this request (the Location of its
-            // 202, fetched at once) is below the command topic's current
-            // ends: once the index has processed to them, it has the
-            // command, or the command was never written.
-            let s = state.clone();
-            let caught_up = blocking(move || {
-                let ends =
-                    last_records(&ends_of(&*s.log, [&s.config.commands_topic], s.partitions)?);
-                if !s.index.streams().wait_for_processed(&ends, INDEX_WAIT)? {
-                    return Ok(None);
-                }
-                Ok(Some(read(&s.index, &id)?))
-            })
-            .await?;
-            match caught_up {
-                Some((Some(stored), outcomes)) => (stored, outcomes),
-                Some((None, _)) => return Err(Problem::not_found(format!("no command {id}"))),
-                None => {
-                    return Err(Problem::unavailable(
-                        format!(
-                            "the index is more than {} s behind the command topic; command {id} may not be indexed yet",
-                            INDEX_WAIT.as_secs()
-                        ),
-                        1,
-                    ));
-                }
-            }
-        }
-    };
+    let id = indexed_id(&state, &id, &uri).await?;
+    let (stored, outcomes) = command(&state, id).await?;
     let mut body = with_position(&stored.json, &stored.position)?;
-    let status = if outcomes.is_empty() {
-        "pending"
-    } else if outcomes.iter().any(|(_, error)| *error) {
-        "failed"
-    } else {
-        "succeeded"
-    };
-    body.insert("status".to_owned(), Value::from(status));
+    body.insert(
+        "status".to_owned(),
+        Value::from(CommandStatus::of(&outcomes).as_str()),
+    );
     body.insert(
         "events".to_owned(),
         Value::from(outcomes.into_iter().map(|(id, _)| id).collect::<Vec<_>>()),
     );
     Ok(json_response(StatusCode::OK, &Value::Object(body)))
+}
+
+/// What is known of a command's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommandStatus {
+    /// No outcome event yet.
+    Pending,
+    /// Outcome events came and none rejects the command.
+    Succeeded,
+    /// An outcome event rejects the command.
+    Failed,
+}
+
+impl CommandStatus {
+    /// The status its outcome events (id, rejects) give a command.
+    pub(crate) fn of(outcomes: &[(String, bool)]) -> Self {
+        if outcomes.is_empty() {
+            Self::Pending
+        } else if outcomes.iter().any(|(_, error)| *error) {
+            Self::Failed
+        } else {
+            Self::Succeeded
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A command by id with its outcome events (id, rejects). A command
+/// accepted before this call (the Location of its 202, fetched at once) is
+/// always found: past the index, the read waits for it to reach the
+/// command topic's current ends, or is a 503 when it is far behind.
+pub(crate) async fn command(
+    state: &Shared,
+    id: Uuid,
+) -> Result<(crate::index::Stored, Vec<(String, bool)>), Problem> {
+    let read = |index: &Index, id: &Uuid| Ok((index.get(Kind::Command, id)?, index.outcomes(id)?));
+    let s = state.clone();
+    if let (Some(stored), outcomes) = blocking(move || read(&s.index, &id)).await? {
+        return Ok((stored, outcomes));
+    }
+    // Once the index has processed to the command topic's ends, it has
+    // the command, or the command was never written.
+    let s = state.clone();
+    let caught_up = blocking(move || {
+        let ends = last_records(&ends_of(&*s.log, [&s.config.commands_topic], s.partitions)?);
+        if !s.index.streams().wait_for_processed(&ends, INDEX_WAIT)? {
+            return Ok(None);
+        }
+        Ok(Some(read(&s.index, &id)?))
+    })
+    .await?;
+    match caught_up {
+        Some((Some(stored), outcomes)) => Ok((stored, outcomes)),
+        Some((None, _)) => Err(Problem::not_found(format!("no command {id}"))),
+        None => Err(Problem::unavailable(
+            format!(
+                "the index is more than {} s behind the command topic; command {id} may not be indexed yet",
+                INDEX_WAIT.as_secs()
+            ),
+            1,
+        )
+        .typed(&kappa_service::problem_type::NOT_READY)),
+    }
 }
 
 pub(crate) async fn get_event(

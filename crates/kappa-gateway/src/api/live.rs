@@ -12,6 +12,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use kappa_log::{FetchLimits, TopicPartition};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -70,7 +71,8 @@ impl Open {
     pub(crate) fn new(state: &Shared) -> Result<Self, Problem> {
         if state.metrics.sse(1) > state.config.sse_connections_max as i64 {
             state.metrics.sse(-1);
-            return Err(Problem::unavailable("too many live streams are open", 5));
+            return Err(Problem::unavailable("too many live streams are open", 5)
+                .typed(&kappa_service::problem_type::TOO_MANY_STREAMS));
         }
         Ok(Self(state.clone()))
     }
@@ -100,15 +102,11 @@ fn stream(
             )));
         }
     };
-    let decode = |text: &str, given: &str| {
-        Cursor::decode(text, &topics, partitions)
-            .map_err(|e| Problem::bad_request(format!("{given}: {e}")))
-    };
     // Every cursor given is checked, even one the header overrides.
     let from_query = q
         .last_event_id
         .as_deref()
-        .map(|text| decode(text, "last_event_id"))
+        .map(|text| decode_cursor(&topics, partitions, text, "last_event_id"))
         .transpose()?;
     // EventSource sends no header for an empty id; read an empty one so too.
     let from_header = match headers.get("last-event-id") {
@@ -116,69 +114,153 @@ fn stream(
             let text = v
                 .to_str()
                 .map_err(|_| Problem::bad_request("Last-Event-ID is not text"))?;
-            Some(decode(text, "Last-Event-ID")?)
+            Some(decode_cursor(&topics, partitions, text, "Last-Event-ID")?)
         }
         _ => None,
     };
-    let cursor = match from_header.or(from_query) {
-        Some(cursor) => {
-            // The records before each next offset were all written, if
-            // this service gave the cursor.
-            let seen: Vec<(TopicPartition, u64)> = cursor
-                .0
-                .iter()
-                .filter(|(_, next)| *next > 0)
-                .map(|(tp, next)| (tp.clone(), next - 1))
-                .collect();
-            if let Some(why) = kappa_service::position::not_written(&*state.log, &seen)? {
-                return Err(Problem::not_found(format!(
-                    "the cursor is past the end of its partitions, so this service gave no such cursor: {why}"
-                )));
-            }
-            cursor
-        }
-        None => {
-            let mut c = Vec::new();
-            for t in &topics {
-                for p in 0..partitions {
-                    let tp = TopicPartition::new(t.as_str(), p);
-                    let o = state.log.offsets(&tp)?;
-                    c.push((tp, if from_start { o.start } else { o.end }));
-                }
-            }
-            Cursor(c)
-        }
-    };
+    let cursor = starting_cursor(&state, &topics, from_header.or(from_query), from_start)?;
     if q.max_rate == Some(0) {
         return Err(Problem::bad_request(
             "max_rate=0 would send nothing: give at least 1, or leave it out",
         ));
     }
-    let open = Open::new(&state)?;
-    let (tx, rx) = mpsc::channel::<Event>(BUFFER);
+    let frames = follow_from(&state, cursor, q.action, q.max_rate, move |frame| {
+        Some(match frame {
+            Frame::Record {
+                cursor,
+                position,
+                value,
+            } => {
+                let data = super::with_position(value, &position).ok()?;
+                Event::default()
+                    .event(name)
+                    .id(cursor)
+                    .data(serde_json::Value::Object(data).to_string())
+            }
+            Frame::Sampled(skipped) => Event::default()
+                .event("sampled")
+                .data(format!("{{\"skipped\":{skipped}}}")),
+            Frame::Failed(why) => Event::default().event("error").data(why),
+        })
+    })?;
+    Ok(Sse::new(frames.map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// A cursor a client gave (`given` names where, for the error).
+pub(crate) fn decode_cursor(
+    topics: &[String],
+    partitions: u32,
+    text: &str,
+    given: &str,
+) -> Result<Cursor, Problem> {
+    Cursor::decode(text, topics, partitions)
+        .map_err(|e| Problem::bad_request(format!("{given}: {e}")))
+}
+
+/// Where a live stream of `topics` starts: just after a client's cursor,
+/// else at the beginning or the end of every partition. A cursor past the
+/// end of its partitions is a 404: this service gave no such cursor.
+pub(crate) fn starting_cursor(
+    state: &Shared,
+    topics: &[String],
+    given: Option<Cursor>,
+    from_start: bool,
+) -> Result<Cursor, Problem> {
+    if let Some(cursor) = given {
+        // The records before each next offset were all written, if
+        // this service gave the cursor.
+        let seen: Vec<(TopicPartition, u64)> = cursor
+            .0
+            .iter()
+            .filter(|(_, next)| *next > 0)
+            .map(|(tp, next)| (tp.clone(), next - 1))
+            .collect();
+        if let Some(why) = kappa_service::position::not_written(&*state.log, &seen)? {
+            return Err(Problem::not_found(format!(
+                "the cursor is past the end of its partitions, so this service gave no such cursor: {why}"
+            ))
+            .typed(&kappa_service::problem_type::POSITION_NOT_WRITTEN));
+        }
+        return Ok(cursor);
+    }
+    let mut c = Vec::new();
+    for t in topics {
+        for p in 0..state.partitions {
+            let tp = TopicPartition::new(t.as_str(), p);
+            let o = state.log.offsets(&tp)?;
+            c.push((tp, if from_start { o.start } else { o.end }));
+        }
+    }
+    Ok(Cursor(c))
+}
+
+/// What a live stream tells its client.
+pub(crate) enum Frame<'a> {
+    /// A record, and the cursor that resumes just after it.
+    Record {
+        cursor: String,
+        position: kappa_log::Position,
+        value: &'a [u8],
+    },
+    /// How many records the last second skipped (over `max_rate`).
+    Sampled(u64),
+    /// The log failed; the stream ends.
+    Failed(String),
+}
+
+/// Follows the log from `cursor` on a thread of its own (records of
+/// `action` only, at most `max_rate` a second), each frame rendered for
+/// the client by `render` (`None`: not sent). The stream ends when the
+/// client goes away or the service closes; it counts against the cap on
+/// open streams while it lasts.
+pub(crate) fn follow_from<T: Send + 'static>(
+    state: &Shared,
+    cursor: Cursor,
+    action: Option<String>,
+    max_rate: Option<u32>,
+    render: impl Fn(Frame<'_>) -> Option<T> + Send + 'static,
+) -> Result<impl futures_util::Stream<Item = T> + Send + 'static, Problem> {
+    let open = Open::new(state)?;
+    let (tx, rx) = mpsc::channel::<T>(BUFFER);
     let log = state.log.clone();
-    let action = q.action;
     let closing = state.closing.clone();
-    let mut sampling = q.max_rate.map(Sampling::new);
+    let mut sampling = max_rate.map(Sampling::new);
     tokio::task::spawn_blocking(move || {
         follow(
             &*log,
             cursor,
             action.as_deref(),
-            name,
-            &tx,
+            &Sink { tx: &tx, render },
             &closing,
             sampling.as_mut(),
         );
     });
-    let events = futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
-        rx.recv()
-            .await
-            .map(|e| (Ok::<_, Infallible>(e), (rx, open)))
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    Ok(futures_util::stream::unfold(
+        (rx, open),
+        |(mut rx, open)| async move { rx.recv().await.map(|e| (e, (rx, open))) },
+    ))
+}
+
+/// Where a follower's frames go: rendered, then queued for the client.
+struct Sink<'a, T, R> {
+    tx: &'a mpsc::Sender<T>,
+    render: R,
+}
+
+impl<T, R: Fn(Frame<'_>) -> Option<T>> Sink<'_, T, R> {
+    /// Sends a frame; false when the client went away.
+    fn send(&self, frame: Frame<'_>) -> bool {
+        match (self.render)(frame) {
+            Some(item) => self.tx.blocking_send(item).is_ok(),
+            None => true,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 /// A budget of frames per second: records over it are skipped, and how
@@ -224,25 +306,24 @@ impl Sampling {
     }
 }
 
-/// Sends `event: sampled` when a second that skipped records is over;
-/// false when the client went away.
-fn tell_skipped(sampling: Option<&mut Sampling>, tx: &mpsc::Sender<Event>) -> bool {
-    let Some(skipped) = sampling.and_then(Sampling::roll) else {
-        return true;
-    };
-    let frame = Event::default()
-        .event("sampled")
-        .data(format!("{{\"skipped\":{skipped}}}"));
-    tx.blocking_send(frame).is_ok()
+/// Tells how many records were skipped when a second that skipped some is
+/// over; false when the client went away.
+fn tell_skipped<T, R: Fn(Frame<'_>) -> Option<T>>(
+    sampling: Option<&mut Sampling>,
+    sink: &Sink<'_, T, R>,
+) -> bool {
+    match sampling.and_then(Sampling::roll) {
+        Some(skipped) => sink.send(Frame::Sampled(skipped)),
+        None => true,
+    }
 }
 
 /// Reads from `cursor` onward and sends frames until the client goes away.
-fn follow(
+fn follow<T, R: Fn(Frame<'_>) -> Option<T>>(
     log: &dyn kappa_log::Log,
     mut cursor: Cursor,
     action: Option<&str>,
-    name: &'static str,
-    tx: &mpsc::Sender<Event>,
+    sink: &Sink<'_, T, R>,
     closing: &std::sync::atomic::AtomicBool,
     mut sampling: Option<&mut Sampling>,
 ) {
@@ -259,13 +340,13 @@ fn follow(
         .enumerate()
         .map(|(i, (tp, _))| ((tp.topic.clone(), tp.partition), i))
         .collect();
-    while !tx.is_closed() && !closing.load(std::sync::atomic::Ordering::Acquire) {
+    while !sink.is_closed() && !closing.load(std::sync::atomic::Ordering::Acquire) {
         records.clear();
         let fetched = match log.fetch(&cursor.0, limits, &mut records) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %e, "live stream stopped");
-                let _ = tx.blocking_send(Event::default().event("error").data(e.to_string()));
+                sink.send(Frame::Failed(e.to_string()));
                 return;
             }
         };
@@ -286,12 +367,12 @@ fn follow(
             {
                 continue;
             }
-            let data = match super::with_position(value, &r.position()) {
-                Ok(m) => serde_json::Value::Object(m).to_string(),
-                Err(_) => continue,
+            let frame = Frame::Record {
+                cursor: cursor.encode(),
+                position: r.position(),
+                value,
             };
-            let frame = Event::default().event(name).id(cursor.encode()).data(data);
-            if tx.blocking_send(frame).is_err() {
+            if !sink.send(frame) {
                 return;
             }
         }
@@ -300,7 +381,7 @@ fn follow(
         }
         // Once per fetch (which waits at most a second), so a quiet second
         // still tells what the last busy one skipped.
-        if !tell_skipped(sampling.as_deref_mut(), tx) {
+        if !tell_skipped(sampling.as_deref_mut(), sink) {
             return;
         }
     }

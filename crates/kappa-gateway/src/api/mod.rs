@@ -6,6 +6,7 @@ pub(crate) mod history;
 pub(crate) mod live;
 pub(crate) mod openapi;
 pub(crate) mod ops;
+pub(crate) mod problems;
 pub(crate) mod views;
 
 use std::sync::Arc;
@@ -23,11 +24,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::gateway::State;
-use kappa_service::Problem;
+use kappa_service::{Problem, problem_type};
 
 pub(crate) type Shared = Arc<State>;
 
-/// The gateway's routes, plus the application's own.
+/// The gateway's routes, plus the application's own, and the same API over gRPC.
 pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
     let limit = state.config.body_limit_bytes;
     let mut r = Router::new()
@@ -46,6 +47,8 @@ pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
         .route("/views/{store}/{key}/windows", get(views::windows))
         .route("/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::page))
+        .route("/problems", get(problems::list))
+        .route("/problems/{name}", get(problems::get))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready_handler))
         .route("/metrics", get(ops::metrics))
@@ -55,7 +58,9 @@ pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
         r = r.merge(app);
     }
     let for_405 = state.clone();
-    r.fallback(not_found)
+    let for_grpc = state.clone();
+    let http = r
+        .fallback(not_found)
         .method_not_allowed_fallback(move |request: Request| {
             method_not_allowed(for_405.clone(), request)
         })
@@ -65,7 +70,8 @@ pub(crate) fn router(state: Shared, app: Option<Router>) -> Router {
             refuse_unknown_query_parameters,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn_with_state(state, track))
+        .layer(middleware::from_fn_with_state(state, track));
+    crate::grpc::routes(&for_grpc, http)
 }
 
 /// What a request asks to do, owned (percent-decoded keys).
@@ -106,19 +112,66 @@ fn access_of<'a>(method: &axum::http::Method, path: &'a str) -> Option<Asked<'a>
 }
 
 /// 403 for an authenticated principal the policy does not allow.
-pub(crate) fn forbidden(state: &State, principal: &crate::auth::Principal, what: &str) -> Response {
+pub(crate) fn forbidden(state: &State, principal: &crate::auth::Principal, what: &str) -> Problem {
     state.metrics.auth_denied("forbidden");
     tracing::info!(subject = %principal.subject, %what, "refused by the policy");
     Problem::new(
         StatusCode::FORBIDDEN,
         format!("{} may not do this: {what}", principal.subject),
     )
+    .typed(&problem_type::FORBIDDEN)
     .with("reason", "forbidden")
-    .into_response()
 }
 
 /// Routes anyone may call: a load balancer's probes.
 const PUBLIC_PATHS: [&str; 2] = ["/health", "/ready"];
+
+/// Paths anyone may call, whatever the security settings: the probes, the
+/// console's pages (not its API) and the problem types' pages.
+pub(crate) fn is_public(path: &str) -> bool {
+    PUBLIC_PATHS.contains(&path) || crate::console::is_public(path) || problems::is_public(path)
+}
+
+/// Who sends a request, from its `Authorization` header, when the gateway
+/// authenticates (`None` when it does not): 401 without valid credentials,
+/// 403 when the policy does not allow `access` (`None`: the handler checks),
+/// 429 over the principal's request budget. The HTTP and gRPC faces both
+/// admit requests here, so the two answer alike.
+pub(crate) fn admit(
+    state: &State,
+    authorization: Option<&str>,
+    access: Option<crate::auth::Access<'_>>,
+    what: &str,
+) -> Result<Option<crate::auth::Principal>, Problem> {
+    let Some(auth) = &state.config.auth else {
+        return Ok(None);
+    };
+    let principal = auth.authenticate(authorization).map_err(|e| {
+        state.metrics.auth_denied(e.reason());
+        Problem::new(StatusCode::UNAUTHORIZED, e.to_string())
+            .typed(&problem_type::UNAUTHENTICATED)
+            .with("reason", e.reason())
+    })?;
+    if let Some(policy) = &state.config.policy
+        && let Some(access) = access
+        && !policy.allows(&principal, &access)
+    {
+        return Err(forbidden(state, &principal, what));
+    }
+    if let Some(limiter) = &state.limiter
+        && let Err(wait) = limiter.take(&principal.subject, Instant::now())
+    {
+        state.metrics.auth_denied("rate-limited");
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{} is sending too many requests", principal.subject),
+        )
+        .typed(&problem_type::RATE_LIMITED)
+        .with("reason", "rate-limited")
+        .retry_after(wait.as_secs().max(1)));
+    }
+    Ok(Some(principal))
+}
 
 /// Refuses requests without valid credentials (401) when the gateway
 /// authenticates; otherwise hands the [`Principal`](crate::auth::Principal)
@@ -128,50 +181,35 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(auth) = &state.config.auth else {
-        return next.run(request).await;
-    };
-    if PUBLIC_PATHS.contains(&request.uri().path())
-        || crate::console::is_public(request.uri().path())
-    {
+    if state.config.auth.is_none() || is_public(request.uri().path()) {
         return next.run(request).await;
     }
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    match auth.authenticate(header) {
+    let asked = access_of(request.method(), request.uri().path());
+    match admit(
+        &state,
+        header,
+        asked.as_ref().map(Asked::as_access),
+        request.uri().path(),
+    ) {
         Ok(principal) => {
-            if let Some(policy) = &state.config.policy
-                && let Some(access) = access_of(request.method(), request.uri().path())
-                && !policy.allows(&principal, &access.as_access())
-            {
-                return forbidden(&state, &principal, request.uri().path());
+            if let Some(principal) = principal {
+                request.extensions_mut().insert(principal);
             }
-            if let Some(limiter) = &state.limiter
-                && let Err(wait) = limiter.take(&principal.subject, Instant::now())
-            {
-                state.metrics.auth_denied("rate-limited");
-                return Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("{} is sending too many requests", principal.subject),
-                )
-                .with("reason", "rate-limited")
-                .retry_after(wait.as_secs().max(1))
-                .into_response();
-            }
-            request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(e) => {
-            state.metrics.auth_denied(e.reason());
-            let mut r = Problem::new(StatusCode::UNAUTHORIZED, e.to_string())
-                .with("reason", e.reason())
-                .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"kappa\""),
-            );
+        Err(problem) => {
+            let unauthorized = problem.status() == StatusCode::UNAUTHORIZED;
+            let mut r = problem.into_response();
+            if unauthorized {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"kappa\""),
+                );
+            }
             r
         }
     }

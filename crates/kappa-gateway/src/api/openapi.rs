@@ -177,6 +177,9 @@ fn gateway_paths(state: &Shared) -> Map<String, Value> {
         "total": {"type": "integer"}, "offset": {"type": "integer"}, "limit": {"type": "integer"},
         "next_after": {"type": "string", "description": "Pass as after= for the next page."}}});
     let string = json!({"type": "string"});
+    let problem_type = json!({"type": "object", "required": ["type", "name", "title", "status", "description"],
+        "properties": {"type": string, "name": string, "title": string, "status": {"type": "integer"},
+            "description": string}});
     let count = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
     let time = json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX});
     let index = state.index.streams();
@@ -326,6 +329,13 @@ fn gateway_paths(state: &Shared) -> Map<String, Value> {
                 "404": Problem::openapi_response("No such view, or the view is not windowed"), "503": Problem::openapi_response("min_position not reached in time")}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": ok("The OpenAPI document", json!({"type": "object"}))}}},
         "/docs": {"get": {"summary": "A page that renders this document", "responses": {"200": ok_as("An HTML page", "text/html")}}},
+        "/problems": {"get": {"summary": "The problem types this service answers with (the `type` of its problems)",
+            "responses": {"200": ok("The types", json!({"type": "object", "required": ["types"],
+                "properties": {"types": {"type": "array", "items": problem_type.clone()}}}))}}},
+        "/problems/{name}": {"get": {"summary": "One problem type: what it means and what a client should do",
+            "parameters": [param("name", "path", "The type's name (its URI's last segment).",
+                json!({"enum": kappa_service::problem_type::ALL.iter().map(|t| t.name).collect::<Vec<_>>()}))],
+            "responses": {"200": ok("The type", problem_type), "404": Problem::openapi_response("No such type")}}},
         "/health": {"get": {"summary": "Liveness: 503 once the log has failed in a way only a restart mends",
             "responses": {"200": ok("Alive", json!({"type": "object"})), "503": Problem::openapi_response("The log is poisoned: restart the process")}}},
         "/ready": {"get": {"summary": "Readiness: the index has caught up and topologies run",
@@ -372,11 +382,6 @@ fn console_paths() -> Map<String, Value> {
     }
 }
 
-/// Paths anyone may call, whatever the security settings.
-fn is_public(path: &str) -> bool {
-    super::PUBLIC_PATHS.contains(&path) || crate::console::is_public(path)
-}
-
 /// Adds what every operation may answer, so that each operation lists
 /// every status the server gives it: 400 for a bad parameter or body, 404
 /// for an unknown path parameter, 503 for read-your-writes not reached,
@@ -387,7 +392,7 @@ fn add_common_answers(paths: &mut Map<String, Value>, state: &Shared) {
         let Some(item) = item.as_object_mut() else {
             continue;
         };
-        let guarded = auth && !is_public(path);
+        let guarded = auth && !super::is_public(path);
         for (method, operation) in item.iter_mut() {
             if !METHODS.contains(&method.as_str()) {
                 continue;
@@ -467,7 +472,8 @@ pub(crate) fn build(state: &Shared) -> Value {
             "topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"},
             "position": {"type": "string", "description": "topic/partition/offset: pass as min_position to read your write"}}},
         "Answered": {"allOf": [{"$ref": "#/components/schemas/Record"}, {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}}}]},
-        "Problem": {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+        "Problem": {"type": "object", "properties": {"type": {"type": "string", "format": "uri-reference",
+                "description": "about:blank (the status says all), or /problems/{name}: a problem type this service describes at that address (GET /problems lists them)"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
             "violations": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}}}}
     }});
     if let Some(schemas) = components["schemas"].as_object_mut() {

@@ -83,7 +83,9 @@ pub(crate) fn index_caught_up(state: &GatewayState) -> Result<(), String> {
 pub(crate) async fn ready_handler(State(state): State<Shared>) -> Response {
     match ready(&state) {
         Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
-        Err(why) => Problem::unavailable(why, 1).into_response(),
+        Err(why) => Problem::unavailable(why, 1)
+            .typed(&kappa_service::problem_type::NOT_READY)
+            .into_response(),
     }
 }
 

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::{Shared, blocking, json as json_response, query};
 use crate::views::{View, ViewKind};
-use kappa_service::Problem;
 use kappa_service::position::parse_positions;
+use kappa_service::{Problem, problem_type};
 
 /// Waits until `streams` has processed every record named in `min_position`
 /// (comma-separated `topic/partition/offset`), for at most `wait`: the
@@ -47,7 +47,7 @@ pub async fn wait_for_position(
     let s = streams.clone();
     let reached = blocking(move || {
         if let Some(why) = kappa_service::position::not_written(&**s.log(), &targets)? {
-            return Err(Problem::not_found(why));
+            return Err(Problem::not_found(why).typed(&problem_type::POSITION_NOT_WRITTEN));
         }
         Ok(s.wait_for_processed(&targets, wait)?)
     })
@@ -62,6 +62,7 @@ pub async fn wait_for_position(
             ),
             1,
         )
+        .typed(&problem_type::POSITION_NOT_REACHED)
         .with("min_position", min_position))
     }
 }
@@ -149,7 +150,7 @@ pub(crate) fn described(v: &View) -> Value {
     json!({
         "name": v.name(),
         "store": v.store.name(),
-        "kind": format!("{:?}", v.kind).to_lowercase(),
+        "kind": v.kind.name(),
         "application_id": v.streams.application_id(),
         "inputs": v.streams.input_topics(),
         "partitions": v.streams.partitions(),
@@ -167,22 +168,66 @@ pub(crate) async fn get(
     Path((name, key)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let (q, view) = request::<GetQuery>(&state, &name, &uri)?;
-    if q.as_of.is_some() && view.kind != ViewKind::Versioned {
+    let q: GetQuery = query(&uri)?;
+    let read = read_key(
+        &state,
+        &name,
+        &key,
+        q.as_of,
+        q.min_position.as_deref(),
+        q.wait_ms,
+    )
+    .await?;
+    let mut body = json!({
+        "view": name,
+        "key": read.key,
+        "value": read.value,
+        "position": read.position,
+    });
+    if let Some(from) = read.valid_from {
+        body["valid_from"] = Value::from(from);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// One key's value in a view.
+pub(crate) struct KeyRead {
+    /// The key as the view writes it.
+    pub(crate) key: Value,
+    pub(crate) value: Value,
+    /// The positions the value reflects.
+    pub(crate) position: String,
+    /// Versioned views: since when the value holds.
+    pub(crate) valid_from: Option<i64>,
+}
+
+/// Reads `key` of view `name` (as of a time, for versioned views), once
+/// the view has processed `min_position`: `GET /views/{store}/{key}` and
+/// gRPC's `GetView`.
+pub(crate) async fn read_key(
+    state: &Shared,
+    name: &str,
+    key: &str,
+    as_of: Option<i64>,
+    min_position: Option<&str>,
+    wait_ms: Option<u64>,
+) -> Result<KeyRead, Problem> {
+    let view = find(state, name)?.clone();
+    if as_of.is_some() && view.kind != ViewKind::Versioned {
         // A view without history holds no value at any earlier time.
         return Err(Problem::not_found(format!(
             "view {name:?} keeps no history (it is not versioned): nothing at as_of"
         )));
     }
-    ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;
-    let k = view.encode_key(&key).map_err(Problem::bad_request)?;
+    ready_for(state, &view, min_position, wait_ms).await?;
+    let k = view.encode_key(key).map_err(Problem::bad_request)?;
     let partition = view.store.partition_of(&k);
     let key_json = view.decode_key(&k);
     // Positions first: the value read after them is at least as new.
     let position = reflected(&view, Some(partition));
     let v2 = view.clone();
     let found = blocking(move || {
-        Ok(match q.as_of {
+        Ok(match as_of {
             Some(t) => v2.store.get_as_of(&k, t)?.map(|(v, from)| (v, Some(from))),
             // A versioned store answers with its latest version.
             None if v2.kind == ViewKind::Versioned => v2
@@ -199,16 +244,12 @@ pub(crate) async fn get(
                 .with("position", position),
         );
     };
-    let mut body = json!({
-        "view": name,
-        "key": key_json,
-        "value": view.decode_value(&value),
-        "position": position,
-    });
-    if let Some(from) = valid_from {
-        body["valid_from"] = Value::from(from);
-    }
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(KeyRead {
+        key: key_json,
+        value: view.decode_value(&value),
+        position,
+        valid_from,
+    })
 }
 
 pub(crate) async fn scan(

@@ -84,6 +84,30 @@ impl Commands for HttpClient {
     }
 }
 
+/// Starts the demo service on the log in `dir` with `auth` (and `policy`).
+pub async fn start_secured(
+    dir: &Path,
+    auth: kappa_gateway::auth::Authenticator,
+    policy: Option<kappa_gateway::auth::Policy>,
+) -> Service {
+    let config = GatewayConfig {
+        auth: Some(Arc::new(auth)),
+        policy: policy.map(Arc::new),
+        ..config()
+    };
+    start_with(dir, config).await
+}
+
+/// A customer may add to and read the accounts her `accounts` claim
+/// lists, nothing else; an operator may do anything.
+pub fn customer_policy() -> kappa_gateway::auth::Policy {
+    serde_json::from_value(json!({"rules": [
+        {"roles": ["customer"], "commands": ["add"], "views": ["totals"], "keys_from_claim": "accounts"},
+        {"roles": ["operator"], "commands": ["*"], "views": ["*"], "streams": ["*"], "routes": ["/**"]}
+    ]}))
+    .expect("the policy")
+}
+
 pub async fn start_with(dir: &Path, config: GatewayConfig) -> Service {
     start_on(Arc::new(EmbeddedLog::open(dir).expect("open log")), config).await
 }
@@ -126,6 +150,9 @@ impl Service {
 
     /// Stops serving and releases the log (so the directory can be reopened).
     pub async fn stop(mut self) {
+        // As the real server does: live streams end, so the graceful
+        // shutdown does not wait for their clients.
+        self.gateway.close_live_streams();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
