@@ -14,8 +14,8 @@ use kappa_gateway::auth::{ApiKey, Authenticator, JwtKey};
 use kappa_gateway::grpc::PROBLEM_METADATA;
 use kappa_gateway::grpc::proto::gateway_client::GatewayClient;
 use kappa_gateway::grpc::proto::{
-    CommandStatus, GetCommandRequest, GetViewRequest, ListViewsRequest, Record, SendCommandRequest,
-    SendCommandResponse, StreamRequest,
+    CommandStatus, GetCommandRequest, GetViewRequest, ListViewsRequest, Record, ScanViewRequest,
+    SendCommandRequest, SendCommandResponse, StreamRequest,
 };
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -349,6 +349,43 @@ async fn views_and_idempotent_retries_answer_as_over_http() {
         over_http["key"]
     );
     assert_eq!(read.position, over_http["position"].as_str().unwrap());
+
+    // A scan paged over gRPC is the scan HTTP answers in one page.
+    for n in 1..=5 {
+        send(
+            &mut c,
+            command("add", &format!("scan-{n}"), json!({"amount": n}), true),
+        )
+        .await;
+    }
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = c
+            .scan_view(ScanViewRequest {
+                view: "totals".to_owned(),
+                prefix: Some("scan-".to_owned()),
+                after: after.take(),
+                limit: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.entries.len() <= 2);
+        for e in page.entries {
+            let key: Value = serde_json::from_str(&e.key_json).unwrap();
+            let value: Value = serde_json::from_str(&e.value_json).unwrap();
+            paged.push(json!({"key": key, "value": value}));
+        }
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let whole = http.get("/views/totals?prefix=scan-").await.unwrap().json();
+    assert_eq!(Value::from(paged), whole["entries"]);
+    assert_eq!(whole["entries"].as_array().unwrap().len(), 5);
 
     let views = c
         .list_views(ListViewsRequest {})

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use common::assert_problem;
+use kappa_gateway::grpc::proto::gateway_client::GatewayClient;
+use kappa_gateway::grpc::proto::{GetViewRequest, GetWindowsRequest};
 use kappa_gateway::load::HttpClient;
 use kappa_gateway::{Gateway, KeyFormat, Problem, ValueFormat, View, ViewKind};
 use kappa_log::{EmbeddedLog, Log, ProducerRecord, TopicSpec};
@@ -165,6 +167,44 @@ async fn versioned_windowed_and_custom_views_answer_with_positions() {
         .unwrap();
     assert_eq!(r.json()["windows"], json!([{"start": 2000, "value": 1}]));
     assert_problem(&c.get("/views/levels/s1/windows").await.unwrap(), 404);
+    // The same reads over gRPC.
+    let mut g = GatewayClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let windows = |view: &str, from_ms| GetWindowsRequest {
+        view: view.to_owned(),
+        key: "s1".to_owned(),
+        from_ms: Some(from_ms),
+        to_ms: Some(5000),
+        ..Default::default()
+    };
+    let w = g
+        .get_windows(windows("per-second", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<(i64, Value)> = w
+        .windows
+        .iter()
+        .map(|w| (w.start_ms, serde_json::from_str(&w.value_json).unwrap()))
+        .collect();
+    assert_eq!(got, [(1000, json!(2)), (2000, json!(1))]);
+    let refused = g.get_windows(windows("levels", 0)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let level = g
+        .get_view(GetViewRequest {
+            view: "levels".to_owned(),
+            key: "s1".to_owned(),
+            as_of_ms: Some(1600),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (level.value_json.as_str(), level.valid_from_ms),
+        ("7", Some(1500))
+    );
     assert_problem(&c.get("/views/per-second/s1?as_of=1").await.unwrap(), 404);
     assert_problem(
         &c.get("/views/per-second/s1/windows?from=5&to=1")

@@ -297,12 +297,12 @@ fn gateway_paths(state: &Shared) -> Map<String, Value> {
                         json!({"GetFirstEvent": {"operationRef": "#/paths/~1events~1{id}/get",
                             "description": "The first outcome event", "parameters": {"id": "$response.body#/events/0/id"}}})),
                     "400": Problem::openapi_response("Malformed JSON or parameters"),
-                    "409": Problem::openapi_response("An outcome rejected the command (sync), or the idempotency key is in use"),
+                    "409": Problem::openapi_response("An outcome rejected the command (sync), or the idempotency key is in use (type /problems/idempotency-key-in-flight)"),
                     "413": Problem::openapi_response("Body too large"),
-                    "422": Problem::openapi_response("Unknown action or schema violations (each with its JSON pointer)"),
-                    "503": Problem::openapi_response("The log cannot take writes now; retry after Retry-After"),
-                    "504": Problem::openapi_response("No outcome in time; the command stays in the log"),
-                    "507": Problem::openapi_response("The log's disk is under its free-space floor: nothing was written; retry after Retry-After")}},
+                    "422": Problem::openapi_response("Unknown action or schema violations, each with its JSON pointer (type /problems/invalid-command); or an idempotency key used for another command (type /problems/idempotency-key-reused)"),
+                    "503": Problem::openapi_response("The log cannot take writes now (type /problems/log-unavailable), or idempotent commands wait for the index (type /problems/not-ready); retry after Retry-After"),
+                    "504": Problem::openapi_response("No outcome in time; the command stays in the log (type /problems/outcome-timeout)"),
+                    "507": Problem::openapi_response("The log's disk is under its free-space floor: nothing was written; retry after Retry-After (type /problems/disk-full)")}},
             "get": {"summary": "List commands, oldest first", "parameters": paging,
                 "responses": {"200": ok("A page", page.clone()), "503": Problem::openapi_response("min_position not reached in time")}}},
         "/commands/{id}": {"get": {"summary": "A command with its status and outcome event ids",
@@ -416,22 +416,28 @@ fn add_common_answers(paths: &mut Map<String, Value>, state: &Shared) {
             if named("min_position") {
                 common.push((
                     "404",
-                    "min_position names a record nobody wrote (at or past its partition's end)",
+                    "min_position names a record nobody wrote (at or past its partition's end; type /problems/position-not-written)",
                 ));
                 common.push((
                     "503",
-                    "min_position not reached in time; retry after Retry-After",
+                    "min_position not reached in time; retry after Retry-After (type /problems/position-not-reached)",
                 ));
             }
             if guarded {
-                common.push(("401", "No valid bearer token"));
+                common.push((
+                    "401",
+                    "No valid bearer token (type /problems/unauthenticated)",
+                ));
                 if state.config.policy.is_some() {
-                    common.push(("403", "The policy does not allow this principal this"));
+                    common.push((
+                        "403",
+                        "The policy does not allow this principal this (type /problems/forbidden)",
+                    ));
                 }
                 if state.config.rate_limit.is_some() {
                     common.push((
                         "429",
-                        "Too many requests from this principal; retry after Retry-After",
+                        "Too many requests from this principal; retry after Retry-After (type /problems/rate-limited)",
                     ));
                 }
             }

@@ -9,7 +9,6 @@ use axum::response::Response;
 use kappa_log::TopicPartition;
 use kappa_streams::Streams;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{Shared, blocking, json as json_response, query};
@@ -102,16 +101,6 @@ fn find<'a>(state: &'a Shared, name: &str) -> Result<&'a View, Problem> {
         .iter()
         .find(|v| v.name() == name)
         .ok_or_else(|| Problem::not_found(format!("no view {name:?}")))
-}
-
-/// A read's query and the view it names (a bad query is refused first).
-fn request<Q: DeserializeOwned>(
-    state: &Shared,
-    name: &str,
-    uri: &axum::http::Uri,
-) -> Result<(Q, View), Problem> {
-    let q = query(uri)?;
-    Ok((q, find(state, name)?.clone()))
 }
 
 /// Applies a request's optional `min_position` and `wait_ms` to `streams`
@@ -257,21 +246,80 @@ pub(crate) async fn scan(
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let (q, view) = request::<ScanQuery>(&state, &name, &uri)?;
-    let limit = q.limit.unwrap_or(100);
+    let q: ScanQuery = query(&uri)?;
+    let page = scan_page(
+        &state,
+        &name,
+        &Scan {
+            prefix: q.prefix.as_deref(),
+            from: q.from.as_deref(),
+            to: q.to.as_deref(),
+            after: q.after.as_deref(),
+            limit: q.limit,
+        },
+        q.min_position.as_deref(),
+        q.wait_ms,
+    )
+    .await?;
+    let items: Vec<Value> = page
+        .entries
+        .into_iter()
+        .map(|(key, value)| json!({"key": key, "value": value}))
+        .collect();
+    let mut body = json!({"view": name, "entries": items, "position": page.position});
+    if let Some(next) = page.next_after {
+        body["next_after"] = next;
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// What a scan asks for: keys in key order with `prefix`, at or after
+/// `from`, before `to`, after `after` (a page's `next_after`), at most `limit`.
+pub(crate) struct Scan<'a> {
+    pub(crate) prefix: Option<&'a str>,
+    pub(crate) from: Option<&'a str>,
+    pub(crate) to: Option<&'a str>,
+    pub(crate) after: Option<&'a str>,
+    pub(crate) limit: Option<usize>,
+}
+
+/// A page of a scan: keys and values as the view writes them.
+pub(crate) struct ScanPage {
+    pub(crate) entries: Vec<(Value, Value)>,
+    /// The positions the page reflects.
+    pub(crate) position: String,
+    /// The key to pass as `after` for the next page, when there is one.
+    pub(crate) next_after: Option<Value>,
+}
+
+/// Scans view `name` once it has processed `min_position`:
+/// `GET /views/{store}` and gRPC's `ScanView`.
+pub(crate) async fn scan_page(
+    state: &Shared,
+    name: &str,
+    scan: &Scan<'_>,
+    min_position: Option<&str>,
+    wait_ms: Option<u64>,
+) -> Result<ScanPage, Problem> {
+    let view = find(state, name)?.clone();
+    let limit = scan.limit.unwrap_or(100);
     if limit == 0 || limit > state.config.page_limit_max {
         return Err(Problem::bad_request(format!(
             "limit must be 1 to {}",
             state.config.page_limit_max
         )));
     }
-    ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;
-    let enc = |t: &Option<String>| -> Result<Option<Vec<u8>>, Problem> {
-        t.as_deref()
-            .map(|s| view.encode_key(s).map_err(Problem::bad_request))
+    ready_for(state, &view, min_position, wait_ms).await?;
+    let enc = |t: Option<&str>| -> Result<Option<Vec<u8>>, Problem> {
+        t.map(|s| view.encode_key(s).map_err(Problem::bad_request))
             .transpose()
     };
-    let (prefix, from, to, after) = (enc(&q.prefix)?, enc(&q.from)?, enc(&q.to)?, enc(&q.after)?);
+    let (prefix, from, to, after) = (
+        enc(scan.prefix)?,
+        enc(scan.from)?,
+        enc(scan.to)?,
+        enc(scan.after)?,
+    );
     let position = reflected(&view, None);
     let v2 = view.clone();
     let (entries, more) = blocking(move || {
@@ -310,15 +358,17 @@ pub(crate) async fn scan(
         }
     })
     .await?;
-    let items: Vec<Value> = entries
-        .iter()
-        .map(|(k, v)| json!({"key": view.decode_key(k), "value": view.decode_value(v)}))
-        .collect();
-    let mut body = json!({"view": name, "entries": items, "position": position});
-    if more && let Some((k, _)) = entries.last() {
-        body["next_after"] = view.decode_key(k);
-    }
-    Ok(json_response(StatusCode::OK, &body))
+    let next_after = more
+        .then(|| entries.last().map(|(k, _)| view.decode_key(k)))
+        .flatten();
+    Ok(ScanPage {
+        entries: entries
+            .iter()
+            .map(|(k, v)| (view.decode_key(k), view.decode_value(v)))
+            .collect(),
+        position,
+        next_after,
+    })
 }
 
 pub(crate) async fn windows(
@@ -326,27 +376,56 @@ pub(crate) async fn windows(
     Path((name, key)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, Problem> {
-    let (q, view) = request::<WindowQuery>(&state, &name, &uri)?;
+    let q: WindowQuery = query(&uri)?;
+    let (windows, position) = read_windows(
+        &state,
+        &name,
+        &key,
+        (q.from, q.to),
+        q.min_position.as_deref(),
+        q.wait_ms,
+    )
+    .await?;
+    let items: Vec<Value> = windows
+        .into_iter()
+        .map(|(start, value)| json!({"start": start, "value": value}))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"view": name, "key": key, "windows": items, "position": position}),
+    ))
+}
+
+/// The windows (or panes) of `key` in windowed view `name` starting from
+/// `from` to `to` (inclusive, ms), once the view has processed
+/// `min_position`, with the positions they reflect:
+/// `GET /views/{store}/{key}/windows` and gRPC's `GetWindows`.
+pub(crate) async fn read_windows(
+    state: &Shared,
+    name: &str,
+    key: &str,
+    (from, to): (Option<i64>, Option<i64>),
+    min_position: Option<&str>,
+    wait_ms: Option<u64>,
+) -> Result<(Vec<(i64, Value)>, String), Problem> {
+    let view = find(state, name)?.clone();
     if view.kind != ViewKind::Windowed {
         return Err(Problem::not_found(format!(
             "view {name:?} is not windowed: it has no windows"
         )));
     }
-    ready_for(&state, &view, q.min_position.as_deref(), q.wait_ms).await?;
-    let k = view.encode_key(&key).map_err(Problem::bad_request)?;
-    let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
+    ready_for(state, &view, min_position, wait_ms).await?;
+    let k = view.encode_key(key).map_err(Problem::bad_request)?;
+    let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
     if from > to {
         return Err(Problem::bad_request("from must not be after to"));
     }
     let position = reflected(&view, Some(view.store.partition_of(&k)));
     let v2 = view.clone();
     let found = blocking(move || Ok(v2.store.fetch_windows(&k, from, to)?)).await?;
-    let items: Vec<Value> = found
+    let windows = found
         .iter()
-        .map(|(start, v)| json!({"start": start, "value": view.decode_value(v)}))
+        .map(|(start, v)| (*start, view.decode_value(v)))
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"view": name, "key": key, "windows": items, "position": position}),
-    ))
+    Ok((windows, position))
 }

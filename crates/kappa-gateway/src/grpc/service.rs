@@ -15,6 +15,7 @@ use crate::api::Shared;
 use crate::api::commands::{Submission, idempotency_key, submit, sync_timeout, validate_command};
 use crate::api::history::CommandStatus;
 use crate::api::live::{Frame, decode_cursor, follow_from, starting_cursor};
+use crate::api::views::Scan;
 use crate::auth::{Access, Principal};
 
 /// The gateway's gRPC service.
@@ -47,6 +48,23 @@ impl GatewayService {
             started.elapsed(),
         );
         result.map(Response::new).map_err(|p| status_of(&p))
+    }
+
+    /// Admits a read of `view`: one key, or a scan (`None`).
+    fn admit_view<T>(
+        &self,
+        request: &Request<T>,
+        view: &str,
+        key: Option<&str>,
+        what: &str,
+    ) -> Result<(), Problem> {
+        admit(
+            &self.state,
+            request,
+            Some(Access::View { store: view, key }),
+            what,
+        )
+        .map(drop)
     }
 
     /// A live stream of `topics` for a request the policy allows as stream `name`.
@@ -273,15 +291,7 @@ impl proto::gateway_server::Gateway for GatewayService {
         let started = Instant::now();
         let result = async {
             let r = request.get_ref();
-            admit(
-                &self.state,
-                &request,
-                Some(Access::View {
-                    store: &r.view,
-                    key: Some(&r.key),
-                }),
-                "GetView",
-            )?;
+            self.admit_view(&request, &r.view, Some(&r.key), "GetView")?;
             let read = crate::api::views::read_key(
                 &self.state,
                 &r.view,
@@ -301,6 +311,85 @@ impl proto::gateway_server::Gateway for GatewayService {
         }
         .await;
         self.answer("GetView", started, result)
+    }
+
+    async fn scan_view(
+        &self,
+        request: Request<proto::ScanViewRequest>,
+    ) -> Result<Response<proto::ScanViewResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let r = request.get_ref();
+            self.admit_view(&request, &r.view, None, "ScanView")?;
+            let scan = Scan {
+                prefix: r.prefix.as_deref(),
+                from: r.from.as_deref(),
+                to: r.to.as_deref(),
+                after: r.after.as_deref(),
+                limit: r.limit.map(|l| l as usize),
+            };
+            let page = crate::api::views::scan_page(
+                &self.state,
+                &r.view,
+                &scan,
+                r.min_position.as_deref(),
+                r.wait_ms,
+            )
+            .await?;
+            Ok(proto::ScanViewResponse {
+                view: r.view.clone(),
+                entries: page
+                    .entries
+                    .into_iter()
+                    .map(|(key, value)| proto::Entry {
+                        key_json: key.to_string(),
+                        value_json: value.to_string(),
+                    })
+                    .collect(),
+                position: page.position,
+                // As the key's text, which `after` takes.
+                next_after: page.next_after.map(|k| match k {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                }),
+            })
+        }
+        .await;
+        self.answer("ScanView", started, result)
+    }
+
+    async fn get_windows(
+        &self,
+        request: Request<proto::GetWindowsRequest>,
+    ) -> Result<Response<proto::GetWindowsResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let r = request.get_ref();
+            self.admit_view(&request, &r.view, Some(&r.key), "GetWindows")?;
+            let (windows, position) = crate::api::views::read_windows(
+                &self.state,
+                &r.view,
+                &r.key,
+                (r.from_ms, r.to_ms),
+                r.min_position.as_deref(),
+                r.wait_ms,
+            )
+            .await?;
+            Ok(proto::GetWindowsResponse {
+                view: r.view.clone(),
+                key: r.key.clone(),
+                windows: windows
+                    .into_iter()
+                    .map(|(start_ms, value)| proto::Window {
+                        start_ms,
+                        value_json: value.to_string(),
+                    })
+                    .collect(),
+                position,
+            })
+        }
+        .await;
+        self.answer("GetWindows", started, result)
     }
 
     type StreamCommandsStream = RecordStream;
