@@ -160,9 +160,9 @@ pub(crate) struct Submission {
 
 /// A command written down (or found by its idempotency key).
 pub(crate) struct Submitted {
-    /// The command's id.
-    pub(crate) id: uuid::Uuid,
-    /// The command and where it is.
+    /// The command as written (the first one, for a replay).
+    pub(crate) command: Envelope,
+    /// The command as stored, and where it is.
     pub(crate) stored: Stored,
     /// Its outcome events, when the sender waited for them.
     pub(crate) events: Option<Vec<Outcome>>,
@@ -173,8 +173,13 @@ pub(crate) struct Submitted {
 impl Submitted {
     /// Where the command can be looked up.
     pub(crate) fn location(&self) -> String {
-        format!("/commands/{}", self.id)
+        location_of(&self.command.id)
     }
+}
+
+/// Where a command can be looked up.
+fn location_of(id: &uuid::Uuid) -> String {
+    format!("/commands/{id}")
 }
 
 /// The timeout a request asks for, within the configured bounds.
@@ -372,7 +377,7 @@ pub(crate) async fn submit(
     state.metrics.command(&command.action);
     let (Some(waiter), Some(timeout)) = (waiter, timeout) else {
         return Ok(Submitted {
-            id: command.id,
+            command,
             stored,
             events: None,
             replayed: false,
@@ -380,15 +385,12 @@ pub(crate) async fn submit(
     };
     match waiter.outcome(timeout).await {
         Some(events) => Ok(Submitted {
-            id: command.id,
+            command,
             stored,
             events: Some(events),
             replayed: false,
         }),
-        None => Err((
-            "sync-timeout",
-            timed_out(&format!("/commands/{}", command.id), &stored, timeout),
-        )),
+        None => Err(("sync-timeout", timed_out(&command.id, &stored, timeout))),
     }
 }
 
@@ -429,7 +431,8 @@ fn refused_write(e: &LogError) -> (&'static str, Problem) {
     }
 }
 
-fn timed_out(location: &str, stored: &Stored, timeout: Duration) -> Problem {
+fn timed_out(id: &uuid::Uuid, stored: &Stored, timeout: Duration) -> Problem {
+    let location = location_of(id);
     Problem::new(
         StatusCode::GATEWAY_TIMEOUT,
         format!(
@@ -438,7 +441,7 @@ fn timed_out(location: &str, stored: &Stored, timeout: Duration) -> Problem {
         ),
     )
     .typed(&problem_type::OUTCOME_TIMEOUT)
-    .with("location", location)
+    .with("location", location.as_str())
     .with("position", stored.position.to_string())
 }
 
@@ -519,7 +522,7 @@ async fn replay(
     }
     let Some(timeout) = timeout else {
         return Ok(Submitted {
-            id: original.id,
+            command: original,
             stored,
             events: None,
             replayed: true,
@@ -556,15 +559,12 @@ async fn replay(
     };
     match events {
         Some(events) => Ok(Submitted {
-            id,
+            command: original,
             stored,
             events: Some(events),
             replayed: true,
         }),
-        None => Err((
-            "sync-timeout",
-            timed_out(&format!("/commands/{id}"), &stored, timeout),
-        )),
+        None => Err(("sync-timeout", timed_out(&id, &stored, timeout))),
     }
 }
 

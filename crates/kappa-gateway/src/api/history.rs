@@ -162,12 +162,16 @@ pub(crate) enum CommandStatus {
 impl CommandStatus {
     /// The status its outcome events (id, rejects) give a command.
     pub(crate) fn of(outcomes: &[(String, bool)]) -> Self {
-        if outcomes.is_empty() {
-            Self::Pending
-        } else if outcomes.iter().any(|(_, error)| *error) {
-            Self::Failed
-        } else {
-            Self::Succeeded
+        Self::from_rejections(outcomes.iter().map(|(_, error)| *error))
+    }
+
+    /// The status of a command whose outcome events say, each, whether
+    /// they reject it: pending without any.
+    pub(crate) fn from_rejections(mut rejects: impl Iterator<Item = bool>) -> Self {
+        match rejects.next() {
+            None => Self::Pending,
+            Some(first) if first || rejects.any(|r| r) => Self::Failed,
+            Some(_) => Self::Succeeded,
         }
     }
 

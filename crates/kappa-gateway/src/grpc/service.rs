@@ -140,7 +140,12 @@ fn record(json: &[u8], position: &Position) -> Result<proto::Record, Problem> {
     let e: Envelope = serde_json::from_slice(json).map_err(|e| {
         Problem::internal(format!("stored record {position} is not an envelope: {e}"))
     })?;
-    Ok(proto::Record {
+    Ok(record_of(e, position))
+}
+
+/// A command or event at `position` as a message.
+fn record_of(e: Envelope, position: &Position) -> proto::Record {
+    proto::Record {
         id: e.id.to_string(),
         action: e.action,
         data_json: e.data.to_string(),
@@ -154,7 +159,7 @@ fn record(json: &[u8], position: &Position) -> Result<proto::Record, Problem> {
         partition: position.partition,
         offset: position.offset,
         position: position.to_string(),
-    })
+    }
 }
 
 fn status_message(status: CommandStatus) -> proto::CommandStatus {
@@ -173,9 +178,12 @@ impl proto::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<proto::SendCommandResponse>, Status> {
         let started = Instant::now();
         let state = &self.state;
+        // The policy is applied by `submit`, once the action and key are known.
+        let principal = match admit(state, &request, None, "SendCommand") {
+            Ok(principal) => principal,
+            Err(refused) => return self.answer("SendCommand", started, Err(refused)),
+        };
         let result = async {
-            // The policy is applied by `submit`, once the action and key are known.
-            let principal = admit(state, &request, None, "SendCommand").map_err(|p| ("auth", p))?;
             let r = request.into_inner();
             let data = serde_json::from_str(&r.data_json).map_err(|e| {
                 (
@@ -194,19 +202,14 @@ impl proto::gateway_server::Gateway for GatewayService {
                 wait: r.wait.then(|| sync_timeout(state, r.timeout_ms)),
             };
             let submitted = submit(state, principal.as_ref(), submission).await?;
-            let command = record(&submitted.stored.json, &submitted.stored.position)
-                .map_err(|p| ("failed", p))?;
             let mut events = Vec::new();
             for (position, json) in submitted.events.iter().flatten() {
                 events.push(record(json, position).map_err(|p| ("failed", p))?);
             }
-            let status = match &submitted.events {
-                None => CommandStatus::Pending,
-                Some(_) if events.iter().any(|e| e.error) => CommandStatus::Failed,
-                Some(_) => CommandStatus::Succeeded,
-            };
+            let status = CommandStatus::from_rejections(events.iter().map(|e| e.error));
             Ok(proto::SendCommandResponse {
-                command: Some(command),
+                // From the command in hand: the stored bytes need no parsing.
+                command: Some(record_of(submitted.command, &submitted.stored.position)),
                 status: status_message(status).into(),
                 events,
                 replayed: submitted.replayed,
@@ -214,9 +217,7 @@ impl proto::gateway_server::Gateway for GatewayService {
         }
         .await
         .map_err(|(reason, problem): (&'static str, Problem)| {
-            if reason != "auth" {
-                state.metrics.rejected(reason);
-            }
+            state.metrics.rejected(reason);
             problem
         });
         self.answer("SendCommand", started, result)

@@ -139,7 +139,8 @@ impl Inner {
         // keeps the whole allocation until it is flushed.
         let mut writes: Vec<PartitionWrite> = Vec::new();
         let mut lookup: HashMap<(usize, u32), usize> = HashMap::new();
-        let mut routes: Vec<usize> = Vec::with_capacity(commit.record_count());
+        // Per record: its partition's write and its encoded length.
+        let mut routes: Vec<(usize, usize)> = Vec::with_capacity(commit.record_count());
         for (append, &t) in commit.appends.iter().zip(&topic_index) {
             let state = &topics[t];
             let mut last: Option<(u32, usize)> = None;
@@ -161,17 +162,17 @@ impl Inner {
                     }),
                 };
                 last = Some((p, w));
-                writes[w].unencoded += r.encoded_len();
-                routes.push(w);
+                let len = r.encoded_len();
+                writes[w].unencoded += len;
+                routes.push((w, len));
             }
         }
         let mut positions = Vec::with_capacity(commit.record_count());
         let records = commit.appends.iter().flat_map(|a| &a.records);
-        for (r, &w) in records.zip(&routes) {
+        for (r, &(w, len)) in records.zip(&routes) {
             let pw = &mut writes[w];
             let offset = pw.next_offset;
             pw.next_offset += 1;
-            let len = r.encoded_len();
             let needs_new = pw
                 .current
                 .as_ref()
