@@ -378,9 +378,9 @@ fn run_service(
                 }
             })
         });
-        let (waiter, stop) = (shell.clone(), stopping.clone());
+        let (waiter, stop, at) = (shell.clone(), stopping.clone(), log.clone());
         let catching_up =
-            tokio::task::spawn_blocking(move || match services::catch_up(&waiter, &stop) {
+            tokio::task::spawn_blocking(move || match services::catch_up(&*at, &waiter, &stop) {
                 Ok(Some(c)) => println!("ready: {c}"),
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "catching up failed"),
@@ -573,17 +573,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(node.serve(std::future::pending()));
         }
         // Said once the views have caught up with the log (what /ready reports).
-        let (waiter, probe) = (gateway.clone(), gateway.clone());
-        tokio::task::spawn_blocking(move || {
-            let shown = kappa_service::Progress::follow("catching up", move || probe.catch_up());
-            let ready = waiter.wait_ready(Duration::from_secs(3600));
-            drop(shown);
-            match ready {
-                Ok(true) => println!("ready"),
-                Ok(false) => tracing::warn!("not ready after an hour"),
-                Err(e) => tracing::error!(error = %e, "the views stopped"),
-            }
-        });
+        gateway.announce_ready();
         if args.demo_rate > 0 {
             let config = kappa_gateway::load::LoadConfig {
                 addr,

@@ -118,14 +118,24 @@ impl std::fmt::Display for CatchUp {
 
 /// Waits until every part of `shell` has reflected all the event topic
 /// held at some moment, and measures how long that took; `None` once
-/// `stop` is set first.
+/// `stop` is set first. A terminal shows how far the parts are through
+/// what `log` held at the start meanwhile.
 ///
 /// # Errors
 ///
 /// Log failures.
-pub fn catch_up(shell: &Shell, stop: &AtomicBool) -> Result<Option<CatchUp>, EffectsError> {
+pub fn catch_up(
+    log: &dyn Log,
+    shell: &Shell,
+    stop: &AtomicBool,
+) -> Result<Option<CatchUp>, EffectsError> {
     let before = shell.progress();
     let started = Instant::now();
+    let parts = shell.progress_parts();
+    let ends = kappa_effects::progress::ends(log, &parts)?;
+    let _shown = kappa_service::Progress::follow("catching up", move || {
+        kappa_effects::progress::through(&parts, &ends)
+    });
     // In slices, to notice `stop`; each slice aims at the end as it is then.
     while !shell.wait_caught_up(Duration::from_millis(500))? {
         if stop.load(Ordering::Acquire) {

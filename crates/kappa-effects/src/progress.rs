@@ -38,6 +38,37 @@ pub fn readings(log: &dyn Log, parts: &[Arc<dyn Progress>]) -> Result<Vec<Readin
     Ok(out)
 }
 
+/// Each part's topic's end offsets now, by partition: what
+/// [`through`] measures a catch-up against.
+///
+/// # Errors
+///
+/// Log failures.
+pub fn ends(log: &dyn Log, parts: &[Arc<dyn Progress>]) -> Result<Vec<Vec<u64>>, LogError> {
+    parts
+        .iter()
+        .map(|part| {
+            (0u32..)
+                .zip(part.committed())
+                .map(|(p, _)| Ok(log.offsets(&TopicPartition::new(part.topic(), p))?.end))
+                .collect()
+        })
+        .collect()
+}
+
+/// How far `parts` are through `ends` (from [`ends`]): records done and
+/// records in all, summed over parts and partitions, for a progress line.
+pub fn through(parts: &[Arc<dyn Progress>], ends: &[Vec<u64>]) -> (u64, u64) {
+    let (mut done, mut total) = (0, 0);
+    for (part, ends) in parts.iter().zip(ends) {
+        for (next, end) in part.committed().into_iter().zip(ends) {
+            total += end;
+            done += next.min(*end);
+        }
+    }
+    (done, total)
+}
+
 /// The topics `parts` write, each once, sorted.
 pub fn writes(parts: &[Arc<dyn Progress>]) -> Vec<String> {
     let mut out: Vec<String> = parts.iter().flat_map(|p| p.writes()).collect();

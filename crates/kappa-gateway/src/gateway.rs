@@ -251,6 +251,30 @@ impl Gateway {
         self.state.config.header_read_timeout
     }
 
+    /// Says `ready` on standard output once [`Gateway::is_ready`], drawing a
+    /// "catching up" progress line on a terminal meanwhile (see
+    /// [`kappa_service::Progress`]), from a thread of its own: what a
+    /// service binary does at start, however long its log.
+    pub fn announce_ready(self: &Arc<Self>) {
+        let (waiter, probe) = (self.clone(), self.clone());
+        let spawned = std::thread::Builder::new()
+            .name("kappa-ready".into())
+            .spawn(move || {
+                let shown =
+                    kappa_service::Progress::follow("catching up", move || probe.catch_up());
+                let ready = waiter.wait_ready(Duration::from_secs(3600));
+                drop(shown);
+                match ready {
+                    Ok(true) => println!("ready"),
+                    Ok(false) => tracing::warn!("not ready after an hour"),
+                    Err(e) => tracing::error!(error = %e, "the views stopped"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot follow the catch-up; /ready still tells");
+        }
+    }
+
     /// How far the index and the views are through the records the log
     /// held at start (what [`wait_ready`](Self::wait_ready) waits for), as
     /// (records done, records in all): for a progress line.

@@ -273,6 +273,7 @@ impl TaskStore {
 
     /// Adds the buffered writes to a commit.
     pub(crate) fn stage(&self, commit: &mut Commit) {
+        commit.metadata.reserve(self.pending.len());
         for (k, v) in &self.pending {
             let mut full = Vec::with_capacity(self.prefix.len() + k.len());
             full.extend_from_slice(&self.prefix);

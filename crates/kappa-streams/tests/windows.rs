@@ -41,23 +41,29 @@ fn in_and_out_log() -> Arc<dyn Log> {
     log
 }
 
-/// Per-key counts in 10 ms tumbling windows, each emitted once when it
-/// closes, from a persistent store so open windows outlive a restart.
-fn final_counts() -> Topology {
+/// Per-key counts in `windows` of 10 ms, each emitted once when it closes,
+/// from a persistent store so open windows outlive a restart.
+fn final_counts(windows: TimeWindows) -> Topology {
     let b = StreamsBuilder::new();
     b.stream("in", Utf8, Utf8)
         .group_by_key(Utf8)
-        .windowed_by(TimeWindows::of_size_no_grace(10 * MS))
+        .windowed_by(windows)
         .emit(Emit::Final)
         .count(Materialized::persistent("counts"))
         .to("out", WindowedSerde::new(Utf8, 10 * MS), I64);
     b.build().unwrap()
 }
 
-/// Starts `final_counts()` as application `app`, appends `records`, and
-/// closes once they are processed: one life of the application.
-fn run_final_counts(log: &Arc<dyn Log>, app: &str, records: Vec<ProducerRecord>) {
-    let streams = Streams::start(log.clone(), final_counts(), StreamsConfig::new(app)).unwrap();
+/// Starts `final_counts(windows)` as application `app`, appends `records`,
+/// and closes once they are processed: one life of the application.
+fn run_final_counts(
+    log: &Arc<dyn Log>,
+    app: &str,
+    windows: TimeWindows,
+    records: Vec<ProducerRecord>,
+) {
+    let topology = final_counts(windows);
+    let streams = Streams::start(log.clone(), topology, StreamsConfig::new(app)).unwrap();
     log.append("in", records).unwrap();
     streams.wait_for_inputs().unwrap();
     streams.close().unwrap();
@@ -178,7 +184,8 @@ fn emit_final_emits_each_window_once_when_it_closes() {
 #[test]
 fn open_windows_survive_a_restart_and_still_emit_final() {
     let log = in_and_out_log();
-    let run = |records| run_final_counts(&log, "win", records);
+    let run =
+        |records| run_final_counts(&log, "win", TimeWindows::of_size_no_grace(10 * MS), records);
     let rec = |k: &str, t: i64| {
         ProducerRecord::value("v")
             .with_key(k.to_owned())
@@ -208,6 +215,59 @@ fn open_windows_survive_a_restart_and_still_emit_final() {
     key.extend_from_slice(&0i64.to_be_bytes());
     assert_eq!(got[0].key.as_deref(), Some(&key[..]));
     assert_eq!(got[0].value.as_deref(), Some(&2i64.to_be_bytes()[..]));
+}
+
+#[test]
+fn hopping_partials_survive_a_restart_and_every_window_counts_them() {
+    let log = in_and_out_log();
+    // 10 ms windows every 5 ms: counts are kept per 5 ms pane and combined
+    // when a window closes, so a window spanning the restart needs the
+    // panes written before it.
+    let windows = TimeWindows::of_size_no_grace(10 * MS).advance_by(5 * MS);
+    let run = |records| run_final_counts(&log, "hop", windows, records);
+    let rec = |k: &str, t: i64| {
+        ProducerRecord::value("v")
+            .with_key(k.to_owned())
+            .with_timestamp(t)
+    };
+    run(vec![rec("a", 1), rec("a", 6), rec("b", 7)]);
+    // Stream time 30 closes every window ending at 30 or before.
+    run(vec![rec("a", 8), rec("c", 30)]);
+    let mut got = Vec::new();
+    log.fetch(
+        &[(kappa_log::TopicPartition::new("out", 0), 0)],
+        kappa_log::FetchLimits::default(),
+        &mut got,
+    )
+    .unwrap();
+    let got: Vec<(String, i64, i64)> = got
+        .iter()
+        .map(|r| {
+            let key = r.key.as_deref().unwrap();
+            let (name, start) = key.split_at(key.len() - 8);
+            let value = r.value.as_deref().unwrap();
+            (
+                String::from_utf8(name.to_vec()).unwrap(),
+                i64::from_be_bytes(start.try_into().unwrap()),
+                i64::from_be_bytes(value.try_into().unwrap()),
+            )
+        })
+        .collect();
+    let expected = [
+        // [-5, 5): a@1
+        ("a", -5, 1),
+        // [0, 10): a@1, a@6, a@8; b@7
+        ("a", 0, 3),
+        ("b", 0, 1),
+        // [5, 15): a@6, a@8; b@7
+        ("a", 5, 2),
+        ("b", 5, 1),
+    ];
+    let expected: Vec<(String, i64, i64)> = expected
+        .iter()
+        .map(|(k, s, n)| ((*k).to_owned(), *s, *n))
+        .collect();
+    assert_eq!(got, expected);
 }
 
 #[test]
@@ -343,7 +403,8 @@ mod panes {
 #[test]
 fn stream_time_survives_a_restart_so_closed_windows_stay_closed() {
     let log = in_and_out_log();
-    let run = |records| run_final_counts(&log, "st", records);
+    let tumbling = TimeWindows::of_size_no_grace(10 * MS);
+    let run = |records| run_final_counts(&log, "st", tumbling, records);
     let rec = |t: i64| ProducerRecord::value("v").with_key("a").with_timestamp(t);
     run(vec![rec(5), rec(30)]);
     let out = kappa_log::TopicPartition::new("out", 0);

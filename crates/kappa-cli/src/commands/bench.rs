@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use kappa_log::{
@@ -121,15 +121,7 @@ fn bench_log(args: &LogBenchArgs) -> anyhow::Result<()> {
     {
         bail!("--batch times a value size must be at most {BATCH_PAYLOAD_BYTES_MAX} bytes");
     }
-    let scratch = match &args.dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("kappa-bench-")
-            .tempdir_in(d),
-        None => tempfile::Builder::new()
-            .prefix("kappa-bench-")
-            .tempdir_in("."),
-    }
-    .context("making the scratch directory")?;
+    let scratch = super::bench_scratch(args.dir.as_deref().unwrap_or(std::path::Path::new(".")))?;
     let mut report = Report {
         benchmark: "log",
         durability: args.durability.to_string(),

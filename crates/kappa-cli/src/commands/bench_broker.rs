@@ -121,11 +121,7 @@ pub fn run(args: &BrokerBenchArgs) -> anyhow::Result<()> {
     if args.latency_rate == 0 || args.latency_rate > 1_000_000 {
         bail!("--latency-rate must be within 1..=1000000");
     }
-    let scratch = match &args.dir {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("making a scratch directory")?;
+    let scratch = super::bench_scratch(&args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
     // Started once each; every round writes a topic of its own.
     let kafkas = if args.kafka {
         let flushed = ApacheKafka::start_with("log.flush.interval.messages=1")?;

@@ -244,11 +244,7 @@ pub fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
     if args.rounds == 0 {
         bail!("--rounds must be positive");
     }
-    let scratch = match &args.dir {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("making a scratch directory")?;
+    let scratch = super::bench_scratch(&args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
     let mut rounds = Vec::with_capacity(args.rounds);
     for n in 0..args.rounds {
         let r = round(args, scratch.path(), n)?;

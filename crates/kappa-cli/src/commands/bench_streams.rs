@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use kappa_log::{
     Commit, Durability, EmbeddedLog, EmbeddedOptions, FetchLimits, Log, ProducerRecord,
@@ -134,10 +134,7 @@ pub fn run(args: &StreamsBenchArgs) -> anyhow::Result<()> {
     if args.records == 0 || args.rounds == 0 {
         bail!("--records and --rounds must be positive");
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("kappa-bench-")
-        .tempdir_in(args.dir.clone().unwrap_or_else(|| ".".into()))
-        .context("making the scratch directory")?;
+    let scratch = super::bench_scratch(args.dir.as_deref().unwrap_or(std::path::Path::new(".")))?;
     let mut report = Report {
         benchmark: "streams",
         durability: args.durability.to_string(),

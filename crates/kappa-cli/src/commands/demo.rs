@@ -77,6 +77,7 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", args.http))?;
         let addr = listener.local_addr()?;
         println!("listening on http://{addr} (API documentation at http://{addr}/docs)");
+        gateway.announce_ready();
         gateway
             .clone()
             .serve_until_interrupted(listener)

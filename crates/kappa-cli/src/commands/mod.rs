@@ -34,6 +34,20 @@ pub fn progress(message: &'static str) -> ProgressBar {
     bar
 }
 
+/// A fresh scratch directory for a benchmark inside `dir`, removed when
+/// dropped; `dir` is made first if missing, as a user naming a new place
+/// expects.
+pub fn bench_scratch(dir: &std::path::Path) -> anyhow::Result<tempfile::TempDir> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix("kappa-bench-")
+                .tempdir_in(dir)
+        })
+        .with_context(|| format!("making a scratch directory in {}", dir.display()))
+}
+
 /// Prints a benchmark's `report` as one JSON line, after the human-readable
 /// `table` unless `json_only`: scripts read the JSON from the last line
 /// either way.

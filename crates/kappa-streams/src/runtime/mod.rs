@@ -510,8 +510,20 @@ impl Worker {
             .map(|t| (t.partition, Commit::new()))
             .collect();
         for (task, (_, commit)) in self.tasks.iter_mut().zip(&mut commits) {
-            for (topic, record) in task.ctx.outputs.drain(..) {
-                commit.append(&topic, record);
+            // Each run of outputs to one topic goes in at once, so the
+            // commit's record list is sized once instead of grown by doubling.
+            let outputs = &mut task.ctx.outputs;
+            let mut runs: Vec<(Arc<str>, usize)> = Vec::new();
+            for (topic, _) in outputs.iter() {
+                match runs.last_mut() {
+                    Some((t, n)) if t == topic => *n += 1,
+                    _ => runs.push((topic.clone(), 1)),
+                }
+            }
+            let mut drained = outputs.drain(..);
+            for (topic, n) in runs {
+                let run = drained.by_ref().take(n).map(|(_, record)| record);
+                commit.append_all(&topic, None, run);
             }
             for store in &task.ctx.stores {
                 store.stage(commit);

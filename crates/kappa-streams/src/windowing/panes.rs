@@ -4,11 +4,18 @@
 //! (`end + grace <= stream time`), its panes are combined and the result is
 //! emitted once; panes no later window needs are dropped.
 //!
+//! The partials live in memory beside the store, which stays their durable
+//! copy (read back on a task's first record after a start): a closing
+//! window combines each pane once per window it belongs to (`size /
+//! advance` times), and reading them from the store each time cost more
+//! than everything else the node does. The memory is of the order of the
+//! pane index kept before (one key and one pane start per partial).
+//!
 //! The start of the last emitted window is stored too (under a key shorter
 //! than any pane entry), so a restart neither repeats nor skips a window.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -17,34 +24,58 @@ use super::{Combine, Fold, Placed, Step, TimeWindows, Window, WindowAssigner};
 use crate::context::TaskContext;
 use crate::error::StreamsError;
 use crate::node::Data;
+use crate::serde::Serde;
 
 /// Store key of the last emitted window start; 7 bytes, so never a pane entry (≥ 8).
 const LAST_CLOSED_KEY: &[u8] = b"!closed";
 
-/// One partial aggregate per (pane, key), and the panes and the last
-/// emitted window in memory.
+/// One partial aggregate per (pane, key), in memory and in the store, and
+/// the last emitted window.
 pub(crate) struct Panes<A, F> {
     windows: TimeWindows,
     pane_ms: i64,
     f: Arc<F>,
     combine: Combine<A>,
-    /// Panes held, by (pane start, key bytes).
-    panes: BTreeSet<(i64, Bytes)>,
+    agg_serde: Arc<dyn Serde<A>>,
+    /// Each key's partials by pane start, earliest first; keys in order,
+    /// so a window's results come out in key order. Behind a mutex only so
+    /// the assigner is `Sync` for any `A`: a task reaches it through
+    /// `get_mut`, which never locks.
+    keys: Mutex<BTreeMap<Bytes, VecDeque<(i64, A)>>>,
+    /// How many keys hold a partial of each pane: the first is the earliest pane held.
+    pane_keys: BTreeMap<i64, usize>,
     last_closed: Option<i64>,
+}
+
+/// One key fewer holds a partial of `pane`.
+fn forget(pane_keys: &mut BTreeMap<i64, usize>, pane: i64) {
+    if let std::collections::btree_map::Entry::Occupied(mut held) = pane_keys.entry(pane) {
+        *held.get_mut() -= 1;
+        if *held.get() == 0 {
+            held.remove();
+        }
+    }
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-impl<A, F> Panes<A, F> {
-    pub(crate) fn new(windows: TimeWindows, f: Arc<F>, combine: Combine<A>) -> Self {
+impl<A: Data, F> Panes<A, F> {
+    pub(crate) fn new(
+        windows: TimeWindows,
+        f: Arc<F>,
+        combine: Combine<A>,
+        agg_serde: Arc<dyn Serde<A>>,
+    ) -> Self {
         Self {
             windows,
             pane_ms: gcd(windows.size_ms, windows.advance_ms).max(1),
             f,
             combine,
-            panes: BTreeSet::new(),
+            agg_serde,
+            keys: Mutex::new(BTreeMap::new()),
+            pane_keys: BTreeMap::new(),
             last_closed: None,
         }
     }
@@ -55,32 +86,44 @@ impl<A, F> Panes<A, F> {
         ctx.store_put(store, Bytes::from_static(LAST_CLOSED_KEY), Some(start));
     }
 
-    /// Combines a key's panes of one window.
-    fn total<K: 'static>(
-        &self,
-        at: &mut Step<'_, K, A>,
-        key_bytes: &[u8],
-        panes: Vec<i64>,
-    ) -> Result<Option<A>, StreamsError>
-    where
-        A: 'static,
-    {
-        let mut total: Option<A> = None;
-        for pane in panes {
-            if let Some(part) = at.get(&entry_key(pane, key_bytes))? {
-                total = Some(match total {
-                    Some(t) => (self.combine)(t, part),
-                    None => part,
-                });
+    /// Keeps `agg` as `key`'s partial of `pane`.
+    fn hold(&mut self, key: Bytes, pane: i64, agg: A) {
+        let keys = self.keys.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let partials = keys.entry(key).or_default();
+        // Records mostly come in time order: the pane is the last one or new.
+        let at = partials.partition_point(|(p, _)| *p < pane);
+        match partials.get_mut(at) {
+            Some((p, a)) if *p == pane => *a = agg,
+            _ => {
+                partials.insert(at, (pane, agg));
+                *self.pane_keys.entry(pane).or_default() += 1;
             }
         }
-        Ok(total)
+    }
+
+    /// Takes `key`'s partial of `pane` out, to fold a record into it.
+    fn take(&mut self, key: &[u8], pane: i64) -> Option<A> {
+        let keys = self.keys.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let partials = keys.get_mut(key)?;
+        let at = partials.partition_point(|(p, _)| *p < pane);
+        match partials.get(at) {
+            Some((p, _)) if *p == pane => {
+                forget(&mut self.pane_keys, pane);
+                partials.remove(at).map(|(_, a)| a)
+            }
+            _ => None,
+        }
     }
 }
 
 impl<K: Data, V: Data, A: Data, F: Fold<K, V, A>> WindowAssigner<K, V, A> for Panes<A, F> {
     fn fresh(&self) -> Self {
-        Self::new(self.windows, self.f.clone(), self.combine.clone())
+        Self::new(
+            self.windows,
+            self.f.clone(),
+            self.combine.clone(),
+            self.agg_serde.clone(),
+        )
     }
 
     fn load(&mut self, ctx: &mut TaskContext, store: usize) -> Result<(), StreamsError> {
@@ -91,8 +134,9 @@ impl<K: Data, V: Data, A: Data, F: Fold<K, V, A>> WindowAssigner<K, V, A> for Pa
                     detail: "the last closed window record is not 8 bytes".to_owned(),
                 })?;
                 self.last_closed = Some(i64::from_be_bytes(b));
-            } else if let Some(entry) = split_entry_key(&k) {
-                self.panes.insert(entry);
+            } else if let Some((pane, key)) = split_entry_key(&k) {
+                let agg = ctx.decode_stored(store, &*self.agg_serde, &v)?;
+                self.hold(key, pane, agg);
             }
         }
         Ok(())
@@ -111,10 +155,10 @@ impl<K: Data, V: Data, A: Data, F: Fold<K, V, A>> WindowAssigner<K, V, A> for Pa
         }
         let pane = t - t.rem_euclid(self.pane_ms);
         let key_bytes = at.key_bytes(key)?;
-        let entry = entry_key(pane, &key_bytes);
-        let current = at.get(&entry)?;
-        at.put(entry, &(self.f)(key, value, current))?;
-        self.panes.insert((pane, key_bytes));
+        let current = self.take(&key_bytes, pane);
+        let next = (self.f)(key, value, current);
+        at.put(entry_key(pane, &key_bytes), &next)?;
+        self.hold(key_bytes, pane, next);
         Ok(Placed::InWindow)
     }
 
@@ -125,7 +169,7 @@ impl<K: Data, V: Data, A: Data, F: Fold<K, V, A>> WindowAssigner<K, V, A> for Pa
         let close_limit = at
             .stream_time
             .saturating_sub(w.size_ms.saturating_add(at.grace_ms));
-        while let Some(&(earliest, _)) = self.panes.first() {
+        while let Some((&earliest, _)) = self.pane_keys.first_key_value() {
             // The next window to emit: after the last emitted one, and no
             // earlier than the first window that holds the earliest pane.
             // Window [s, s + size) holds the pane iff earliest - size < s <= earliest.
@@ -138,25 +182,30 @@ impl<K: Data, V: Data, A: Data, F: Fold<K, V, A>> WindowAssigner<K, V, A> for Pa
                 break;
             }
             let end = start + w.size_ms;
-            // Group this window's panes by key, in key order for a deterministic output.
-            let mut by_key: BTreeMap<Bytes, Vec<i64>> = BTreeMap::new();
-            for (pane, key) in self.panes.range((start, Bytes::new())..(end, Bytes::new())) {
-                by_key.entry(key.clone()).or_default().push(*pane);
-            }
-            for (key_bytes, pane_starts) in by_key {
-                let total = self.total(at, &key_bytes, pane_starts)?;
-                at.closed.push((key_bytes, Window { start, end }, total));
-            }
-            self.set_last_closed(at.ctx, at.store, start);
             // Panes before the next window's start belong to no open window.
             let next_start = start.saturating_add(w.advance_ms);
-            while let Some((pane, key)) = self.panes.first().cloned() {
-                if pane >= next_start {
-                    break;
+            let pane_keys = &mut self.pane_keys;
+            let keys = self.keys.get_mut().unwrap_or_else(PoisonError::into_inner);
+            keys.retain(|key, partials| {
+                // No partial is older than `start`: the last window emitted
+                // dropped those, and a record never lands before it.
+                let mut total: Option<A> = None;
+                for (_, part) in partials.iter().take_while(|(p, _)| *p < end) {
+                    total = Some(match total {
+                        Some(t) => (self.combine)(t, part.clone()),
+                        None => part.clone(),
+                    });
                 }
-                self.panes.pop_first();
-                at.delete(entry_key(pane, &key));
-            }
+                if total.is_some() {
+                    at.closed.push((key.clone(), Window { start, end }, total));
+                }
+                while let Some((pane, _)) = partials.pop_front_if(|(p, _)| *p < next_start) {
+                    at.delete(entry_key(pane, key));
+                    forget(pane_keys, pane);
+                }
+                !partials.is_empty()
+            });
+            self.set_last_closed(at.ctx, at.store, start);
         }
         // Windows that closed without data are closed too: a late record
         // must not reopen them through a pane they share with open windows.

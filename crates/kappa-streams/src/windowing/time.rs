@@ -175,7 +175,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
             // Panes pay off when results are final: emitting on every
             // update would recombine every overlapping window per record.
             Some(combine) if self.emit == Emit::Final && w.advance_ms < w.size_ms => {
-                let panes = super::panes::Panes::new(w, f, combine);
+                let panes = super::panes::Panes::new(w, f, combine, agg_serde.clone());
                 self.aggregate_with(kind, store, agg_serde, panes, w.grace_ms, invalid)
             }
             _ => {
