@@ -144,6 +144,10 @@ struct ServeArgs {
     /// How often the processor commits (the floor of a sync command's latency).
     #[arg(long, default_value_t = 2)]
     commit_interval_ms: u64,
+    /// Worker threads of the processor (its tasks, one per command
+    /// partition, are spread over them); default: one per core.
+    #[arg(long, default_value_t = card_limits::service::default_threads())]
+    processor_threads: usize,
     /// Deliver each limit-threshold-reached to this webhook (POST, JSON, Idempotency-Key).
     #[arg(long, env = "CARD_LIMITS_NOTIFY_URL")]
     notify_url: Option<kappa_effects::reqwest::Url>,
@@ -227,6 +231,10 @@ struct LoadArgs {
     /// because a shared machine is noisy.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Worker threads of the processor under --direct, as `serve
+    /// --processor-threads`; default: one per core.
+    #[arg(long, default_value_t = card_limits::service::default_threads())]
+    processor_threads: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -381,7 +389,11 @@ fn run_service(
         let (waiter, stop, at) = (shell.clone(), stopping.clone(), log.clone());
         let catching_up =
             tokio::task::spawn_blocking(move || match services::catch_up(&*at, &waiter, &stop) {
-                Ok(Some(c)) => println!("ready: {c}"),
+                Ok(Some(c)) => {
+                    // A reader that stopped listening is no failure.
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stdout().lock(), "ready: {c}");
+                }
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "catching up failed"),
             });
@@ -425,6 +437,10 @@ fn run_service(
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.processor_threads > 0,
+        "--processor-threads must be positive"
+    );
     let mut config = GatewayConfig {
         title: "Card spending limits".to_owned(),
         ..GatewayConfig::default()
@@ -552,19 +568,17 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         events_topic: config.event_topics[0].clone(),
     };
     let shell = card_limits::shell::Shell::start(&log, &shell_config, runtime.handle().clone())?;
-    let service = card_limits::service::start_scaled(
-        log,
-        config,
-        Duration::from_millis(args.commit_interval_ms),
-        scale_out,
-        |b| {
-            let b = shell.register(b);
-            match &node_metrics {
-                Some(m) => b.metrics(m.clone()),
-                None => b,
-            }
-        },
-    )?;
+    let processing = card_limits::service::Processing {
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
+        threads: args.processor_threads,
+    };
+    let service = card_limits::service::start_scaled(log, config, processing, scale_out, |b| {
+        let b = shell.register(b);
+        match &node_metrics {
+            Some(m) => b.metrics(m.clone()),
+            None => b,
+        }
+    })?;
     let gateway = Arc::new(service.gateway);
     runtime.block_on(async {
         println!("card-limits listening on {scheme}://{addr} (API documentation at {scheme}://{addr}/docs, cards at {scheme}://{addr}/cards/card-1)");
@@ -647,6 +661,10 @@ fn load(args: &LoadArgs) -> anyhow::Result<()> {
 /// log first, then the processor is timed until it has committed them all.
 fn direct(args: &LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rounds > 0, "--rounds must be positive");
+    anyhow::ensure!(
+        args.processor_threads > 0,
+        "--processor-threads must be positive"
+    );
     let mut rates = Vec::with_capacity(args.rounds);
     let mut processed = 0;
     for _ in 0..args.rounds {
@@ -661,13 +679,14 @@ fn direct(args: &LoadArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"commands": processed, "cards": args.cards, "rounds": args.rounds,
-                "per_s": rate, "rounds_per_s": rates, "target_per_s": 200_000, "ratio_to_target": rate / 200_000.0})
+                "processor_threads": args.processor_threads, "per_s": rate, "rounds_per_s": rates, "target_per_s": 200_000, "ratio_to_target": rate / 200_000.0})
         );
     } else {
         let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "direct: {processed} commands over {} cards, median of {} rounds {rate:.0}/s ({}/s; target 200000/s, ratio {:.2})",
+            "direct: {processed} commands over {} cards, {} processor threads, median of {} rounds {rate:.0}/s ({}/s; target 200000/s, ratio {:.2})",
             args.cards,
+            args.processor_threads,
             args.rounds,
             each.join(", "),
             rate / 200_000.0
@@ -703,11 +722,14 @@ fn direct_round(args: &LoadArgs) -> anyhow::Result<(u64, Duration)> {
         n = end;
     }
     let started = Instant::now();
-    let streams = card_limits::processor::start(
+    let mut sc = kappa_streams::StreamsConfig::new(card_limits::processor::APPLICATION_ID);
+    sc.commit_interval = Duration::from_millis(100);
+    sc.num_threads = args.processor_threads;
+    let streams = card_limits::processor::start_configured(
         log.clone(),
         &config.commands_topic,
         &config.event_topics[0],
-        Duration::from_millis(100),
+        sc,
     )?;
     let (probe, total) = (streams.clone(), args.commands);
     let shown = kappa_service::Progress::follow("processing", move || {

@@ -97,7 +97,26 @@ pub fn start_with(
     commit_interval: Duration,
     extend: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
 ) -> Result<Service, GatewayError> {
-    start_scaled(log, config, commit_interval, None, extend)
+    let processing = Processing {
+        commit_interval,
+        threads: 1,
+    };
+    start_scaled(log, config, processing, None, extend)
+}
+
+/// How the processor runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Processing {
+    /// How often it commits (the floor of a sync command's latency).
+    pub commit_interval: Duration,
+    /// Worker threads its tasks (one per command partition) are spread over.
+    pub threads: usize,
+}
+
+/// Worker threads for the processor when none are named: one per core the
+/// process may use, since one thread is what bounds a busy service.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// How one of several instances sharing the processor's work runs.
@@ -121,12 +140,13 @@ pub struct ScaleOut {
 pub fn start_scaled(
     log: Arc<dyn Log>,
     mut config: GatewayConfig,
-    commit_interval: Duration,
+    processing: Processing,
     scale_out: Option<ScaleOut>,
     extend: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
 ) -> Result<Service, GatewayError> {
     let mut streams_config = StreamsConfig::new(processor::APPLICATION_ID);
-    streams_config.commit_interval = commit_interval;
+    streams_config.commit_interval = processing.commit_interval;
+    streams_config.num_threads = processing.threads.max(1);
     if let Some(s) = &scale_out {
         streams_config.assignment = Assignment::Group;
         streams_config.application_server = Some(s.advertised_url.clone());

@@ -265,7 +265,12 @@ impl Gateway {
                 let ready = waiter.wait_ready(Duration::from_secs(3600));
                 drop(shown);
                 match ready {
-                    Ok(true) => println!("ready"),
+                    // Not println!: whoever started the service may have
+                    // stopped reading its output, and that is no failure.
+                    Ok(true) => {
+                        use std::io::Write;
+                        let _ = writeln!(std::io::stdout().lock(), "ready");
+                    }
                     Ok(false) => tracing::warn!("not ready after an hour"),
                     Err(e) => tracing::error!(error = %e, "the views stopped"),
                 }
