@@ -2,7 +2,9 @@
 //! Apache Kafka side by side: topics grow (CreatePartitions), topic configs
 //! change (IncrementalAlterConfigs, AlterConfigs) and take effect, groups
 //! and their offsets are deleted (DeleteGroups, OffsetDelete) under
-//! Kafka's rules. librdkafka sends what it can; the rest is sent with
+//! Kafka's rules, groups are listed and described with their members'
+//! assignments (ListGroups, DescribeGroups), topics are deleted and made
+//! again (DeleteTopics), and acks=0 producers are served. librdkafka sends what it can; the rest is sent with
 //! kafka-protocol's encoder (`node::send_request`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
@@ -483,9 +485,267 @@ fn offsets_go_only_for_topics_the_group_does_not_consume(broker: &mut dyn Cluste
     assert_eq!(committed(broker, "picky", "consumed"), None);
 }
 
+/// The topic partitions of a member's assignment as a consumer group
+/// carries it (ConsumerProtocolAssignment): version, then each topic's
+/// name and partitions; user data after that is not read.
+fn assigned_partitions(bytes: &[u8]) -> Vec<(String, i32)> {
+    fn take<const N: usize>(b: &mut &[u8]) -> [u8; N] {
+        let (head, rest) = b.split_at(N);
+        *b = rest;
+        head.try_into().unwrap()
+    }
+    let mut b = bytes;
+    let _version = i16::from_be_bytes(take(&mut b));
+    let mut out = Vec::new();
+    for _ in 0..i32::from_be_bytes(take(&mut b)) {
+        let len = i16::from_be_bytes(take(&mut b)) as usize;
+        let (name, rest) = b.split_at(len);
+        b = rest;
+        let name = String::from_utf8(name.to_vec()).unwrap();
+        for _ in 0..i32::from_be_bytes(take(&mut b)) {
+            out.push((name.clone(), i32::from_be_bytes(take(&mut b))));
+        }
+    }
+    out
+}
+
+/// `group` as ListGroups and DescribeGroups show it: its state, protocol
+/// type, protocol, and each member's client id and assigned partitions.
+type Described = (String, String, String, Vec<(String, Vec<(String, i32)>)>);
+
+fn describe_group(consumer: &BaseConsumer, group: &str) -> Described {
+    let list = consumer.fetch_group_list(Some(group), WAIT).unwrap();
+    let [g] = list.groups() else {
+        panic!("one group named {group}: {} found", list.groups().len());
+    };
+    let mut members: Vec<(String, Vec<(String, i32)>)> = g
+        .members()
+        .iter()
+        .map(|m| {
+            let mut parts = assigned_partitions(m.assignment().unwrap_or_default());
+            parts.sort();
+            (m.client_id().to_owned(), parts)
+        })
+        .collect();
+    members.sort();
+    (
+        g.state().to_owned(),
+        g.protocol_type().to_owned(),
+        g.protocol().to_owned(),
+        members,
+    )
+}
+
+/// Polls each of `members` until every one holds an assignment of its own.
+fn settle(members: &[&BaseConsumer]) {
+    let deadline = Instant::now() + WAIT;
+    while members.iter().any(|c| c.assignment().unwrap().count() == 0) {
+        assert!(Instant::now() < deadline, "every member assigned in time");
+        for c in members {
+            if let Some(m) = c.poll(Duration::from_millis(50)) {
+                m.unwrap();
+            }
+        }
+    }
+}
+
+fn groups_are_listed_and_described_with_their_members(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "shared", 2);
+    let named = |id: &str| {
+        let consumer: BaseConsumer = broker
+            .client()
+            .set("group.id", "pair")
+            .set("client.id", id)
+            .set("enable.auto.commit", "false")
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", "10000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["shared"]).unwrap();
+        consumer
+    };
+    let (first, second) = (named("first"), named("second"));
+    settle(&[&first, &second]);
+    // A rebalance may still be finishing: wait until both hold one partition each.
+    let deadline = Instant::now() + WAIT;
+    let described = loop {
+        let d = describe_group(&first, "pair");
+        if d.0 == "Stable" && d.3.iter().all(|(_, parts)| parts.len() == 1) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "a stable group in time: {d:?}");
+        for c in [&first, &second] {
+            if let Some(m) = c.poll(Duration::from_millis(50)) {
+                m.unwrap();
+            }
+        }
+    };
+    assert_eq!(described.1, "consumer");
+    assert_eq!(described.2, "range");
+    let clients: Vec<&str> = described.3.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(clients, ["first", "second"]);
+    let mut all: Vec<(String, i32)> = described.3.iter().flat_map(|(_, p)| p.clone()).collect();
+    all.sort();
+    assert_eq!(all, [("shared".to_owned(), 0), ("shared".to_owned(), 1)]);
+
+    let listed = first.fetch_group_list(None, WAIT).unwrap();
+    assert!(
+        listed.groups().iter().any(|g| g.name() == "pair"),
+        "ListGroups names the group"
+    );
+
+    drop(second);
+    drop(first);
+    let observer: BaseConsumer = broker.client().create().unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let d = describe_group(&observer, "pair");
+        if d.0 == "Empty" {
+            assert!(d.3.is_empty(), "no members once both left: {d:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "an empty group in time: {d:?}");
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+/// The topic's partitions as Metadata shows them, or its error.
+fn topic_metadata(broker: &dyn Cluster, topic: &str) -> Result<usize, RDKafkaErrorCode> {
+    let consumer: BaseConsumer = broker.client().create().unwrap();
+    let md = consumer.fetch_metadata(Some(topic), WAIT).unwrap();
+    let t = &md.topics()[0];
+    match t.error() {
+        Some(e) => Err(e.into()),
+        None => Ok(t.partitions().len()),
+    }
+}
+
+fn a_deleted_topic_is_gone_and_its_name_can_be_used_again(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "doomed", 2);
+    produce_keyed(broker, "doomed", &["a".into(), "b".into(), "c".into()]);
+    let admin = admin(broker);
+    let deleted = rt
+        .block_on(admin.delete_topics(&["doomed", "never-made"], &options()))
+        .unwrap();
+    assert_eq!(deleted[0], Ok("doomed".to_owned()));
+    assert_eq!(
+        deleted[1],
+        Err((
+            "never-made".to_owned(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))
+    );
+    // Apache Kafka finishes a deletion after answering it.
+    let deadline = Instant::now() + WAIT;
+    while topic_metadata(broker, "doomed") != Err(RDKafkaErrorCode::UnknownTopicOrPartition) {
+        assert!(
+            Instant::now() < deadline,
+            "the topic gone from Metadata in time"
+        );
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    // Made again, it starts empty with the partitions it is made with.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let made = rt
+            .block_on(admin.create_topics(
+                &[rdkafka::admin::NewTopic::new(
+                    "doomed",
+                    1,
+                    rdkafka::admin::TopicReplication::Fixed(1),
+                )],
+                &options(),
+            ))
+            .unwrap();
+        match &made[0] {
+            Ok(_) => break,
+            // Kafka refuses the name while the old topic is still being removed.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if Instant::now() < deadline => {
+                std::thread::park_timeout(Duration::from_millis(200));
+            }
+            Err(e) => panic!("making the topic again: {e:?}"),
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while topic_metadata(broker, "doomed") != Ok(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the new topic in Metadata in time"
+        );
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    // A new topic on Kafka answers once its leader is elected.
+    let consumer: BaseConsumer = broker.client().create().unwrap();
+    let deadline = Instant::now() + WAIT;
+    let marks = loop {
+        match consumer.fetch_watermarks("doomed", 0, WAIT) {
+            Ok(marks) => break marks,
+            Err(_) if Instant::now() < deadline => {
+                std::thread::park_timeout(Duration::from_millis(200));
+            }
+            Err(e) => panic!("the new topic's offsets: {e}"),
+        }
+    };
+    assert_eq!(marks, (0, 0), "the topic made again holds nothing");
+}
+
+fn records_sent_with_acks_zero_arrive_in_order(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "unacknowledged", 1);
+    let producer: rdkafka::producer::BaseProducer = broker
+        .client()
+        .set("acks", "0")
+        .set("enable.idempotence", "false")
+        .create()
+        .unwrap();
+    for i in 0..100 {
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::<(), str>::to("unacknowledged")
+                    .partition(0)
+                    .payload(&format!("record-{i}")),
+            )
+            .unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, WAIT).unwrap();
+    let consumer: BaseConsumer = broker
+        .client()
+        .set("group.id", "acks-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("unacknowledged", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 100 records read in time",
+            got.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            got.push((
+                m.offset(),
+                String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+            ));
+        }
+    }
+    let expected: Vec<(i64, String)> = (0..100).map(|i| (i, format!("record-{i}"))).collect();
+    assert_eq!(got, expected);
+}
+
 on_both!(
     a_topic_grows_and_keys_written_afterwards_follow_the_new_count,
     altered_topic_configs_are_described_and_enforced,
     a_group_goes_with_its_offsets_once_its_members_have_left,
     offsets_go_only_for_topics_the_group_does_not_consume,
+    groups_are_listed_and_described_with_their_members,
+    a_deleted_topic_is_gone_and_its_name_can_be_used_again,
+    records_sent_with_acks_zero_arrive_in_order,
 );

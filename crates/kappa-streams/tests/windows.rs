@@ -69,6 +69,25 @@ fn run_final_counts(
     streams.close().unwrap();
 }
 
+/// A record of `key` at time `t`.
+fn rec(key: &str, t: i64) -> ProducerRecord {
+    ProducerRecord::value("v")
+        .with_key(key.to_owned())
+        .with_timestamp(t)
+}
+
+/// Everything in `out`, partition 0.
+fn written_out(log: &Arc<dyn Log>) -> Vec<kappa_log::Record> {
+    let mut got = Vec::new();
+    log.fetch(
+        &[(kappa_log::TopicPartition::new("out", 0), 0)],
+        kappa_log::FetchLimits::default(),
+        &mut got,
+    )
+    .unwrap();
+    got
+}
+
 fn pipe(d: &mut TopologyTestDriver, key: &str, ts: i64) {
     d.pipe("in", &Utf8, &key.to_owned(), &Utf8, &"v".to_owned(), ts)
         .unwrap();
@@ -186,11 +205,6 @@ fn open_windows_survive_a_restart_and_still_emit_final() {
     let log = in_and_out_log();
     let run =
         |records| run_final_counts(&log, "win", TimeWindows::of_size_no_grace(10 * MS), records);
-    let rec = |k: &str, t: i64| {
-        ProducerRecord::value("v")
-            .with_key(k.to_owned())
-            .with_timestamp(t)
-    };
     run(vec![rec("a", 1), rec("a", 4)]);
     assert_eq!(
         log.offsets(&kappa_log::TopicPartition::new("out", 0))
@@ -199,13 +213,7 @@ fn open_windows_survive_a_restart_and_still_emit_final() {
         0
     );
     run(vec![rec("b", 12)]);
-    let mut got = Vec::new();
-    log.fetch(
-        &[(kappa_log::TopicPartition::new("out", 0), 0)],
-        kappa_log::FetchLimits::default(),
-        &mut got,
-    )
-    .unwrap();
+    let got = written_out(&log);
     assert_eq!(
         got.len(),
         1,
@@ -225,21 +233,10 @@ fn hopping_partials_survive_a_restart_and_every_window_counts_them() {
     // panes written before it.
     let windows = TimeWindows::of_size_no_grace(10 * MS).advance_by(5 * MS);
     let run = |records| run_final_counts(&log, "hop", windows, records);
-    let rec = |k: &str, t: i64| {
-        ProducerRecord::value("v")
-            .with_key(k.to_owned())
-            .with_timestamp(t)
-    };
     run(vec![rec("a", 1), rec("a", 6), rec("b", 7)]);
     // Stream time 30 closes every window ending at 30 or before.
     run(vec![rec("a", 8), rec("c", 30)]);
-    let mut got = Vec::new();
-    log.fetch(
-        &[(kappa_log::TopicPartition::new("out", 0), 0)],
-        kappa_log::FetchLimits::default(),
-        &mut got,
-    )
-    .unwrap();
+    let got = written_out(&log);
     let got: Vec<(String, i64, i64)> = got
         .iter()
         .map(|r| {
