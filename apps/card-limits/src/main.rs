@@ -146,8 +146,8 @@ struct ServeArgs {
     commit_interval_ms: u64,
     /// Worker threads of the processor (its tasks, one per command
     /// partition, are spread over them); default: one per core.
-    #[arg(long, default_value_t = card_limits::service::default_threads())]
-    processor_threads: usize,
+    #[arg(long, default_value_t = card_limits::processor::default_threads())]
+    processor_threads: std::num::NonZeroUsize,
     /// Deliver each limit-threshold-reached to this webhook (POST, JSON, Idempotency-Key).
     #[arg(long, env = "CARD_LIMITS_NOTIFY_URL")]
     notify_url: Option<kappa_effects::reqwest::Url>,
@@ -233,8 +233,8 @@ struct LoadArgs {
     rounds: usize,
     /// Worker threads of the processor under --direct, as `serve
     /// --processor-threads`; default: one per core.
-    #[arg(long, default_value_t = card_limits::service::default_threads())]
-    processor_threads: usize,
+    #[arg(long, default_value_t = card_limits::processor::default_threads())]
+    processor_threads: std::num::NonZeroUsize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -437,10 +437,6 @@ fn run_service(
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.processor_threads > 0,
-        "--processor-threads must be positive"
-    );
     let mut config = GatewayConfig {
         title: "Card spending limits".to_owned(),
         ..GatewayConfig::default()
@@ -568,7 +564,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         events_topic: config.event_topics[0].clone(),
     };
     let shell = card_limits::shell::Shell::start(&log, &shell_config, runtime.handle().clone())?;
-    let processing = card_limits::service::Processing {
+    let processing = card_limits::processor::Processing {
         commit_interval: Duration::from_millis(args.commit_interval_ms),
         threads: args.processor_threads,
     };
@@ -661,10 +657,6 @@ fn load(args: &LoadArgs) -> anyhow::Result<()> {
 /// log first, then the processor is timed until it has committed them all.
 fn direct(args: &LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rounds > 0, "--rounds must be positive");
-    anyhow::ensure!(
-        args.processor_threads > 0,
-        "--processor-threads must be positive"
-    );
     let mut rates = Vec::with_capacity(args.rounds);
     let mut processed = 0;
     for _ in 0..args.rounds {
@@ -722,14 +714,15 @@ fn direct_round(args: &LoadArgs) -> anyhow::Result<(u64, Duration)> {
         n = end;
     }
     let started = Instant::now();
-    let mut sc = kappa_streams::StreamsConfig::new(card_limits::processor::APPLICATION_ID);
-    sc.commit_interval = Duration::from_millis(100);
-    sc.num_threads = args.processor_threads;
-    let streams = card_limits::processor::start_configured(
+    let processing = card_limits::processor::Processing {
+        commit_interval: Duration::from_millis(100),
+        threads: args.processor_threads,
+    };
+    let streams = card_limits::processor::start(
         log.clone(),
         &config.commands_topic,
         &config.event_topics[0],
-        sc,
+        processing,
     )?;
     let (probe, total) = (streams.clone(), args.commands);
     let shown = kappa_service::Progress::follow("processing", move || {

@@ -6,6 +6,7 @@
 //! stores, so a balance adds up at most `period_days` (or 7) panes of one
 //! card, never its history.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -414,6 +415,40 @@ pub fn topology(commands: &str, events: &str) -> Result<Topology, StreamsError> 
 /// The application id of the processor.
 pub const APPLICATION_ID: &str = "card-limits";
 
+/// How the processor runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Processing {
+    /// How often it commits (the floor of a sync command's latency).
+    pub commit_interval: Duration,
+    /// Worker threads its tasks (one per command partition) are spread over.
+    pub threads: NonZeroUsize,
+}
+
+impl Processing {
+    /// `commit_interval` on one worker thread.
+    pub fn single_threaded(commit_interval: Duration) -> Self {
+        Self {
+            commit_interval,
+            threads: NonZeroUsize::MIN,
+        }
+    }
+
+    /// The runtime settings these make, for [`start_configured`] callers
+    /// that set more (scale-out).
+    pub fn streams_config(&self) -> StreamsConfig {
+        let mut config = StreamsConfig::new(APPLICATION_ID);
+        config.commit_interval = self.commit_interval;
+        config.num_threads = self.threads.get();
+        config
+    }
+}
+
+/// Worker threads for the processor when none are named: one per core the
+/// process may use, since one thread is what bounds a busy service.
+pub fn default_threads() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
 /// Starts the processor on `log` (its topics must exist).
 ///
 /// # Errors
@@ -423,11 +458,9 @@ pub fn start(
     log: Arc<dyn Log>,
     commands: &str,
     events: &str,
-    commit_interval: Duration,
+    processing: Processing,
 ) -> Result<Arc<Streams>, StreamsError> {
-    let mut config = StreamsConfig::new(APPLICATION_ID);
-    config.commit_interval = commit_interval;
-    start_configured(log, commands, events, config)
+    start_configured(log, commands, events, processing.streams_config())
 }
 
 /// As [`start`], with every runtime setting given.

@@ -13,12 +13,12 @@ use kappa_gateway::{
     ConsolePage, Gateway, GatewayBuilder, GatewayConfig, GatewayError, Problem, View,
 };
 use kappa_log::Log;
-use kappa_streams::{Assignment, Streams, StreamsConfig};
+use kappa_streams::{Assignment, Streams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::model::{AuthRecord, Balance, Card, DAY_MS, HOLD_MS, day, limit_fields};
-use crate::processor::{self, stores};
+use crate::processor::{self, Processing, stores};
 
 /// Ids: cards, authorizations, transactions.
 const ID: &str = "^[A-Za-z0-9-]{1,64}$";
@@ -97,26 +97,8 @@ pub fn start_with(
     commit_interval: Duration,
     extend: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
 ) -> Result<Service, GatewayError> {
-    let processing = Processing {
-        commit_interval,
-        threads: 1,
-    };
+    let processing = Processing::single_threaded(commit_interval);
     start_scaled(log, config, processing, None, extend)
-}
-
-/// How the processor runs.
-#[derive(Clone, Copy, Debug)]
-pub struct Processing {
-    /// How often it commits (the floor of a sync command's latency).
-    pub commit_interval: Duration,
-    /// Worker threads its tasks (one per command partition) are spread over.
-    pub threads: usize,
-}
-
-/// Worker threads for the processor when none are named: one per core the
-/// process may use, since one thread is what bounds a busy service.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// How one of several instances sharing the processor's work runs.
@@ -144,9 +126,7 @@ pub fn start_scaled(
     scale_out: Option<ScaleOut>,
     extend: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
 ) -> Result<Service, GatewayError> {
-    let mut streams_config = StreamsConfig::new(processor::APPLICATION_ID);
-    streams_config.commit_interval = processing.commit_interval;
-    streams_config.num_threads = processing.threads.max(1);
+    let mut streams_config = processing.streams_config();
     if let Some(s) = &scale_out {
         streams_config.assignment = Assignment::Group;
         streams_config.application_server = Some(s.advertised_url.clone());
