@@ -414,6 +414,81 @@ fn positions_are_kafka_group_offsets(broker: &dyn Broker) {
     }
 }
 
+/// A task's new holder copies the positions it took over to the group's
+/// Kafka offsets. The last holder committed them but its copy never
+/// reached Kafka (it was killed or frozen in between; here the copy is
+/// overwritten with older offsets by a plain Kafka client): the new
+/// holder has nothing new to read, so without that copy Kafka's tools
+/// would show the stale lag for good.
+fn a_new_holder_copies_the_positions_it_took_over(broker: &dyn Broker) {
+    let tp = |p| TopicPartition::new("in", p);
+    let last = broker.open(tempfile::tempdir().unwrap().path());
+    last.create_topic(&TopicSpec::new("in", 2)).unwrap();
+    let mut input = Commit::new();
+    for p in 0..2 {
+        for i in 0..10 {
+            input.append_to("in", p, ProducerRecord::value(format!("{i}")));
+        }
+    }
+    last.commit(input).unwrap();
+    last.claim_tasks("app", &[0, 1], &[]).unwrap();
+    let commits = [(0u32, 7u64), (1, 4)]
+        .into_iter()
+        .map(|(task, position)| {
+            let mut c = Commit::new();
+            c.set_group_position("app", tp(task), position);
+            (task, c)
+        })
+        .collect();
+    last.commit_tasks("app", commits).unwrap();
+    drop(last);
+
+    let stale: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "app")
+        .create()
+        .unwrap();
+    let mut older = rdkafka::TopicPartitionList::new();
+    for p in 0..2 {
+        older
+            .add_partition_offset("in", p, rdkafka::Offset::Offset(1))
+            .unwrap();
+    }
+    rdkafka::consumer::Consumer::commit(&stale, &older, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    drop(stale);
+    let in_kafka = |offsets: [u64; 2]| -> BTreeMap<(String, u32), u64> {
+        (0..2u32)
+            .map(|p| (("in".to_owned(), p), offsets[p as usize]))
+            .collect()
+    };
+    assert_eq!(
+        kafka_group_offsets(&broker.bootstrap(), &["app"])["app"],
+        in_kafka([1, 1]),
+        "the copy is stale before the new holder claims the tasks"
+    );
+
+    let next = broker.open(tempfile::tempdir().unwrap().path());
+    let (tell, assigned) = mpsc::channel();
+    let member = next
+        .join_group("app", 2, Arc::new(Assignments(Mutex::new(tell))))
+        .unwrap();
+    while assigned
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the group assigned no tasks within 60 s")
+        != [0, 1]
+    {}
+    next.claim_tasks("app", &[0, 1], &[]).unwrap();
+    // Closing copies what is still pending, through the member that holds the tasks.
+    drop(next);
+    drop(member);
+    assert_eq!(
+        kafka_group_offsets(&broker.bootstrap(), &["app"])["app"],
+        in_kafka([7, 4]),
+        "the group's Kafka offsets are the positions the new holder took over"
+    );
+}
+
 /// A topic's partition count and `max.message.bytes`/`retention.ms` as a
 /// Kafka admin client nobody here wrote (Python `confluent-kafka`) reads
 /// them from the cluster.
@@ -530,6 +605,9 @@ on_brokers! {
         on_apache_kafka => apache_kafka,
         on_a_kappa_node => kappa_node;
     topics_grow_configs_change_and_positions_go:
+        on_apache_kafka => apache_kafka,
+        on_a_kappa_node => kappa_node;
+    a_new_holder_copies_the_positions_it_took_over:
         on_apache_kafka => apache_kafka,
         on_a_kappa_node => kappa_node;
 }

@@ -143,6 +143,18 @@ impl KafkaLog {
             seconds = started.elapsed().as_secs_f64(),
             "tasks claimed: their state is restored"
         );
+        // The last holder may have committed positions and stopped before
+        // copying them to the group's Kafka offsets (killed or frozen in
+        // between). A task with nothing new to read would never commit
+        // again, so Kafka's tools would show that stale lag for good:
+        // the new holder copies what it took over.
+        let taken_over: Vec<(String, TopicPartition, u64)> = self
+            .group_positions(group)?
+            .into_iter()
+            .filter(|(tp, _)| tasks.contains(&tp.partition))
+            .map(|(tp, offset)| (group.to_owned(), tp, offset))
+            .collect();
+        self.offsets.mirror(taken_over);
         let mut held = lock(&self.task_writers);
         for (task, writer) in writers {
             held.insert((group.to_owned(), task), writer);
