@@ -4,7 +4,9 @@
 //! and their offsets are deleted (DeleteGroups, OffsetDelete) under
 //! Kafka's rules, groups are listed and described with their members'
 //! assignments (ListGroups, DescribeGroups), topics are deleted and made
-//! again (DeleteTopics), and acks=0 producers are served. librdkafka sends what it can; the rest is sent with
+//! again (DeleteTopics), acks=0 producers are served, and the cluster is
+//! described (DescribeCluster); a node makes topics clients name only when
+//! told to. librdkafka sends what it can; the rest is sent with
 //! kafka-protocol's encoder (`node::send_request`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
@@ -740,7 +742,152 @@ fn records_sent_with_acks_zero_arrive_in_order(broker: &mut dyn Cluster) {
     assert_eq!(got, expected);
 }
 
+/// DescribeCluster as Python `confluent-kafka`'s admin client asks it: one
+/// broker, the controller, at the address clients connect to.
+fn the_cluster_is_described_as_one_node(broker: &mut dyn Cluster) {
+    const SCRIPT: &str = r#"
+import json, sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1], "broker.address.family": "v4"})
+c = admin.describe_cluster(request_timeout=30).result(30)
+print(json.dumps({"id": c.cluster_id, "controller": c.controller.id,
+                  "nodes": [[n.id, n.host, n.port] for n in c.nodes]}))
+"#;
+    let out = std::process::Command::new(node::python())
+        .args(["-c", SCRIPT, broker.addr()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (host, port) = broker.addr().rsplit_once(':').unwrap();
+    let nodes = described["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{described}");
+    assert_eq!(
+        (nodes[0][1].as_str(), nodes[0][2].as_u64()),
+        (Some(host), Some(port.parse().unwrap())),
+        "{described}"
+    );
+    assert_eq!(described["controller"], nodes[0][0], "{described}");
+    assert!(
+        described["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{described}"
+    );
+}
+
+/// A Kappa node makes a topic a client's metadata request names only when
+/// started with `--auto-create-topics`, and only for a client that allows
+/// it (Apache Kafka's `auto.create.topics.enable`, off by default here).
+#[test]
+fn a_node_makes_topics_clients_name_only_when_started_to() {
+    let asking = |broker: &node::Broker, allowed: bool, topic: &str| {
+        let consumer: BaseConsumer = broker
+            .client()
+            .set("allow.auto.create.topics", allowed.to_string())
+            .create()
+            .unwrap();
+        let md = consumer.fetch_metadata(Some(topic), WAIT).unwrap();
+        let t = &md.topics()[0];
+        match t.error() {
+            Some(e) => Err(RDKafkaErrorCode::from(e)),
+            None => Ok(t.partitions().len()),
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let off = node::Broker::start(dir.path());
+    for _ in 0..2 {
+        assert_eq!(
+            asking(&off, true, "named"),
+            Err(RDKafkaErrorCode::UnknownTopicOrPartition)
+        );
+    }
+    drop(off);
+    let dir = tempfile::tempdir().unwrap();
+    let on = node::Broker::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--auto-create-topics", "--auto-create-partitions", "3"],
+    );
+    assert_eq!(
+        asking(&on, false, "named"),
+        Err(RDKafkaErrorCode::UnknownTopicOrPartition),
+        "a client that does not allow it"
+    );
+    assert_eq!(asking(&on, true, "named"), Ok(3));
+    assert_eq!(asking(&on, false, "named"), Ok(3), "made once, kept");
+}
+
+/// The offsets and values of the records a Fetch (v12) from `offset` of
+/// partition 0 of `topic` returns under the byte limits given.
+fn fetched(
+    broker: &dyn Cluster,
+    topic: &str,
+    offset: i64,
+    max_bytes: i32,
+    partition_max_bytes: i32,
+) -> Vec<(i64, String)> {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let request = FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(partition_max_bytes),
+                ]),
+        ]);
+    let r = ask!(broker, Fetch, 12, request);
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, NONE);
+    let mut bytes = p.records.clone().unwrap_or_default();
+    kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| {
+            let value = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+            (r.offset, value.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// A Fetch returns whole batches within the bytes it asks for, and at
+/// least the first batch however small its limits (KIP-74).
+fn fetches_return_whole_batches_within_their_byte_limits(broker: &mut dyn Cluster) {
+    let rt = runtime();
+    broker.create_topic(&rt, "limited", 1);
+    let producer: FutureProducer = broker.client().set("linger.ms", "0").create().unwrap();
+    let values: Vec<String> = ["a", "b", "c"].iter().map(|c| c.repeat(100)).collect();
+    // One at a time: a batch each.
+    for v in &values {
+        rt.block_on(producer.send(FutureRecord::<(), _>::to("limited").payload(v), WAIT))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let all: Vec<(i64, String)> = (0..).zip(values.iter().cloned()).collect();
+    assert_eq!(fetched(broker, "limited", 0, 1 << 20, 1 << 20), all);
+    assert_eq!(
+        fetched(broker, "limited", 0, 1, 1 << 20),
+        all[..1],
+        "max_bytes 1"
+    );
+    assert_eq!(
+        fetched(broker, "limited", 0, 1 << 20, 1),
+        all[..1],
+        "partition_max_bytes 1"
+    );
+    assert_eq!(fetched(broker, "limited", 1, 1, 1), all[1..2]);
+    assert_eq!(fetched(broker, "limited", 3, 1 << 20, 1 << 20), []);
+}
+
 on_both!(
+    fetches_return_whole_batches_within_their_byte_limits,
+    the_cluster_is_described_as_one_node,
     a_topic_grows_and_keys_written_afterwards_follow_the_new_count,
     altered_topic_configs_are_described_and_enforced,
     a_group_goes_with_its_offsets_once_its_members_have_left,

@@ -305,17 +305,25 @@ fn refusals_latency_and_groups_show_in_the_figures() {
     corrupt[last] ^= 0x40;
     assert_eq!(produce(&mut s, "ledger", 0, &corrupt), 2);
 
-    let member: rdkafka::consumer::BaseConsumer =
-        broker.client().set("group.id", "watched").create().unwrap();
+    let member: rdkafka::consumer::BaseConsumer = broker
+        .client()
+        .set("group.id", "watched")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
     rdkafka::consumer::Consumer::subscribe(&member, &["ledger"]).unwrap();
+    // Joined, assigned, and the good record fetched.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while rdkafka::consumer::Consumer::assignment(&member)
-        .unwrap()
-        .count()
-        == 0
-    {
-        assert!(std::time::Instant::now() < deadline, "joined in time");
-        let _ = rdkafka::consumer::BaseConsumer::poll(&member, Duration::from_millis(100));
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member read the record in time"
+        );
+        if let Some(m) = rdkafka::consumer::BaseConsumer::poll(&member, Duration::from_millis(100))
+        {
+            assert_eq!(rdkafka::Message::payload(&m.unwrap()), Some(&b"good"[..]));
+            break;
+        }
     }
 
     let text = scrape(&metrics);
@@ -349,4 +357,33 @@ fn refusals_latency_and_groups_show_in_the_figures() {
             .count(),
         1
     );
+    let at_least = |name: &str, floor: f64| {
+        let v = figure(&text, name).unwrap_or_else(|| panic!("no {name}: {text}"));
+        assert!(v >= floor, "{name} {v} < {floor}: {text}");
+        v
+    };
+    // The raw connection and the member's: at least two, all still open.
+    let open = at_least("kappa_node_connections_open ", 2.0);
+    at_least("kappa_node_connections_total ", open);
+    // Four produce requests of at least a batch each came in.
+    at_least(
+        "kappa_node_bytes_in_total ",
+        4.0 * batch(b"good").len() as f64,
+    );
+    at_least("kappa_node_bytes_out_total ", 1.0);
+    assert_eq!(
+        figure(&text, "kappa_node_records_produced_total "),
+        Some(1.0),
+        "only the good record was appended: {text}"
+    );
+    at_least("kappa_node_records_fetched_total ", 1.0);
+    at_least("kappa_node_request_seconds_count{api=\"Fetch\"}", 1.0);
+    at_least(
+        "kappa_node_request_seconds_bucket{api=\"Fetch\",le=\"+Inf\"}",
+        1.0,
+    );
+    // One commit per produce request at most (group commit makes fewer).
+    let requests = at_least("kappa_node_produce_requests_committed_total ", 1.0);
+    let commits = at_least("kappa_node_produce_commits_total ", 1.0);
+    assert!(commits <= requests, "{text}");
 }

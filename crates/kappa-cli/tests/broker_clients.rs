@@ -3,7 +3,8 @@
 //! keep their keys, headers and timestamps and land on murmur2 partitions;
 //! every codec reads back; consumer groups rebalance without losing or
 //! repeating committed work; committed offsets are the log's group
-//! positions and survive a restart; offsets by time.
+//! positions and survive a restart; offsets by time; `kappa consume
+//! --group` and a Kafka consumer share the group's positions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -595,6 +596,76 @@ fn a_cooperative_sticky_group_rebalances_without_losing_or_repeating_committed_w
     broker: &mut dyn Cluster,
 ) {
     group_rebalances_without_losing_or_repeating_committed_work(broker, "cooperative-sticky");
+}
+
+/// A Kafka consumer group and the embedded log's group of the same name
+/// are one thing, both ways: `kappa consume --group` starts where a Kafka
+/// consumer of the group committed and commits where it stopped, and a
+/// Kafka consumer of the group then resumes there. (The node owns the log
+/// while it runs, so `kappa consume` reads the directory between two runs
+/// of the node.)
+#[test]
+fn kappa_consume_and_a_kafka_consumer_share_a_groups_positions() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = node::Broker::start(dir.path());
+    broker.create_topic(&rt, "shared", 1);
+    let producer = producer(&broker, &[]);
+    for i in 0..6 {
+        let f = producer
+            .send_result(FutureRecord::<(), _>::to("shared").payload(&format!("v{i}")))
+            .unwrap();
+        rt.block_on(f).unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    drop(producer);
+    let next_values = |broker: &dyn Cluster, n: usize| -> (Vec<String>, i64) {
+        let consumer = reader(broker, "shared-readers");
+        consumer.subscribe(&["shared"]).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut values = Vec::new();
+        let mut next = 0;
+        while values.len() < n {
+            assert!(Instant::now() < deadline, "read {values:?} in time");
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m.unwrap();
+                values.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+                next = m.offset() + 1;
+            }
+        }
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset("shared", 0, Offset::Offset(next))
+            .unwrap();
+        consumer.commit(&at, CommitMode::Sync).unwrap();
+        (values, next)
+    };
+    assert_eq!(next_values(&broker, 2), (vec!["v0".into(), "v1".into()], 2));
+    broker.stop();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["--log", dir.path().to_str().unwrap()])
+        .args([
+            "consume",
+            "shared",
+            "--group",
+            "shared-readers",
+            "--max",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "v2\nv3\n",
+        "kappa consume starts where the Kafka consumer committed"
+    );
+
+    let broker = node::Broker::start(dir.path());
+    assert_eq!(
+        next_values(&broker, 2),
+        (vec!["v4".into(), "v5".into()], 6),
+        "the Kafka consumer resumes where kappa consume stopped"
+    );
 }
 
 on_both!(

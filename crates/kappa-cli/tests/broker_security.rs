@@ -29,14 +29,18 @@ fn settings(dir: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("node.key"), cert.signing_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("writer.secret"), "write-secret").unwrap();
     std::fs::write(dir.join("reader.secret"), "read-secret").unwrap();
+    std::fs::write(dir.join("watcher.secret"), "watch-secret").unwrap();
     let settings = serde_json::json!({
         "kafka_users": [
             {"name": "writer", "password_file": "writer.secret", "roles": ["producer"]},
-            {"name": "reader", "password_file": "reader.secret", "roles": ["auditor"]}
+            {"name": "reader", "password_file": "reader.secret", "roles": ["auditor"]},
+            {"name": "watcher", "password_file": "watcher.secret", "roles": ["observer"]}
         ],
         "policy": {"rules": [
-            {"roles": ["producer"], "topics": {"write": ["orders"], "create": ["orders"]}},
-            {"roles": ["auditor"], "topics": {"read": ["orders"]}, "groups": ["audit"]}
+            {"roles": ["producer"], "topics": {"write": ["orders"], "create": ["orders"]},
+             "transactional_ids": ["orders-tx-*"]},
+            {"roles": ["auditor"], "topics": {"read": ["orders"]}, "groups": ["audit"]},
+            {"roles": ["observer"], "topics": {"describe": ["orders"]}, "groups": ["unjoined"]}
         ]}
     });
     std::fs::write(dir.join("security.json"), settings.to_string()).unwrap();
@@ -210,6 +214,99 @@ fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
     assert!(plain.fetch_metadata(None, Duration::from_secs(5)).is_err());
 }
 
+/// Describing a topic is a right of its own (seeing it, not reading or
+/// writing it), and a transactional id is used only by principals given it.
+#[test]
+fn describe_and_transactional_id_rights_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = settings(dir.path());
+    let (_broker, port) = secured_broker(dir.path(), &[]);
+    let writer = client(port, &ca, "SCRAM-SHA-256", "writer", "write-secret");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        writer.create().unwrap();
+    let created = runtime()
+        .block_on(admin.create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                "orders",
+                1,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(WAIT)),
+        ))
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    send(&writer, "orders", "first").unwrap();
+
+    let watcher = client(port, &ca, "SCRAM-SHA-256", "watcher", "watch-secret");
+    // A group id only because librdkafka wants one to assign partitions;
+    // the group is never joined.
+    let looker: BaseConsumer = watcher
+        .clone()
+        .set("group.id", "unjoined")
+        .create()
+        .unwrap();
+    let seen = looker.fetch_metadata(Some("orders"), WAIT).unwrap();
+    let orders = &seen.topics()[0];
+    assert_eq!(
+        (orders.name(), orders.error(), orders.partitions().len()),
+        ("orders", None, 1),
+        "a topic the watcher may describe"
+    );
+    let hidden = looker.fetch_metadata(Some("payroll"), WAIT).unwrap();
+    assert_eq!(
+        hidden.topics()[0].error().map(RDKafkaErrorCode::from),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed),
+        "a topic the watcher may not describe"
+    );
+    assert!(
+        matches!(
+            send(&watcher, "orders", "not allowed"),
+            Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+            ))
+        ),
+        "describing is not writing"
+    );
+    let read = read_orders(&looker, 1);
+    assert!(
+        matches!(
+            &read,
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        ),
+        "describing is not reading: {read:?}"
+    );
+
+    let transactional = |id: &str| -> rdkafka::producer::BaseProducer {
+        writer.clone().set("transactional.id", id).create().unwrap()
+    };
+    let given = transactional("orders-tx-1");
+    given.init_transactions(WAIT).unwrap();
+    given.begin_transaction().unwrap();
+    given
+        .send(rdkafka::producer::BaseRecord::<(), _>::to("orders").payload("in a transaction"))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    given.commit_transaction(WAIT).unwrap();
+    let refused = transactional("payroll-tx-1").init_transactions(WAIT);
+    assert_eq!(
+        refused
+            .as_ref()
+            .err()
+            .and_then(KafkaError::rdkafka_error_code),
+        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
+        "{refused:?}"
+    );
+
+    let reader: BaseConsumer = client(port, &ca, "SCRAM-SHA-256", "reader", "read-secret")
+        .set("group.id", "audit")
+        .create()
+        .unwrap();
+    assert_eq!(
+        read_orders(&reader, 2).unwrap(),
+        ["first", "in a transaction"]
+    );
+}
+
 /// Keeps what librdkafka reports (errors and logs), to read the broker's reasons.
 #[derive(Default)]
 struct Reasons(std::sync::Mutex<Vec<String>>);
@@ -301,6 +398,28 @@ p.close()
 print("ok")
 "#;
 
+/// kafka-python's connection alone: how the node answered its SASL
+/// exchange, as the error kafka-python made of the answer (class and Kafka
+/// error code), or `connected`.
+const KAFKA_PYTHON_CONNECT: &str = r#"
+import socket, sys
+from kafka.conn import BrokerConnection
+host, port, ca, mechanism, user, password = sys.argv[1:7]
+errors = []
+close = BrokerConnection.close
+def keep(self, error=None):
+    if error is not None:
+        errors.append(error)
+    return close(self, error)
+BrokerConnection.close = keep
+conn = BrokerConnection(host, int(port), socket.AF_INET, security_protocol="SASL_SSL", ssl_cafile=ca,
+                        sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password)
+if conn.connect_blocking(timeout=20):
+    print("connected")
+for e in errors:
+    print(type(e).__name__, getattr(e, "errno", None), e)
+"#;
+
 #[test]
 fn kafka_python_and_kafkajs_authenticate_with_their_own_sasl_code() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,14 +498,36 @@ fn kafka_python_and_kafkajs_authenticate_with_their_own_sasl_code() {
         );
         sent.push(value);
     }
-    for (who, mechanism) in [
-        ("kafka-python", "SCRAM-SHA-256"),
-        ("kafkajs", "scram-sha-256"),
+    // A wrong password or an unknown user: SASL_AUTHENTICATION_FAILED
+    // (58), which each client reports as its own error for that code.
+    let connect = |mechanism: &str, user: &str, password: &str| {
+        let out = Command::new(node::python())
+            .args(["-c", KAFKA_PYTHON_CONNECT, "localhost", &port.to_string()])
+            .args([ca.to_str().unwrap(), mechanism, user, password])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(connect("SCRAM-SHA-512", "writer", "write-secret").starts_with("connected"));
+    for (mechanism, user, password) in [
+        ("SCRAM-SHA-256", "writer", "guess"),
+        ("SCRAM-SHA-512", "nobody", "write-secret"),
+        ("PLAIN", "writer", "guess"),
     ] {
-        let out = produce(who, mechanism, "guess", "never");
+        let said = connect(mechanism, user, password);
         assert!(
-            !out.status.success(),
-            "{who} with a wrong password was let in"
+            said.starts_with("SaslAuthenticationFailedError 58 "),
+            "kafka-python, {mechanism} as {user:?}: {said}"
+        );
+    }
+    for mechanism in ["scram-sha-256", "plain"] {
+        let out = kafkajs(mechanism, "guess", "never");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success() && said.contains("KafkaJSSASLAuthenticationError"),
+            "kafkajs, {mechanism}, a wrong password: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 

@@ -13,6 +13,22 @@ use crate::config::KafkaConfig;
 /// `<instance>/<slot>/<sequence>/<index>`. Stripped when Kappa reads records.
 pub(crate) const COMMIT_HEADER: &str = "kappa-commit";
 
+/// Header on each record of a write-ahead entry that shares its
+/// destination partition with others of the same entry: `<k>/<n>`, its
+/// place among those `n` records. Kappa's reader delivers the `n`
+/// together, so a commit's records in one partition become visible
+/// together, as on the embedded log. Absent where `n` is 1 (and on
+/// records written before it existed). Stripped when Kappa reads records.
+pub(crate) const PART_HEADER: &str = "kappa-commit-part";
+
+/// `record` without the headers the backend adds to what it writes.
+pub(crate) fn without_backend_headers(mut record: kappa_log::Record) -> kappa_log::Record {
+    record.headers.retain(|h| {
+        &h.name[..] != COMMIT_HEADER.as_bytes() && &h.name[..] != PART_HEADER.as_bytes()
+    });
+    record
+}
+
 /// The properties every client shares: brokers, timeouts, and the
 /// operator's passthrough (security) settings.
 pub(crate) fn base(config: &KafkaConfig) -> ClientConfig {

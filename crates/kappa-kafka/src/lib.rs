@@ -9,6 +9,7 @@
 mod admin;
 mod cache;
 mod client;
+mod commit_runs;
 mod config;
 mod group;
 mod log;

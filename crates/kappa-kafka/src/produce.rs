@@ -20,8 +20,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
-use crate::client;
+use crate::client::{self, COMMIT_HEADER, PART_HEADER};
 use crate::config::KafkaConfig;
+use crate::writeahead::Tag;
 
 /// A record ready to produce: destination fixed, plus the header naming its
 /// write-ahead entry.
@@ -116,14 +117,14 @@ impl Sender {
     /// Produces `records` in order (per partition) and waits until every one
     /// is acknowledged by all in-sync replicas; returns their offsets.
     ///
-    /// `header` adds a header to each record (its write-ahead identity),
-    /// given the record's index.
+    /// `tag` gives each record, by its index, the headers that tie it to
+    /// its write-ahead entry, if any.
     pub(crate) fn send_all(
         &self,
         records: &[Outgoing],
-        header: &dyn Fn(usize) -> Option<(&'static str, String)>,
+        tag: &dyn Fn(usize) -> Option<Tag>,
     ) -> Result<Vec<u64>, LogError> {
-        self.send_parts(&[records], header)
+        self.send_parts(&[records], tag)
     }
 
     /// A transactional producer for `transactional_id`, initialised: any
@@ -221,9 +222,9 @@ impl Sender {
     pub(crate) fn send_parts(
         &self,
         parts: &[&[Outgoing]],
-        header: &dyn Fn(usize) -> Option<(&'static str, String)>,
+        tag: &dyn Fn(usize) -> Option<Tag>,
     ) -> Result<Vec<u64>, LogError> {
-        self.send_raw(parts, header, |o| {
+        self.send_raw(parts, tag, |o| {
             u64::try_from(o)
                 .map_err(|_| LogError::Broker("a delivery report carried no offset".to_owned()))
         })
@@ -235,7 +236,7 @@ impl Sender {
     fn send_raw<T>(
         &self,
         parts: &[&[Outgoing]],
-        header: &dyn Fn(usize) -> Option<(&'static str, String)>,
+        tag: &dyn Fn(usize) -> Option<Tag>,
         offset: impl Fn(i64) -> Result<T, LogError>,
     ) -> Result<Vec<T>, LogError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
@@ -248,19 +249,25 @@ impl Sender {
         }
         let deadline = Instant::now() + self.timeout;
         for (i, out) in parts.iter().flat_map(|p| p.iter()).enumerate() {
-            let extra = header(i);
-            let mut headers = OwnedHeaders::new_with_capacity(out.record.headers.len() + 1);
+            let tag = tag(i);
+            let mut headers = OwnedHeaders::new_with_capacity(out.record.headers.len() + 2);
             for h in &out.record.headers {
                 headers = headers.insert(Header {
                     key: h.name_str(),
                     value: Some(&h.value[..]),
                 });
             }
-            if let Some((name, value)) = &extra {
+            if let Some(tag) = &tag {
                 headers = headers.insert(Header {
-                    key: name,
-                    value: Some(value.as_bytes()),
+                    key: COMMIT_HEADER,
+                    value: Some(tag.id.as_bytes()),
                 });
+                if let Some(part) = &tag.part {
+                    headers = headers.insert(Header {
+                        key: PART_HEADER,
+                        value: Some(part.as_bytes()),
+                    });
+                }
             }
             let partition = i32::try_from(out.partition).map_err(|_| {
                 LogError::InvalidConfig(format!("partition {} is out of range", out.partition))

@@ -3,6 +3,11 @@
 //! A [`Reader`] remembers where its last fetch ended; a caller that asks
 //! for exactly that again (a tailing worker) keeps the consumer's
 //! prefetched records instead of reassigning, which would drop them.
+//!
+//! A fetch returns a write-ahead commit's records in a partition together
+//! (`crate::commit_runs`): it waits for the rest of a commit it met in
+//! part, and holds back what it has of one that is still incomplete when
+//! it must return, for the next fetch to deliver whole.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -15,7 +20,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 
-use crate::client::{self, COMMIT_HEADER, ReaderContext};
+use crate::client::{self, COMMIT_HEADER, PART_HEADER, ReaderContext};
+use crate::commit_runs::CommitRuns;
 use crate::config::KafkaConfig;
 
 /// How often a read that has seen no end reports asks the leaders itself.
@@ -26,6 +32,14 @@ use crate::config::KafkaConfig;
 const END_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Longest a read waits for ends or records when it asked for no wait.
 const SETTLE_MAX: Duration = Duration::from_secs(2);
+/// Longest single wait for the rest of a commit met in part.
+const TAIL_POLL: Duration = Duration::from_millis(20);
+/// Longest a commit met in part is held back (or the producer timeout, if
+/// shorter). A live writer's records of one commit land within
+/// milliseconds of each other; past this its writer is taken to have died
+/// mid-commit, and what arrived is delivered rather than stall the
+/// partition until the writer's slot is recovered.
+const HOLD_MAX: Duration = Duration::from_secs(2);
 
 /// One assigned consumer and where its last fetch left each partition.
 pub(crate) struct Reader {
@@ -41,6 +55,12 @@ pub(crate) struct Reader {
     timeout: Duration,
     /// How far before the asked offsets to start (a broker workaround).
     rewind: u64,
+    /// The write-ahead commits the current read met, per partition.
+    runs: CommitRuns,
+    /// Partitions whose last read held back an incomplete commit: from
+    /// which offset, since when. The consumer's position is past the held
+    /// records, so the next read reassigns.
+    holding: Vec<(TopicPartition, u64, Instant)>,
 }
 
 impl Reader {
@@ -59,11 +79,13 @@ impl Reader {
             } else {
                 0
             },
+            runs: CommitRuns::default(),
+            holding: Vec::new(),
         })
     }
 
     fn assign(&mut self, from: &[(TopicPartition, u64)], rewind: bool) -> Result<(), LogError> {
-        if self.at == from {
+        if self.at == from && self.holding.is_empty() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::with_capacity(from.len());
@@ -102,10 +124,11 @@ impl Reader {
         self.read(from, limits, out, false, true)
     }
 
-    /// As [`Reader::fetch`], keeping the backend's write-ahead header on
+    /// As [`Reader::fetch`], keeping the backend's write-ahead headers on
     /// each record when asked (to find what an interrupted commit already
-    /// wrote). `rewind: false` says every offset in `from` starts a record
-    /// batch, so the broker workaround that reads from earlier is not needed.
+    /// wrote), which also delivers a commit met in part as it is.
+    /// `rewind: false` says every offset in `from` starts a record batch,
+    /// so the broker workaround that reads from earlier is not needed.
     pub(crate) fn read(
         &mut self,
         from: &[(TopicPartition, u64)],
@@ -114,7 +137,12 @@ impl Reader {
         keep_commit_header: bool,
         rewind: bool,
     ) -> Result<FetchOutcome, LogError> {
+        self.holding
+            .retain(|(held, _, _)| from.iter().any(|(tp, _)| tp == held));
         self.assign(from, rewind)?;
+        let whole_commits = !keep_commit_header;
+        self.runs.clear();
+        let first = out.len();
         let mut next: Vec<u64> = from.iter().map(|(_, o)| *o).collect();
         let started = Instant::now();
         // Until every partition has reported its end once, records may still
@@ -128,8 +156,13 @@ impl Reader {
             let now = Instant::now();
             let all_eof = self.eof.iter().all(|e| *e);
             let mut last_look = false;
+            let for_tail = whole_commits && self.runs.any_incomplete() && now < wait_until;
             let timeout = if got > 0 {
-                Duration::ZERO
+                if for_tail {
+                    wait_until.saturating_duration_since(now).min(TAIL_POLL)
+                } else {
+                    Duration::ZERO
+                }
             } else if all_eof {
                 // The ends were seen before, but records fetched since then
                 // may be waiting: always look once.
@@ -143,7 +176,7 @@ impl Reader {
             };
             match self.consumer.poll(timeout) {
                 None => {
-                    if got > 0 || last_look {
+                    if (got > 0 && !for_tail) || last_look {
                         break;
                     }
                     // Some brokers never send what makes librdkafka report an
@@ -175,6 +208,9 @@ impl Reader {
                         continue;
                     }
                     self.eof[i] = false;
+                    if whole_commits {
+                        self.runs.note(i, &m);
+                    }
                     let record = to_record(&from[i].0, &m, keep_commit_header);
                     bytes += record.key.as_ref().map_or(0, Bytes::len)
                         + record.value.as_ref().map_or(0, Bytes::len);
@@ -190,6 +226,10 @@ impl Reader {
             }
         }
         self.past_markers(from, &mut next);
+        let stopped_by_limits = got >= limits.records_max || (got > 0 && bytes >= limits.bytes_max);
+        if whole_commits {
+            got -= self.hold_incomplete(from, &mut next, out, first, stopped_by_limits);
+        }
         self.at = from
             .iter()
             .zip(&next)
@@ -199,6 +239,73 @@ impl Reader {
             next_offsets: next,
             records: got,
         })
+    }
+
+    /// Takes back out of `out[first..]` each partition's records from the
+    /// first commit met there in part, so the next read delivers it whole;
+    /// returns how many were taken. A commit that cannot come whole is
+    /// delivered as it is: one larger than a read may return, or one still
+    /// incomplete [`HOLD_MAX`] after it was first held (its writer died
+    /// mid-commit; the rest comes when the writer's slot is recovered).
+    fn hold_incomplete(
+        &mut self,
+        from: &[(TopicPartition, u64)],
+        next: &mut [u64],
+        out: &mut Vec<Record>,
+        first: usize,
+        stopped_by_limits: bool,
+    ) -> usize {
+        let incomplete = self.runs.incomplete_from(from.len());
+        let mut held: Vec<Option<u64>> = vec![None; from.len()];
+        for (i, at) in incomplete.into_iter().enumerate() {
+            let tp = &from[i].0;
+            let before = self.holding.iter().position(|(t, _, _)| t == tp);
+            let Some(at) = at else {
+                if let Some(b) = before {
+                    self.holding.swap_remove(b);
+                }
+                continue;
+            };
+            if stopped_by_limits && at <= from[i].1 {
+                continue;
+            }
+            let since = match before {
+                Some(b) if self.holding[b].1 == at => self.holding[b].2,
+                _ => Instant::now(),
+            };
+            if since.elapsed() >= self.timeout.min(HOLD_MAX) {
+                tracing::warn!(
+                    topic = %tp.topic,
+                    partition = tp.partition,
+                    offset = at,
+                    "a write-ahead commit is still incomplete; delivering what arrived of it (its writer died mid-commit?)"
+                );
+                if let Some(b) = before {
+                    self.holding.swap_remove(b);
+                }
+                continue;
+            }
+            match before {
+                Some(b) => self.holding[b] = (tp.clone(), at, since),
+                None => self.holding.push((tp.clone(), at, since)),
+            }
+            held[i] = Some(at);
+            next[i] = at;
+            self.eof[i] = false;
+        }
+        if held.iter().all(Option::is_none) {
+            return 0;
+        }
+        let read = out.split_off(first);
+        let before = read.len();
+        out.extend(read.into_iter().filter(|r| {
+            !from.iter().zip(&held).any(|((tp, _), at)| {
+                at.is_some_and(|at| {
+                    r.offset >= at && r.partition == tp.partition && r.topic == tp.topic
+                })
+            })
+        }));
+        before - (out.len() - first)
     }
 
     /// Moves each partition's next offset past the transaction markers the
@@ -353,7 +460,7 @@ fn to_record(tp: &TopicPartition, m: &BorrowedMessage<'_>, keep_commit_header: b
     };
     let headers = m.headers().map_or_else(Vec::new, |hs| {
         hs.iter()
-            .filter(|h| keep_commit_header || h.key != COMMIT_HEADER)
+            .filter(|h| keep_commit_header || (h.key != COMMIT_HEADER && h.key != PART_HEADER))
             .map(|h| {
                 Header::new(
                     Bytes::copy_from_slice(h.key.as_bytes()),

@@ -8,6 +8,7 @@
 //! missing (recognised by the `kappa-commit` header). Without the last
 //! chunk the commit never happened and nothing of it was produced.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,6 +36,73 @@ pub(crate) struct Entry {
 /// The header value identifying record `index` of entry `seq` in `slot`.
 pub(crate) fn commit_id(instance: &str, slot: u32, seq: u64, index: usize) -> String {
     format!("{instance}/{slot}/{seq}/{index}")
+}
+
+/// The headers a record of a write-ahead entry is produced with.
+pub(crate) struct Tag {
+    /// [`commit_id`]: the `kappa-commit` header.
+    pub(crate) id: String,
+    /// `<k>/<n>` (the `kappa-commit-part` header) when the entry has
+    /// `n` > 1 records for the record's partition.
+    pub(crate) part: Option<String>,
+}
+
+/// Tags the records of one entry.
+pub(crate) struct Tags<'a> {
+    writer: &'a str,
+    slot: u32,
+    seq: u64,
+    /// For each record: its place among the entry's records bound for the
+    /// same partition, and their number.
+    parts: Vec<(u32, u32)>,
+}
+
+impl<'a> Tags<'a> {
+    pub(crate) fn new(writer: &'a str, slot: u32, entry: &Entry) -> Self {
+        let mut counts: HashMap<(&str, u32), u32> = HashMap::new();
+        let places: Vec<u32> = entry
+            .records
+            .iter()
+            .map(|o| {
+                let n = counts.entry((&o.topic, o.partition)).or_default();
+                *n += 1;
+                *n - 1
+            })
+            .collect();
+        let parts = entry
+            .records
+            .iter()
+            .zip(places)
+            .map(|(o, k)| (k, counts[&(&*o.topic, o.partition)]))
+            .collect();
+        Self {
+            writer,
+            slot,
+            seq: entry.seq,
+            parts,
+        }
+    }
+
+    /// The tag of the entry's record `index`.
+    pub(crate) fn of(&self, index: usize) -> Tag {
+        let part = self
+            .parts
+            .get(index)
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, n)| format!("{k}/{n}"));
+        Tag {
+            id: commit_id(self.writer, self.slot, self.seq, index),
+            part,
+        }
+    }
+}
+
+/// Parses a `kappa-commit-part` header: `(k, n)` with `k < n`.
+pub(crate) fn parse_part(value: &[u8]) -> Option<(u32, u32)> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (k, n) = s.split_once('/')?;
+    let (k, n): (u32, u32) = (k.parse().ok()?, n.parse().ok()?);
+    (k < n).then_some((k, n))
 }
 
 /// Parses [`commit_id`] back into `(slot, seq, index)` when it names `instance`.

@@ -191,14 +191,14 @@ impl KafkaLog {
             total += entry.records.len();
         }
         let parts: Vec<&[Outgoing]> = items.iter().map(|(_, e)| e.records.as_slice()).collect();
+        let tags: Vec<Tags<'_>> = items
+            .iter()
+            .map(|(slot, entry)| Tags::new(&slot.writer, slot.partition, entry))
+            .collect();
         let offsets = self.senders.with(|s| {
             s.send_parts(&parts, &|i| {
                 let n = starts.partition_point(|start| *start <= i) - 1;
-                let (slot, entry) = &items[n];
-                Some((
-                    COMMIT_HEADER,
-                    writeahead::commit_id(&slot.writer, slot.partition, entry.seq, i - starts[n]),
-                ))
+                Some(tags[n].of(i - starts[n]))
             })
         })?;
         let mut out = Vec::with_capacity(items.len());

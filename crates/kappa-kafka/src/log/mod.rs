@@ -21,12 +21,12 @@ use kappa_log::{
 
 use crate::admin::{self, Admin, TopicAdmin};
 use crate::cache::Cache;
-use crate::client::COMMIT_HEADER;
+use crate::client::{self, COMMIT_HEADER};
 use crate::config::KafkaConfig;
 use crate::offsets::OffsetMirror;
 use crate::produce::{Outgoing, Sender, Senders};
 use crate::read::Readers;
-use crate::writeahead::{self, ChunkHeader, Entry};
+use crate::writeahead::{self, ChunkHeader, Entry, Tags};
 
 mod commit;
 mod keys;
@@ -530,6 +530,36 @@ impl Log for KafkaLog {
 
     fn partition_count(&self, topic: &str) -> Result<u32, LogError> {
         KafkaLog::partition_count(self, topic)
+    }
+
+    /// Reads to the ends at the call as they are: unlike a fetch, it
+    /// does not hold back a commit met in part (a writer that died
+    /// mid-commit and is not recovered yet would hold it up to a timeout).
+    fn read_topic(&self, topic: &str) -> Result<Vec<Record>, LogError> {
+        let mut from = Vec::new();
+        let mut ends = Vec::new();
+        for partition in 0..self.partition_count(topic)? {
+            let tp = TopicPartition::new(topic, partition);
+            let range = self.offsets(&tp)?;
+            from.push((tp, range.start));
+            ends.push(range.end);
+        }
+        let mut out = Vec::new();
+        let mut reached = from.iter().map(|(_, at)| *at).collect::<Vec<_>>();
+        self.read_to_end(&from, true, |records, next| {
+            out.extend(records.iter().cloned().map(client::without_backend_headers));
+            reached.clone_from_slice(next);
+            Ok(())
+        })?;
+        for (((tp, _), end), at) in from.iter().zip(&ends).zip(&reached) {
+            if at < end {
+                return Err(LogError::Storage(format!(
+                    "{tp}: no records at offset {at}, short of the end offset {end}"
+                )));
+            }
+        }
+        out.sort_by_key(|r| (r.partition, r.offset));
+        Ok(out)
     }
 
     fn fetch(

@@ -92,15 +92,9 @@ impl KafkaLog {
             .map(|(i, o)| (o.clone(), i))
             .unzip();
         if !missing.is_empty() {
-            let seq = entry.seq;
-            self.senders.with(|s| {
-                s.send_all(&missing, &|i| {
-                    Some((
-                        COMMIT_HEADER,
-                        writeahead::commit_id(instance, slot, seq, indexes[i]),
-                    ))
-                })
-            })?;
+            let tags = writeahead::Tags::new(instance, slot, entry);
+            self.senders
+                .with(|s| s.send_all(&missing, &|i| Some(tags.of(indexes[i]))))?;
         }
         let mut stats = lock(&self.restore);
         stats.redone_entries += 1;

@@ -74,16 +74,10 @@ fn interrupted_after(produced: usize) {
         .with(|s| s.send_all(&chunks, &|_| None))
         .unwrap();
     let n = produced.min(total);
-    let (instance, partition, seq) = (log.config.instance.clone(), slot.partition, entry.seq);
+    let (instance, partition) = (log.config.instance.clone(), slot.partition);
+    let tags = writeahead::Tags::new(&instance, partition, &entry);
     log.senders
-        .with(|s| {
-            s.send_all(&entry.records[..n], &|i| {
-                Some((
-                    COMMIT_HEADER,
-                    writeahead::commit_id(&instance, partition, seq, i),
-                ))
-            })
-        })
+        .with(|s| s.send_all(&entry.records[..n], &|i| Some(tags.of(i))))
         .unwrap();
     drop(log);
 
@@ -136,4 +130,123 @@ fn an_entry_cut_short_while_written_ahead_never_happened() {
     log.append("out", vec![ProducerRecord::value("after").with_key("k")])
         .unwrap();
     assert_eq!(values(&log, "out", 1), vec!["after".to_owned()]);
+}
+
+fn texts(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect()
+}
+
+/// A commit of `values` to `out` (one partition), produced record by record
+/// as a test asks, with the headers the write-ahead protocol gives them.
+struct Producing {
+    slot: Slot,
+    entry: Entry,
+}
+
+impl Producing {
+    fn new(log: &KafkaLog, values: &[&'static str]) -> Self {
+        let (slot, entry, _) = entry_of(log, keyed_appends(values.iter().copied()));
+        Self { slot, entry }
+    }
+
+    fn produce(&self, log: &KafkaLog, records: std::ops::Range<usize>) {
+        let tags = Tags::new(&self.slot.writer, self.slot.partition, &self.entry);
+        let start = records.start;
+        log.senders
+            .with(|s| s.send_all(&self.entry.records[records], &|i| Some(tags.of(start + i))))
+            .unwrap();
+    }
+}
+
+const WAITING: FetchLimits = FetchLimits {
+    records_max: 100,
+    bytes_max: 1 << 20,
+    wait_max: Duration::from_millis(200),
+};
+
+/// A fetch never returns part of a commit's records in a partition: the
+/// first of a commit's two records, produced alone (as two produce
+/// batches would land), is held back while a record of an earlier commit
+/// before it is returned; once the second is produced both come together.
+#[test]
+fn a_fetch_returns_a_commits_records_in_a_partition_together() {
+    let (_broker, _dir, log) = log_with_out(1);
+    log.append("out", vec![ProducerRecord::value("before").with_key("k")])
+        .unwrap();
+    let commit = Producing::new(&log, &["first", "second"]);
+    commit.produce(&log, 0..1);
+    let tp = TopicPartition::new("out", 0);
+    let mut got = Vec::new();
+    let outcome = log.fetch(&[(tp.clone(), 0)], WAITING, &mut got).unwrap();
+    assert_eq!(
+        texts(&got),
+        ["before"],
+        "the commit's first record is held back"
+    );
+    assert_eq!(outcome.next_offsets, [1]);
+    assert_eq!(outcome.records, 1);
+
+    commit.produce(&log, 1..2);
+    got.clear();
+    let outcome = log.fetch(&[(tp.clone(), 1)], WAITING, &mut got).unwrap();
+    assert_eq!(texts(&got), ["first", "second"]);
+    assert_eq!(outcome.next_offsets, [3]);
+    assert!(
+        got.iter().all(|r| r.headers.is_empty()),
+        "the write-ahead headers are not the application's: {:?}",
+        got[0].headers
+    );
+}
+
+/// A commit larger than what one fetch may return comes in parts (holding
+/// it back would never end).
+#[test]
+fn a_commit_larger_than_a_fetch_comes_in_parts() {
+    let (_broker, _dir, log) = log_with_out(1);
+    let commit = Producing::new(&log, &["a", "b", "c"]);
+    commit.produce(&log, 0..3);
+    let tp = TopicPartition::new("out", 0);
+    let two = FetchLimits {
+        records_max: 2,
+        ..WAITING
+    };
+    let mut got = Vec::new();
+    let outcome = log.fetch(&[(tp.clone(), 0)], two, &mut got).unwrap();
+    assert_eq!(texts(&got), ["a", "b"]);
+    log.fetch(&[(tp, outcome.next_offsets[0])], two, &mut got)
+        .unwrap();
+    assert_eq!(texts(&got), ["a", "b", "c"]);
+}
+
+/// A commit whose writer died after producing part of it is delivered as
+/// it is once it has been held back for a while (here the producer
+/// timeout, 1 s; the rest comes when the writer's slot is recovered), and
+/// `read_topic`, a snapshot to the ends, reads it as it is at once.
+#[test]
+fn a_commit_left_incomplete_is_delivered_as_it_is_after_a_while() {
+    let broker = Arc::new(MockBroker::start().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = broker.config(dir.path());
+    config.timeout = Duration::from_secs(1);
+    let log = KafkaLog::open_with_topic_admin(config, broker.clone()).unwrap();
+    log.create_topic(&TopicSpec::new("out", 1)).unwrap();
+    let commit = Producing::new(&log, &["first", "second"]);
+    commit.produce(&log, 0..1);
+    assert_eq!(texts(&log.read_topic("out").unwrap()), ["first"]);
+    let tp = TopicPartition::new("out", 0);
+    let mut got = Vec::new();
+    log.fetch(&[(tp.clone(), 0)], WAITING, &mut got).unwrap();
+    assert!(got.is_empty(), "held back at first: {:?}", texts(&got));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the incomplete commit was never delivered"
+        );
+        log.fetch(&[(tp.clone(), 0)], WAITING, &mut got).unwrap();
+    }
+    assert_eq!(texts(&got), ["first"]);
 }
