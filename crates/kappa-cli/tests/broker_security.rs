@@ -69,6 +69,23 @@ fn client(port: u16, ca: &Path, mechanism: &str, user: &str, password: &str) -> 
     c
 }
 
+/// Creates `names`, a partition each, as the principal of `config`: each
+/// topic's result.
+fn create_topics(config: &ClientConfig, names: &[&str]) -> Vec<rdkafka::admin::TopicResult> {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        config.create().unwrap();
+    let topics: Vec<rdkafka::admin::NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            rdkafka::admin::NewTopic::new(name, 1, rdkafka::admin::TopicReplication::Fixed(1))
+        })
+        .collect();
+    let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(WAIT));
+    runtime()
+        .block_on(admin.create_topics(&topics, &options))
+        .unwrap()
+}
+
 fn send(config: &ClientConfig, topic: &str, value: &str) -> Result<(), KafkaError> {
     let producer: FutureProducer = config.create().unwrap();
     runtime()
@@ -140,14 +157,7 @@ fn clients_authenticate_and_may_do_what_the_policy_allows_them() {
     let (_broker, port) = secured_broker(dir.path(), &[]);
 
     let writer = client(port, &ca, "SCRAM-SHA-256", "writer", "write-secret");
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        writer.create().unwrap();
-    let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(WAIT));
-    let new =
-        |name| rdkafka::admin::NewTopic::new(name, 1, rdkafka::admin::TopicReplication::Fixed(1));
-    let created = runtime()
-        .block_on(admin.create_topics(&[new("orders"), new("payroll")], &options))
-        .unwrap();
+    let created = create_topics(&writer, &["orders", "payroll"]);
     assert!(created[0].is_ok(), "{created:?}");
     assert_eq!(
         created[1].as_ref().err().map(|(_, c)| *c),
@@ -222,18 +232,7 @@ fn describe_and_transactional_id_rights_are_enforced() {
     let ca = settings(dir.path());
     let (_broker, port) = secured_broker(dir.path(), &[]);
     let writer = client(port, &ca, "SCRAM-SHA-256", "writer", "write-secret");
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        writer.create().unwrap();
-    let created = runtime()
-        .block_on(admin.create_topics(
-            &[rdkafka::admin::NewTopic::new(
-                "orders",
-                1,
-                rdkafka::admin::TopicReplication::Fixed(1),
-            )],
-            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(WAIT)),
-        ))
-        .unwrap();
+    let created = create_topics(&writer, &["orders"]);
     assert!(created[0].is_ok(), "{created:?}");
     send(&writer, "orders", "first").unwrap();
 
@@ -428,18 +427,7 @@ fn kafka_python_and_kafkajs_authenticate_with_their_own_sasl_code() {
     let (_broker, port) = secured_broker(dir.path(), &["--sasl-failures-max", "1000"]);
     let bootstrap = format!("localhost:{port}");
     let writer = client(port, &ca, "PLAIN", "writer", "write-secret");
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        writer.create().unwrap();
-    let created = runtime()
-        .block_on(admin.create_topics(
-            &[rdkafka::admin::NewTopic::new(
-                "orders",
-                1,
-                rdkafka::admin::TopicReplication::Fixed(1),
-            )],
-            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(WAIT)),
-        ))
-        .unwrap();
+    let created = create_topics(&writer, &["orders"]);
     assert!(created[0].is_ok(), "{created:?}");
 
     let python = |mechanism: &str, password: &str, value: &str| {

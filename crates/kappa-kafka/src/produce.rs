@@ -22,7 +22,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 
 use crate::client::{self, COMMIT_HEADER, PART_HEADER};
 use crate::config::KafkaConfig;
-use crate::writeahead::Tag;
+use crate::writeahead::{self, Tag};
 
 /// A record ready to produce: destination fixed, plus the header naming its
 /// write-ahead entry.
@@ -248,6 +248,7 @@ impl Sender {
             s.first_error = None;
         }
         let deadline = Instant::now() + self.timeout;
+        let mut part_buf = [0u8; writeahead::PART_BYTES_MAX];
         for (i, out) in parts.iter().flat_map(|p| p.iter()).enumerate() {
             let tag = tag(i);
             let mut headers = OwnedHeaders::new_with_capacity(out.record.headers.len() + 2);
@@ -262,10 +263,11 @@ impl Sender {
                     key: COMMIT_HEADER,
                     value: Some(tag.id.as_bytes()),
                 });
-                if let Some(part) = &tag.part {
+                if let Some(part) = tag.part {
+                    let len = writeahead::write_part(&mut part_buf, part);
                     headers = headers.insert(Header {
                         key: PART_HEADER,
-                        value: Some(part.as_bytes()),
+                        value: Some(&part_buf[..len]),
                     });
                 }
             }

@@ -42,9 +42,9 @@ pub(crate) fn commit_id(instance: &str, slot: u32, seq: u64, index: usize) -> St
 pub(crate) struct Tag {
     /// [`commit_id`]: the `kappa-commit` header.
     pub(crate) id: String,
-    /// `<k>/<n>` (the `kappa-commit-part` header) when the entry has
-    /// `n` > 1 records for the record's partition.
-    pub(crate) part: Option<String>,
+    /// `(k, n)` (the `kappa-commit-part` header, see [`write_part`]) when
+    /// the entry has `n` > 1 records for the record's partition.
+    pub(crate) part: Option<(u32, u32)>,
 }
 
 /// Tags the records of one entry.
@@ -85,16 +85,25 @@ impl<'a> Tags<'a> {
 
     /// The tag of the entry's record `index`.
     pub(crate) fn of(&self, index: usize) -> Tag {
-        let part = self
-            .parts
-            .get(index)
-            .filter(|(_, n)| *n > 1)
-            .map(|(k, n)| format!("{k}/{n}"));
+        let part = self.parts.get(index).copied().filter(|(_, n)| *n > 1);
         Tag {
             id: commit_id(self.writer, self.slot, self.seq, index),
             part,
         }
     }
+}
+
+/// Longest `kappa-commit-part` value: two `u32`s and a slash.
+pub(crate) const PART_BYTES_MAX: usize = 21;
+
+/// Writes the `kappa-commit-part` value `<k>/<n>` into `buf` (no
+/// allocation per record); returns its length.
+pub(crate) fn write_part(buf: &mut [u8; PART_BYTES_MAX], (k, n): (u32, u32)) -> usize {
+    use std::io::Write;
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    // Two u32s and a slash always fit.
+    let _ = write!(w, "{k}/{n}");
+    usize::try_from(w.position()).unwrap_or(0)
 }
 
 /// Parses a `kappa-commit-part` header: `(k, n)` with `k < n`.
@@ -373,6 +382,18 @@ mod tests {
             .collect();
         assert_eq!(Entry::decode(&chunks[..chunks.len() - 1]).unwrap(), None);
         assert_eq!(Entry::decode(&chunks[1..]).unwrap(), None);
+    }
+
+    #[test]
+    fn parts_round_trip_through_their_header() {
+        let mut buf = [0u8; PART_BYTES_MAX];
+        for part in [(0, 2), (7, 8), (u32::MAX - 1, u32::MAX)] {
+            let len = write_part(&mut buf, part);
+            assert_eq!(parse_part(&buf[..len]), Some(part));
+        }
+        for bad in [&b"2/2"[..], b"3/2", b"1", b"a/b", b"1/2/3", b""] {
+            assert_eq!(parse_part(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -222,17 +222,12 @@ fn a_commit_larger_than_a_fetch_comes_in_parts() {
 }
 
 /// A commit whose writer died after producing part of it is delivered as
-/// it is once it has been held back for a while (here the producer
-/// timeout, 1 s; the rest comes when the writer's slot is recovered), and
+/// it is once it has been held back for a while (2 s; the rest comes when
+/// the writer's slot is recovered), and
 /// `read_topic`, a snapshot to the ends, reads it as it is at once.
 #[test]
 fn a_commit_left_incomplete_is_delivered_as_it_is_after_a_while() {
-    let broker = Arc::new(MockBroker::start().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = broker.config(dir.path());
-    config.timeout = Duration::from_secs(1);
-    let log = KafkaLog::open_with_topic_admin(config, broker.clone()).unwrap();
-    log.create_topic(&TopicSpec::new("out", 1)).unwrap();
+    let (_broker, _dir, log) = log_with_out(1);
     let commit = Producing::new(&log, &["first", "second"]);
     commit.produce(&log, 0..1);
     assert_eq!(texts(&log.read_topic("out").unwrap()), ["first"]);
