@@ -260,18 +260,17 @@ impl Reader {
         for (i, at) in incomplete.into_iter().enumerate() {
             let tp = &from[i].0;
             let before = self.holding.iter().position(|(t, _, _)| t == tp);
-            let Some(at) = at else {
-                if let Some(b) = before {
-                    self.holding.swap_remove(b);
-                }
-                continue;
-            };
-            if stopped_by_limits && at <= from[i].1 {
-                continue;
-            }
-            let since = match before {
-                Some(b) if self.holding[b].1 == at => self.holding[b].2,
+            let since = match (at, before) {
+                (Some(at), Some(b)) if self.holding[b].1 == at => self.holding[b].2,
                 _ => Instant::now(),
+            };
+            if let Some(b) = before {
+                self.holding.swap_remove(b);
+            }
+            // Nothing before it to deliver, and the read stopped at its
+            // limits: the commit is larger than a read may return.
+            let Some(at) = at.filter(|at| !(stopped_by_limits && *at <= from[i].1)) else {
+                continue;
             };
             if since.elapsed() >= self.timeout.min(HOLD_MAX) {
                 tracing::warn!(
@@ -280,15 +279,9 @@ impl Reader {
                     offset = at,
                     "a write-ahead commit is still incomplete; delivering what arrived of it (its writer died mid-commit?)"
                 );
-                if let Some(b) = before {
-                    self.holding.swap_remove(b);
-                }
                 continue;
             }
-            match before {
-                Some(b) => self.holding[b] = (tp.clone(), at, since),
-                None => self.holding.push((tp.clone(), at, since)),
-            }
+            self.holding.push((tp.clone(), at, since));
             held[i] = Some(at);
             next[i] = at;
             self.eof[i] = false;
