@@ -30,6 +30,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kappa_log::partition_for_key;
 use node::{Cluster, runtime, send_request};
+use rdkafka::ClientConfig;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier,
 };
@@ -614,7 +615,12 @@ fn groups_are_listed_and_described_with_their_members(broker: &mut dyn Cluster) 
 
 /// The topic's partitions as Metadata shows them, or its error.
 fn topic_metadata(broker: &dyn Cluster, topic: &str) -> Result<usize, RDKafkaErrorCode> {
-    let consumer: BaseConsumer = broker.client().create().unwrap();
+    topic_metadata_as(&broker.client(), topic)
+}
+
+/// As [`topic_metadata`], asked by a consumer with the settings `client`.
+fn topic_metadata_as(client: &ClientConfig, topic: &str) -> Result<usize, RDKafkaErrorCode> {
+    let consumer: BaseConsumer = client.create().unwrap();
     let md = consumer.fetch_metadata(Some(topic), WAIT).unwrap();
     let t = &md.topics()[0];
     match t.error() {
@@ -780,17 +786,9 @@ print(json.dumps({"id": c.cluster_id, "controller": c.controller.id,
 #[test]
 fn a_node_makes_topics_clients_name_only_when_started_to() {
     let asking = |broker: &node::Broker, allowed: bool, topic: &str| {
-        let consumer: BaseConsumer = broker
-            .client()
-            .set("allow.auto.create.topics", allowed.to_string())
-            .create()
-            .unwrap();
-        let md = consumer.fetch_metadata(Some(topic), WAIT).unwrap();
-        let t = &md.topics()[0];
-        match t.error() {
-            Some(e) => Err(RDKafkaErrorCode::from(e)),
-            None => Ok(t.partitions().len()),
-        }
+        let mut client = broker.client();
+        client.set("allow.auto.create.topics", allowed.to_string());
+        topic_metadata_as(&client, topic)
     };
     let dir = tempfile::tempdir().unwrap();
     let off = node::Broker::start(dir.path());

@@ -21,11 +21,14 @@ pub(crate) const COMMIT_HEADER: &str = "kappa-commit";
 /// records written before it existed). Stripped when Kappa reads records.
 pub(crate) const PART_HEADER: &str = "kappa-commit-part";
 
+/// Whether a header is one the backend adds to what it writes.
+pub(crate) fn is_backend_header(name: &[u8]) -> bool {
+    name == COMMIT_HEADER.as_bytes() || name == PART_HEADER.as_bytes()
+}
+
 /// `record` without the headers the backend adds to what it writes.
 pub(crate) fn without_backend_headers(mut record: kappa_log::Record) -> kappa_log::Record {
-    record.headers.retain(|h| {
-        &h.name[..] != COMMIT_HEADER.as_bytes() && &h.name[..] != PART_HEADER.as_bytes()
-    });
+    record.headers.retain(|h| !is_backend_header(&h.name));
     record
 }
 

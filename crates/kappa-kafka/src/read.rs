@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 
-use crate::client::{self, COMMIT_HEADER, PART_HEADER, ReaderContext};
+use crate::client::{self, ReaderContext};
 use crate::commit_runs::CommitRuns;
 use crate::config::KafkaConfig;
 
@@ -453,7 +453,7 @@ fn to_record(tp: &TopicPartition, m: &BorrowedMessage<'_>, keep_commit_header: b
     };
     let headers = m.headers().map_or_else(Vec::new, |hs| {
         hs.iter()
-            .filter(|h| keep_commit_header || (h.key != COMMIT_HEADER && h.key != PART_HEADER))
+            .filter(|h| keep_commit_header || !client::is_backend_header(h.key.as_bytes()))
             .map(|h| {
                 Header::new(
                     Bytes::copy_from_slice(h.key.as_bytes()),
