@@ -235,6 +235,11 @@ impl TopologyTestDriver {
         self.worker.late_records()
     }
 
+    /// The worker's counters as of its last commit.
+    pub fn metrics(&self) -> crate::StreamsMetrics {
+        self.worker.metrics()
+    }
+
     /// The committed contents of a store.
     pub fn store(&self, name: &str) -> ReadOnlyStore {
         ReadOnlyStore::new(self.log.clone(), &self.app, name, self.partitions)

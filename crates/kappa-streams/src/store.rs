@@ -17,6 +17,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kappa_log::{Commit, Log, LogError};
 
+use crate::store_cache::{CacheCounts, PREFIX_ENTRIES_MAX, StoreCache, entries_in_range};
+
 /// Where a store keeps its committed contents for fast reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StoreKind {
@@ -136,15 +138,20 @@ pub(crate) struct TaskStore {
     committed: Option<BTreeMap<Bytes, Bytes>>,
     /// Ordered so prefix scans need not walk every pending write.
     pending: BTreeMap<Bytes, Option<Bytes>>,
+    /// What a persistent store has read of its committed contents.
+    cache: StoreCache,
     key_buf: Vec<u8>,
 }
 
 impl TaskStore {
+    /// The store partition `partition` of `spec`; a persistent one caches
+    /// up to `cache_bytes` of what it reads.
     pub(crate) fn open(
         log: &dyn Log,
         app: &str,
         spec: &StoreSpec,
         partition: u32,
+        cache_bytes: usize,
     ) -> Result<Self, LogError> {
         let prefix = store_prefix(app, &spec.name, partition);
         let committed = match spec.kind {
@@ -156,11 +163,16 @@ impl TaskStore {
                     .collect(),
             ),
         };
+        let cache = StoreCache::new(match spec.kind {
+            StoreKind::Persistent => cache_bytes,
+            StoreKind::InMemory => 0,
+        });
         Ok(Self {
             name: spec.name.clone(),
             prefix,
             committed,
             pending: BTreeMap::new(),
+            cache,
             key_buf: Vec::new(),
         })
     }
@@ -172,12 +184,22 @@ impl TaskStore {
         match &self.committed {
             Some(map) => Ok(map.get(key).cloned()),
             None => {
+                if let Some(v) = self.cache.get(key) {
+                    return Ok(v);
+                }
                 self.key_buf.clear();
                 self.key_buf.extend_from_slice(&self.prefix);
                 self.key_buf.extend_from_slice(key);
-                log.metadata(&self.key_buf)
+                let v = log.metadata(&self.key_buf)?;
+                self.cache.put_read(key, v.clone());
+                Ok(v)
             }
         }
+    }
+
+    /// Reads from the cache and the log, this store's.
+    pub(crate) fn cache_counts(&self) -> CacheCounts {
+        self.cache.counts()
     }
 
     /// Every entry, committed and pending merged (pending wins), in key order.
@@ -223,7 +245,7 @@ impl TaskStore {
     /// given) and at most `last`, committed and pending merged, in key order:
     /// a bounded read, never the whole prefix.
     pub(crate) fn range(
-        &self,
+        &mut self,
         log: &dyn Log,
         prefix: &[u8],
         after: Option<&[u8]>,
@@ -245,9 +267,7 @@ impl TaskStore {
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            None => committed_range(log, &self.prefix, prefix, after, last)?
-                .into_iter()
-                .collect(),
+            None => self.committed_range_cached(log, prefix, after, last)?,
         };
         for (k, v) in self
             .pending
@@ -260,6 +280,44 @@ impl TaskStore {
             };
         }
         Ok(merged.into_iter().collect())
+    }
+
+    /// The committed part of [`TaskStore::range`] for a persistent store:
+    /// from the cache when it holds the whole prefix; else the whole prefix
+    /// is read once to be cached, unless it holds more than
+    /// [`PREFIX_ENTRIES_MAX`] entries, which are read range by range.
+    fn committed_range_cached(
+        &mut self,
+        log: &dyn Log,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        last: &[u8],
+    ) -> Result<BTreeMap<Bytes, Bytes>, LogError> {
+        match self.cache.prefix_state(prefix) {
+            Some(true) => return Ok(self.cache.prefix_range(prefix, after, last)),
+            Some(false) => {}
+            None if self.cache.is_enabled() => {
+                self.key_buf.clear();
+                self.key_buf.extend_from_slice(&self.prefix);
+                self.key_buf.extend_from_slice(prefix);
+                let page = log.metadata_page(&self.key_buf, None, PREFIX_ENTRIES_MAX + 1)?;
+                if page.len() <= PREFIX_ENTRIES_MAX {
+                    let base = self.prefix.len();
+                    let whole: BTreeMap<Bytes, Bytes> = page
+                        .into_iter()
+                        .map(|(k, v)| (k.slice(base..), v))
+                        .collect();
+                    let out = entries_in_range(&whole, after, last);
+                    self.cache.put_prefix(prefix, Some(whole));
+                    return Ok(out);
+                }
+                self.cache.put_prefix(prefix, None);
+            }
+            None => {}
+        }
+        Ok(committed_range(log, &self.prefix, prefix, after, last)?
+            .into_iter()
+            .collect())
     }
 
     pub(crate) fn put(&mut self, key: Bytes, value: Option<Bytes>) {
@@ -296,7 +354,12 @@ impl TaskStore {
                     };
                 }
             }
-            None => self.pending.clear(),
+            None => {
+                for (k, v) in &self.pending {
+                    self.cache.apply(k, v.as_ref());
+                }
+                self.pending.clear();
+            }
         }
     }
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kappa_streams::{
-    I64, Materialized, Processor, ProcessorContext, StreamsBuilder, StreamsError,
-    TopologyTestDriver, Utf8, WindowStoreHandle,
+    I64, Materialized, Processor, ProcessorContext, STORE_CACHE_BYTES_DEFAULT, StreamsBuilder,
+    StreamsConfig, StreamsError, TopologyTestDriver, Utf8, WindowStoreHandle,
 };
 use proptest::prelude::*;
 
@@ -37,6 +37,12 @@ impl Processor<String, i64, String, i64> for ThreeDaySum {
 }
 
 fn driver(retention_days: u64) -> TopologyTestDriver {
+    driver_with_cache(retention_days, STORE_CACHE_BYTES_DEFAULT)
+}
+
+/// With `cache_bytes` of store cache for the worker (split over the two
+/// partitions' stores).
+fn driver_with_cache(retention_days: u64, cache_bytes: usize) -> TopologyTestDriver {
     let b = StreamsBuilder::new();
     let panes = b.add_window_store(
         Materialized::persistent("panes"),
@@ -47,7 +53,9 @@ fn driver(retention_days: u64) -> TopologyTestDriver {
     b.stream("amounts", Utf8, I64)
         .process(move || ThreeDaySum(panes.clone()), &["panes"])
         .to("sums", Utf8, I64);
-    TopologyTestDriver::new(b.build().unwrap(), 2).unwrap()
+    let mut config = StreamsConfig::new("test-driver");
+    config.store_cache_bytes = cache_bytes;
+    TopologyTestDriver::with_config(b.build().unwrap(), 2, config).unwrap()
 }
 
 proptest! {
@@ -55,9 +63,11 @@ proptest! {
 
     #[test]
     fn sums_over_panes_equal_sums_over_the_records(
-        records in prop::collection::vec((0..4usize, -DAY..(20 * DAY), 1..100i64), 1..60)
+        records in prop::collection::vec((0..4usize, -DAY..(20 * DAY), 1..100i64), 1..60),
+        // None, a cache that evicts on almost every read, the default.
+        cache_bytes in prop::sample::select(vec![0, 400, STORE_CACHE_BYTES_DEFAULT]),
     ) {
-        let mut d = driver(365);
+        let mut d = driver_with_cache(365, cache_bytes);
         let keys = ["a", "ab", "b", "card-1"];
         let mut seen: Vec<(usize, i64, i64)> = Vec::new();
         for (k, t, amount) in records {
@@ -137,4 +147,39 @@ fn windows_older_than_the_retention_are_dropped_when_their_key_is_written() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// One key with more daily panes than the store cache holds of one key:
+/// its reads go to the log range by range, before and after it outgrows
+/// the cache, and the sums stay right.
+#[test]
+fn a_key_with_more_windows_than_the_cache_holds_whole_reads_right() {
+    for cache_bytes in [0, STORE_CACHE_BYTES_DEFAULT] {
+        let mut d = driver_with_cache(3650, cache_bytes);
+        for day in 0..300 {
+            d.pipe("amounts", &Utf8, &"k".to_owned(), &I64, &1, day * DAY)
+                .unwrap();
+            let out = d.read_output("sums", &Utf8, &I64).unwrap();
+            assert_eq!(out.len(), 1);
+            assert_eq!(
+                out[0].1,
+                Some((day + 1).min(3)),
+                "day {day}, cache {cache_bytes}"
+            );
+        }
+        let m = d.metrics();
+        if cache_bytes == 0 {
+            assert_eq!((m.store_cache_hits, m.store_cache_misses), (0, 0));
+        } else {
+            // The first 256 days' panes are read from the cache.
+            assert!(m.store_cache_hits >= 256, "{m:?}");
+        }
+        assert_eq!(
+            d.store("panes")
+                .fetch_key_windows(b"k", i64::MIN, i64::MAX)
+                .unwrap()
+                .len(),
+            300
+        );
+    }
 }

@@ -141,6 +141,18 @@ fn render_streams(f: &mut MetricFamilies, state: &GatewayState, streams: &Stream
         m.late_records,
     );
     add(
+        "kappa_streams_store_cache_hits_total",
+        "counter",
+        a.clone(),
+        m.store_cache_hits,
+    );
+    add(
+        "kappa_streams_store_cache_misses_total",
+        "counter",
+        a.clone(),
+        m.store_cache_misses,
+    );
+    add(
         "kappa_streams_running",
         "gauge",
         a.clone(),

@@ -23,13 +23,16 @@ use crate::error::StreamsError;
 use crate::global::GlobalStores;
 use crate::node::{SourceNode, TaskInit};
 use crate::registry::{Registry, TaskOwner};
-use crate::store::{ReadOnlyStore, TaskStore, replay_mark_key, stream_time_key};
+use crate::store::{ReadOnlyStore, StoreKind, TaskStore, replay_mark_key, stream_time_key};
 use crate::tasks::{AppContext, Listener, TaskState, Tasks};
 use crate::topology::Topology;
 
 mod streams;
 
 pub use self::streams::Streams;
+
+/// The default of [`StreamsConfig::store_cache_bytes`]: 32 MiB per worker.
+pub const STORE_CACHE_BYTES_DEFAULT: usize = 32 << 20;
 
 /// How a topology runs.
 #[derive(Clone, Debug)]
@@ -54,6 +57,12 @@ pub struct StreamsConfig {
     /// Keep warm copies of this many other instances' task stores, so
     /// taking a task over restores only the tail (see [`Assignment::Group`]).
     pub num_standby_replicas: u32,
+    /// Bytes each worker thread may keep of what its tasks' persistent
+    /// stores read, so keys and windows read again skip the storage engine
+    /// (split evenly between the worker's stores; 0 turns the cache off).
+    /// The cache holds committed contents only and follows the worker's
+    /// own commits, so reads are the same with or without it.
+    pub store_cache_bytes: usize,
 }
 
 /// How the tasks of an application are split between processes.
@@ -83,6 +92,7 @@ impl StreamsConfig {
             assignment: Assignment::AllTasks,
             application_server: None,
             num_standby_replicas: 0,
+            store_cache_bytes: STORE_CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -301,13 +311,19 @@ impl Worker {
             store_names: &store_names,
             dead_letter_topic,
         };
+        let persistent = topology
+            .stores()
+            .iter()
+            .filter(|s| s.kind == StoreKind::Persistent)
+            .count();
+        let cache_bytes = config.store_cache_bytes / (persistent * partitions.len()).max(1);
         let mut tasks = Vec::with_capacity(partitions.len());
         let mut cursors = Vec::new();
         let mut cursor_task = Vec::new();
         for &p in partitions {
             let mut stores = Vec::with_capacity(topology.stores().len());
             for spec in topology.stores() {
-                stores.push(TaskStore::open(&*log, app, spec, p)?);
+                stores.push(TaskStore::open(&*log, app, spec, p, cache_bytes)?);
             }
             let mut sources: Vec<(Arc<str>, Box<dyn SourceNode>)> = Vec::new();
             for source in &topology.graph.sources {
@@ -471,10 +487,18 @@ impl Worker {
 
     /// Counters as of the last commit.
     pub(crate) fn metrics(&self) -> StreamsMetrics {
+        let cache = self
+            .tasks
+            .iter()
+            .flat_map(|t| &t.ctx.stores)
+            .map(TaskStore::cache_counts)
+            .fold((0, 0), |(h, m), c| (h + c.hits, m + c.misses));
         StreamsMetrics {
             records_processed: self.processed_committed,
             late_records: self.late_records(),
             commits: self.commits,
+            store_cache_hits: cache.0,
+            store_cache_misses: cache.1,
         }
     }
 
@@ -619,6 +643,11 @@ pub struct StreamsMetrics {
     pub late_records: u64,
     /// Commits made.
     pub commits: u64,
+    /// Reads of persistent stores answered by the store cache
+    /// ([`StreamsConfig::store_cache_bytes`]).
+    pub store_cache_hits: u64,
+    /// Reads of persistent stores that went to the log.
+    pub store_cache_misses: u64,
 }
 
 impl Progress {

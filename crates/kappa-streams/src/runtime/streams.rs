@@ -263,6 +263,8 @@ impl Streams {
                 records_processed: a.records_processed + m.records_processed,
                 late_records: a.late_records + m.late_records,
                 commits: a.commits + m.commits,
+                store_cache_hits: a.store_cache_hits + m.store_cache_hits,
+                store_cache_misses: a.store_cache_misses + m.store_cache_misses,
             })
     }
 
