@@ -221,7 +221,17 @@ impl Inner {
             }
         }
 
-        let mut batch = self.db.batch();
+        // Sized up front: a commit of tens of thousands of store writes
+        // would otherwise grow the batch by doubling, copying it each time
+        // into fresh memory (profiled at 8 % of a keyed count).
+        let items = writes
+            .iter()
+            .map(|w| 2 * (w.sealed.len() + usize::from(w.current.is_some())))
+            .sum::<usize>()
+            + commit.group_positions.len()
+            + commit.metadata.len();
+        // Durability is chosen where the batch is committed (commit_batch).
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), items);
         for pw in &mut writes {
             if let Some(b) = pw.current.take() {
                 pw.sealed.push(b);
