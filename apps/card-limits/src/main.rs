@@ -553,9 +553,10 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let node_metrics = node
-        .as_ref()
-        .map(|n| Arc::new(NodeMetrics(n.stats())) as Arc<dyn kappa_service::MetricsSource>);
+    let node_metrics = node.as_ref().map(|n| {
+        Arc::new(kappa_gateway::NodeMetrics::new(n.stats()))
+            as Arc<dyn kappa_service::MetricsSource>
+    });
     let shell_config = card_limits::shell::ShellConfig {
         notify_url: args.notify_url.clone(),
         notify_timeout: args.notify_timeout.into(),
@@ -619,17 +620,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         s.close()?;
     }
     Ok(())
-}
-
-/// The Kafka-protocol node's figures in the service's `/metrics`.
-struct NodeMetrics(Arc<kappa_node::NodeStats>);
-
-impl kappa_service::MetricsSource for NodeMetrics {
-    fn collect(&self, families: &mut kappa_service::MetricFamilies) {
-        for s in self.0.samples() {
-            families.add_sample(s.family, s.kind, &s.name, &s.labels, s.value);
-        }
-    }
 }
 
 fn load(args: &LoadArgs) -> anyhow::Result<()> {

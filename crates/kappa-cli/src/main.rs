@@ -110,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => commands::produce::run(&*open()?, args),
         Command::Consume(args) => commands::consume::run(&*open()?, args),
         Command::App(cmd) => commands::app::run(&*open()?, cmd),
-        Command::Demo(args) => commands::demo::run(std::sync::Arc::from(open()?), &args),
+        Command::Demo(args) => commands::demo::run(&location, options.clone(), &args),
         Command::Load(args) => commands::load::run(&args),
         Command::Broker(args) => commands::broker::run(&location, options.clone(), &args),
     }

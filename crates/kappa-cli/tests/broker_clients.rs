@@ -676,3 +676,195 @@ on_both!(
     a_cooperative_sticky_group_rebalances_without_losing_or_repeating_committed_work,
     committed_offsets_and_records_survive_a_restart_and_offsets_by_time_find_the_first_record_at_or_after,
 );
+
+/// A running process, killed when the test ends however it ends.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kappa demo --kafka-listen`: a service serves its own log to Kafka
+/// clients while it runs. A Kafka consumer reads the commands it took
+/// over HTTP and the events its processor wrote for them; the node's
+/// figures are in the service's `/metrics`; a Kafka cluster given as the
+/// log is refused before anything starts.
+#[test]
+fn a_service_serves_its_own_log_to_kafka_clients() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["--log", log_dir.to_str().unwrap(), "--durability", "never"])
+        .args(["demo", "--http", "127.0.0.1:0", "--partitions", "2"])
+        .args(["--kafka-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let _demo = KilledOnDrop(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("kappa demo printed {line:?} instead of its address"))
+        .to_owned();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let kafka = line
+        .trim()
+        .strip_prefix("serving the log to Kafka clients at ")
+        .unwrap_or_else(|| panic!("kappa demo printed {line:?} instead of its Kafka address"))
+        .to_owned();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["load", "--url", &url, "--sync", "--rate", "100"])
+        .args(["--connections", "2", "--duration", "1s", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answered = usize::try_from(report["ok"].as_u64().unwrap()).unwrap();
+    assert!(answered > 10, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+
+    // Every answered command, and the event that answered it, over Kafka.
+    let consumer: BaseConsumer = node::client(&kafka)
+        .set("group.id", "demo-readers")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for topic in ["commands", "events"] {
+        for p in 0..2 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut read: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    while read.get("commands") != Some(&answered) || read.get("events") != Some(&answered) {
+        assert!(
+            Instant::now() < deadline,
+            "read {read:?} of {answered} commands and events in time"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let envelope: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert!(envelope["id"].is_string(), "{envelope}");
+            *read.entry(m.topic().to_owned()).or_default() += 1;
+        }
+    }
+    drop(consumer);
+
+    let metrics = node::scrape(&format!("{url}/metrics"));
+    let connections: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kappa_node_connections_total "))
+        .unwrap_or_else(|| panic!("no kappa_node_connections_total in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(connections >= 1, "{metrics}");
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args([
+            "--log",
+            "kafka://127.0.0.1:1",
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args(["--kafka-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--kafka-listen") && stderr.contains("Kafka cluster"),
+        "{stderr}"
+    );
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+}
+
+/// `kappa-sums --kafka-listen`: while the process runs (its input still
+/// open), a Kafka consumer reads the sums its topology wrote from its own
+/// log; when the input ends, the process finishes as without the node.
+#[test]
+fn a_topology_binary_serves_its_log_to_kafka_clients_while_it_runs() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kappa-sums"))
+        .args(["--log", dir.path().join("log").to_str().unwrap()])
+        .args(["--partitions", "2", "--kafka-listen", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut sums = KilledOnDrop(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let kafka = line
+        .trim()
+        .strip_prefix("serving the log to Kafka clients at ")
+        .unwrap_or_else(|| panic!("kappa-sums printed {line:?} instead of its Kafka address"))
+        .to_owned();
+    // One input commit's worth (kappa-sums commits every 100 lines).
+    let input: String = (0..100)
+        .map(|i| if i % 2 == 0 { "a 1\n" } else { "b 2\n" })
+        .collect();
+    stdin.write_all(input.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+
+    let consumer: BaseConsumer = node::client(&kafka)
+        .set("group.id", "sums-readers")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset("sums", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let expected = BTreeMap::from([
+        ("a".to_owned(), "50".to_owned()),
+        ("b".to_owned(), "100".to_owned()),
+    ]);
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    while latest != expected {
+        assert!(Instant::now() < deadline, "read sums {latest:?} in time");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            latest.insert(
+                String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+            );
+        }
+    }
+    drop(consumer);
+
+    drop(stdin);
+    let status = sums.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let rest: Vec<String> = stdout.lines().map(Result::unwrap).collect();
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("appended 100"),
+        "{rest:?}"
+    );
+}

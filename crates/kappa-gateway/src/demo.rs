@@ -113,8 +113,23 @@ pub fn start(
     config: GatewayConfig,
     commit_interval: Duration,
 ) -> Result<(Gateway, Arc<Streams>), GatewayError> {
+    start_with(log, config, commit_interval, |b| b)
+}
+
+/// As [`start`], with `extend` adding to the gateway before it starts (a
+/// metrics source, say).
+///
+/// # Errors
+///
+/// As [`start`].
+pub fn start_with(
+    log: Arc<dyn Log>,
+    config: GatewayConfig,
+    commit_interval: Duration,
+    extend: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> Result<(Gateway, Arc<Streams>), GatewayError> {
     // The gateway creates the topics; the processor reads them.
-    let gateway = actions(Gateway::builder(log.clone(), config.clone()))?;
+    let gateway = extend(actions(Gateway::builder(log.clone(), config.clone()))?);
     crate::ensure_topics(&*log, &config)?;
     let streams = processor(log, &config, commit_interval)?;
     let view = View::new(TOTALS, &streams, TOTALS).values(crate::views::ValueFormat::I64);

@@ -38,6 +38,7 @@ pub mod index;
 pub mod load;
 
 mod metrics;
+mod node_metrics;
 mod outcomes;
 mod rate;
 mod schema;
@@ -56,6 +57,7 @@ pub use api::views::wait_for_position;
 pub use console::ConsolePage;
 pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayConfig, ensure_topics};
+pub use node_metrics::NodeMetrics;
 pub use rate::RateLimit;
 pub use schema::{Actions, Refusal, Violation};
 pub use serve::interrupted;

@@ -12,10 +12,14 @@
 //! ```
 //!
 //! With `--log kafka://host:port` its local state goes to `$KAPPA_STATE_DIR`
-//! (default `./kappa-state`). It is also the child process of the
-//! exactly-once crash test, on both backends.
+//! (default `./kappa-state`). With `--kafka-listen ADDR` (embedded log
+//! only) it serves its log to other processes and Kafka clients while it
+//! runs, and says where first: `serving the log to Kafka clients at ADDR`.
+//! It is also the child process of the exactly-once crash test, on both
+//! backends.
 
 use std::io::{BufRead, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,15 +52,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut dir = None;
     let mut threads = 1usize;
     let mut partitions = 4u32;
+    let mut kafka_listen: Option<SocketAddr> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--log" => dir = args.next(),
             "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse()?,
             "--partitions" => partitions = args.next().ok_or("--partitions needs a number")?.parse()?,
-            other => return Err(format!("unknown argument {other:?}; usage: kappa-sums --log DIR|kafka://host:port [--threads N] [--partitions N]").into()),
+            "--kafka-listen" => kafka_listen = Some(args.next().ok_or("--kafka-listen needs HOST:PORT")?.parse()?),
+            other => return Err(format!("unknown argument {other:?}; usage: kappa-sums --log DIR|kafka://host:port [--threads N] [--partitions N] [--kafka-listen HOST:PORT]").into()),
         }
     }
     let location = dir.ok_or("--log DIR|kafka://host:port is required")?;
+    if let Some(addr) = kafka_listen
+        && location.starts_with("kafka://")
+    {
+        return Err(format!("--kafka-listen {addr} serves an embedded log; --log {location} is a Kafka cluster already").into());
+    }
     let state = kappa_kafka::state_base_from_env();
     let log: Arc<dyn Log> = Arc::from(kappa_kafka::open_location(
         &location,
@@ -69,6 +80,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Err(e) => return Err(e.into()),
         }
     }
+
+    // Kept until the end: dropping the runtime stops the node.
+    let _node = match kafka_listen {
+        Some(addr) => Some(serve_over_kafka(log.clone(), addr)?),
+        None => None,
+    };
 
     let builder = StreamsBuilder::new();
     let by_key = builder
@@ -123,6 +140,33 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     streams.close()?;
     Ok(())
+}
+
+/// Serves `log` over the Kafka protocol at `addr` on a runtime of its own,
+/// until the runtime is dropped.
+fn serve_over_kafka(
+    log: Arc<dyn Log>,
+    addr: SocketAddr,
+) -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let node = runtime
+        .block_on(kappa_node::Node::bind(
+            log,
+            kappa_node::NodeConfig::new(addr),
+        ))
+        .map_err(|e| format!("serving the log over the Kafka protocol at {addr}: {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "serving the log to Kafka clients at {}",
+        node.local_addr()
+    )?;
+    stdout.flush()?;
+    runtime.spawn(node.serve(std::future::pending()));
+    Ok(runtime)
 }
 
 /// Appends the batch in one commit; returns how many records it held.

@@ -1,14 +1,18 @@
 //! `kappa demo`: the gateway's demo service (see `kappa_gateway::demo`) on
-//! a log, for trying the HTTP API and benchmarking it.
+//! a log, for trying the HTTP API and benchmarking it; with
+//! `--kafka-listen`, its log is served to other processes and Kafka
+//! clients too, as `kappa broker` serves a log with no service.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
-use kappa_gateway::GatewayConfig;
-use kappa_log::Log;
+use kappa_gateway::{GatewayBuilder, GatewayConfig, NodeMetrics};
+use kappa_log::{EmbeddedOptions, Log};
+
+use crate::location::LogLocation;
 
 /// Arguments of `kappa demo`.
 #[derive(Debug, Args)]
@@ -28,8 +32,14 @@ pub struct DemoArgs {
     no_processor: bool,
     /// Serve only a handler that answers `POST /commands` with 202 and
     /// writes nothing: the HTTP baseline of `kappa bench gateway`.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, conflicts_with = "kafka_listen")]
     baseline: bool,
+    /// Also serve the log over the Kafka protocol at this address (port 0
+    /// picks a free port), so other processes and any Kafka client read
+    /// and write it while the service runs; the node's figures join
+    /// `/metrics`. The embedded log only (a Kafka cluster serves itself).
+    #[arg(long)]
+    kafka_listen: Option<SocketAddr>,
 }
 
 /// The baseline server: HTTP and nothing else.
@@ -47,8 +57,19 @@ fn serve_baseline(runtime: &tokio::runtime::Runtime, http: SocketAddr) -> anyhow
     })
 }
 
-/// Serves until interrupted; prints `listening on http://ADDR` first.
-pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
+/// Serves the log at `location` until interrupted; prints `listening on
+/// http://ADDR` first, then, with `--kafka-listen`, `serving the log to
+/// Kafka clients at ADDR`.
+pub fn run(
+    location: &LogLocation,
+    options: EmbeddedOptions,
+    args: &DemoArgs,
+) -> anyhow::Result<()> {
+    if let (Some(addr), LogLocation::Kafka(url)) = (args.kafka_listen, location) {
+        bail!(
+            "--kafka-listen {addr} serves an embedded log; --log {url} is a Kafka cluster already"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kappa-http")
@@ -57,6 +78,22 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
     if args.baseline {
         return serve_baseline(&runtime, args.http);
     }
+    let log: Arc<dyn Log> = Arc::from(location.open(options)?);
+    let node = match args.kafka_listen {
+        Some(addr) => Some(
+            runtime
+                .block_on(kappa_node::Node::bind(
+                    log.clone(),
+                    kappa_node::NodeConfig::new(addr),
+                ))
+                .with_context(|| format!("serving the log over the Kafka protocol at {addr}"))?,
+        ),
+        None => None,
+    };
+    let with_node_metrics = |b: GatewayBuilder| match &node {
+        Some(n) => b.metrics(Arc::new(NodeMetrics::new(n.stats()))),
+        None => b,
+    };
     let config = GatewayConfig {
         partitions: args.partitions,
         title: "Kappa demo service".to_owned(),
@@ -64,10 +101,11 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
     };
     let (gateway, streams) = if args.no_processor {
         let builder = kappa_gateway::Gateway::builder(log, config);
-        (kappa_gateway::demo::actions(builder)?.start()?, None)
+        let builder = with_node_metrics(kappa_gateway::demo::actions(builder)?);
+        (builder.start()?, None)
     } else {
         let interval = Duration::from_millis(args.commit_interval_ms);
-        let (g, s) = kappa_gateway::demo::start(log, config, interval)?;
+        let (g, s) = kappa_gateway::demo::start_with(log, config, interval, with_node_metrics)?;
         (g, Some(s))
     };
     let gateway = Arc::new(gateway);
@@ -77,6 +115,10 @@ pub fn run(log: Arc<dyn Log>, args: &DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", args.http))?;
         let addr = listener.local_addr()?;
         println!("listening on http://{addr} (API documentation at http://{addr}/docs)");
+        if let Some(node) = node {
+            println!("serving the log to Kafka clients at {}", node.local_addr());
+            tokio::spawn(node.serve(std::future::pending()));
+        }
         gateway.announce_ready();
         gateway
             .clone()
