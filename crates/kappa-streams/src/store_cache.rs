@@ -176,18 +176,25 @@ impl StoreCache {
     }
 
     /// Remembers every committed entry under `prefix` as just read from
-    /// the log (`None`: more than [`PREFIX_ENTRIES_MAX`]).
+    /// the log (`None`: more than [`PREFIX_ENTRIES_MAX`]). Entries taking
+    /// more than an eighth of the budget are remembered as too large
+    /// instead: held, they would push out everything else, and evicted at
+    /// once, they would be read whole again on every range read.
     pub(crate) fn put_prefix(&mut self, prefix: &[u8], entries: Option<BTreeMap<Bytes, Bytes>>) {
         if !self.is_enabled() {
             return;
         }
-        let bytes = ENTRY_OVERHEAD
-            + prefix.len()
-            + entries.as_ref().map_or(0, |e| {
-                e.iter()
-                    .map(|(k, v)| ENTRY_OVERHEAD + k.len() + v.len())
-                    .sum()
-            });
+        let entry_bytes = entries.as_ref().map_or(0, |e| {
+            e.iter()
+                .map(|(k, v)| ENTRY_OVERHEAD + k.len() + v.len())
+                .sum()
+        });
+        let (entries, entry_bytes) = if entry_bytes > self.budget / 8 {
+            (None, 0)
+        } else {
+            (entries, entry_bytes)
+        };
+        let bytes = ENTRY_OVERHEAD + prefix.len() + entry_bytes;
         let old = self.prefixes.insert(
             Bytes::copy_from_slice(prefix),
             Cached {
@@ -397,6 +404,19 @@ mod tests {
         }
         let counted: usize = c.values.values().map(|v| v.bytes).sum();
         assert_eq!(counted, c.used_bytes);
+    }
+
+    #[test]
+    fn a_prefix_larger_than_an_eighth_of_the_budget_is_remembered_as_too_large() {
+        let mut c = StoreCache::new(8 * 1024);
+        let big: BTreeMap<Bytes, Bytes> = (0..4)
+            .map(|i| (Bytes::from(format!("p/{i}")), Bytes::from(vec![0u8; 400])))
+            .collect();
+        c.put_prefix(b"p/", Some(big));
+        assert_eq!(c.prefix_state(b"p/"), Some(false));
+        let small: BTreeMap<Bytes, Bytes> = [(b("q/1"), b("v"))].into_iter().collect();
+        c.put_prefix(b"q/", Some(small));
+        assert_eq!(c.prefix_state(b"q/"), Some(true));
     }
 
     #[test]
