@@ -8,8 +8,9 @@
 //!
 //! Inside a task, writes go to a buffer first; reads see the buffer, then
 //! the committed contents. An in-memory store also keeps the committed
-//! contents in a hash map (restored on start); a persistent store reads the
-//! log's storage engine.
+//! contents in a map (restored on start); a persistent store reads the
+//! log's storage engine, through a bounded cache of what it read
+//! (`store_cache.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +23,8 @@ use crate::store_cache::{CacheCounts, PREFIX_ENTRIES_MAX, StoreCache, entries_in
 /// Where a store keeps its committed contents for fast reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StoreKind {
-    /// Read from the log's storage engine (embedded: fjall); no memory cost.
+    /// Read from the log's storage engine (embedded: fjall), through a
+    /// bounded cache ([`crate::StreamsConfig::store_cache_bytes`]).
     Persistent,
     /// A full copy in memory, restored from the log when a task starts.
     InMemory,
@@ -197,7 +199,7 @@ impl TaskStore {
         }
     }
 
-    /// Reads from the cache and the log, this store's.
+    /// This store's reads answered by its cache, and those that went to the log.
     pub(crate) fn cache_counts(&self) -> CacheCounts {
         self.cache.counts()
     }
@@ -243,7 +245,8 @@ impl TaskStore {
 
     /// Entries whose key starts with `prefix`, is greater than `after` (when
     /// given) and at most `last`, committed and pending merged, in key order:
-    /// a bounded read, never the whole prefix.
+    /// a bounded read (the range, or, to cache it, the whole prefix when it
+    /// holds at most [`PREFIX_ENTRIES_MAX`] entries).
     pub(crate) fn range(
         &mut self,
         log: &dyn Log,
