@@ -41,8 +41,13 @@ fn producer(broker: &dyn Cluster, extra: &[(&str, &str)]) -> FutureProducer {
 }
 
 fn reader(broker: &dyn Cluster, group: &str) -> BaseConsumer {
-    broker
-        .client()
+    reader_at(broker.addr(), group)
+}
+
+/// As [`reader`], for a broker at `addr` that is not a [`Cluster`] (a
+/// service serving its own log).
+fn reader_at(addr: &str, group: &str) -> BaseConsumer {
+    node::client(addr)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -687,6 +692,17 @@ impl Drop for KilledOnDrop {
     }
 }
 
+/// The address a process started with `--kafka-listen` says it serves its
+/// log at, read from the next line of its standard output.
+fn kafka_address(stdout: &mut impl std::io::BufRead, who: &str) -> String {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix("serving the log to Kafka clients at ")
+        .unwrap_or_else(|| panic!("{who} printed {line:?} instead of its Kafka address"))
+        .to_owned()
+}
+
 /// `kappa demo --kafka-listen`: a service serves its own log to Kafka
 /// clients while it runs. A Kafka consumer reads the commands it took
 /// over HTTP and the events its processor wrote for them; the node's
@@ -716,13 +732,7 @@ fn a_service_serves_its_own_log_to_kafka_clients() {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("kappa demo printed {line:?} instead of its address"))
         .to_owned();
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
-    let kafka = line
-        .trim()
-        .strip_prefix("serving the log to Kafka clients at ")
-        .unwrap_or_else(|| panic!("kappa demo printed {line:?} instead of its Kafka address"))
-        .to_owned();
+    let kafka = kafka_address(&mut stdout, "kappa demo");
 
     let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
         .args(["load", "--url", &url, "--sync", "--rate", "100"])
@@ -736,11 +746,7 @@ fn a_service_serves_its_own_log_to_kafka_clients() {
     assert_eq!(report["errors"], 0, "{report}");
 
     // Every answered command, and the event that answered it, over Kafka.
-    let consumer: BaseConsumer = node::client(&kafka)
-        .set("group.id", "demo-readers")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = reader_at(&kafka, "demo-readers");
     let mut tpl = TopicPartitionList::new();
     for topic in ["commands", "events"] {
         for p in 0..2 {
@@ -815,13 +821,7 @@ fn a_topology_binary_serves_its_log_to_kafka_clients_while_it_runs() {
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut sums = KilledOnDrop(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let kafka = line
-        .trim()
-        .strip_prefix("serving the log to Kafka clients at ")
-        .unwrap_or_else(|| panic!("kappa-sums printed {line:?} instead of its Kafka address"))
-        .to_owned();
+    let kafka = kafka_address(&mut stdout, "kappa-sums");
     // One input commit's worth (kappa-sums commits every 100 lines).
     let input: String = (0..100)
         .map(|i| if i % 2 == 0 { "a 1\n" } else { "b 2\n" })
@@ -829,11 +829,7 @@ fn a_topology_binary_serves_its_log_to_kafka_clients_while_it_runs() {
     stdin.write_all(input.as_bytes()).unwrap();
     stdin.flush().unwrap();
 
-    let consumer: BaseConsumer = node::client(&kafka)
-        .set("group.id", "sums-readers")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = reader_at(&kafka, "sums-readers");
     let mut tpl = TopicPartitionList::new();
     for p in 0..2 {
         tpl.add_partition_offset("sums", p, Offset::Beginning)

@@ -30,11 +30,55 @@ const ENTRY_OVERHEAD: usize = 64;
 /// is read range by range from the log, as without a cache.
 pub(crate) const PREFIX_ENTRIES_MAX: usize = 256;
 
+/// Bytes counted for one entry of `key_len` and `value_len` bytes.
+fn entry_bytes(key_len: usize, value_len: usize) -> usize {
+    ENTRY_OVERHEAD + key_len + value_len
+}
+
 struct Cached<T> {
     item: T,
     bytes: usize,
     /// Read since the last sweep.
     used: bool,
+}
+
+impl<T> Cached<T> {
+    /// Just read from the log, once so far: gone at the next sweep unless
+    /// read again.
+    fn read(item: T, bytes: usize) -> Self {
+        Self {
+            item,
+            bytes,
+            used: false,
+        }
+    }
+}
+
+type Entries<T> = HashMap<Bytes, Cached<T>, RandomState>;
+
+/// Drops the entries not read since the last sweep and marks the others
+/// unread; returns the bytes freed.
+fn drop_unread<T>(map: &mut Entries<T>) -> usize {
+    let mut freed = 0;
+    map.retain(|_, c| {
+        let keep = std::mem::take(&mut c.used);
+        if !keep {
+            freed += c.bytes;
+        }
+        keep
+    });
+    freed
+}
+
+/// Drops entries, whichever come first, until `used` is at most `target`.
+fn drop_until<T>(map: &mut Entries<T>, used: &mut usize, target: usize) {
+    map.retain(|_, c| {
+        if *used <= target {
+            return true;
+        }
+        *used -= c.bytes;
+        false
+    });
 }
 
 /// Hits and misses of a cache, for the runtime's figures.
@@ -50,10 +94,10 @@ pub(crate) struct StoreCache {
     budget: usize,
     used_bytes: usize,
     /// The committed value of a key; `None`: deleted since it was read.
-    values: HashMap<Bytes, Cached<Option<Bytes>>, RandomState>,
+    values: Entries<Option<Bytes>>,
     /// Every committed entry under a prefix, by whole key; `None`: more
     /// than [`PREFIX_ENTRIES_MAX`], not worth reading whole again.
-    prefixes: HashMap<Bytes, Cached<Option<BTreeMap<Bytes, Bytes>>>, RandomState>,
+    prefixes: Entries<Option<BTreeMap<Bytes, Bytes>>>,
     /// The lengths of the cached prefixes, to find the prefix a key falls
     /// under without trying each of its lengths.
     prefix_lens: Vec<usize>,
@@ -118,16 +162,10 @@ impl StoreCache {
         if !self.is_enabled() || value.is_none() {
             return;
         }
-        let bytes = ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, Bytes::len);
-        let old = self.values.insert(
-            Bytes::copy_from_slice(key),
-            Cached {
-                item: value,
-                bytes,
-                // Read once so far: gone at the next sweep unless read again.
-                used: false,
-            },
-        );
+        let bytes = entry_bytes(key.len(), value.as_ref().map_or(0, Bytes::len));
+        let old = self
+            .values
+            .insert(Bytes::copy_from_slice(key), Cached::read(value, bytes));
         self.used_bytes = self.used_bytes + bytes - old.map_or(0, |o| o.bytes);
         self.keep_in_budget();
     }
@@ -184,25 +222,18 @@ impl StoreCache {
         if !self.is_enabled() {
             return;
         }
-        let entry_bytes = entries.as_ref().map_or(0, |e| {
-            e.iter()
-                .map(|(k, v)| ENTRY_OVERHEAD + k.len() + v.len())
-                .sum()
+        let held = entries.as_ref().map_or(0, |e| {
+            e.iter().map(|(k, v)| entry_bytes(k.len(), v.len())).sum()
         });
-        let (entries, entry_bytes) = if entry_bytes > self.budget / 8 {
+        let (entries, held) = if held > self.budget / 8 {
             (None, 0)
         } else {
-            (entries, entry_bytes)
+            (entries, held)
         };
-        let bytes = ENTRY_OVERHEAD + prefix.len() + entry_bytes;
-        let old = self.prefixes.insert(
-            Bytes::copy_from_slice(prefix),
-            Cached {
-                item: entries,
-                bytes,
-                used: false,
-            },
-        );
+        let bytes = entry_bytes(prefix.len(), held);
+        let old = self
+            .prefixes
+            .insert(Bytes::copy_from_slice(prefix), Cached::read(entries, bytes));
         self.used_bytes = self.used_bytes + bytes - old.as_ref().map_or(0, |o| o.bytes);
         if old.is_none() && !self.prefix_lens.contains(&prefix.len()) {
             self.prefix_lens.push(prefix.len());
@@ -219,7 +250,7 @@ impl StoreCache {
         let new_len = value.map_or(0, Bytes::len);
         if let Some(c) = self.values.get_mut(&key[..]) {
             self.used_bytes -= c.bytes;
-            c.bytes = ENTRY_OVERHEAD + key.len() + new_len;
+            c.bytes = entry_bytes(key.len(), new_len);
             c.item = value.cloned();
             self.used_bytes += c.bytes;
         }
@@ -237,15 +268,15 @@ impl StoreCache {
                 Some(v) => entries.insert(key.clone(), v.clone()),
                 None => entries.remove(key),
             };
-            let old_bytes = old.map_or(0, |o| ENTRY_OVERHEAD + key.len() + o.len());
-            let new_bytes = value.map_or(0, |_| ENTRY_OVERHEAD + key.len() + new_len);
+            let old_bytes = old.map_or(0, |o| entry_bytes(key.len(), o.len()));
+            let new_bytes = value.map_or(0, |_| entry_bytes(key.len(), new_len));
             let grown = entries.len() > PREFIX_ENTRIES_MAX;
             self.used_bytes -= c.bytes;
             c.bytes = c.bytes + new_bytes - old_bytes;
             if grown {
                 // Grown past what is worth holding: read from the log again.
                 c.item = None;
-                c.bytes = ENTRY_OVERHEAD + len;
+                c.bytes = entry_bytes(len, 0);
             }
             self.used_bytes += c.bytes;
         }
@@ -259,40 +290,11 @@ impl StoreCache {
         if self.used_bytes <= self.budget {
             return;
         }
-        let mut freed = 0;
-        self.values.retain(|_, c| {
-            let keep = std::mem::take(&mut c.used);
-            if !keep {
-                freed += c.bytes;
-            }
-            keep
-        });
-        self.prefixes.retain(|_, c| {
-            let keep = std::mem::take(&mut c.used);
-            if !keep {
-                freed += c.bytes;
-            }
-            keep
-        });
-        self.used_bytes -= freed;
+        self.used_bytes -= drop_unread(&mut self.values) + drop_unread(&mut self.prefixes);
         if self.used_bytes > self.budget / 4 * 3 {
             let target = self.budget / 2;
-            let mut used = self.used_bytes;
-            self.values.retain(|_, c| {
-                if used <= target {
-                    return true;
-                }
-                used -= c.bytes;
-                false
-            });
-            self.prefixes.retain(|_, c| {
-                if used <= target {
-                    return true;
-                }
-                used -= c.bytes;
-                false
-            });
-            self.used_bytes = used;
+            drop_until(&mut self.values, &mut self.used_bytes, target);
+            drop_until(&mut self.prefixes, &mut self.used_bytes, target);
         }
         self.prefix_lens
             .retain(|len| self.prefixes.keys().any(|p| p.len() == *len));
